@@ -1,0 +1,203 @@
+import { UnrecoverableError, type Job, type Processor } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { AgentContext, AgentSpec, TopicHandler } from './agent.js';
+import { createRunLogger } from './agent-logger.js';
+import type { AgentStateStore, RunRecord } from './agent-state.js';
+import type { BusEvent, EventBus } from './bus.js';
+import { RunTimeoutError } from './errors.js';
+import type { RunJobData } from './queues.js';
+import { execOrThrow } from './redis-pipeline.js';
+import type { Registry } from './registry.js';
+
+/** What a finished `agents` job returns (visible in Bull Board and `GET /api/runs/:id`). */
+export type RunResult =
+  | { outcome: 'success'; result: unknown; durationMs: number; workerId: string }
+  | { outcome: 'skipped'; reasons: string[]; workerId: string };
+
+/**
+ * Decides, before a run starts, whether it must be skipped. Returns the reasons to skip
+ * (empty: run it). Dependency gating, overlap and the circuit breaker plug in here.
+ */
+export type RunGate = (spec: AgentSpec, job: Job<RunJobData>) => Promise<string[]>;
+
+/** Called with every recorded run, to add more state changes to the same round trip. */
+export type OutcomeListener = (record: RunRecord, pipeline: ReturnType<Redis['pipeline']>) => void;
+
+export interface ExecutorDeps {
+  redis: Redis;
+  registry: Registry;
+  state: AgentStateStore;
+  bus: EventBus;
+  log: Logger;
+  workerId: string;
+  gates?: RunGate[];
+  outcomeListeners?: OutcomeListener[];
+  /** Serves `ctx.request`; without it, requests reject with a clear error. */
+  request?: AgentRequester;
+  clock?: () => number;
+}
+
+export type AgentRequester = (from: string, agent: string, payload: unknown, options?: { timeoutMs?: number }) => Promise<unknown>;
+
+/** Marks an error whose events and state the processor already recorded. */
+const REPORTED = Symbol('werkpilot.reported');
+
+export function isReported(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && (err as Record<symbol, unknown>)[REPORTED] === true;
+}
+
+/**
+ * The processor of the `agents` queue: resolves the agent named by the job, gates it, runs it with
+ * its context and timeout, and records the outcome — state and events in one round trip.
+ *
+ * Failures are thrown back to BullMQ, which retries with the agent's exponential backoff; a run that
+ * exhausts its attempts stays in the failed set, which is the dead-letter queue.
+ */
+export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, RunResult> {
+  const clock = deps.clock ?? Date.now;
+  const gates = deps.gates ?? [];
+  const listeners = deps.outcomeListeners ?? [];
+
+  const commit = async (record: RunRecord, events: BusEvent[]) => {
+    const pipeline = deps.redis.pipeline();
+    deps.state.addRecordTo(pipeline, record);
+    for (const listener of listeners) listener(record, pipeline);
+    for (const event of events) deps.bus.addTo(pipeline, event);
+    await execOrThrow(pipeline);
+  };
+
+  return async (job, _token, bullSignal) => {
+    const spec = deps.registry.get(job.name);
+    if (!spec) {
+      const reason = `unknown agent ${job.name}`;
+      await deps.bus.publish('agent:dlq', { runId: job.id, error: reason, workerId: deps.workerId }, job.name);
+      throw markReported(new UnrecoverableError(reason));
+    }
+    const attempt = job.attemptsMade + 1;
+    const base = { runId: job.id!, attempt, workerId: deps.workerId, ...(job.data.pipelineId ? { pipelineId: job.data.pipelineId } : {}) };
+    const log = deps.log.child({ agent: spec.name, runId: job.id, attempt });
+
+    const reasons = (await Promise.all(gates.map((gate) => gate(spec, job)))).flat();
+    if (reasons.length > 0) {
+      await commit({ agent: spec.name, outcome: 'skipped', at: clock(), error: reasons.join('; ') }, [
+        deps.bus.event('agent:skipped', { ...base, reasons }, spec.name),
+      ]);
+      log.info({ reasons }, 'run skipped');
+      return { outcome: 'skipped', reasons, workerId: deps.workerId };
+    }
+
+    const startedAt = clock();
+    await deps.bus.publish('agent:started', { ...base, trigger: job.data.trigger }, spec.name);
+
+    const timeout = new AbortController();
+    const timer = setTimeout(() => timeout.abort(new RunTimeoutError(spec.timeoutMs)), spec.timeoutMs);
+    const signal = bullSignal ? AbortSignal.any([timeout.signal, bullSignal]) : timeout.signal;
+    const subscriptions: (() => void)[] = [];
+    const ctx = buildContext(deps, spec, job, attempt, signal, log, subscriptions);
+
+    try {
+      const result = await untilAborted(Promise.resolve().then(() => spec.definition.run(ctx)), signal);
+      const durationMs = clock() - startedAt;
+      await commit({ agent: spec.name, outcome: 'success', durationMs, at: clock() }, [
+        deps.bus.event('agent:completed', { ...base, durationMs }, spec.name),
+      ]);
+      return { outcome: 'success', result: result ?? null, durationMs, workerId: deps.workerId };
+    } catch (thrown) {
+      const error = toError(signal.aborted ? signal.reason : thrown);
+      const durationMs = clock() - startedAt;
+      const maxAttempts = job.opts.attempts ?? 1;
+      const willRetry = !(error instanceof UnrecoverableError) && attempt < maxAttempts;
+      const events: BusEvent[] = [];
+      if (error instanceof RunTimeoutError) events.push(deps.bus.event('agent:timeout', { ...base, timeoutMs: spec.timeoutMs }, spec.name));
+      events.push(deps.bus.event('agent:failed', { ...base, error: error.message, durationMs, willRetry }, spec.name));
+      if (willRetry) {
+        const delayMs = backoffDelay(job, attempt);
+        events.push(deps.bus.event('agent:retrying', { ...base, nextAttempt: attempt + 1, delayMs }, spec.name));
+      } else {
+        events.push(deps.bus.event('agent:dlq', { ...base, error: error.message, attemptsMade: attempt }, spec.name));
+      }
+      await commit({ agent: spec.name, outcome: 'failure', durationMs, at: clock(), error: error.message }, events);
+      log.warn({ err: error.message, willRetry }, 'run failed');
+      throw markReported(error);
+    } finally {
+      clearTimeout(timer);
+      for (const unsubscribe of subscriptions) unsubscribe();
+    }
+  };
+}
+
+function buildContext(
+  deps: ExecutorDeps,
+  spec: AgentSpec,
+  job: Job<RunJobData>,
+  attempt: number,
+  signal: AbortSignal,
+  log: Logger,
+  subscriptions: (() => void)[],
+): AgentContext {
+  return {
+    signal,
+    log: createRunLogger(log, job, (err) => log.debug({ err }, 'job log write failed')),
+    data: job.data.data,
+    attempt,
+    runId: job.id!,
+    agent: spec.name,
+    publish: (topic, payload) => deps.bus.publish(topic, asEventData(payload), spec.name),
+    subscribe: (topic: string, handler: TopicHandler) => {
+      let active = true;
+      const pending = deps.bus.subscribe((event) => {
+        if (active && event.type === topic) handler(event.data && 'payload' in event.data ? event.data.payload : event.data, event);
+      });
+      subscriptions.push(() => {
+        active = false;
+        void pending.then((unsubscribe) => unsubscribe());
+      });
+    },
+    request: <T>(agent: string, payload?: unknown, options?: { timeoutMs?: number }) =>
+      deps.request
+        ? (deps.request(spec.name, agent, payload, options) as Promise<T>)
+        : Promise.reject(new Error('ctx.request needs the RPC service, which this process did not start')),
+  };
+}
+
+/** An agent's published payload travels as `data.payload`, so any JSON value (not only objects) fits. */
+function asEventData(payload: unknown): Record<string, unknown> {
+  return { payload: payload ?? null };
+}
+
+/** Resolves with the work, or rejects with the signal's reason as soon as it aborts. */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (err) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
+}
+
+/** BullMQ's exponential backoff: delay × 2^(attempt − 1). */
+function backoffDelay(job: Job, attempt: number): number {
+  const backoff = job.opts.backoff;
+  const delay = typeof backoff === 'number' ? backoff : (backoff?.delay ?? 0);
+  return Math.round(delay * 2 ** (attempt - 1));
+}
+
+function toError(value: unknown): Error {
+  if (value instanceof Error) return value;
+  return new Error(typeof value === 'string' ? value : `agent threw a non-error: ${JSON.stringify(value)}`);
+}
+
+function markReported<E extends Error>(error: E): E {
+  (error as unknown as Record<symbol, unknown>)[REPORTED] = true;
+  return error;
+}

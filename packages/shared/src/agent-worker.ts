@@ -1,0 +1,49 @@
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { Worker } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { createAgentProcessor, isReported, type ExecutorDeps, type RunResult } from './agent-executor.js';
+import type { EventBus } from './bus.js';
+import type { Keys } from './keys.js';
+import { QUEUE_NAMES, type RunJobData } from './queues.js';
+
+/** A worker id that says where it runs: `host:pid:random`. */
+export function makeWorkerId(): string {
+  return `${hostname()}:${process.pid}:${randomBytes(2).toString('hex')}`;
+}
+
+export interface AgentWorkerOptions extends ExecutorDeps {
+  keys: Keys;
+  /** Connection BullMQ uses (and duplicates for its blocking client). */
+  connection: Redis;
+  concurrency: number;
+  bus: EventBus;
+  log: Logger;
+}
+
+/**
+ * A BullMQ Worker on the `agents` queue running agents through the executor. Its `name` is the
+ * worker id, which BullMQ stores on each job it takes (`processedBy`), so a dead-lettered run names
+ * the worker that ran it. Failures the executor did not see (a job that stalled too often) still
+ * reach the bus as `agent:dlq` through the `failed` listener.
+ */
+export function createAgentWorker(options: AgentWorkerOptions): Worker<RunJobData, RunResult> {
+  const log = options.log.child({ component: 'agent-worker', workerId: options.workerId });
+  const worker = new Worker<RunJobData, RunResult>(QUEUE_NAMES.agents, createAgentProcessor({ ...options, log }), {
+    connection: options.connection,
+    prefix: options.keys.bullPrefix,
+    concurrency: options.concurrency,
+    name: options.workerId,
+  });
+  worker.on('failed', (job, err) => {
+    if (!job || isReported(err)) return;
+    const final = job.attemptsMade >= (job.opts.attempts ?? 1) || job.finishedOn !== undefined;
+    if (!final) return;
+    options.bus
+      .publish('agent:dlq', { runId: job.id, error: err.message, attemptsMade: job.attemptsMade, workerId: options.workerId }, job.name)
+      .catch((e: unknown) => log.warn({ err: e }, 'could not publish agent:dlq'));
+  });
+  worker.on('error', (err) => log.warn({ err: err.message }, 'worker error'));
+  return worker;
+}

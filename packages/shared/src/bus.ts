@@ -1,0 +1,128 @@
+import type { ChainableCommander, Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { Keys } from './keys.js';
+
+/** One message on the bus: `{ type, agent?, at, data }`, JSON on `<prefix>:events`. */
+export interface BusEvent<TData = Record<string, unknown>> {
+  type: string;
+  agent?: string;
+  at: string;
+  data: TData;
+}
+
+export type BusHandler = (event: BusEvent) => void;
+
+export interface EventBusOptions {
+  /** Connection for PUBLISH / XADD / XREVRANGE. */
+  redis: Redis;
+  keys: Keys;
+  log: Logger;
+  /** How many events the history stream keeps. */
+  historyLength?: number;
+  clock?: () => number;
+}
+
+/**
+ * The message bus: Redis pub/sub on `<prefix>:events`, plus a capped stream of the last events
+ * for the dashboard's history. Any Redis client can SUBSCRIBE to the channel.
+ *
+ * Subscribing needs a connection in subscriber mode; it is created on first use (a duplicate of
+ * the command connection) and shared by all handlers of this bus.
+ */
+export class EventBus {
+  private readonly redis: Redis;
+  private readonly keys: Keys;
+  private readonly log: Logger;
+  private readonly historyLength: number;
+  private readonly clock: () => number;
+  private subscriber: Redis | undefined;
+  private subscribing: Promise<void> | undefined;
+  private readonly handlers = new Set<BusHandler>();
+
+  constructor({ redis, keys, log, historyLength = 1000, clock = Date.now }: EventBusOptions) {
+    this.redis = redis;
+    this.keys = keys;
+    this.log = log.child({ component: 'bus' });
+    this.historyLength = historyLength;
+    this.clock = clock;
+  }
+
+  /** Builds an event stamped with the bus clock. */
+  event<T extends Record<string, unknown>>(type: string, data: T, agent?: string): BusEvent<T> {
+    return { type, ...(agent !== undefined ? { agent } : {}), at: new Date(this.clock()).toISOString(), data };
+  }
+
+  /** Publishes one event (one round trip: PUBLISH and XADD pipelined). */
+  async publish(type: string, data: Record<string, unknown> = {}, agent?: string): Promise<void> {
+    const pipeline = this.redis.pipeline();
+    this.addTo(pipeline, this.event(type, data, agent));
+    await pipeline.exec();
+  }
+
+  /**
+   * Queues the event's PUBLISH and XADD on a pipeline or MULTI the caller executes, so a state
+   * change and its event travel in the same round trip.
+   */
+  addTo(pipeline: ChainableCommander, event: BusEvent): void {
+    const json = JSON.stringify(event);
+    pipeline.publish(this.keys.eventsChannel, json);
+    pipeline.xadd(this.keys.eventsStream, 'MAXLEN', '~', String(this.historyLength), '*', 'event', json);
+  }
+
+  /** The most recent events, oldest first. */
+  async recent(limit = 100): Promise<BusEvent[]> {
+    const entries = await this.redis.xrevrange(this.keys.eventsStream, '+', '-', 'COUNT', Math.max(1, Math.min(limit, this.historyLength)));
+    return entries
+      .map(([, fields]) => parseEvent(fields[1]))
+      .filter((e): e is BusEvent => e !== undefined)
+      .reverse();
+  }
+
+  /** Calls `handler` for every event on the bus until the returned function is called. */
+  async subscribe(handler: BusHandler): Promise<() => void> {
+    this.handlers.add(handler);
+    await this.ensureSubscribed();
+    return () => {
+      this.handlers.delete(handler);
+    };
+  }
+
+  private ensureSubscribed(): Promise<void> {
+    if (this.subscribing) return this.subscribing;
+    const subscriber = this.redis.duplicate({ connectionName: `${this.redis.options.connectionName ?? 'werkpilot'}:bus-sub` });
+    this.subscriber = subscriber;
+    subscriber.on('error', () => {}); // the command connection already logs outages
+    subscriber.on('message', (_channel: string, message: string) => {
+      const event = parseEvent(message);
+      if (!event) return;
+      for (const handler of this.handlers) {
+        try {
+          handler(event);
+        } catch (err) {
+          this.log.error({ err, type: event.type }, 'bus handler threw');
+        }
+      }
+    });
+    this.subscribing = subscriber.subscribe(this.keys.eventsChannel).then(() => undefined);
+    return this.subscribing;
+  }
+
+  /** Ends the subscriber connection; the command connection belongs to the caller. */
+  async close(): Promise<void> {
+    this.handlers.clear();
+    const subscriber = this.subscriber;
+    this.subscriber = undefined;
+    this.subscribing = undefined;
+    if (subscriber) await subscriber.quit().catch(() => subscriber.disconnect());
+  }
+}
+
+function parseEvent(json: string | undefined): BusEvent | undefined {
+  if (json === undefined) return undefined;
+  try {
+    const value = JSON.parse(json) as BusEvent;
+    return typeof value === 'object' && value !== null && typeof value.type === 'string' ? value : undefined;
+  } catch {
+    return undefined;
+  }
+}

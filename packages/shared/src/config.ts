@@ -1,0 +1,125 @@
+import { z } from 'zod';
+import { ConfigError } from './errors.js';
+import { cronProblem, timezoneProblem } from './cron.js';
+import { isValidPrefix } from './keys.js';
+
+/**
+ * Process configuration, read from the environment and validated in one place.
+ * Every problem names the variable, the value it got and what is allowed.
+ */
+export interface Config {
+  redisUrl: string;
+  prefix: string;
+  agentsDir: string;
+  port: number;
+  workerHttpPort: number;
+  workerConcurrency: number;
+  shutdownGraceMs: number;
+  dlqRetain: number;
+  completedRetain: number;
+  healthIntervalMs: number;
+  memoryCheckIntervalMs: number;
+  nightlyCron: string;
+  nightlyTz: string;
+  dashboardToken: string | undefined;
+  dashboardUser: string | undefined;
+  dashboardPassword: string | undefined;
+  logLevel: LogLevel;
+}
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+type Env = Record<string, string | undefined>;
+
+interface Variable<T> {
+  name: string;
+  default: T;
+  schema: z.ZodType<T>;
+  /** What is allowed, for the error message: "must be <allowed>". */
+  allowed: string;
+}
+
+const intString = (min: number, max = Number.MAX_SAFE_INTEGER) =>
+  z
+    .string()
+    .regex(/^\d+$/)
+    .transform(Number)
+    .pipe(z.number().int().min(min).max(max));
+
+function intVar(name: string, dflt: number, min: number, allowed: string, max?: number): Variable<number> {
+  return { name, default: dflt, schema: intString(min, max) as unknown as z.ZodType<number>, allowed };
+}
+
+function stringVar(name: string, dflt: string, allowed: string, check: (v: string) => boolean): Variable<string> {
+  return { name, default: dflt, schema: z.string().refine(check) as unknown as z.ZodType<string>, allowed };
+}
+
+function optionalVar(name: string): Variable<string | undefined> {
+  return { name, default: undefined, schema: z.string().min(1) as unknown as z.ZodType<string | undefined>, allowed: 'a non-empty string' };
+}
+
+const isRedisUrl = (v: string) => {
+  try {
+    const u = new URL(v);
+    return (u.protocol === 'redis:' || u.protocol === 'rediss:') && u.hostname !== '';
+  } catch {
+    return false;
+  }
+};
+
+const VARIABLES = {
+  redisUrl: stringVar('REDIS_URL', 'redis://127.0.0.1:6379', 'a redis:// or rediss:// URL, e.g. redis://:password@host:6379/0', isRedisUrl),
+  prefix: stringVar('WERKPILOT_PREFIX', 'werkpilot', "letters, digits, '.', '_' or '-' (no braces or colons)", isValidPrefix),
+  agentsDir: stringVar('WERKPILOT_AGENTS', 'examples/agents', 'a directory of agent modules', (v) => v.trim() !== ''),
+  port: intVar('PORT', 3001, 0, 'a port number from 0 to 65535', 65535),
+  workerHttpPort: intVar('WORKER_HTTP_PORT', 3002, 0, 'a port number from 0 to 65535 (0 turns it off)', 65535),
+  workerConcurrency: intVar('WORKER_CONCURRENCY', 10, 1, 'a positive integer'),
+  shutdownGraceMs: intVar('SHUTDOWN_GRACE_MS', 30000, 0, 'a whole number of milliseconds (0 or more)'),
+  dlqRetain: intVar('DLQ_RETAIN', 100, 1, 'a positive integer'),
+  completedRetain: intVar('COMPLETED_RETAIN', 1000, 0, 'a whole number (0 or more)'),
+  healthIntervalMs: intVar('HEALTH_INTERVAL_MS', 300000, 100, 'a whole number of milliseconds, at least 100'),
+  memoryCheckIntervalMs: intVar('MEMORY_CHECK_INTERVAL_MS', 60000, 100, 'a whole number of milliseconds, at least 100'),
+  nightlyCron: stringVar('NIGHTLY_CRON', '0 23 * * *', 'a 5- or 6-field cron expression', (v) => cronProblem(v) === null),
+  nightlyTz: stringVar('NIGHTLY_TZ', 'Europe/Zurich', 'an IANA time zone such as Europe/Zurich', (v) => timezoneProblem(v) === null),
+  dashboardToken: optionalVar('DASHBOARD_TOKEN'),
+  dashboardUser: optionalVar('DASHBOARD_USER'),
+  dashboardPassword: optionalVar('DASHBOARD_PASSWORD'),
+  logLevel: {
+    name: 'LOG_LEVEL',
+    default: 'info',
+    schema: z.enum(LOG_LEVELS),
+    allowed: `one of ${LOG_LEVELS.join(', ')}`,
+  } as Variable<LogLevel>,
+} satisfies { [K in keyof Config]: Variable<Config[K]> };
+
+/**
+ * Reads and validates the configuration. Throws one ConfigError listing every bad variable,
+ * e.g. `WORKER_CONCURRENCY must be a positive integer, got "ten"`.
+ */
+export function loadConfig(env: Env = process.env): Config {
+  const problems: string[] = [];
+  const config: Record<string, unknown> = {};
+  for (const [field, variable] of Object.entries(VARIABLES) as [keyof Config, Variable<unknown>][]) {
+    const raw = env[variable.name];
+    if (raw === undefined || raw === '') {
+      config[field] = variable.default;
+      continue;
+    }
+    const parsed = variable.schema.safeParse(raw.trim());
+    if (parsed.success) config[field] = parsed.data;
+    else problems.push(`${variable.name} must be ${variable.allowed}, got ${JSON.stringify(raw)}`);
+  }
+  const cfg = config as unknown as Config;
+  if (problems.length === 0 && Boolean(cfg.dashboardUser) !== Boolean(cfg.dashboardPassword)) {
+    problems.push('DASHBOARD_USER and DASHBOARD_PASSWORD must be set together (or neither)');
+  }
+  if (problems.length > 0) throw new ConfigError(problems.join('; '));
+  return cfg;
+}
+
+/** The environment variable behind each config field, for documentation and error messages. */
+export const CONFIG_VARIABLES: { [K in keyof Config]: { name: string; default: Config[K]; allowed: string } } =
+  Object.fromEntries(
+    Object.entries(VARIABLES).map(([k, v]) => [k, { name: v.name, default: v.default, allowed: v.allowed }]),
+  ) as never;

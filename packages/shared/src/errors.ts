@@ -1,0 +1,59 @@
+/**
+ * Typed errors whose messages tell a person what was wrong and what to do.
+ * Processes map `exitCode` to their exit status (2 = bad input or configuration).
+ */
+export class WerkpilotError extends Error {
+  /** Exit code a process should use when this error stops it. */
+  readonly exitCode: number = 1;
+  constructor(message: string) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
+/** A configuration variable has a value we cannot use. */
+export class ConfigError extends WerkpilotError {
+  override readonly exitCode = 2;
+}
+
+/** The agent registry is invalid; `problems` lists every problem found, not just the first. */
+export class RegistryError extends WerkpilotError {
+  override readonly exitCode = 2;
+  constructor(readonly problems: string[]) {
+    super(
+      `the agent registry has ${problems.length} problem${problems.length === 1 ? '' : 's'}:\n` +
+        problems.map((p) => `  - ${p}`).join('\n'),
+    );
+  }
+}
+
+/** An operation named an agent the registry does not know. */
+export class AgentNotFoundError extends WerkpilotError {
+  constructor(readonly agent: string) {
+    super(`unknown agent ${agent}`);
+  }
+}
+
+/** A run was asked for that does not exist (or has been removed by retention). */
+export class RunNotFoundError extends WerkpilotError {
+  constructor(readonly runId: string) {
+    super(`unknown run ${runId}`);
+  }
+}
+
+/** Input to an operation was malformed (bad JSON data, wrong type, ...). */
+export class InvalidInputError extends WerkpilotError {
+  override readonly exitCode = 2;
+}
+
+/** No Redis could be found or started. */
+export class RedisUnavailableError extends WerkpilotError {
+  override readonly exitCode = 2;
+}
+
+/** A run exceeded its agent's `timeoutMs`. */
+export class RunTimeoutError extends WerkpilotError {
+  constructor(readonly timeoutMs: number) {
+    super(`timeout after ${timeoutMs} ms`);
+  }
+}

@@ -1,0 +1,226 @@
+import { readdir, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { AGENT_DEFAULTS, type AgentDefinition, type AgentSpec, type Priority } from './agent.js';
+import { cronProblem, timezoneProblem } from './cron.js';
+import { computeDepths, findCycles, layersOf, topologicalOrder, transitiveDependents } from './dag.js';
+import { AgentNotFoundError, RegistryError } from './errors.js';
+
+/**
+ * The set of agents a process knows, validated as a whole before anything touches Redis.
+ * Both apps load the same modules: the scheduler reads metadata, workers run them.
+ */
+export class Registry {
+  readonly agents: ReadonlyMap<string, AgentSpec>;
+  /** Layer k = names of the agents of depth k. */
+  readonly layers: string[][];
+  private readonly graph: Map<string, string[]>;
+
+  constructor(specs: AgentSpec[]) {
+    this.agents = new Map(specs.map((s) => [s.name, s]));
+    this.graph = new Map(specs.map((s) => [s.name, s.dependsOn]));
+    this.layers = layersOf(new Map(specs.map((s) => [s.name, s.depth])));
+  }
+
+  get size(): number {
+    return this.agents.size;
+  }
+
+  get(name: string): AgentSpec | undefined {
+    return this.agents.get(name);
+  }
+
+  /** The agent, or an AgentNotFoundError naming it. */
+  require(name: string): AgentSpec {
+    const spec = this.agents.get(name);
+    if (!spec) throw new AgentNotFoundError(name);
+    return spec;
+  }
+
+  list(): AgentSpec[] {
+    return [...this.agents.values()];
+  }
+
+  names(): string[] {
+    return [...this.agents.keys()];
+  }
+
+  /** Every transitive dependent of `name`, in dependency order. */
+  dependentsOf(name: string): string[] {
+    return this.inDependencyOrder(transitiveDependents(this.graph, name));
+  }
+
+  /** Orders names so that each comes after its dependencies. */
+  inDependencyOrder(names: Iterable<string>): string[] {
+    return topologicalOrder(new Map(this.list().map((s) => [s.name, s.depth])), names);
+  }
+}
+
+const NAME_PATTERN = /^[a-z0-9][a-z0-9-]*$/;
+const AGENT_FILE = /\.(m?js|ts)$/;
+/** Type declarations, tests, and `_helpers` are not agents. */
+const NOT_AGENT_FILE = /(^_)|(\.(d|test|spec)\.(m?js|ts)$)/;
+
+/** A loaded module's default export and the file it came from. */
+export interface AgentModule {
+  definition: unknown;
+  source: string;
+}
+
+/**
+ * Imports every agent module in `dir` (`.js`, `.mjs`, `.ts`; TypeScript runs without a build
+ * through the process's tsx loader) and validates them together. Throws RegistryError listing
+ * every problem; touches no Redis.
+ */
+export async function loadRegistry(dir: string): Promise<Registry> {
+  const absolute = path.resolve(dir);
+  let files: string[];
+  try {
+    if (!(await stat(absolute)).isDirectory()) throw new Error('not a directory');
+    files = (await readdir(absolute)).filter((f) => AGENT_FILE.test(f) && !NOT_AGENT_FILE.test(f)).sort();
+  } catch (err) {
+    throw new RegistryError([`WERKPILOT_AGENTS=${dir}: cannot read the directory (${(err as Error).message})`]);
+  }
+  const problems: string[] = [];
+  const modules: AgentModule[] = [];
+  for (const file of files) {
+    const source = path.join(absolute, file);
+    try {
+      const mod = (await import(/* @vite-ignore */ pathToFileURL(source).href)) as { default?: unknown };
+      modules.push({ definition: mod.default, source });
+    } catch (err) {
+      problems.push(`${file}: failed to load: ${firstLine((err as Error).message)}`);
+    }
+  }
+  if (files.length === 0) problems.push(`WERKPILOT_AGENTS=${dir}: no agent modules (.js, .mjs, .ts) found`);
+  return buildRegistry(modules, problems);
+}
+
+/** Validates definitions as a whole; throws RegistryError with every problem found. */
+export function buildRegistry(modules: AgentModule[], earlierProblems: string[] = []): Registry {
+  const problems = [...earlierProblems];
+  const specs: AgentSpec[] = [];
+  const sources = new Map<string, string>();
+
+  for (const { definition, source } of modules) {
+    const where = path.basename(source);
+    const result = normalise(definition, where, source);
+    problems.push(...result.problems);
+    if (!result.spec) continue;
+    const first = sources.get(result.spec.name);
+    if (first !== undefined) {
+      problems.push(`duplicate agent name "${result.spec.name}" in ${first} and ${where}`);
+      continue;
+    }
+    sources.set(result.spec.name, where);
+    specs.push(result.spec);
+  }
+
+  for (const spec of specs) {
+    for (const dep of spec.dependsOn) {
+      if (dep === spec.name) continue; // reported as a cycle
+      if (!sources.has(dep)) problems.push(`agent "${spec.name}" depends on unknown agent "${dep}"`);
+    }
+  }
+  const graph = new Map(specs.map((s) => [s.name, s.dependsOn]));
+  for (const cycle of findCycles(graph)) problems.push(`dependency cycle: ${cycle.join(' → ')}`);
+
+  if (problems.length > 0) throw new RegistryError(problems);
+
+  const depths = computeDepths(graph);
+  for (const spec of specs) spec.depth = depths.get(spec.name)!;
+  return new Registry(specs);
+}
+
+function normalise(raw: unknown, where: string, source: string): { spec?: AgentSpec; problems: string[] } {
+  if (raw === null || typeof raw !== 'object') {
+    return { problems: [`${where}: the default export must be defineAgent({ ... }), got ${describe(raw)}`] };
+  }
+  const def = raw as Partial<AgentDefinition> & Record<string, unknown>;
+  const problems: string[] = [];
+  const label = typeof def.name === 'string' ? `agent "${def.name}" (${where})` : where;
+  const problem = (text: string) => problems.push(`${label}: ${text}`);
+
+  if (typeof def.name !== 'string' || !NAME_PATTERN.test(def.name)) {
+    problem(`name must match [a-z0-9][a-z0-9-]*, got ${describe(def.name)}`);
+  }
+  if (typeof def.run !== 'function') problem('run must be a function');
+  for (const hook of ['healthCheck', 'onRequest'] as const) {
+    if (def[hook] !== undefined && typeof def[hook] !== 'function') problem(`${hook} must be a function when given`);
+  }
+
+  if (def.schedule !== undefined) {
+    const s = def.schedule as { cron?: unknown; tz?: unknown };
+    if (s === null || typeof s !== 'object') problem('schedule must be { cron, tz? }');
+    else {
+      const tzIssue = s.tz === undefined ? null : typeof s.tz === 'string' ? timezoneProblem(s.tz) : 'tz must be a string';
+      if (tzIssue) problem(`schedule.tz ${tzIssue}`);
+      const cronIssue = typeof s.cron === 'string' ? cronProblem(s.cron, tzIssue ? undefined : (s.tz as string | undefined)) : 'schedule.cron must be a string';
+      if (cronIssue) problem(cronIssue);
+    }
+  }
+  if (def.priority !== undefined && ![1, 2, 3].includes(def.priority as number)) {
+    problem(`priority must be 1 (critical), 2 (important) or 3 (normal), got ${describe(def.priority)}`);
+  }
+  const dependsOn = def.dependsOn ?? [];
+  if (!Array.isArray(dependsOn) || dependsOn.some((d) => typeof d !== 'string')) {
+    problem('dependsOn must be an array of agent names');
+  }
+  checkPositiveInt(def.timeoutMs, 'timeoutMs', problem);
+  checkPositiveInt(def.maxRestartsPerHour, 'maxRestartsPerHour', problem);
+  if (def.overlap !== undefined && def.overlap !== 'skip' && def.overlap !== 'queue') {
+    problem(`overlap must be "skip" or "queue", got ${describe(def.overlap)}`);
+  }
+  const retry = def.retry ?? {};
+  if (typeof retry !== 'object' || retry === null) problem('retry must be { attempts, backoff: { type, delayMs } }');
+  else {
+    checkPositiveInt(retry.attempts, 'retry.attempts', problem);
+    if (retry.backoff !== undefined) {
+      if (retry.backoff.type !== undefined && retry.backoff.type !== 'exponential') {
+        problem(`retry.backoff.type must be "exponential", got ${describe(retry.backoff.type)}`);
+      }
+      const d = retry.backoff.delayMs;
+      if (d !== undefined && !(Number.isInteger(d) && d >= 0)) problem(`retry.backoff.delayMs must be a whole number of ms, got ${describe(d)}`);
+    }
+  }
+  if (problems.length > 0) return { problems };
+
+  const defaults = AGENT_DEFAULTS;
+  const spec: AgentSpec = {
+    name: def.name!,
+    schedule: def.schedule ? { cron: def.schedule.cron, ...(def.schedule.tz ? { tz: def.schedule.tz } : {}) } : undefined,
+    priority: (def.priority ?? defaults.priority) as Priority,
+    dependsOn: [...new Set(dependsOn as string[])],
+    timeoutMs: def.timeoutMs ?? defaults.timeoutMs,
+    retry: {
+      attempts: retry.attempts ?? defaults.retry.attempts,
+      backoff: { type: 'exponential', delayMs: retry.backoff?.delayMs ?? defaults.retry.backoff.delayMs },
+    },
+    overlap: def.overlap ?? defaults.overlap,
+    maxRestartsPerHour: def.maxRestartsPerHour ?? defaults.maxRestartsPerHour,
+    depth: 0,
+    source,
+    definition: def as AgentDefinition,
+  };
+  return { spec, problems };
+}
+
+function checkPositiveInt(value: unknown, field: string, problem: (t: string) => void) {
+  if (value !== undefined && !(Number.isInteger(value) && (value as number) > 0)) {
+    problem(`${field} must be a positive integer, got ${describe(value)}`);
+  }
+}
+
+function describe(value: unknown): string {
+  if (value === undefined) return 'nothing';
+  if (typeof value === 'function') return 'a function';
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return String(value);
+  }
+}
+
+function firstLine(text: string): string {
+  return text.split('\n')[0] ?? text;
+}

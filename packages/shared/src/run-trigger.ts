@@ -1,0 +1,48 @@
+import type { Queue } from 'bullmq';
+import { InvalidInputError } from './errors.js';
+import { runJobOptions, type Retention, type RunJobData } from './queues.js';
+import type { Registry } from './registry.js';
+
+export interface TriggerDeps {
+  queue: Queue<RunJobData>;
+  registry: Registry;
+  retention: Retention;
+}
+
+export interface TriggerOptions {
+  /** Given to the run as `ctx.data`; must be JSON-serialisable. */
+  data?: unknown;
+}
+
+/** Largest `data` a manual run accepts, serialised. */
+export const MAX_RUN_DATA_BYTES = 1024 * 1024;
+
+/**
+ * Queues a manual run of `agent` now, with its priority and retry policy.
+ * Throws AgentNotFoundError for an unknown agent and InvalidInputError for data that is not JSON
+ * or is larger than 1 MiB — before anything is written.
+ */
+export async function triggerRun(deps: TriggerDeps, agent: string, options: TriggerOptions = {}): Promise<{ runId: string }> {
+  const spec = deps.registry.require(agent);
+  checkRunData(options.data);
+  const job = await deps.queue.add(
+    spec.name,
+    { agent: spec.name, trigger: 'manual', ...(options.data !== undefined ? { data: options.data } : {}) },
+    runJobOptions(spec, deps.retention),
+  );
+  return { runId: job.id! };
+}
+
+export function checkRunData(data: unknown): void {
+  if (data === undefined) return;
+  let json: string | undefined;
+  try {
+    json = JSON.stringify(data);
+  } catch (err) {
+    throw new InvalidInputError(`run data must be JSON-serialisable: ${(err as Error).message}`);
+  }
+  if (json === undefined) throw new InvalidInputError('run data must be JSON-serialisable');
+  if (Buffer.byteLength(json) > MAX_RUN_DATA_BYTES) {
+    throw new InvalidInputError(`run data is ${Buffer.byteLength(json)} bytes; the limit is ${MAX_RUN_DATA_BYTES} (1 MiB)`);
+  }
+}

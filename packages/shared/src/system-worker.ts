@@ -1,0 +1,37 @@
+import { UnrecoverableError, Worker, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { Keys } from './keys.js';
+import { QUEUE_NAMES } from './queues.js';
+
+/** Handles one kind of internal job (boot checks, health checks, nightly optimisation, ...). */
+export type SystemJobHandler = (job: Job, signal: AbortSignal | undefined) => Promise<unknown>;
+
+export interface SystemWorkerOptions {
+  connection: Redis;
+  keys: Keys;
+  log: Logger;
+  workerId: string;
+  /** Handlers by job name. A job with no handler fails unrecoverably, naming the job. */
+  handlers: Record<string, SystemJobHandler>;
+  concurrency?: number;
+}
+
+/**
+ * A BullMQ Worker on the `system` queue. Internal jobs live on their own queue so a backlog of
+ * agent runs never delays a boot or health check.
+ */
+export function createSystemWorker({ connection, keys, log, workerId, handlers, concurrency = 5 }: SystemWorkerOptions): Worker {
+  const scoped = log.child({ component: 'system-worker', workerId });
+  const worker = new Worker(
+    QUEUE_NAMES.system,
+    async (job, _token, signal) => {
+      const handler = handlers[job.name];
+      if (!handler) throw new UnrecoverableError(`unknown system job ${job.name}`);
+      return handler(job, signal);
+    },
+    { connection, prefix: keys.bullPrefix, concurrency, name: workerId },
+  );
+  worker.on('error', (err) => scoped.warn({ err: err.message }, 'system worker error'));
+  return worker;
+}
