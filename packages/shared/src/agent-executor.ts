@@ -6,6 +6,7 @@ import { createRunLogger } from './agent-logger.js';
 import type { AgentStateStore, RunRecord } from './agent-state.js';
 import type { BusEvent, EventBus } from './bus.js';
 import { RunTimeoutError } from './errors.js';
+import type { RunGate } from './gating.js';
 import type { RunJobData } from './queues.js';
 import { execOrThrow } from './redis-pipeline.js';
 import type { Registry } from './registry.js';
@@ -15,11 +16,8 @@ export type RunResult =
   | { outcome: 'success'; result: unknown; durationMs: number; workerId: string }
   | { outcome: 'skipped'; reasons: string[]; workerId: string };
 
-/**
- * Decides, before a run starts, whether it must be skipped. Returns the reasons to skip
- * (empty: run it). Dependency gating, overlap and the circuit breaker plug in here.
- */
-export type RunGate = (spec: AgentSpec, job: Job<RunJobData>) => Promise<string[]>;
+/** The gate (see gating.ts): the reasons to skip a run, empty to run it. */
+export type { RunGate } from './gating.js';
 
 /** Called with every recorded run, to add more state changes to the same round trip. */
 export type OutcomeListener = (record: RunRecord, pipeline: ReturnType<Redis['pipeline']>) => void;

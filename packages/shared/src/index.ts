@@ -23,3 +23,4 @@ export * from './redis-provisioner.js';
 export * from './registry.js';
 export * from './run-trigger.js';
 export * from './system-worker.js';
+export * from './gating.js';
