@@ -1,0 +1,60 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '@werkpilot/shared';
+
+function errorOf(env: Record<string, string>): string {
+  try {
+    loadConfig(env);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).exitCode).toBe(2);
+    return (err as Error).message;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('configuration', () => {
+  it('has the documented defaults', () => {
+    expect(loadConfig({})).toMatchObject({
+      redisUrl: 'redis://127.0.0.1:6379',
+      prefix: 'werkpilot',
+      agentsDir: 'examples/agents',
+      port: 3001,
+      workerHttpPort: 3002,
+      workerConcurrency: 10,
+      shutdownGraceMs: 30000,
+      dlqRetain: 100,
+      completedRetain: 1000,
+      healthIntervalMs: 300000,
+      memoryCheckIntervalMs: 60000,
+      nightlyCron: '0 23 * * *',
+      nightlyTz: 'Europe/Zurich',
+      logLevel: 'info',
+    });
+  });
+
+  it('names the variable, the value and what is allowed', () => {
+    expect(errorOf({ WORKER_CONCURRENCY: 'ten' })).toBe('WORKER_CONCURRENCY must be a positive integer, got "ten"');
+    expect(errorOf({ WORKER_CONCURRENCY: '0' })).toBe('WORKER_CONCURRENCY must be a positive integer, got "0"');
+    expect(errorOf({ PORT: '70000' })).toMatch(/^PORT must be a port number from 0 to 65535, got "70000"$/);
+    expect(errorOf({ REDIS_URL: 'http://x' })).toMatch(/^REDIS_URL must be a redis:\/\/ or rediss:\/\/ URL/);
+    expect(errorOf({ LOG_LEVEL: 'loud' })).toMatch(/^LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent, got "loud"$/);
+    expect(errorOf({ NIGHTLY_TZ: 'Nowhere/City' })).toMatch(/^NIGHTLY_TZ must be an IANA time zone/);
+    expect(errorOf({ NIGHTLY_CRON: 'every night' })).toMatch(/^NIGHTLY_CRON must be a 5- or 6-field cron expression/);
+    expect(errorOf({ WERKPILOT_PREFIX: '{bad}' })).toMatch(/^WERKPILOT_PREFIX must be letters/);
+  });
+
+  it('reports several bad variables on one line', () => {
+    const message = errorOf({ WORKER_CONCURRENCY: 'ten', DLQ_RETAIN: '-1' });
+    expect(message.split('\n')).toHaveLength(1);
+    expect(message).toContain('WORKER_CONCURRENCY');
+    expect(message).toContain('DLQ_RETAIN');
+  });
+
+  it('accepts rediss:// URLs with passwords', () => {
+    expect(loadConfig({ REDIS_URL: 'rediss://:s3cret@redis.example:6380/1' }).redisUrl).toBe('rediss://:s3cret@redis.example:6380/1');
+  });
+
+  it('needs dashboard user and password together', () => {
+    expect(errorOf({ DASHBOARD_USER: 'ops' })).toBe('DASHBOARD_USER and DASHBOARD_PASSWORD must be set together (or neither)');
+  });
+});
