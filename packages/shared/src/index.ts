@@ -24,3 +24,4 @@ export * from './registry.js';
 export * from './run-trigger.js';
 export * from './system-worker.js';
 export * from './gating.js';
+export * from './heartbeat.js';
