@@ -78,7 +78,7 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
 
     const reasons = (await Promise.all(gates.map((gate) => gate(spec, job)))).flat();
     if (reasons.length > 0) {
-      await commit({ agent: spec.name, outcome: 'skipped', at: clock(), error: reasons.join('; ') }, [
+      await commit({ agent: spec.name, runId: job.id, outcome: 'skipped', at: clock(), error: reasons.join('; ') }, [
         deps.bus.event('agent:skipped', { ...base, reasons }, spec.name),
       ]);
       log.info({ reasons }, 'run skipped');
@@ -97,7 +97,7 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
     try {
       const result = await untilAborted(Promise.resolve().then(() => spec.definition.run(ctx)), signal);
       const durationMs = clock() - startedAt;
-      await commit({ agent: spec.name, outcome: 'success', durationMs, at: clock() }, [
+      await commit({ agent: spec.name, runId: job.id, outcome: 'success', durationMs, at: clock(), attempt }, [
         deps.bus.event('agent:completed', { ...base, durationMs }, spec.name),
       ]);
       return { outcome: 'success', result: result ?? null, durationMs, workerId: deps.workerId };
@@ -115,7 +115,10 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
       } else {
         events.push(deps.bus.event('agent:dlq', { ...base, error: error.message, attemptsMade: attempt }, spec.name));
       }
-      await commit({ agent: spec.name, outcome: 'failure', durationMs, at: clock(), error: error.message }, events);
+      await commit(
+        { agent: spec.name, runId: job.id, outcome: 'failure', durationMs, at: clock(), error: error.message, attempt, ...(error instanceof RunTimeoutError ? { timedOut: true } : {}) },
+        events,
+      );
       log.warn({ err: error.message, willRetry }, 'run failed');
       throw markReported(error);
     } finally {

@@ -8,12 +8,18 @@ export type RunOutcome = 'success' | 'failure' | 'skipped';
 
 export interface RunRecord {
   agent: string;
+  /** The run (BullMQ job id) this record is about; lets listeners tell one run from another. */
+  runId?: string;
   outcome: RunOutcome;
   /** Wall time of the attempt; not recorded for skipped runs. */
   durationMs?: number;
   /** When the run ended (ms since epoch). */
   at: number;
   error?: string;
+  /** Which attempt this was (1 = first); attempts above 1 count as retries in the metrics. */
+  attempt?: number;
+  /** The attempt failed because it exceeded the agent's `timeoutMs`. */
+  timedOut?: boolean;
 }
 
 /** Per-agent state as read back from Redis. */
