@@ -69,7 +69,9 @@ async function startRedisServer(options: ProvisionOptions): Promise<ProvisionedR
 
   let child: ChildProcess | undefined;
   const start = async () => {
-    const proc = spawn('redis-server', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    // Its own process group: a Ctrl-C in the terminal must not kill Redis while our processes
+    // still drain into it; we stop it ourselves, last.
+    const proc = spawn('redis-server', args, { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
     child = proc;
     let stderr = '';
     proc.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
