@@ -25,3 +25,5 @@ export * from './run-trigger.js';
 export * from './system-worker.js';
 export * from './gating.js';
 export * from './heartbeat.js';
+export * from './prometheus-metrics.js';
+export * from './run-lookup.js';

@@ -1,0 +1,67 @@
+import type { Job, JobState, Queue } from 'bullmq';
+import { RunNotFoundError } from './errors.js';
+import type { RunJobData } from './queues.js';
+
+/** One run as `GET /api/runs/:id` shows it. */
+export interface RunView {
+  id: string;
+  agent: string;
+  /** BullMQ's state: waiting, prioritized, delayed, active, completed, failed, waiting-children, unknown. */
+  state: JobState | 'unknown';
+  trigger: string | null;
+  pipelineId: string | null;
+  data: unknown;
+  attempts: { made: number; started: number; max: number };
+  timings: {
+    queuedAt: string | null;
+    startedAt: string | null;
+    finishedAt: string | null;
+    /** From the last start to the end, when the run has ended. */
+    durationMs: number | null;
+  };
+  /** What the run returned (success, or skipped with reasons), once completed. */
+  result: unknown;
+  /** The last failure's message, when an attempt failed. */
+  error: string | null;
+  stacktrace: string[];
+  workerId: string | null;
+}
+
+/** Job ids are BullMQ's: counters, `repeat:<agent>:<tick>`, or custom ids of the same alphabet. */
+export const RUN_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9:_.-]{0,199}$/;
+
+/**
+ * Reads one run of the `agents` queue. Throws RunNotFoundError when the job does not exist, or
+ * no longer does: completed and failed runs are removed by retention (COMPLETED_RETAIN, DLQ_RETAIN).
+ */
+export async function lookupRun(queue: Queue<RunJobData>, id: string): Promise<RunView> {
+  if (!RUN_ID_PATTERN.test(id)) throw new RunNotFoundError(id);
+  const job = await queue.getJob(id);
+  if (!job) throw new RunNotFoundError(id);
+  return toRunView(job, await job.getState());
+}
+
+const iso = (ms: number | undefined) => (ms ? new Date(ms).toISOString() : null);
+
+export function toRunView(job: Job<RunJobData>, state: JobState | 'unknown'): RunView {
+  const hasEnded = job.finishedOn !== undefined && job.finishedOn > 0;
+  return {
+    id: job.id!,
+    agent: job.name,
+    state,
+    trigger: job.data?.trigger ?? null,
+    pipelineId: job.data?.pipelineId ?? null,
+    data: job.data?.data ?? null,
+    attempts: { made: job.attemptsMade, started: job.attemptsStarted ?? job.attemptsMade, max: job.opts.attempts ?? 1 },
+    timings: {
+      queuedAt: iso(job.timestamp),
+      startedAt: iso(job.processedOn),
+      finishedAt: iso(job.finishedOn),
+      durationMs: hasEnded && job.processedOn ? job.finishedOn! - job.processedOn : null,
+    },
+    result: job.returnvalue ?? null,
+    error: job.failedReason || null,
+    stacktrace: job.stacktrace ?? [],
+    workerId: job.processedBy ?? null,
+  };
+}
