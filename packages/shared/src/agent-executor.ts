@@ -6,7 +6,8 @@ import { createRunLogger } from './agent-logger.js';
 import type { AgentStateStore, RunRecord } from './agent-state.js';
 import type { BusEvent, EventBus } from './bus.js';
 import { RunTimeoutError } from './errors.js';
-import type { RunGate } from './gating.js';
+import { isDependencyReason, type RunGate } from './gating.js';
+import type { RunAdmission } from './run-admission.js';
 import type { RunJobData } from './queues.js';
 import { execOrThrow } from './redis-pipeline.js';
 import type { Registry } from './registry.js';
@@ -34,6 +35,8 @@ export interface ExecutorDeps {
   /** Serves `ctx.request`; without it, requests reject with a clear error. */
   request?: AgentRequester;
   clock?: () => number;
+  /** Dependency waits and the overlap lease (run-admission.ts); without it runs start at once. */
+  admission?: RunAdmission;
 }
 
 export type AgentRequester = (from: string, agent: string, payload: unknown, options?: { timeoutMs?: number }) => Promise<unknown>;
@@ -65,7 +68,7 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
     await execOrThrow(pipeline);
   };
 
-  return async (job, _token, bullSignal) => {
+  return async (job, token, bullSignal) => {
     const spec = deps.registry.get(job.name);
     if (!spec) {
       const reason = `unknown agent ${job.name}`;
@@ -77,10 +80,15 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
     const log = deps.log.child({ agent: spec.name, runId: job.id, attempt });
 
     const reasons = (await Promise.all(gates.map((gate) => gate(spec, job)))).flat();
+    // Parks the job (throws DelayedError) while dependency runs of its tick or pipeline are pending.
+    if (reasons.length === 0 && deps.admission) reasons.push(...(await deps.admission.admit(spec, job, token)));
     if (reasons.length > 0) {
+      const dependencyReasons = reasons.filter(isDependencyReason);
       await commit({ agent: spec.name, runId: job.id, outcome: 'skipped', at: clock(), error: reasons.join('; ') }, [
+        ...(dependencyReasons.length > 0 ? [deps.bus.event('dependency:unhealthy', { ...base, reasons: dependencyReasons }, spec.name)] : []),
         deps.bus.event('agent:skipped', { ...base, reasons }, spec.name),
       ]);
+      await deps.admission?.finish(spec, job, `skipped:${reasons.join('; ')}`);
       log.info({ reasons }, 'run skipped');
       return { outcome: 'skipped', reasons, workerId: deps.workerId };
     }
@@ -100,6 +108,7 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
       await commit({ agent: spec.name, runId: job.id, outcome: 'success', durationMs, at: clock(), attempt }, [
         deps.bus.event('agent:completed', { ...base, durationMs }, spec.name),
       ]);
+      await deps.admission?.finish(spec, job, 'ok');
       return { outcome: 'success', result: result ?? null, durationMs, workerId: deps.workerId };
     } catch (thrown) {
       const error = toError(signal.aborted ? signal.reason : thrown);
@@ -119,11 +128,13 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
         { agent: spec.name, runId: job.id, outcome: 'failure', durationMs, at: clock(), error: error.message, attempt, ...(error instanceof RunTimeoutError ? { timedOut: true } : {}) },
         events,
       );
+      if (!willRetry) await deps.admission?.finish(spec, job, `dlq:${error.message}`);
       log.warn({ err: error.message, willRetry }, 'run failed');
       throw markReported(error);
     } finally {
       clearTimeout(timer);
       for (const unsubscribe of subscriptions) unsubscribe();
+      await deps.admission?.release(spec, job).catch((err: unknown) => log.warn({ err }, 'could not release the overlap lease'));
     }
   };
 }

@@ -43,6 +43,11 @@ export function createAgentWorker(options: AgentWorkerOptions): Worker<RunJobDat
     options.bus
       .publish('agent:dlq', { runId: job.id, error: err.message, attemptsMade: job.attemptsMade, workerId: options.workerId }, job.name)
       .catch((e: unknown) => log.warn({ err: e }, 'could not publish agent:dlq'));
+    // Its waiting dependents (same tick or pipeline) skip now instead of at their safety deadline.
+    const spec = options.registry.get(job.name);
+    if (spec && options.admission) {
+      options.admission.finish(spec, job, `dlq:${err.message}`).catch((e: unknown) => log.warn({ err: e }, 'could not mark the run finished'));
+    }
   });
   worker.on('error', (err) => log.warn({ err: err.message }, 'worker error'));
   return worker;

@@ -19,6 +19,12 @@ export interface Config {
   completedRetain: number;
   healthIntervalMs: number;
   memoryCheckIntervalMs: number;
+  /** How often a worker writes its heartbeat; it expires after 3 × this. */
+  heartbeatIntervalMs: number;
+  /** BullMQ lockDuration of agent runs: a run whose worker died is recovered after about this plus the stalled interval. */
+  lockDurationMs: number;
+  /** BullMQ stalledInterval: how often workers look for runs whose lock expired. */
+  stalledIntervalMs: number;
   nightlyCron: string;
   nightlyTz: string;
   dashboardToken: string | undefined;
@@ -80,6 +86,9 @@ const VARIABLES = {
   completedRetain: intVar('COMPLETED_RETAIN', 1000, 0, 'a whole number (0 or more)'),
   healthIntervalMs: intVar('HEALTH_INTERVAL_MS', 300000, 100, 'a whole number of milliseconds, at least 100'),
   memoryCheckIntervalMs: intVar('MEMORY_CHECK_INTERVAL_MS', 60000, 100, 'a whole number of milliseconds, at least 100'),
+  heartbeatIntervalMs: intVar('HEARTBEAT_INTERVAL_MS', 5000, 100, 'a whole number of milliseconds, at least 100'),
+  lockDurationMs: intVar('LOCK_DURATION_MS', 30000, 1000, 'a whole number of milliseconds, at least 1000'),
+  stalledIntervalMs: intVar('STALLED_INTERVAL_MS', 30000, 500, 'a whole number of milliseconds, at least 500'),
   nightlyCron: stringVar('NIGHTLY_CRON', '0 23 * * *', 'a 5- or 6-field cron expression', (v) => cronProblem(v) === null),
   nightlyTz: stringVar('NIGHTLY_TZ', 'Europe/Zurich', 'an IANA time zone such as Europe/Zurich', (v) => timezoneProblem(v) === null),
   dashboardToken: optionalVar('DASHBOARD_TOKEN'),

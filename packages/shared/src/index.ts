@@ -27,3 +27,5 @@ export * from './gating.js';
 export * from './heartbeat.js';
 export * from './prometheus-metrics.js';
 export * from './run-lookup.js';
+export * from './shutdown.js';
+export * from './memory-monitor.js';

@@ -1,0 +1,58 @@
+import type { Redis } from 'ioredis';
+import { dependencyBatchRule, type GateRule } from './gating.js';
+import type { Keys } from './keys.js';
+import type { MetricsSnapshot } from './metrics-snapshot.js';
+
+/**
+ * The operator's enabled/disabled flag per agent, cluster-wide: one Redis set of disabled agents
+ * (absent = enabled, so a new agent starts enabled). A disabled agent's own runs are skipped with
+ * reason `disabled`; its dependents' runs with `dependency X disabled`. Its cron ticks keep coming
+ * (and are skipped), so enabling it again needs no reconcile.
+ */
+export interface ToggleDeps {
+  redis: Redis;
+  keys: Keys;
+}
+
+const disabledSet = (keys: Keys) => keys.key('agents', 'disabled');
+
+/** Disables `agent`. Idempotent; returns whether it was enabled before. The caller checks the name exists. */
+export async function disableAgent({ redis, keys }: ToggleDeps, agent: string): Promise<boolean> {
+  return (await redis.sadd(disabledSet(keys), agent)) === 1;
+}
+
+/** Enables `agent`. Idempotent; returns whether it was disabled before. */
+export async function enableAgent({ redis, keys }: ToggleDeps, agent: string): Promise<boolean> {
+  return (await redis.srem(disabledSet(keys), agent)) === 1;
+}
+
+export async function isEnabled({ redis, keys }: ToggleDeps, agent: string): Promise<boolean> {
+  return (await redis.sismember(disabledSet(keys), agent)) === 0;
+}
+
+/** The disabled ones among `agents`, in one round trip. */
+export async function disabledAmong({ redis, keys }: ToggleDeps, agents: readonly string[]): Promise<Set<string>> {
+  if (agents.length === 0) return new Set();
+  const flags = await redis.smismember(disabledSet(keys), ...agents);
+  return new Set(agents.filter((_, i) => flags[i] === 1));
+}
+
+/** Gate rules: the agent itself disabled ⇒ `disabled`; a dependency disabled ⇒ `dependency X disabled`. */
+export function agentToggleRules(deps: ToggleDeps): GateRule[] {
+  return [
+    async ({ spec }) => ((await isEnabled(deps, spec.name)) ? null : 'disabled'),
+    dependencyBatchRule(async (dependencies) => {
+      const disabled = await disabledAmong(deps, dependencies);
+      return dependencies.map((d) => (disabled.has(d) ? 'disabled' : null));
+    }),
+  ];
+}
+
+/** Snapshot extension: `agents.<name>.enabled`. */
+export function agentToggleSnapshot(deps: ToggleDeps): (snapshot: MetricsSnapshot) => Promise<void> {
+  return async (snapshot) => {
+    const names = Object.keys(snapshot.agents);
+    const disabled = await disabledAmong(deps, names);
+    for (const name of names) snapshot.agents[name]!.enabled = !disabled.has(name);
+  };
+}

@@ -1,0 +1,138 @@
+import type { Logger } from 'pino';
+import type { AgentSpec } from './agent.js';
+import { readProcessMemory, type ProcessMemory } from './process-memory.js';
+
+/** Heap percentages (of the heap size limit) at which the monitor acts. */
+export interface MemoryThresholds {
+  /** At or above: run `global.gc()` (when exposed) and publish `memory:gc`. Default 80. */
+  gcPercent: number;
+  /** At or above: pressure — this worker hands back priority-3 runs. Default 90. */
+  pressurePercent: number;
+  /** Under this: pressure ends (`memory:recovered`). Default 70. */
+  recoverPercent: number;
+}
+
+export const DEFAULT_MEMORY_THRESHOLDS: MemoryThresholds = { gcPercent: 80, pressurePercent: 90, recoverPercent: 70 };
+
+/** The lowest priority (3, "normal") is what a worker under memory pressure stops taking. */
+export const SHED_PRIORITY = 3;
+
+export const EXPOSE_GC_HINT = 'start Node with --expose-gc (e.g. NODE_OPTIONS=--expose-gc), as the container image does';
+
+export interface MemoryMonitorOptions {
+  log: Logger;
+  intervalMs: number;
+  /** Publishes `memory:gc`, `memory:pressure`, `memory:recovered` on the bus. */
+  publish?: (type: string, data: Record<string, unknown>) => Promise<unknown>;
+  /** Extra fields for every event, e.g. `{ process: 'worker', workerId }`. */
+  identity?: Record<string, unknown>;
+  /** The reading; tests inject one. Default: this process's heap and RSS. */
+  read?: () => ProcessMemory;
+  /** The collector; default `globalThis.gc` (present only under `--expose-gc`). `null`: none. */
+  gc?: (() => void) | null;
+  thresholds?: Partial<MemoryThresholds>;
+}
+
+export type MemoryAction = 'none' | 'gc' | 'gc-unavailable';
+
+export interface MemoryCheck {
+  /** The reading that decided the action (after a GC, when one ran). */
+  memory: ProcessMemory;
+  action: MemoryAction;
+  isUnderPressure: boolean;
+}
+
+/**
+ * Watches this process's heap every `intervalMs`. At 80 % it runs `global.gc()` when Node exposes
+ * it (and warns once, with the fix, when it does not); at 90 % — measured after that GC — it
+ * enters pressure, in which a worker hands back priority-3 runs (`handBack`) until the heap is under
+ * 70 %. The gap between 90 and 70 keeps a worker from flapping in and out of pressure.
+ */
+export class MemoryMonitor {
+  private readonly options: MemoryMonitorOptions;
+  private readonly thresholds: MemoryThresholds;
+  private readonly read: () => ProcessMemory;
+  private timer: NodeJS.Timeout | undefined;
+  private hasWarnedNoGc = false;
+  private underPressure = false;
+  private last: ProcessMemory | undefined;
+
+  constructor(options: MemoryMonitorOptions) {
+    this.options = options;
+    this.thresholds = { ...DEFAULT_MEMORY_THRESHOLDS, ...options.thresholds };
+    this.read = options.read ?? readProcessMemory;
+  }
+
+  get isUnderPressure(): boolean {
+    return this.underPressure;
+  }
+
+  /** The last reading taken (a fresh one before the first check). */
+  get latest(): ProcessMemory {
+    return this.last ?? this.read();
+  }
+
+  /** Checks now and then every interval. The timer does not keep the process alive. */
+  start(): void {
+    if (this.timer) return;
+    void this.check().catch((err: unknown) => this.options.log.warn({ err }, 'memory check failed'));
+    this.timer = setInterval(() => {
+      void this.check().catch((err: unknown) => this.options.log.warn({ err }, 'memory check failed'));
+    }, this.options.intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /** One check: read, collect if high, enter or leave pressure. Publishes what it did. */
+  async check(): Promise<MemoryCheck> {
+    const { log } = this.options;
+    let memory = this.read();
+    let action: MemoryAction = 'none';
+    if (memory.heapPercent >= this.thresholds.gcPercent) {
+      const gc = this.options.gc === undefined ? (globalThis as { gc?: () => void }).gc : this.options.gc;
+      if (gc) {
+        const before = memory;
+        gc();
+        memory = this.read();
+        action = 'gc';
+        log.info({ beforePercent: before.heapPercent, afterPercent: memory.heapPercent }, `heap at ${before.heapPercent}%: ran gc, now ${memory.heapPercent}%`);
+        await this.publish('memory:gc', { heapPercentBefore: before.heapPercent, heapPercent: memory.heapPercent, rssMB: memory.rssMB });
+      } else {
+        action = 'gc-unavailable';
+        if (!this.hasWarnedNoGc) {
+          this.hasWarnedNoGc = true;
+          log.warn({ heapPercent: memory.heapPercent }, `heap at ${memory.heapPercent}% but global.gc is not exposed: ${EXPOSE_GC_HINT}`);
+        }
+      }
+    }
+    if (!this.underPressure && memory.heapPercent >= this.thresholds.pressurePercent) {
+      this.underPressure = true;
+      log.warn({ heapPercent: memory.heapPercent }, `memory pressure: heap at ${memory.heapPercent}%; handing back priority-${SHED_PRIORITY} runs until under ${this.thresholds.recoverPercent}%`);
+      await this.publish('memory:pressure', { heapPercent: memory.heapPercent, rssMB: memory.rssMB, shedPriority: SHED_PRIORITY });
+    } else if (this.underPressure && memory.heapPercent < this.thresholds.recoverPercent) {
+      this.underPressure = false;
+      log.info({ heapPercent: memory.heapPercent }, `memory recovered: heap at ${memory.heapPercent}%; taking priority-${SHED_PRIORITY} runs again`);
+      await this.publish('memory:recovered', { heapPercent: memory.heapPercent, rssMB: memory.rssMB });
+    }
+    this.last = memory;
+    return { memory, action, isUnderPressure: this.underPressure };
+  }
+
+  /**
+   * For the executor's `handBack`: the reason to return a run to the queue untouched, or undefined.
+   * Only priority-3 runs are handed back, and only while under pressure.
+   */
+  readonly handBack = (spec: Pick<AgentSpec, 'priority'>): string | undefined =>
+    this.underPressure && spec.priority >= SHED_PRIORITY ? `memory pressure (heap ${this.last?.heapPercent ?? '?'}%)` : undefined;
+
+  private async publish(type: string, data: Record<string, unknown>): Promise<void> {
+    if (!this.options.publish) return;
+    await this.options.publish(type, { ...this.options.identity, ...data }).catch((err: unknown) =>
+      this.options.log.debug({ err, type }, 'could not publish memory event'),
+    );
+  }
+}
