@@ -6,6 +6,7 @@ import { createRunLogger } from './agent-logger.js';
 import type { AgentStateStore, RunRecord } from './agent-state.js';
 import type { BusEvent, EventBus } from './bus.js';
 import { RunTimeoutError } from './errors.js';
+import { RunCancelledError } from './run-cancel.js';
 import { isDependencyReason, type RunGate } from './gating.js';
 import type { RunAdmission } from './run-admission.js';
 import type { RunJobData } from './queues.js';
@@ -117,6 +118,7 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
       const willRetry = !(error instanceof UnrecoverableError) && attempt < maxAttempts;
       const events: BusEvent[] = [];
       if (error instanceof RunTimeoutError) events.push(deps.bus.event('agent:timeout', { ...base, timeoutMs: spec.timeoutMs }, spec.name));
+      if (error instanceof RunCancelledError) events.push(deps.bus.event('agent:cancelled', { ...base, reason: error.reason }, spec.name));
       events.push(deps.bus.event('agent:failed', { ...base, error: error.message, durationMs, willRetry }, spec.name));
       if (willRetry) {
         const delayMs = backoffDelay(job, attempt);

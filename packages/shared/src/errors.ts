@@ -57,3 +57,45 @@ export class RunTimeoutError extends WerkpilotError {
     super(`timeout after ${timeoutMs} ms`);
   }
 }
+
+/** No worker hosting `agent` answered a request within `timeoutMs` (none alive, no `onRequest`, or too slow). */
+export class RequestTimeoutError extends WerkpilotError {
+  constructor(
+    readonly agent: string,
+    readonly timeoutMs: number,
+  ) {
+    super(`request to agent ${agent} timed out after ${timeoutMs} ms: no worker hosting ${agent} answered (is one running, and does ${agent} define onRequest?)`);
+  }
+}
+
+/** The responding agent's `onRequest` threw; the message is the responder's own. */
+export class RemoteRequestError extends WerkpilotError {
+  constructor(
+    readonly agent: string,
+    message: string,
+    /** The `name` of the error the responder threw (`TypeError`, ...). */
+    readonly remoteName: string,
+  ) {
+    super(message);
+  }
+}
+
+/** A request or its result is not JSON-serialisable or larger than the limit; nothing was sent. */
+export class RequestPayloadError extends InvalidInputError {}
+
+/** The requesting process is shutting down; its pending requests end with this. */
+export class RequestShutdownError extends WerkpilotError {
+  constructor(readonly agent: string) {
+    super(`request to agent ${agent} abandoned: this process is shutting down`);
+  }
+}
+
+/** A cancel named a run that already finished (completed or failed); only queued or running runs can be cancelled. */
+export class RunFinishedError extends WerkpilotError {
+  constructor(
+    readonly runId: string,
+    readonly state: string,
+  ) {
+    super(`run ${runId} already ${state}; only a queued or running run can be cancelled`);
+  }
+}

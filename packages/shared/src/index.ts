@@ -29,3 +29,5 @@ export * from './prometheus-metrics.js';
 export * from './run-lookup.js';
 export * from './shutdown.js';
 export * from './memory-monitor.js';
+export * from './rpc.js';
+export * from './run-cancel.js';
