@@ -6,6 +6,7 @@ import type { RunRecord } from './agent-state.js';
 import type { OutcomeListener } from './agent-executor.js';
 import type { GateRule } from './gating.js';
 import type { Keys } from './keys.js';
+import type { MetricsSnapshot } from './metrics-snapshot.js';
 import { execOrThrow } from './redis-pipeline.js';
 
 /**
@@ -329,5 +330,18 @@ export function ownCircuitRule(circuit: CircuitBreaker): GateRule {
     if (decision === 'open') return CIRCUIT_OPEN_REASON;
     if (decision === 'busy') return CIRCUIT_TRIAL_BUSY_REASON;
     return null;
+  };
+}
+
+/** A `SnapshotDeps.extend` entry: `agents.<name>.{circuit, restartsLastHour, circuitOpenedAt}`. */
+export function circuitSnapshot(circuit: CircuitBreaker): (snapshot: MetricsSnapshot) => Promise<void> {
+  return async (snapshot) => {
+    const statuses = await circuit.getMany(Object.keys(snapshot.agents));
+    for (const [agent, status] of statuses) {
+      const entry = snapshot.agents[agent]!;
+      entry.circuit = status.state;
+      entry.restartsLastHour = status.restartsLastHour;
+      entry.circuitOpenedAt = status.openedAt;
+    }
   };
 }
