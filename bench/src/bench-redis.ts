@@ -1,0 +1,74 @@
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { provisionRedis, type ProvisionedRedis } from '@werkpilot/shared';
+
+/** The Redis one scenario runs against, and the clients it opened. */
+export interface BenchRedis {
+  readonly url: string;
+  /** Whether this Redis was started for the scenario (a child redis-server or a container). */
+  readonly isOwned: boolean;
+  /** A fresh key prefix, so raw and ours (and repeated rounds) never share keys. */
+  prefix(label: string): string;
+  /** A new connection with BullMQ's required options; closed by `close()`. */
+  client(): Redis;
+  /** Cumulative `calls` per command from INFO commandstats. */
+  commandCounts(): Promise<Map<string, number>>;
+  close(): Promise<void>;
+}
+
+/**
+ * A fresh Redis for one scenario: `REDIS_URL` when set (shared, so scenarios isolate by prefix),
+ * else a `redis-server` child with `hz 100` — as the Redis `pnpm start` spawns — stopped afterwards.
+ */
+export async function openBenchRedis(): Promise<BenchRedis> {
+  const external = process.env.REDIS_URL;
+  const provisioned: ProvisionedRedis = await provisionRedis({ ...(external ? { url: external } : {}), hz: 100 });
+  if (external && provisioned.source !== 'external') {
+    await provisioned.stop();
+    throw new Error(`REDIS_URL=${external} does not answer PING`);
+  }
+  const clients: Redis[] = [];
+  const client = () => {
+    const redis = new Redis(provisioned.url, { maxRetriesPerRequest: null });
+    redis.on('error', () => {});
+    clients.push(redis);
+    return redis;
+  };
+  const admin = client();
+  return {
+    url: provisioned.url,
+    isOwned: provisioned.source !== 'external',
+    prefix: (label) => `bench-${label}-${randomBytes(3).toString('hex')}`,
+    client,
+    commandCounts: async () => parseCommandStats(await admin.info('commandstats')),
+    close: async () => {
+      await Promise.all(clients.map((c) => c.quit().catch(() => c.disconnect())));
+      await provisioned.stop();
+    },
+  };
+}
+
+/** `cmdstat_evalsha:calls=12,usec=...` lines into a map of command → calls. */
+export function parseCommandStats(info: string): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const line of info.split('\n')) {
+    const match = /^cmdstat_([^:]+):calls=(\d+)/.exec(line.trim());
+    if (match) counts.set(match[1]!, Number(match[2]));
+  }
+  return counts;
+}
+
+/** What the server is: version and hz, for the results' header. */
+export async function describeServer(url: string): Promise<{ version: string; hz: number }> {
+  const redis = new Redis(url, { maxRetriesPerRequest: null, lazyConnect: true });
+  redis.on('error', () => {});
+  try {
+    await redis.connect();
+    const info = await redis.info('server');
+    const version = /redis_version:(\S+)/.exec(info)?.[1] ?? 'unknown';
+    const hz = Number(/^hz:(\d+)/m.exec(info)?.[1] ?? NaN);
+    return { version, hz };
+  } finally {
+    redis.disconnect();
+  }
+}

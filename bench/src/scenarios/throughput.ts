@@ -1,0 +1,96 @@
+import type { Queue, Worker } from 'bullmq';
+import { runJobOptions } from '@werkpilot/shared';
+import type { BenchRedis } from '../bench-redis.js';
+import type { Measurement } from '../measurement.js';
+import { RETENTION, noOpAgent, openOrchestratorQueues, registryOf, startOrchestratorWorker } from '../orchestrator.js';
+import { addMany, openRawQueue, startRawWorker } from '../raw-bullmq.js';
+import { countdown, median, preciseNow, within } from '../samples.js';
+import type { Scenario } from '../scenario.js';
+
+const AGENT = 'no-op';
+const registry = registryOf([noOpAgent(AGENT)]);
+const spec = registry.require(AGENT);
+const jobData = { agent: AGENT, trigger: 'manual' as const };
+const jobOptions = runJobOptions(spec, RETENTION);
+
+export type Side = 'ours' | 'raw';
+
+/**
+ * Drains `count` queued no-op runs with one worker at `concurrency` and returns runs per second.
+ * The queue is filled while paused and the clock starts at resume, so only processing is timed.
+ */
+export async function drain(redis: BenchRedis, side: Side, concurrency: number, count: number): Promise<number> {
+  const prefix = redis.prefix(`tp-${side}`);
+  let queue: Queue;
+  let closeQueue: () => Promise<void>;
+  if (side === 'ours') {
+    const opened = openOrchestratorQueues(redis.url, prefix);
+    queue = opened.queues.agents as unknown as Queue;
+    closeQueue = opened.close;
+  } else {
+    queue = openRawQueue(redis.client(), prefix);
+    closeQueue = () => queue.close();
+  }
+  await queue.pause();
+  await addMany(queue, AGENT, jobData, jobOptions, count);
+
+  let worker: Worker;
+  let closeWorker: () => Promise<void>;
+  if (side === 'ours') {
+    const started = await startOrchestratorWorker({ url: redis.url, prefix, registry, concurrency });
+    worker = started.worker as unknown as Worker;
+    closeWorker = started.close;
+  } else {
+    worker = await startRawWorker(redis.client(), prefix, concurrency);
+    closeWorker = () => worker.close();
+  }
+  const completions = countdown(count);
+  worker.on('completed', completions.tick);
+  worker.on('failed', (_job, err) => console.error(`bench: a ${side} no-op run failed: ${err.message}`));
+
+  const startedAt = preciseNow();
+  await queue.resume();
+  await within(completions.done, 120_000 + count * 10, `${count} ${side} runs at concurrency ${concurrency}`);
+  const seconds = (preciseNow() - startedAt) / 1000;
+  await closeWorker();
+  await closeQueue();
+  return count / seconds;
+}
+
+/** Median runs/s of each side over `rounds`, alternating which side goes first. */
+export async function compareThroughput(redis: BenchRedis, concurrency: number, count: number, rounds: number): Promise<{ ours: number; raw: number }> {
+  const ours: number[] = [];
+  const raw: number[] = [];
+  for (let round = 0; round < rounds; round += 1) {
+    const order: Side[] = round % 2 === 0 ? ['raw', 'ours'] : ['ours', 'raw'];
+    for (const side of order) (side === 'ours' ? ours : raw).push(await drain(redis, side, concurrency, count));
+  }
+  return { ours: median(ours), raw: median(raw) };
+}
+
+export const throughput: Scenario = {
+  name: 'throughput',
+  title: 'no-op runs/s through the full worker path vs raw BullMQ Queue+Worker, same job options',
+  async run({ quick, redis, progress }) {
+    const rounds = quick ? 1 : 3;
+    // Warm both paths up (JIT, connections, Lua script cache) before anything is timed.
+    await drain(redis, 'raw', 10, quick ? 200 : 1000);
+    await drain(redis, 'ours', 10, quick ? 200 : 1000);
+    const rows: Measurement[] = [];
+    for (const [concurrency, count] of [
+      [1, quick ? 500 : 3000],
+      [50, quick ? 2000 : 10000],
+    ] as const) {
+      progress(`throughput: ${count} runs × ${rounds} rounds at concurrency ${concurrency}`);
+      const { ours, raw } = await compareThroughput(redis, concurrency, count, rounds);
+      rows.push({
+        metric: `runs/s at concurrency ${concurrency}`,
+        value: ours,
+        baseline: raw,
+        unit: 'runs/s',
+        ...(concurrency === 50 ? { target: { on: 'ratio' as const, min: 0.85 } } : {}),
+      });
+    }
+    return rows;
+  },
+};
