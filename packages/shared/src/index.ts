@@ -28,6 +28,7 @@ export * from './dependency-waits.js';
 export * from './overlap.js';
 export * from './agent-toggle.js';
 export * from './run-admission.js';
+export * from './pipeline.js';
 export * from './heartbeat.js';
 export * from './prometheus-metrics.js';
 export * from './shutdown.js';

@@ -1,5 +1,8 @@
 import type { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
 import { InvalidInputError } from './errors.js';
+import type { Keys } from './keys.js';
+import { startPipeline } from './pipeline.js';
 import { runJobOptions, type Retention, type RunJobData } from './queues.js';
 import type { Registry } from './registry.js';
 
@@ -7,11 +10,16 @@ export interface TriggerDeps {
   queue: Queue<RunJobData>;
   registry: Registry;
   retention: Retention;
+  /** Needed for `withDependents` (the pipeline's record). */
+  redis?: Redis;
+  keys?: Keys;
 }
 
 export interface TriggerOptions {
   /** Given to the run as `ctx.data`; must be JSON-serialisable. */
   data?: unknown;
+  /** Also run every transitive dependent after it, in dependency order (a pipeline run; see pipeline.ts). */
+  withDependents?: boolean;
 }
 
 /** Largest `data` a manual run accepts, serialised. */
@@ -22,9 +30,14 @@ export const MAX_RUN_DATA_BYTES = 1024 * 1024;
  * Throws AgentNotFoundError for an unknown agent and InvalidInputError for data that is not JSON
  * or is larger than 1 MiB — before anything is written.
  */
-export async function triggerRun(deps: TriggerDeps, agent: string, options: TriggerOptions = {}): Promise<{ runId: string }> {
+export async function triggerRun(deps: TriggerDeps, agent: string, options: TriggerOptions = {}): Promise<{ runId: string; pipelineId?: string }> {
   const spec = deps.registry.require(agent);
   checkRunData(options.data);
+  if (options.withDependents) {
+    if (!deps.redis || !deps.keys) throw new Error('triggerRun with withDependents needs TriggerDeps.redis and .keys');
+    const { runId, pipelineId } = await startPipeline({ ...deps, redis: deps.redis, keys: deps.keys }, spec.name, options.data);
+    return { runId, pipelineId };
+  }
   const job = await deps.queue.add(
     spec.name,
     { agent: spec.name, trigger: 'manual', ...(options.data !== undefined ? { data: options.data } : {}) },

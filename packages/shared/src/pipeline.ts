@@ -1,0 +1,113 @@
+import { randomUUID } from 'node:crypto';
+import type { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { pipelineRunId } from './dependency-waits.js';
+import { RunNotFoundError } from './errors.js';
+import type { Keys } from './keys.js';
+import { runJobOptions, type Retention, type RunJobData } from './queues.js';
+import type { Registry } from './registry.js';
+
+/**
+ * Pipeline runs (`withDependents`): a root agent's run and a run of every transitive dependent,
+ * all carrying one pipeline id. Each run's job id is `pipeline:<pipelineId>:<agent>`, so a dependent
+ * names its dependencies' runs of the same pipeline without a lookup and waits for them
+ * (dependency-waits.ts): the subgraph runs in dependency order, each run with its own priority.
+ * The pipeline's record (root, agents, start) is kept for `PIPELINE_TTL_SECONDS`.
+ */
+export const PIPELINE_TTL_SECONDS = 7 * 86_400;
+
+export interface PipelineDeps {
+  queue: Queue<RunJobData>;
+  registry: Registry;
+  retention: Retention;
+  redis: Redis;
+  keys: Keys;
+  clock?: () => number;
+}
+
+export interface StartedPipeline {
+  pipelineId: string;
+  /** The root's run id. */
+  runId: string;
+  /** Every run of the pipeline, root first, in dependency order. */
+  runs: { agent: string; runId: string }[];
+}
+
+/** How a pipeline's run stands: BullMQ's state, and for finished runs the outcome. */
+export interface PipelineRun {
+  agent: string;
+  runId: string;
+  /** BullMQ state (`waiting`, `prioritized`, `delayed` (parked or backing off), `active`, `completed`, `failed`), or `unknown` once removed by retention. */
+  state: string;
+  outcome: 'success' | 'skipped' | 'failed' | null;
+  reasons?: string[];
+  error?: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+}
+
+export interface PipelineStatus {
+  pipelineId: string;
+  root: string;
+  createdAt: string;
+  runs: PipelineRun[];
+  /** True once every run has an outcome. */
+  isFinished: boolean;
+}
+
+const pipelineKey = (keys: Keys, pipelineId: string) => keys.key('pipeline', pipelineId);
+
+/**
+ * Queues the root's run and every transitive dependent's run, in one `addBulk`, all carrying a new
+ * pipeline id; each gets `data`. The record is written first, so a listing never misses a run.
+ */
+export async function startPipeline(deps: PipelineDeps, root: string, data?: unknown): Promise<StartedPipeline> {
+  const spec = deps.registry.require(root);
+  const pipelineId = randomUUID();
+  const agents = [spec.name, ...deps.registry.dependentsOf(spec.name)];
+  const runs = agents.map((agent) => ({ agent, runId: pipelineRunId(pipelineId, agent) }));
+  const clock = deps.clock ?? Date.now;
+  await deps.redis
+    .multi()
+    .hset(pipelineKey(deps.keys, pipelineId), { root: spec.name, agents: JSON.stringify(agents), createdAt: String(clock()) })
+    .expire(pipelineKey(deps.keys, pipelineId), PIPELINE_TTL_SECONDS)
+    .exec();
+  await deps.queue.addBulk(
+    runs.map(({ agent, runId }) => ({
+      name: agent,
+      data: { agent, trigger: agent === spec.name ? 'manual' : 'pipeline', pipelineId, ...(data !== undefined ? { data } : {}) },
+      opts: { ...runJobOptions(deps.registry.require(agent), deps.retention), jobId: runId },
+    })),
+  );
+  return { pipelineId, runId: runs[0]!.runId, runs };
+}
+
+/** A pipeline's runs and their outcomes, in dependency order. Throws RunNotFoundError for an unknown or expired id. */
+export async function getPipeline(deps: Pick<PipelineDeps, 'queue' | 'redis' | 'keys'>, pipelineId: string): Promise<PipelineStatus> {
+  const record = await deps.redis.hgetall(pipelineKey(deps.keys, pipelineId));
+  if (!record.root || !record.agents) throw new RunNotFoundError(`pipeline ${pipelineId}`);
+  const agents = JSON.parse(record.agents) as string[];
+  const runs = await Promise.all(
+    agents.map(async (agent): Promise<PipelineRun> => {
+      const runId = pipelineRunId(pipelineId, agent);
+      const job = await deps.queue.getJob(runId);
+      if (!job) return { agent, runId, state: 'unknown', outcome: null, startedAt: null, finishedAt: null };
+      const state = await job.getState();
+      const iso = (ms: number | undefined) => (ms ? new Date(ms).toISOString() : null);
+      const base = { agent, runId, state, startedAt: iso(job.processedOn), finishedAt: iso(job.finishedOn) };
+      if (state === 'failed') return { ...base, outcome: 'failed', error: job.failedReason };
+      if (state !== 'completed') return { ...base, outcome: null };
+      const result = job.returnvalue as { outcome?: string; reasons?: string[] } | null;
+      return result?.outcome === 'skipped'
+        ? { ...base, outcome: 'skipped', reasons: result.reasons ?? [] }
+        : { ...base, outcome: 'success' };
+    }),
+  );
+  return {
+    pipelineId,
+    root: record.root,
+    createdAt: new Date(Number(record.createdAt)).toISOString(),
+    runs,
+    isFinished: runs.every((r) => r.outcome !== null || r.state === 'unknown'),
+  };
+}
