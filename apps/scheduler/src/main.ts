@@ -6,6 +6,9 @@ import {
   createLogger,
   createQueues,
   createRedisConnection,
+  GracefulShutdown,
+  MemoryMonitor,
+  liveWorkersSnapshot,
   loadConfig,
   loadRegistry,
   reconcileJobSchedulers,
@@ -22,37 +25,48 @@ runProcess('werkpilot scheduler', async () => {
 
   const keys = createKeys(config.prefix);
   const redis = createRedisConnection({ url: config.redisUrl, role: 'scheduler', log });
+  // Cleanups are registered as each resource is acquired; within a step they run in reverse.
+  const shutdown = new GracefulShutdown({
+    log,
+    graceMs: config.shutdownGraceMs,
+    publish: (type, data) => bus.publish(type, data),
+    identity: { process: 'scheduler', pid: process.pid },
+  });
+  shutdown.listen();
+  shutdown.register(6, 'redis connection', () => redis.quit());
   const queues = createQueues({ connection: redis, keys });
+  shutdown.register(5, 'queues', () => queues.close());
   const bus = new EventBus({ redis, keys, log });
+  shutdown.register(5, 'event bus', () => bus.close());
+  const memory = new MemoryMonitor({
+    log,
+    intervalMs: config.memoryCheckIntervalMs,
+    publish: (type, data) => bus.publish(type, data),
+    identity: { process: 'scheduler', pid: process.pid },
+  });
+  memory.start();
+  shutdown.register(1, 'memory monitor', () => memory.stop());
   const state = new AgentStateStore({ redis, keys });
   const retention = { dlqRetain: config.dlqRetain, completedRetain: config.completedRetain };
 
   await reconcileJobSchedulers({ queue: queues.agents, registry, retention, log });
 
   const app = createHttpApp({
-    snapshot: { queues, registry, state },
+    snapshot: { queues, registry, state, extend: [liveWorkersSnapshot({ redis, keys })] },
     log,
     isReady: async () => (await redis.ping()) === 'PONG',
+    redis,
+    keys,
+    bus,
+    retention,
+    credentials: { token: config.dashboardToken, user: config.dashboardUser, password: config.dashboardPassword },
   });
   const server: Server = await new Promise((resolve, reject) => {
     const s = app.listen(config.port, () => resolve(s)).once('error', reject);
   });
+  shutdown.register(5, 'http server', () => new Promise((resolve) => {
+    server.close(resolve);
+    server.closeAllConnections();
+  }));
   log.info({ port: config.port }, `dashboard on http://localhost:${config.port}`);
-
-  let stopping = false;
-  const stop = async (signal: string) => {
-    if (stopping) {
-      log.warn({ signal }, 'second signal: exiting now');
-      process.exit(1);
-    }
-    stopping = true;
-    log.info({ signal }, 'shutting down');
-    await new Promise((resolve) => server.close(resolve));
-    await bus.close();
-    await queues.close();
-    await redis.quit();
-    process.exit(0);
-  };
-  process.on('SIGTERM', () => void stop('SIGTERM'));
-  process.on('SIGINT', () => void stop('SIGINT'));
 });

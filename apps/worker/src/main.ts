@@ -1,5 +1,6 @@
 import express from 'express';
-import type { Server } from 'node:http';
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import {
   AgentStateStore,
   EventBus,
@@ -9,11 +10,21 @@ import {
   createKeys,
   createLogger,
   createRedisConnection,
+  GracefulShutdown,
+  MemoryMonitor,
+  WorkerHeartbeat,
+  readProcessMemory,
+  registerWorkerDrain,
   loadConfig,
   loadRegistry,
   makeWorkerId,
   runProcess,
+  RpcClient,
+  startRpcResponder,
+  startRunCancelListener,
 } from '@werkpilot/shared';
+
+const WORKER_VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 runProcess('werkpilot worker', async () => {
   const config = loadConfig();
@@ -23,9 +34,28 @@ runProcess('werkpilot worker', async () => {
 
   const keys = createKeys(config.prefix);
   const redis = createRedisConnection({ url: config.redisUrl, role: 'worker', log });
+  // Cleanups are registered as each resource is acquired; within a step they run in reverse.
+  const shutdown = new GracefulShutdown({
+    log,
+    graceMs: config.shutdownGraceMs,
+    publish: (type, data) => bus.publish(type, data),
+    identity: { process: 'worker', workerId },
+  });
+  shutdown.listen();
+  shutdown.register(6, 'redis connection', () => redis.quit());
   const bus = new EventBus({ redis, keys, log });
+  shutdown.register(5, 'event bus', () => bus.close());
   const state = new AgentStateStore({ redis, keys });
+  const memory = new MemoryMonitor({
+    log,
+    intervalMs: config.memoryCheckIntervalMs,
+    publish: (type, data) => bus.publish(type, data),
+    identity: { process: 'worker', workerId },
+  });
+  const activeRuns = new Set<string>();
+  const rpc = new RpcClient({ redis, keys, log });
   const worker = createAgentWorker({
+    request: (from, agent, payload, options) => rpc.request(agent, payload, { ...options, from }),
     connection: redis,
     redis,
     keys,
@@ -35,38 +65,52 @@ runProcess('werkpilot worker', async () => {
     log,
     workerId,
     concurrency: config.workerConcurrency,
+    handBack: memory.handBack,
+    activeRuns,
+    lockDurationMs: config.lockDurationMs,
+    stalledIntervalMs: config.stalledIntervalMs,
   });
+  registerWorkerDrain(shutdown, worker, 'agents worker');
   // Internal jobs by name; each capability registers its handler here.
   const systemHandlers: Record<string, SystemJobHandler> = {};
   const systemWorker = createSystemWorker({ connection: redis, keys, log, workerId, handlers: systemHandlers });
+  registerWorkerDrain(shutdown, systemWorker, 'system worker');
   await Promise.all([worker.waitUntilReady(), systemWorker.waitUntilReady()]);
+  const responder = startRpcResponder({ redis, keys, log, agents: registry.list(), workerId });
+  const cancelListener = await startRunCancelListener({ redis, keys, log, worker, workerId });
+  shutdown.register(5, 'rpc and run cancellation', () => Promise.all([responder.close(), cancelListener.close(), rpc.close()]));
+  memory.start();
+  shutdown.register(1, 'memory monitor', () => memory.stop());
+  const startedAt = new Date().toISOString();
+  const heartbeat = new WorkerHeartbeat({
+    redis,
+    keys,
+    log,
+    intervalMs: config.heartbeatIntervalMs,
+    describe: () => {
+      const { heapPercent, rssMB, heapUsedMB } = readProcessMemory();
+      return { id: workerId, host: hostname(), pid: process.pid, concurrency: config.workerConcurrency, active: activeRuns.size,
+        heapPercent, rssMB, heapUsedMB, isUnderMemoryPressure: memory.isUnderPressure, startedAt, version: WORKER_VERSION };
+    },
+  });
+  await heartbeat.start();
+  shutdown.register(1, 'heartbeat timer', () => heartbeat.stop());
+  shutdown.register(4, 'heartbeat removal and worker:offline', async () => {
+    await heartbeat.remove();
+    await bus.publish('worker:offline', { workerId });
+  });
   await bus.publish('worker:online', { workerId, concurrency: config.workerConcurrency, agents: registry.names() });
   log.info({ workerId, concurrency: config.workerConcurrency, agents: registry.size }, 'worker online');
 
-  let server: Server | undefined;
   if (config.workerHttpPort > 0) {
     const app = express();
     app.get('/healthz', (_req, res) => {
       res.json({ status: worker.isRunning() ? 'ok' : 'stopped', workerId });
     });
-    server = app.listen(config.workerHttpPort);
+    const listening = app.listen(config.workerHttpPort);
+    shutdown.register(5, 'http server', () => new Promise((resolve) => {
+      listening.close(resolve);
+      listening.closeAllConnections();
+    }));
   }
-
-  let stopping = false;
-  const stop = async (signal: string) => {
-    if (stopping) {
-      log.warn({ signal }, 'second signal: exiting now');
-      process.exit(1);
-    }
-    stopping = true;
-    log.info({ signal }, 'shutting down');
-    await Promise.all([worker.close(), systemWorker.close()]);
-    await bus.publish('worker:offline', { workerId });
-    if (server) await new Promise((resolve) => server.close(resolve));
-    await bus.close();
-    await redis.quit();
-    process.exit(0);
-  };
-  process.on('SIGTERM', () => void stop('SIGTERM'));
-  process.on('SIGINT', () => void stop('SIGINT'));
 });

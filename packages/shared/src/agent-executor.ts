@@ -1,4 +1,4 @@
-import { UnrecoverableError, type Job, type Processor } from 'bullmq';
+import { UnrecoverableError, WaitingError, type Job, type Processor } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { AgentContext, AgentSpec, TopicHandler } from './agent.js';
@@ -11,6 +11,7 @@ import { isDependencyReason, type RunGate } from './gating.js';
 import type { RunAdmission } from './run-admission.js';
 import type { RunJobData } from './queues.js';
 import { execOrThrow } from './redis-pipeline.js';
+import { isShutdownAbort } from './shutdown.js';
 import type { Registry } from './registry.js';
 
 /** What a finished `agents` job returns (visible in Bull Board and `GET /api/runs/:id`). */
@@ -38,7 +39,15 @@ export interface ExecutorDeps {
   clock?: () => number;
   /** Dependency waits and the overlap lease (run-admission.ts); without it runs start at once. */
   admission?: RunAdmission;
+  /**
+   * Whether this worker hands a run back to the queue untouched (no attempt spent) instead of
+   * running it: a reason, or undefined to run it. The memory monitor sheds priority-3 runs here.
+   */
+  handBack?: (spec: AgentSpec, job: Job<RunJobData>) => string | undefined;
 }
+
+/** How long a slot rests after handing a run back, so a worker under pressure does not spin on it. */
+const HAND_BACK_PAUSE_MS = 250;
 
 export type AgentRequester = (from: string, agent: string, payload: unknown, options?: { timeoutMs?: number }) => Promise<unknown>;
 
@@ -80,6 +89,14 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
     const base = { runId: job.id!, attempt, workerId: deps.workerId, ...(job.data.pipelineId ? { pipelineId: job.data.pipelineId } : {}) };
     const log = deps.log.child({ agent: spec.name, runId: job.id, attempt });
 
+    const handBackReason = token ? deps.handBack?.(spec, job) : undefined;
+    if (handBackReason) {
+      await job.moveToWait(token);
+      log.info({ reason: handBackReason }, 'run handed back to the queue');
+      await new Promise((resolve) => setTimeout(resolve, HAND_BACK_PAUSE_MS));
+      throw new WaitingError();
+    }
+
     const reasons = (await Promise.all(gates.map((gate) => gate(spec, job)))).flat();
     // Parks the job (throws DelayedError) while dependency runs of its tick or pipeline are pending.
     if (reasons.length === 0 && deps.admission) reasons.push(...(await deps.admission.admit(spec, job, token)));
@@ -112,6 +129,12 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
       await deps.admission?.finish(spec, job, 'ok');
       return { outcome: 'success', result: result ?? null, durationMs, workerId: deps.workerId };
     } catch (thrown) {
+      if (signal.aborted && isShutdownAbort(signal.reason) && token) {
+        // Shutdown step 3: back to the wait list with attemptsMade unchanged, for another worker.
+        await job.moveToWait(token);
+        log.info('run aborted by shutdown and returned to the queue');
+        throw new WaitingError();
+      }
       const error = toError(signal.aborted ? signal.reason : thrown);
       const durationMs = clock() - startedAt;
       const maxAttempts = job.opts.attempts ?? 1;

@@ -20,6 +20,17 @@ export interface AgentWorkerOptions extends ExecutorDeps {
   concurrency: number;
   bus: EventBus;
   log: Logger;
+  /**
+   * BullMQ `lockDuration` (`LOCK_DURATION_MS`): how long a run's lock lasts without renewal (renewed
+   * every half of it). A worker killed mid-run has its runs handed to another worker after at most
+   * lockDuration + stalledInterval. An agent that blocks the event loop longer than this loses its
+   * lock and may be started a second time elsewhere: keep synchronous work below it.
+   */
+  lockDurationMs?: number;
+  /** BullMQ `stalledInterval` (`STALLED_INTERVAL_MS`): how often this worker looks for stalled runs. */
+  stalledIntervalMs?: number;
+  /** Filled with the ids of the runs executing on this worker (for heartbeats and shutdown). */
+  activeRuns?: Set<string>;
 }
 
 /**
@@ -30,11 +41,25 @@ export interface AgentWorkerOptions extends ExecutorDeps {
  */
 export function createAgentWorker(options: AgentWorkerOptions): Worker<RunJobData, RunResult> {
   const log = options.log.child({ component: 'agent-worker', workerId: options.workerId });
-  const worker = new Worker<RunJobData, RunResult>(QUEUE_NAMES.agents, createAgentProcessor({ ...options, log }), {
+  const processor = createAgentProcessor({ ...options, log });
+  const activeRuns = options.activeRuns;
+  const tracked: typeof processor = activeRuns
+    ? async (job, token, signal) => {
+        activeRuns.add(job.id!);
+        try {
+          return await processor(job, token, signal);
+        } finally {
+          activeRuns.delete(job.id!);
+        }
+      }
+    : processor;
+  const worker = new Worker<RunJobData, RunResult>(QUEUE_NAMES.agents, tracked, {
     connection: options.connection,
     prefix: options.keys.bullPrefix,
     concurrency: options.concurrency,
     name: options.workerId,
+    ...(options.lockDurationMs !== undefined ? { lockDuration: options.lockDurationMs } : {}),
+    ...(options.stalledIntervalMs !== undefined ? { stalledInterval: options.stalledIntervalMs } : {}),
   });
   worker.on('failed', (job, err) => {
     if (!job || isReported(err)) return;
