@@ -25,6 +25,10 @@ export interface Config {
   lockDurationMs: number;
   /** BullMQ stalledInterval: how often workers look for runs whose lock expired. */
   stalledIntervalMs: number;
+  /** Scheduler leader lease: a dead leader is replaced within this (plus one retry, a third of it). */
+  leaderLeaseMs: number;
+  /** How long the health monitor waits for an agent's healthCheck on a worker. */
+  healthCheckTimeoutMs: number;
   nightlyCron: string;
   nightlyTz: string;
   dashboardToken: string | undefined;
@@ -89,6 +93,8 @@ const VARIABLES = {
   heartbeatIntervalMs: intVar('HEARTBEAT_INTERVAL_MS', 5000, 100, 'a whole number of milliseconds, at least 100'),
   lockDurationMs: intVar('LOCK_DURATION_MS', 30000, 1000, 'a whole number of milliseconds, at least 1000'),
   stalledIntervalMs: intVar('STALLED_INTERVAL_MS', 30000, 500, 'a whole number of milliseconds, at least 500'),
+  leaderLeaseMs: intVar('LEADER_LEASE_MS', 10000, 300, 'a whole number of milliseconds from 300 to 15000', 15000),
+  healthCheckTimeoutMs: intVar('HEALTH_CHECK_TIMEOUT_MS', 10000, 100, 'a whole number of milliseconds, at least 100'),
   nightlyCron: stringVar('NIGHTLY_CRON', '0 23 * * *', 'a 5- or 6-field cron expression', (v) => cronProblem(v) === null),
   nightlyTz: stringVar('NIGHTLY_TZ', 'Europe/Zurich', 'an IANA time zone such as Europe/Zurich', (v) => timezoneProblem(v) === null),
   dashboardToken: optionalVar('DASHBOARD_TOKEN'),
