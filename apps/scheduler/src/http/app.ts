@@ -1,21 +1,71 @@
-import express, { type ErrorRequestHandler, type Express } from 'express';
-import { buildMetricsSnapshot, type Logger, type SnapshotDeps } from '@werkpilot/shared';
+import express, { type Express } from 'express';
+import {
+  buildMetricsSnapshot,
+  createSchedulerMetrics,
+  triggerRun,
+  type EventBus,
+  type Keys,
+  type Logger,
+  type MetricsSnapshot,
+  type Redis,
+  type Retention,
+  type ScrapeSource,
+  type SnapshotDeps,
+} from '@werkpilot/shared';
+import { agentsRoutes, type AgentsRoutesDeps, type TriggerAgent } from './agents-routes.js';
+import { createDashboardAuth, type DashboardCredentials } from './auth.js';
+import { BULL_BOARD_PATH, bullBoardRouter } from './bull-board.js';
+import { dashboardRoutes } from './dashboard.js';
+import { dlqRoutes } from './dlq-routes.js';
+import { errorHandler, notFound } from './error-handler.js';
+import { eventsRoutes } from './events-routes.js';
+import { metricsRoutes } from './metrics-routes.js';
+import { reportsRoutes, type ReportsSource } from './reports-routes.js';
+import { runsRoutes, type RunsRoutesDeps } from './runs-routes.js';
 
 export interface HttpDeps {
   snapshot: SnapshotDeps;
   log: Logger;
   /** Whether the process is ready to serve (Redis reachable, registry loaded). */
   isReady: () => Promise<boolean>;
+  redis: Redis;
+  keys: Keys;
+  bus: EventBus;
+  retention: Retention;
+  /** DASHBOARD_TOKEN / DASHBOARD_USER / DASHBOARD_PASSWORD; none means read-only. */
+  credentials: DashboardCredentials;
+  /** Replaces the plain manual trigger, e.g. to support `withDependents` pipelines. */
+  trigger?: TriggerAgent;
+  toggle?: AgentsRoutesDeps['toggle'];
+  resetCircuit?: AgentsRoutesDeps['resetCircuit'];
+  cancel?: RunsRoutesDeps['cancel'];
+  reports?: ReportsSource;
+  /** Extra cluster figures for the Prometheus scrape (circuit, health, score, workers, leader). */
+  scrapeSources?: ScrapeSource[];
 }
 
 /**
- * The scheduler's HTTP surface on PORT (3001). Handlers answer bad input with
- * 400 `{ "error": "..." }` and never leak a stack trace.
+ * The scheduler's HTTP surface on PORT (3001): the overview page, Bull Board, `/metrics`, the
+ * operator API, `/healthz` and `/readyz`. Every route but the last three sits behind the dashboard
+ * credentials (read-only without them). Handlers answer bad input with 400 `{ "error": "..." }`
+ * and unknown agents or runs with 404; no stack trace ever leaves the process.
  */
 export function createHttpApp(deps: HttpDeps): Express {
   const app = express();
   app.disable('x-powered-by');
-  app.use(express.json({ limit: '2mb' }));
+  const auth = createDashboardAuth(deps.credentials);
+  if (!auth.canMutate) {
+    deps.log.warn(
+      'no dashboard credentials configured: the dashboard, API and Bull Board are open to read and operator actions are disabled; ' +
+        'set DASHBOARD_TOKEN or DASHBOARD_USER/DASHBOARD_PASSWORD to protect them and enable actions',
+    );
+  }
+  const { queues, registry } = deps.snapshot;
+  const snapshotDeps: SnapshotDeps = { ...deps.snapshot, extend: [...(deps.snapshot.extend ?? []), queuesByPriority(deps.snapshot)] };
+  const snapshot = (): Promise<MetricsSnapshot> => buildMetricsSnapshot(snapshotDeps);
+  const prometheus = createSchedulerMetrics({ redis: deps.redis, keys: deps.keys, registry, queues, sources: deps.scrapeSources ?? [] });
+  const trigger: TriggerAgent =
+    deps.trigger ?? ((agent, options) => triggerRun({ queue: queues.agents, registry, retention: deps.retention }, agent, options));
 
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
@@ -24,24 +74,39 @@ export function createHttpApp(deps: HttpDeps): Express {
     const ready = await deps.isReady().catch(() => false);
     res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'not ready' });
   });
+  app.use(auth.middleware);
+  app.use(express.json({ limit: '2mb' }));
 
-  const sendSnapshot: express.RequestHandler = async (_req, res) => {
-    res.json(await buildMetricsSnapshot(deps.snapshot));
-  };
-  app.get('/api/metrics', sendSnapshot);
-  app.get('/metrics', sendSnapshot);
-
-  app.use((_req, res) => {
-    res.status(404).json({ error: 'not found' });
+  app.use(metricsRoutes({ snapshot, prometheus }));
+  app.get('/api/session', (_req, res) => {
+    res.json({ authMode: auth.mode, canMutate: auth.canMutate });
   });
+  app.use(
+    agentsRoutes({
+      registry,
+      queues,
+      snapshot,
+      trigger,
+      ...(deps.toggle ? { toggle: deps.toggle } : {}),
+      ...(deps.resetCircuit ? { resetCircuit: deps.resetCircuit } : {}),
+    }),
+  );
+  app.use(dlqRoutes({ queues }));
+  app.use(runsRoutes({ queues, ...(deps.cancel ? { cancel: deps.cancel } : {}) }));
+  app.use(eventsRoutes({ bus: deps.bus, log: deps.log }));
+  if (deps.reports) app.use(reportsRoutes(deps.reports));
+  app.use(BULL_BOARD_PATH, bullBoardRouter({ queues, readOnly: !auth.canMutate }));
+  app.use(dashboardRoutes());
+
+  app.use(notFound);
   app.use(errorHandler(deps.log));
   return app;
 }
 
-function errorHandler(log: Logger): ErrorRequestHandler {
-  return (err, _req, res, _next) => {
-    const status = typeof err?.status === 'number' && err.status >= 400 && err.status < 500 ? err.status : 500;
-    if (status === 500) log.error({ err }, 'request failed');
-    res.status(status).json({ error: status === 500 ? 'internal error; see the scheduler log' : String(err.message ?? 'bad request') });
+/** Adds `queues.agentsByPriority`: runs waiting per priority (1 critical, 2 important, 3 normal). */
+function queuesByPriority({ queues }: SnapshotDeps): (snapshot: MetricsSnapshot) => Promise<void> {
+  return async (snapshot) => {
+    const counts = await queues.agents.getCountsPerPriority([1, 2, 3]);
+    (snapshot.queues as Record<string, unknown>).agentsByPriority = counts;
   };
 }

@@ -1,0 +1,124 @@
+import { Router } from 'express';
+import {
+  AgentNotFoundError,
+  agentNameParam,
+  bodyOf,
+  parseInput,
+  runBody,
+  toRunView,
+  type AgentSpec,
+  type MetricsSnapshot,
+  type Queues,
+  type Registry,
+  type RunView,
+} from '@werkpilot/shared';
+
+/** What `POST /api/agents/:name/run` needs: queue a run, or a pipeline with `withDependents`. */
+export type TriggerAgent = (agent: string, options: { data?: unknown; withDependents?: boolean }) => Promise<{ runId: string; [extra: string]: unknown }>;
+
+export interface AgentsRoutesDeps {
+  registry: Registry;
+  queues: Queues;
+  /** The JSON snapshot: agent state plus what other parts add (health, circuit, score, enabled). */
+  snapshot: () => Promise<MetricsSnapshot>;
+  trigger: TriggerAgent;
+  /** Agent enable/disable flag (agent-toggle.ts); the routes are absent without it. */
+  toggle?: { enable(agent: string): Promise<unknown>; disable(agent: string): Promise<unknown> };
+  /** Manual circuit reset (circuit-breaker.ts); the route is absent without it. */
+  resetCircuit?: (agent: string) => Promise<unknown>;
+}
+
+/** How many of an agent's recent runs the detail view shows. */
+const LAST_RUNS = 10;
+
+/**
+ * `GET /api/agents`, `GET /api/agents/:name` (registry + state + whatever health, circuit, score
+ * and enabled figures the snapshot carries, plus the last runs), and the operator actions on one
+ * agent: run, enable, disable, circuit reset.
+ */
+export function agentsRoutes(deps: AgentsRoutesDeps): Router {
+  const router = Router();
+  const requireAgent = (raw: string): AgentSpec => {
+    const name = parseInput(agentNameParam, raw, 'agent');
+    const spec = deps.registry.get(name);
+    if (!spec) throw new AgentNotFoundError(name);
+    return spec;
+  };
+
+  router.get('/api/agents', async (_req, res) => {
+    const snapshot = await deps.snapshot();
+    res.json({ agents: deps.registry.list().map((spec) => describe(spec, snapshot)), layers: deps.registry.layers });
+  });
+
+  router.get('/api/agents/:name', async (req, res) => {
+    const spec = requireAgent(req.params.name);
+    const [snapshot, lastRuns] = await Promise.all([deps.snapshot(), recentRuns(deps.queues, spec.name)]);
+    res.json({ ...describe(spec, snapshot), dependents: deps.registry.dependentsOf(spec.name), lastRuns });
+  });
+
+  router.post('/api/agents/:name/run', async (req, res) => {
+    const spec = requireAgent(req.params.name);
+    const body = parseInput(runBody, bodyOf(req.body), 'body');
+    const queued = await deps.trigger(spec.name, {
+      ...(body.data !== undefined ? { data: body.data } : {}),
+      ...(body.withDependents ? { withDependents: true } : {}),
+    });
+    res.status(202).json(queued);
+  });
+
+  const toggle = deps.toggle;
+  if (toggle) {
+    router.post('/api/agents/:name/enable', async (req, res) => {
+      const spec = requireAgent(req.params.name);
+      await toggle.enable(spec.name);
+      res.json({ agent: spec.name, enabled: true });
+    });
+    router.post('/api/agents/:name/disable', async (req, res) => {
+      const spec = requireAgent(req.params.name);
+      await toggle.disable(spec.name);
+      res.json({ agent: spec.name, enabled: false });
+    });
+  }
+
+  const resetCircuit = deps.resetCircuit;
+  if (resetCircuit) {
+    router.post('/api/agents/:name/circuit/reset', async (req, res) => {
+      const spec = requireAgent(req.params.name);
+      const circuit = await resetCircuit(spec.name);
+      res.json({ agent: spec.name, circuit });
+    });
+  }
+  return router;
+}
+
+function describe(spec: AgentSpec, snapshot: MetricsSnapshot) {
+  return {
+    name: spec.name,
+    schedule: spec.schedule ?? null,
+    dependsOn: spec.dependsOn,
+    timeoutMs: spec.timeoutMs,
+    retry: spec.retry,
+    overlap: spec.overlap,
+    maxRestartsPerHour: spec.maxRestartsPerHour,
+    ...snapshot.agents[spec.name],
+  };
+}
+
+/**
+ * The agent's most recent runs still held by BullMQ (active, and what retention keeps of completed
+ * and failed), newest first. BullMQ has no per-name index, so this scans the newest jobs of each
+ * state: an agent that runs rarely among busy ones may show fewer than LAST_RUNS.
+ */
+async function recentRuns(queues: Queues, agent: string): Promise<RunView[]> {
+  const states = [
+    ['active', 0, 49],
+    ['completed', 0, 299],
+    ['failed', 0, 99],
+  ] as const;
+  const lists = await Promise.all(states.map(([state, from, to]) => queues.agents.getJobs([state], from, to, false)));
+  const views = lists.flatMap((jobs, i) =>
+    jobs.filter((job) => Boolean(job) && job.name === agent).map((job) => toRunView(job, states[i]![0])),
+  );
+  const at = (v: RunView) => Date.parse(v.timings.finishedAt ?? v.timings.startedAt ?? v.timings.queuedAt ?? '') || 0;
+  return views.sort((a, b) => at(b) - at(a)).slice(0, LAST_RUNS);
+}

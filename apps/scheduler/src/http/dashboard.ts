@@ -1,0 +1,14 @@
+import { fileURLToPath } from 'node:url';
+import express, { Router } from 'express';
+
+const PUBLIC_DIR = fileURLToPath(new URL('./public', import.meta.url));
+
+/**
+ * The overview page at `/`: a small static page (vanilla JS and CSS, no build step) that reads the
+ * operator API and updates live.
+ */
+export function dashboardRoutes(): Router {
+  const router = Router();
+  router.use(express.static(PUBLIC_DIR, { index: 'index.html', maxAge: 0, fallthrough: true }));
+  return router;
+}

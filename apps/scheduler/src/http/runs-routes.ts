@@ -1,0 +1,24 @@
+import { Router } from 'express';
+import { bodyOf, cancelBody, lookupRun, parseInput, runIdParam, type Queues } from '@werkpilot/shared';
+
+export interface RunsRoutesDeps {
+  queues: Queues;
+  /** Run cancellation (run-cancel.ts); the route is absent without it. */
+  cancel?: (runId: string, reason?: string) => Promise<unknown>;
+}
+
+/** `GET /api/runs/:id` (agent, state, attempts, timings, result or error, pipeline id) and cancel. */
+export function runsRoutes({ queues, cancel }: RunsRoutesDeps): Router {
+  const router = Router();
+  router.get('/api/runs/:id', async (req, res) => {
+    res.json(await lookupRun(queues.agents, parseInput(runIdParam, req.params.id, 'id')));
+  });
+  if (cancel) {
+    router.post('/api/runs/:id/cancel', async (req, res) => {
+      const runId = parseInput(runIdParam, req.params.id, 'id');
+      const { reason } = parseInput(cancelBody, bodyOf(req.body), 'body');
+      res.json(await cancel(runId, reason));
+    });
+  }
+  return router;
+}

@@ -1,0 +1,50 @@
+import { z } from 'zod';
+import { InvalidInputError } from './errors.js';
+import { RUN_ID_PATTERN } from './run-lookup.js';
+
+/**
+ * Zod schemas for the operator API's input (HTTP handlers and the CLI share them), and one way to apply them: a failure becomes an
+ * InvalidInputError naming the field, which the error handler answers with 400 `{ "error" }`.
+ */
+export const agentNameParam = z.string().regex(/^[a-z0-9][a-z0-9-]{0,99}$/, 'agent names look like crm-sync ([a-z0-9][a-z0-9-]*)');
+
+export const runIdParam = z.string().regex(RUN_ID_PATTERN, 'run ids are letters, digits, ":", "_", "." and "-" (at most 200)');
+
+const pageNumber = (fallback: number, max: number) =>
+  z
+    .string()
+    .regex(/^\d{1,6}$/, 'must be a whole number')
+    .transform(Number)
+    .pipe(z.number().int().min(0).max(max))
+    .optional()
+    .transform((v: number | undefined) => v ?? fallback);
+
+export const dlqPageQuery = z.object({
+  offset: pageNumber(0, 100_000),
+  limit: pageNumber(20, 100),
+});
+
+export const runBody = z
+  .object({
+    data: z.unknown().optional(),
+    withDependents: z.boolean().optional(),
+  })
+  .strict();
+
+export const cancelBody = z.object({ reason: z.string().trim().min(1).max(500).optional() }).strict();
+
+export const recentEventsQuery = z.object({ limit: pageNumber(100, 1000) });
+
+/** Parses `value` or throws InvalidInputError with the first problem, prefixed by `what`. */
+export function parseInput<S extends z.ZodType>(schema: S, value: unknown, what: string): z.output<S> {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0];
+  const path = issue && issue.path.length > 0 ? `${what}.${issue.path.join('.')}` : what;
+  throw new InvalidInputError(`${path}: ${issue?.message ?? 'invalid'}`);
+}
+
+/** A JSON body, or `{}` when none was sent; express leaves `req.body` undefined without one. */
+export function bodyOf(body: unknown): unknown {
+  return body === undefined ? {} : body;
+}
