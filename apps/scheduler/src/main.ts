@@ -12,6 +12,18 @@ import {
   loadConfig,
   loadRegistry,
   reconcileJobSchedulers,
+  CircuitBreaker,
+  HealthMonitor,
+  HealthStore,
+  LeaderElection,
+  ReportStore,
+  circuitSnapshot,
+  hasLiveWorker,
+  healthSnapshot,
+  leaderSnapshot,
+  makeWorkerId,
+  registerNightlySchedule,
+  scoreSnapshot,
   runProcess,
 } from '@werkpilot/shared';
 import { createHttpApp } from './http/app.js';
@@ -49,10 +61,64 @@ runProcess('werkpilot scheduler', async () => {
   const state = new AgentStateStore({ redis, keys });
   const retention = { dlqRetain: config.dlqRetain, completedRetain: config.completedRetain };
 
-  await reconcileJobSchedulers({ queue: queues.agents, registry, retention, log });
+  const circuit = new CircuitBreaker({ redis, keys, log });
+  const health = new HealthStore({ redis, keys });
+  const reports = new ReportStore({ redis, keys });
+
+  // Leader election: every replica serves HTTP; only the lease holder plans. Each duty starts with
+  // `leader.confirm()` (a read of the lease), so a replica paused past the lease never acts on it.
+  const leader: LeaderElection = new LeaderElection({
+    redis,
+    keys,
+    log,
+    id: makeWorkerId(),
+    ttlMs: config.leaderLeaseMs,
+    onElected: () => lead(),
+    onDeposed: () => monitor.stop(),
+  });
+  const monitor = new HealthMonitor({
+    registry,
+    state,
+    circuit,
+    store: health,
+    systemQueue: queues.system,
+    connection: redis,
+    log,
+    hasLiveWorker: () => hasLiveWorker({ redis, keys }),
+    canAct: () => leader.confirm(),
+    intervalMs: config.healthIntervalMs,
+    healthCheckTimeoutMs: config.healthCheckTimeoutMs,
+  });
+  const lead = async () => {
+    if (!(await leader.confirm())) return;
+    await reconcileJobSchedulers({ queue: queues.agents, registry, retention, log });
+    await registerNightlySchedule(queues.system, { cron: config.nightlyCron, tz: config.nightlyTz });
+    monitor.start();
+  };
+  await leader.start();
+  shutdown.register(1, 'leader lease and health monitor', async () => {
+    await monitor.stop();
+    await leader.stop();
+  });
 
   const app = createHttpApp({
-    snapshot: { queues, registry, state, extend: [liveWorkersSnapshot({ redis, keys })] },
+    snapshot: {
+      queues,
+      registry,
+      state,
+      extend: [
+        liveWorkersSnapshot({ redis, keys }),
+        circuitSnapshot(circuit),
+        healthSnapshot(health),
+        scoreSnapshot({ redis, keys, circuit, specs: () => registry.list() }),
+        leaderSnapshot(leader),
+      ],
+    },
+    resetCircuit: async (agent) => {
+      await circuit.reset(agent);
+      return (await circuit.get(agent)).state;
+    },
+    reports: { latest: () => reports.getLatest(), list: () => reports.list() },
     log,
     isReady: async () => (await redis.ping()) === 'PONG',
     redis,
