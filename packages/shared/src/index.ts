@@ -29,6 +29,7 @@ export * from './overlap.js';
 export * from './agent-toggle.js';
 export * from './run-admission.js';
 export * from './pipeline.js';
+export * from './boot.js';
 export * from './heartbeat.js';
 export * from './prometheus-metrics.js';
 export * from './shutdown.js';
