@@ -44,3 +44,4 @@ export * from './score.js';
 export * from './leader.js';
 export * from './reports.js';
 export * from './nightly.js';
+export * from './event-filter.js';

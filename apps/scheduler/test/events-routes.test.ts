@@ -1,0 +1,165 @@
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import express from 'express';
+import { afterEach, describe, expect, it } from 'vitest';
+import { EventBus, createKeys, createLogger, type BusEvent } from '@werkpilot/shared';
+import { uniquePrefix, useTestRedis, waitFor } from '@werkpilot/test-support';
+import { errorHandler } from '../src/http/error-handler.js';
+import { eventsRoutes, type EventsRouter } from '../src/http/events-routes.js';
+
+const redis = useTestRedis();
+const log = createLogger({ level: 'silent', name: 'test' });
+
+const cleanups: (() => Promise<unknown> | void)[] = [];
+afterEach(async () => {
+  while (cleanups.length > 0) await cleanups.pop()!();
+});
+
+interface Setup {
+  url: string;
+  /** The bus the server streams from. */
+  serverBus: EventBus;
+  /** Another process's bus, publishing through Redis. */
+  publisher: EventBus;
+  router: EventsRouter;
+}
+
+async function setup({ heartbeatMs = 15_000 } = {}): Promise<Setup> {
+  const keys = createKeys(uniquePrefix());
+  const serverBus = new EventBus({ redis: redis.client(), keys, log });
+  const publisher = new EventBus({ redis: redis.client(), keys, log });
+  const router = eventsRoutes({ bus: serverBus, log, heartbeatMs });
+  const app = express();
+  app.use(router);
+  app.use(errorHandler(log));
+  const server: Server = await new Promise((resolve) => {
+    const s = app.listen(0, () => resolve(s));
+  });
+  cleanups.push(
+    () => serverBus.close(),
+    () =>
+      new Promise((resolve) => {
+        server.close(resolve);
+        server.closeAllConnections();
+      }),
+  );
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, serverBus, publisher, router };
+}
+
+interface Stream {
+  events: BusEvent[];
+  comments: string[];
+  close(): void;
+}
+
+/** Opens an SSE stream and resolves once the server says the subscription is live. */
+async function openStream(url: string): Promise<Stream> {
+  const controller = new AbortController();
+  const response = await fetch(url, { signal: controller.signal, headers: { accept: 'text/event-stream' } });
+  expect(response.status).toBe(200);
+  expect(response.headers.get('content-type')).toMatch(/^text\/event-stream/);
+  const stream: Stream = { events: [], comments: [], close: () => controller.abort() };
+  cleanups.push(() => controller.abort());
+  void (async () => {
+    const decoder = new TextDecoder();
+    let buffer = '';
+    try {
+      for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+        buffer += decoder.decode(chunk, { stream: true });
+        let end: number;
+        while ((end = buffer.indexOf('\n\n')) >= 0) {
+          for (const line of buffer.slice(0, end).split('\n')) {
+            if (line.startsWith('data: ')) stream.events.push(JSON.parse(line.slice(6)) as BusEvent);
+            else if (line.startsWith(':')) stream.comments.push(line.slice(1).trim());
+          }
+          buffer = buffer.slice(end + 2);
+        }
+      }
+    } catch {
+      // aborted by the test
+    }
+  })();
+  await waitFor(() => stream.comments.includes('connected'), { what: 'the stream to connect' });
+  return stream;
+}
+
+describe('GET /api/events', () => {
+  it('streams bus events from other processes in publish order', async () => {
+    const { url, publisher } = await setup();
+    const stream = await openStream(`${url}/api/events`);
+    for (let i = 0; i < 50; i++) await publisher.publish('agent:started', { runId: String(i) }, 'crm-sync');
+    await waitFor(() => stream.events.length === 50, { what: '50 events' });
+    expect(stream.events.map((e) => e.data.runId)).toEqual(Array.from({ length: 50 }, (_, i) => String(i)));
+    expect(stream.events[0]).toMatchObject({ type: 'agent:started', agent: 'crm-sync' });
+  });
+
+  it('passes only the event types and agents asked for', async () => {
+    const { url, publisher } = await setup();
+    const byType = await openStream(`${url}/api/events?type=agent:*,circuit:*`);
+    const byAgent = await openStream(`${url}/api/events?agent=lead-scoring`);
+    const both = await openStream(`${url}/api/events?type=agent:failed&agent=lead-scoring,crm-sync`);
+    await publisher.publish('agent:started', {}, 'crm-sync');
+    await publisher.publish('memory:gc', {});
+    await publisher.publish('circuit:opened', {}, 'lead-scoring');
+    await publisher.publish('agent:failed', {}, 'lead-scoring');
+    await publisher.publish('health:changed', {}, 'lead-scoring');
+    await publisher.publish('agent:failed', {}, 'daily-report');
+    await publisher.publish('agent:completed', { last: true }, 'lead-scoring');
+    await waitFor(() => byType.events.some((e) => e.data.last) && byAgent.events.some((e) => e.data.last));
+    await waitFor(() => both.events.length === 1);
+    const summary = (s: Stream) => s.events.map((e) => `${e.type}/${e.agent ?? '-'}`);
+    expect(summary(byType)).toEqual(['agent:started/crm-sync', 'circuit:opened/lead-scoring', 'agent:failed/lead-scoring', 'agent:failed/daily-report', 'agent:completed/lead-scoring']);
+    expect(summary(byAgent)).toEqual(['circuit:opened/lead-scoring', 'agent:failed/lead-scoring', 'health:changed/lead-scoring', 'agent:completed/lead-scoring']);
+    expect(summary(both)).toEqual(['agent:failed/lead-scoring']);
+  });
+
+  it('sends heartbeat comments on an idle stream', async () => {
+    const { url } = await setup({ heartbeatMs: 50 });
+    const stream = await openStream(`${url}/api/events`);
+    await waitFor(() => stream.comments.filter((c) => c.startsWith('heartbeat')).length >= 2, { what: 'two heartbeats' });
+    expect(stream.events).toEqual([]);
+  });
+
+  it('frees the subscription when the client disconnects', async () => {
+    const { url, router, serverBus } = await setup();
+    const handlers = () => (serverBus as unknown as { handlers: Set<unknown> }).handlers.size;
+    const a = await openStream(`${url}/api/events`);
+    const b = await openStream(`${url}/api/events?type=agent:*`);
+    expect(router.activeStreams).toBe(2);
+    expect(handlers()).toBe(2);
+    a.close();
+    b.close();
+    await waitFor(() => router.activeStreams === 0 && handlers() === 0, { what: 'streams to be released' });
+  });
+
+  it('answers 400 for a malformed filter', async () => {
+    const { url } = await setup();
+    const response = await fetch(`${url}/api/events?type=agent%20started`);
+    expect(response.status).toBe(400);
+    expect(await response.json()).toEqual({ error: expect.stringMatching(/^type: "agent started" is not an event type pattern/) });
+    const badAgent = await fetch(`${url}/api/events?agent=Bad_Name`);
+    expect(badAgent.status).toBe(400);
+  });
+});
+
+describe('GET /api/events/recent', () => {
+  it('returns the last N events of the history, oldest first', async () => {
+    const { url, publisher } = await setup();
+    for (let i = 0; i < 12; i++) await publisher.publish(i % 2 ? 'agent:completed' : 'agent:started', { n: i }, 'crm-sync');
+    const body = (await (await fetch(`${url}/api/events/recent?limit=5`)).json()) as { events: BusEvent[] };
+    expect(body.events.map((e) => e.data.n)).toEqual([7, 8, 9, 10, 11]);
+    const filtered = (await (await fetch(`${url}/api/events/recent?limit=6&type=agent:started`)).json()) as { events: BusEvent[] };
+    expect(filtered.events.map((e) => e.data.n)).toEqual([6, 8, 10]);
+    const all = (await (await fetch(`${url}/api/events/recent`)).json()) as { events: BusEvent[] };
+    expect(all.events).toHaveLength(12);
+  });
+
+  it('answers 400 for a limit that is not a whole number up to 1000', async () => {
+    const { url } = await setup();
+    for (const limit of ['abc', '-1', '1001']) {
+      const response = await fetch(`${url}/api/events/recent?limit=${limit}`);
+      expect(response.status).toBe(400);
+      expect(((await response.json()) as { error: string }).error).toMatch(/limit/);
+    }
+  });
+});
