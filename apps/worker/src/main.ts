@@ -1,10 +1,11 @@
-import express from 'express';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import {
   AgentStateStore,
   EventBus,
   createAgentWorker,
+  createRunMetricsRecorder,
+  createWorkerMetrics,
   createSystemWorker,
   type SystemJobHandler,
   createKeys,
@@ -23,6 +24,7 @@ import {
   startRpcResponder,
   startRunCancelListener,
 } from '@werkpilot/shared';
+import { startWorkerHttp } from './worker-http.js';
 
 const WORKER_VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -53,6 +55,7 @@ runProcess('werkpilot worker', async () => {
     identity: { process: 'worker', workerId },
   });
   const activeRuns = new Set<string>();
+  const metrics = createWorkerMetrics({ activeRuns: () => activeRuns.size });
   const rpc = new RpcClient({ redis, keys, log });
   const worker = createAgentWorker({
     request: (from, agent, payload, options) => rpc.request(agent, payload, { ...options, from }),
@@ -65,6 +68,11 @@ runProcess('werkpilot worker', async () => {
     log,
     workerId,
     concurrency: config.workerConcurrency,
+    outcomeListeners: [
+      // Cluster-wide exported figures (duration buckets, retries, timeouts) in Redis, and this process's own.
+      createRunMetricsRecorder({ redis, keys }),
+      metrics.outcomeListener,
+    ],
     handBack: memory.handBack,
     activeRuns,
     lockDurationMs: config.lockDurationMs,
@@ -103,11 +111,7 @@ runProcess('werkpilot worker', async () => {
   log.info({ workerId, concurrency: config.workerConcurrency, agents: registry.size }, 'worker online');
 
   if (config.workerHttpPort > 0) {
-    const app = express();
-    app.get('/healthz', (_req, res) => {
-      res.json({ status: worker.isRunning() ? 'ok' : 'stopped', workerId });
-    });
-    const listening = app.listen(config.workerHttpPort);
+    const listening = await startWorkerHttp({ port: config.workerHttpPort, workerId, metrics, isRunning: () => worker.isRunning() });
     shutdown.register(5, 'http server', () => new Promise((resolve) => {
       listening.close(resolve);
       listening.closeAllConnections();

@@ -154,7 +154,7 @@ const PRIORITY_SCORE_SPAN = 0x100000000;
 
 export function createSchedulerMetrics({ redis, keys, registry: agents, queues, sources = [] }: SchedulerMetricsOptions): SchedulerMetrics {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
+  collectProcessMetrics(registry);
   const runs = new Counter({
     name: 'werkpilot_agent_runs_total',
     help: 'Agent runs by outcome (attempts; timeout and cancelled are not counted as failure), cluster-wide',
@@ -303,6 +303,18 @@ class ClusterHistogram {
   }
 }
 
+/**
+ * prom-client's Node process metrics (CPU, memory, heap spaces, event-loop lag, GC, handles).
+ * Three of them are gauges named `*_total`, which `promtool check metrics` rejects; the same
+ * figures remain, by type, in `nodejs_active_handles`/`nodejs_active_requests`/`nodejs_active_resources`.
+ */
+function collectProcessMetrics(registry: Registry): void {
+  collectDefaultMetrics({ register: registry });
+  for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
+    registry.removeSingleMetric(name);
+  }
+}
+
 /** The worker's exporter: its own runs, observed as they finish in this process. */
 export interface WorkerMetrics {
   readonly registry: Registry;
@@ -314,7 +326,7 @@ export interface WorkerMetrics {
 
 export function createWorkerMetrics({ activeRuns }: { activeRuns?: () => number } = {}): WorkerMetrics {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
+  collectProcessMetrics(registry);
   const runs = new Counter({
     name: 'werkpilot_worker_runs_total',
     help: 'Agent runs this worker process finished, by outcome (the cluster-wide total is werkpilot_agent_runs_total on the scheduler)',
