@@ -25,6 +25,7 @@ import {
   registerNightlySchedule,
   scoreSnapshot,
   runProcess,
+  cancelRun,
 } from '@werkpilot/shared';
 import { createHttpApp } from './http/app.js';
 
@@ -119,6 +120,7 @@ runProcess('werkpilot scheduler', async () => {
       return (await circuit.get(agent)).state;
     },
     reports: { latest: () => reports.getLatest(), list: () => reports.list() },
+    cancel: (runId, reason) => cancelRun({ queue: queues.agents, redis, keys, bus }, runId, reason),
     log,
     isReady: async () => (await redis.ping()) === 'PONG',
     redis,
