@@ -20,6 +20,12 @@ import {
   loadRegistry,
   makeWorkerId,
   runProcess,
+  BOOT_CHECK_JOB,
+  agentToggleRules,
+  bootGateRules,
+  createBootCheckHandler,
+  createRunAdmission,
+  createRunGate,
   RpcClient,
   startRpcResponder,
   startRunCancelListener,
@@ -55,6 +61,10 @@ runProcess('werkpilot worker', async () => {
     identity: { process: 'worker', workerId },
   });
   const activeRuns = new Set<string>();
+  // Dependency health gating: one list of rules (gating.ts); each capability adds its own here.
+  const gate = createRunGate({ rules: [...agentToggleRules({ redis, keys }), ...bootGateRules({ redis, keys })] });
+  const admission = createRunAdmission({ redis, keys, log });
+  shutdown.register(5, 'run admission', () => admission.close());
   const metrics = createWorkerMetrics({ activeRuns: () => activeRuns.size });
   const rpc = new RpcClient({ redis, keys, log });
   const worker = createAgentWorker({
@@ -68,6 +78,8 @@ runProcess('werkpilot worker', async () => {
     log,
     workerId,
     concurrency: config.workerConcurrency,
+    gates: [gate],
+    admission,
     outcomeListeners: [
       // Cluster-wide exported figures (duration buckets, retries, timeouts) in Redis, and this process's own.
       createRunMetricsRecorder({ redis, keys }),
@@ -81,6 +93,7 @@ runProcess('werkpilot worker', async () => {
   registerWorkerDrain(shutdown, worker, 'agents worker');
   // Internal jobs by name; each capability registers its handler here.
   const systemHandlers: Record<string, SystemJobHandler> = {};
+  systemHandlers[BOOT_CHECK_JOB] = createBootCheckHandler({ registry, log });
   const systemWorker = createSystemWorker({ connection: redis, keys, log, workerId, handlers: systemHandlers });
   registerWorkerDrain(shutdown, systemWorker, 'system worker');
   await Promise.all([worker.waitUntilReady(), systemWorker.waitUntilReady()]);
