@@ -26,6 +26,12 @@ import {
   scoreSnapshot,
   runProcess,
   cancelRun,
+  agentToggleSnapshot,
+  bootSnapshot,
+  disableAgent,
+  enableAgent,
+  startBoot,
+  triggerRun,
 } from '@werkpilot/shared';
 import { createHttpApp } from './http/app.js';
 
@@ -93,6 +99,7 @@ runProcess('werkpilot scheduler', async () => {
   const lead = async () => {
     if (!(await leader.confirm())) return;
     await reconcileJobSchedulers({ queue: queues.agents, registry, retention, log });
+    void startBoot({ systemQueue: queues.system, registry, redis, keys, bus, log, checkTimeoutMs: config.healthCheckTimeoutMs });
     await registerNightlySchedule(queues.system, { cron: config.nightlyCron, tz: config.nightlyTz });
     monitor.start();
   };
@@ -113,6 +120,8 @@ runProcess('werkpilot scheduler', async () => {
         healthSnapshot(health),
         scoreSnapshot({ redis, keys, circuit, specs: () => registry.list() }),
         leaderSnapshot(leader),
+        bootSnapshot({ redis, keys }),
+        agentToggleSnapshot({ redis, keys }),
       ],
     },
     resetCircuit: async (agent) => {
@@ -120,6 +129,8 @@ runProcess('werkpilot scheduler', async () => {
       return (await circuit.get(agent)).state;
     },
     reports: { latest: () => reports.getLatest(), list: () => reports.list() },
+    trigger: (agent, options) => triggerRun({ queue: queues.agents, registry, retention, redis, keys }, agent, options),
+    toggle: { enable: (agent) => enableAgent({ redis, keys }, agent), disable: (agent) => disableAgent({ redis, keys }, agent) },
     cancel: (runId, reason) => cancelRun({ queue: queues.agents, redis, keys, bus }, runId, reason),
     log,
     isReady: async () => (await redis.ping()) === 'PONG',
