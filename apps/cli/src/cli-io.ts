@@ -1,0 +1,39 @@
+import { createInterface } from 'node:readline/promises';
+
+/**
+ * Everything the CLI touches outside itself, so tests can run it in-process against a real server
+ * and read exactly what a user would see.
+ */
+export interface CliIo {
+  stdout(text: string): void;
+  stderr(text: string): void;
+  /** Whether a person is at a terminal to answer a confirmation prompt. */
+  isInteractive: boolean;
+  /** Asks one question on the terminal and returns the answer line. */
+  prompt(question: string): Promise<string>;
+  env: Record<string, string | undefined>;
+  /** Aborts long-running commands (`events --follow`, `run --wait`): Ctrl-C in the real CLI. */
+  signal: AbortSignal;
+}
+
+/** The process's own terminal, stdout and stderr; Ctrl-C aborts a following or waiting command. */
+export function processIo(): CliIo {
+  const controller = new AbortController();
+  process.once('SIGINT', () => controller.abort());
+  process.once('SIGTERM', () => controller.abort());
+  return {
+    stdout: (text) => void process.stdout.write(text),
+    stderr: (text) => void process.stderr.write(text),
+    isInteractive: Boolean(process.stdin.isTTY && process.stderr.isTTY),
+    prompt: async (question) => {
+      const rl = createInterface({ input: process.stdin, output: process.stderr });
+      try {
+        return await rl.question(question);
+      } finally {
+        rl.close();
+      }
+    },
+    env: process.env,
+    signal: controller.signal,
+  };
+}

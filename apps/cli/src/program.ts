@@ -1,0 +1,89 @@
+import { Command, CommanderError } from 'commander';
+import { oneLine } from './api-client.js';
+import { CliError, EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from './cli-error.js';
+import type { CliIo } from './cli-io.js';
+import { DEFAULT_URL } from './command-context.js';
+import { registerAgentActions } from './commands/agent-actions.js';
+import { registerAgents } from './commands/agents.js';
+import { registerCancel } from './commands/cancel.js';
+import { registerDlq } from './commands/dlq.js';
+import { registerEvents } from './commands/events.js';
+import { registerReport } from './commands/report.js';
+import { registerRun } from './commands/run.js';
+import { registerStatus } from './commands/status.js';
+
+const HELP_AFTER = `
+Environment:
+  WERKPILOT_URL     API base URL (default ${DEFAULT_URL}); --url overrides it
+  WERKPILOT_TOKEN   bearer token, the server's DASHBOARD_TOKEN (DASHBOARD_TOKEN is read too); --token overrides it
+  WERKPILOT_USER, WERKPILOT_PASSWORD   basic credentials when the server uses DASHBOARD_USER/DASHBOARD_PASSWORD
+
+Exit codes:
+  0  done
+  1  failed: the API answered an error, the server is unreachable, a waited-for run did not
+     succeed, or a confirmation was declined
+  2  bad usage: unknown command or option, malformed argument, input the API rejected (400), or a
+     destructive command (dlq purge, dlq delete) without --yes when there is no terminal
+
+Examples:
+  werkpilot status
+  werkpilot run crm-sync --with-dependents --wait
+  werkpilot dlq list --json | jq '.entries[].id'
+  werkpilot events --follow --type 'agent:*'
+`;
+
+/** The `werkpilot` command tree (commander), writing through `io` and throwing instead of exiting. */
+export function buildProgram(io: CliIo): Command {
+  const program = new Command('werkpilot')
+    .description('Operate a Werkpilot cluster through its HTTP API (the scheduler on port 3001).')
+    .option('--url <url>', `API base URL (env WERKPILOT_URL, default ${DEFAULT_URL})`)
+    .option('--token <token>', 'bearer token (env WERKPILOT_TOKEN or DASHBOARD_TOKEN)')
+    .option('--json', 'print JSON instead of tables (every command)')
+    .showSuggestionAfterError(false)
+    .exitOverride()
+    .configureOutput({
+      writeOut: (text) => io.stdout(text),
+      writeErr: (text) => io.stderr(text),
+      outputError: (text, write) => write(`${oneLine(text)}\n`),
+    })
+    .addHelpText('after', HELP_AFTER);
+  registerStatus(program, io);
+  registerAgents(program, io);
+  registerRun(program, io);
+  registerAgentActions(program, io);
+  registerDlq(program, io);
+  registerCancel(program, io);
+  registerEvents(program, io);
+  registerReport(program, io);
+  return program;
+}
+
+/**
+ * Runs the CLI on `argv` (the arguments after the program name) and returns its exit code.
+ * Every failure is reported as one line on stderr; nothing calls process.exit, so tests run it
+ * in-process.
+ */
+export async function runCli(argv: string[], io: CliIo): Promise<number> {
+  const program = buildProgram(io);
+  if (argv.length === 0) {
+    io.stderr(program.helpInformation());
+    return EXIT_USAGE;
+  }
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return EXIT_OK;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // commander has printed its message already; help and version are successes.
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0) return EXIT_OK;
+      if (err.code === 'commander.help') return EXIT_USAGE;
+      return EXIT_USAGE;
+    }
+    if (err instanceof CliError) {
+      io.stderr(`error: ${oneLine(err.message)}\n`);
+      return err.exitCode;
+    }
+    io.stderr(`error: ${oneLine(err instanceof Error ? err.message : String(err))}\n`);
+    return EXIT_FAILURE;
+  }
+}
