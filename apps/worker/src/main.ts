@@ -6,6 +6,15 @@ import {
   createAgentWorker,
   createRunMetricsRecorder,
   createWorkerMetrics,
+  CircuitBreaker,
+  HealthStore,
+  dependencyHealthRule,
+  ownCircuitRule,
+  HEALTH_CHECK_JOB,
+  NIGHTLY_JOB,
+  createHealthCheckHandler,
+  createNightlyHandler,
+  skipCauseListener,
   createSystemWorker,
   type SystemJobHandler,
   createKeys,
@@ -62,7 +71,17 @@ runProcess('werkpilot worker', async () => {
   });
   const activeRuns = new Set<string>();
   // Dependency health gating: one list of rules (gating.ts); each capability adds its own here.
-  const gate = createRunGate({ rules: [...agentToggleRules({ redis, keys }), ...bootGateRules({ redis, keys })] });
+  const circuit = new CircuitBreaker({ redis, keys, log });
+  const health = new HealthStore({ redis, keys });
+  const gate = createRunGate({
+    rules: [
+      ...agentToggleRules({ redis, keys }),
+      ...bootGateRules({ redis, keys }),
+      dependencyHealthRule({ circuit, health }),
+      // Last, and only a gate: it may hand this run the half-open trial (released if another rule skips it).
+      ownCircuitRule(circuit),
+    ],
+  });
   const admission = createRunAdmission({ redis, keys, log });
   shutdown.register(5, 'run admission', () => admission.close());
   const metrics = createWorkerMetrics({ activeRuns: () => activeRuns.size });
@@ -81,6 +100,8 @@ runProcess('werkpilot worker', async () => {
     gates: [gate],
     admission,
     outcomeListeners: [
+      circuit.outcomeListener((agent) => registry.get(agent)?.maxRestartsPerHour),
+      skipCauseListener(keys),
       // Cluster-wide exported figures (duration buckets, retries, timeouts) in Redis, and this process's own.
       createRunMetricsRecorder({ redis, keys }),
       metrics.outcomeListener,
@@ -94,6 +115,10 @@ runProcess('werkpilot worker', async () => {
   // Internal jobs by name; each capability registers its handler here.
   const systemHandlers: Record<string, SystemJobHandler> = {};
   systemHandlers[BOOT_CHECK_JOB] = createBootCheckHandler({ registry, log });
+  systemHandlers[HEALTH_CHECK_JOB] = createHealthCheckHandler({ registry, log });
+  systemHandlers[NIGHTLY_JOB] = createNightlyHandler({
+    redis, keys, registry, state, circuit, bus, log, timezone: config.nightlyTz, completedRetain: config.completedRetain,
+  });
   const systemWorker = createSystemWorker({ connection: redis, keys, log, workerId, handlers: systemHandlers });
   registerWorkerDrain(shutdown, systemWorker, 'system worker');
   await Promise.all([worker.waitUntilReady(), systemWorker.waitUntilReady()]);

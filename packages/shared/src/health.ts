@@ -354,8 +354,9 @@ export function createHealthCheckHandler({ registry, log }: { registry: Registry
 /**
  * Gate rule: a dependency whose circuit is open (or half-open), or which the monitor rated
  * unhealthy, skips the run: `dependency crm-sync unhealthy: circuit open`. The circuit is read
- * live (an operator's reset takes effect at once); the stored rating's own circuit reason is
- * therefore ignored, so a stale rating cannot keep skipping after a reset.
+ * live (an operator's reset takes effect at once); the stored rating's circuit and `disabled`
+ * reasons are therefore ignored (the toggle rule reads `disabled` live), so a stale rating cannot
+ * keep skipping after a reset, and degraded-only reasons never skip.
  */
 export function dependencyHealthRule({ circuit, health }: { circuit: CircuitBreaker; health: HealthStore }): GateRule {
   return dependencyBatchRule(async (dependencies) => {
@@ -366,10 +367,15 @@ export function dependencyHealthRule({ circuit, health }: { circuit: CircuitBrea
       if (state === 'half-open') return 'unhealthy: circuit half-open';
       const rating = ratings.get(dep)!;
       if (rating.state !== 'unhealthy') return null;
-      const reasons = rating.reasons.filter((r) => !r.startsWith('circuit ') && !isDegradedReason(r));
+      const reasons = rating.reasons.filter((r) => !isCoveredLive(r) && !isDegradedReason(r));
       return reasons.length > 0 ? `unhealthy: ${reasons.join(', ')}` : null;
     });
   });
+}
+
+/** Reasons other rules read live (the circuit here, `disabled` in agent-toggle.ts): not repeated from a stored rating. */
+function isCoveredLive(reason: string): boolean {
+  return reason.startsWith('circuit ') || reason === 'disabled';
 }
 
 /** A `SnapshotDeps.extend` entry: `agents.<name>.{health, healthReasons, healthCheckedAt}`. */
