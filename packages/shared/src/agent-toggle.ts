@@ -14,7 +14,8 @@ export interface ToggleDeps {
   keys: Keys;
 }
 
-const disabledSet = (keys: Keys) => keys.key('agents', 'disabled');
+/** The set of disabled agent names (the Prometheus scrape reads it in its one pipeline). */
+export const disabledSet = (keys: Keys) => keys.key('agents', 'disabled');
 
 /** Disables `agent`. Idempotent; returns whether it was enabled before. The caller checks the name exists. */
 export async function disableAgent({ redis, keys }: ToggleDeps, agent: string): Promise<boolean> {

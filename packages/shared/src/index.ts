@@ -45,3 +45,4 @@ export * from './leader.js';
 export * from './reports.js';
 export * from './nightly.js';
 export * from './event-filter.js';
+export * from './prometheus-sources.js';

@@ -65,7 +65,8 @@ export function createHttpApp(deps: HttpDeps): Express {
   const snapshot = (): Promise<MetricsSnapshot> => buildMetricsSnapshot(snapshotDeps);
   const prometheus = createSchedulerMetrics({ redis: deps.redis, keys: deps.keys, registry, queues, sources: deps.scrapeSources ?? [] });
   const trigger: TriggerAgent =
-    deps.trigger ?? ((agent, options) => triggerRun({ queue: queues.agents, registry, retention: deps.retention }, agent, options));
+    deps.trigger ??
+    ((agent, options) => triggerRun({ queue: queues.agents, registry, retention: deps.retention, redis: deps.redis, keys: deps.keys }, agent, options));
 
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
