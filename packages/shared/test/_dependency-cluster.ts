@@ -1,0 +1,104 @@
+import { afterEach } from 'vitest';
+import type { Worker } from 'bullmq';
+import {
+  AgentStateStore,
+  EventBus,
+  agentToggleRules,
+  bootGateRules,
+  buildRegistry,
+  createAgentWorker,
+  createKeys,
+  createLogger,
+  createQueues,
+  createRunAdmission,
+  createRunGate,
+  type AgentDefinition,
+  type BusEvent,
+  type Keys,
+  type Queues,
+  type Registry,
+} from '@werkpilot/shared';
+import { uniquePrefix, type TestRedis } from '@werkpilot/test-support';
+import type { Redis } from 'ioredis';
+
+/** Helpers shared by the dependency-execution tests (not a test file: the leading `_`). */
+
+export const log = createLogger({ level: 'silent', name: 'test' });
+export const retention = { dlqRetain: 100, completedRetain: 1000 };
+
+export interface DependencyCluster {
+  registry: Registry;
+  keys: Keys;
+  redis: Redis;
+  queues: Queues;
+  state: AgentStateStore;
+  events: BusEvent[];
+  /** A worker as a separate process would run it: own connection, the gate and run admission. */
+  startWorker(options?: { concurrency?: number; id?: string }): Promise<Worker>;
+  /** Adds runs with the ids a job scheduler gives one tick (`repeat:<agent>:<tick>`). */
+  addTick(tick: number, agents: string[]): Promise<void>;
+}
+
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  while (cleanups.length > 0) await cleanups.pop()!().catch(() => {});
+});
+
+export function onCleanup(fn: () => Promise<unknown>): void {
+  cleanups.push(fn);
+}
+
+export async function dependencyCluster(testRedis: TestRedis, agents: Partial<AgentDefinition>[]): Promise<DependencyCluster> {
+  const registry = buildRegistry(agents.map((a) => ({ definition: { run: async () => null, ...a }, source: `/t/${a.name}.ts` })));
+  const keys = createKeys(uniquePrefix());
+  const redis = testRedis.client();
+  const queues = createQueues({ connection: redis, keys });
+  const state = new AgentStateStore({ redis, keys });
+  const bus = new EventBus({ redis, keys, log });
+  const events: BusEvent[] = [];
+  await bus.subscribe((e) => events.push(e));
+  cleanups.push(() => queues.close(), () => bus.close());
+  return {
+    registry,
+    keys,
+    redis,
+    queues,
+    state,
+    events,
+    async startWorker({ concurrency = 1, id = 'worker-1' } = {}) {
+      const own = testRedis.client();
+      // A safety re-check far beyond any test: a lost promotion would hang the test, not hide.
+      const admission = createRunAdmission({ redis: own, keys, log, recheckMs: 10 * 60_000 });
+      const worker = createAgentWorker({
+        connection: own,
+        redis: own,
+        keys,
+        registry,
+        state: new AgentStateStore({ redis: own, keys }),
+        bus: new EventBus({ redis: own, keys, log }),
+        log,
+        workerId: id,
+        concurrency,
+        gates: [createRunGate({ rules: [...agentToggleRules({ redis: own, keys }), ...bootGateRules({ redis: own, keys })] })],
+        admission,
+      });
+      cleanups.push(() => admission.close(), () => worker.close());
+      await worker.waitUntilReady();
+      return worker;
+    },
+    async addTick(tick, names) {
+      await queues.agents.addBulk(
+        names.map((name) => {
+          const spec = registry.require(name);
+          return {
+            name,
+            data: { agent: name, trigger: 'cron' as const },
+            opts: { jobId: `repeat:${name}:${tick}`, priority: spec.priority, attempts: spec.retry.attempts, backoff: { type: 'exponential', delay: spec.retry.backoff.delayMs } },
+          };
+        }),
+      );
+    },
+  };
+}
+
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
