@@ -8,6 +8,9 @@ import type { EventBus } from './bus.js';
 import type { Keys } from './keys.js';
 import { QUEUE_NAMES, type RunJobData } from './queues.js';
 
+/** The abort reason of a run whose lock this worker lost. */
+export const LOCK_LOST_REASON = 'lock lost: the run may be running on another worker';
+
 /** A worker id that says where it runs: `host:pid:random`. */
 export function makeWorkerId(): string {
   return `${hostname()}:${process.pid}:${randomBytes(2).toString('hex')}`;
@@ -75,5 +78,14 @@ export function createAgentWorker(options: AgentWorkerOptions): Worker<RunJobDat
     }
   });
   worker.on('error', (err) => log.warn({ err: err.message }, 'worker error'));
+  // A lock that could not be renewed (the event loop was blocked longer than lockDuration, or Redis
+  // was away that long) may already have been handed to another worker as stalled: stop this copy
+  // and say so, rather than let two copies of one run continue silently.
+  worker.on('lockRenewalFailed', (jobIds: string[]) => {
+    for (const jobId of jobIds) {
+      log.error({ runId: jobId, lockDurationMs: options.lockDurationMs ?? 30000 }, `lost the lock of run ${jobId}: aborting it here; another worker may run it again (keep synchronous work in an agent under LOCK_DURATION_MS)`);
+      worker.cancelJob(jobId, LOCK_LOST_REASON);
+    }
+  });
   return worker;
 }

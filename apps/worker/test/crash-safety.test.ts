@@ -1,0 +1,96 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { AgentStateStore, createKeys, createQueues, listLiveWorkers, loadRegistry, runJobOptions } from '@werkpilot/shared';
+import { agentSource, startApp, uniquePrefix, useTestRedis, waitFor, writeAgentsDir } from '@werkpilot/test-support';
+
+const redis = useTestRedis();
+
+const RUNS = 200;
+// Ten agents, so both workers have several runs in flight (one agent never runs twice at once).
+const AGENTS = Array.from({ length: 10 }, (_, i) => `short-${i}`);
+const agentsDir = writeAgentsDir(
+  Object.fromEntries(
+    AGENTS.map((name) => [
+      `${name}.ts`,
+      agentSource({ name, retry: { attempts: 3, backoff: { type: 'exponential', delayMs: 100 } } }, 'await new Promise((r) => setTimeout(r, 40)); return { ok: true };'),
+    ]),
+  ),
+);
+
+const toClose: (() => Promise<unknown>)[] = [];
+afterAll(async () => {
+  for (const close of toClose) await close();
+});
+
+describe('a worker killed with SIGKILL', () => {
+  it(`loses none of ${RUNS} runs: its active runs are recovered by the other worker and counted`, async () => {
+    const prefix = uniquePrefix();
+    const keys = createKeys(prefix);
+    const client = redis.client();
+    const queues = createQueues({ connection: client, keys });
+    toClose.push(() => queues.close());
+    const env = {
+      REDIS_URL: redis.url,
+      WERKPILOT_PREFIX: prefix,
+      WERKPILOT_AGENTS: agentsDir,
+      WORKER_CONCURRENCY: '5',
+      // Short lock and stalled check so recovery happens within seconds (defaults: 30 s each).
+      LOCK_DURATION_MS: '2000',
+      STALLED_INTERVAL_MS: '1000',
+      HEARTBEAT_INTERVAL_MS: '500',
+    };
+    const victim = startApp('worker', env);
+    const survivor = startApp('worker', env);
+    await Promise.all([victim.waitForLog(/worker online/), survivor.waitForLog(/worker online/)]);
+    const victimId = victim.logs().find((l) => l.msg === 'worker online')!.workerId as string;
+
+    const registry = await loadRegistry(agentsDir);
+    const jobs = await queues.agents.addBulk(
+      Array.from({ length: RUNS }, (_, i) => {
+        const name = AGENTS[i % AGENTS.length]!;
+        return { name, data: { agent: name, trigger: 'manual' as const, data: { i } }, opts: runJobOptions(registry.require(name), { dlqRetain: 100, completedRetain: 1000 }) };
+      }),
+    );
+
+    // Kill the victim while it holds runs.
+    await waitFor(
+      async () => {
+        const active = await queues.agents.getActive();
+        return (await queues.agents.getCompletedCount()) >= 20 && active.some((j) => j.processedBy === victimId);
+      },
+      { timeoutMs: 30_000, what: 'the victim mid-run' },
+    );
+    const heldByVictim = (await queues.agents.getActive()).filter((j) => j.processedBy === victimId).map((j) => j.id!);
+    victim.kill('SIGKILL');
+    expect(await victim.exited).toBe('SIGKILL');
+
+    await waitFor(async () => (await queues.agents.getCompletedCount()) + (await queues.agents.getFailedCount()) >= RUNS, {
+      timeoutMs: 45_000,
+      what: `${RUNS} finished runs`,
+    });
+    const completed = await queues.agents.getCompleted(0, -1);
+    const lost = RUNS - completed.length;
+    console.log(`[measure] kill -9 during ${RUNS} runs: ${lost} lost, ${heldByVictim.length} runs held by the killed worker were recovered`);
+    expect(lost).toBe(0);
+    expect(await queues.agents.getFailedCount()).toBe(0);
+    expect(new Set(completed.map((j) => j.id))).toEqual(new Set(jobs.map((j) => j.id)));
+    // A recovered run counts one attempt: the one that completed it.
+    for (const id of heldByVictim) {
+      const job = completed.find((j) => j.id === id)!;
+      expect(job.attemptsMade).toBe(1);
+      expect((job.returnvalue as { workerId: string }).workerId).not.toBe(victimId);
+    }
+    // Every run is in the counters: it ran (success) or was skipped (overlap with a run of the same agent).
+    const states = [...(await new AgentStateStore({ redis: client, keys }).getMany(AGENTS)).values()];
+    const counted = states.reduce((sum, s) => sum + s.successes + s.skipped, 0);
+    console.log(`[measure] counters: ${states.reduce((n, s) => n + s.successes, 0)} successes + ${states.reduce((n, s) => n + s.skipped, 0)} skipped = ${counted} of ${RUNS}`);
+    expect(counted).toBeGreaterThanOrEqual(RUNS);
+    expect(states.reduce((sum, s) => sum + s.failures, 0)).toBe(0);
+
+    // The dead worker leaves the live list within its heartbeat TTL (3 × 500 ms).
+    await waitFor(async () => (await listLiveWorkers({ redis: client, keys })).every((w) => w.id !== victimId), { timeoutMs: 5000, what: 'the killed worker gone from the live list' });
+    expect((await listLiveWorkers({ redis: client, keys })).length).toBe(1);
+
+    survivor.kill('SIGTERM');
+    expect(await survivor.exited).toBe(0);
+  }, 90_000);
+});
