@@ -285,6 +285,9 @@ export class HealthMonitor {
     }
     if (o.canAct && !(await o.canAct())) return null;
     const changed = await o.store.write(ratings, now);
+    const counts = { healthy: 0, degraded: 0, unhealthy: 0 };
+    for (const rating of ratings.values()) counts[rating.state] += 1;
+    this.log.info(counts, 'health round');
     if (changed.length > 0) this.log.info({ changed: Object.fromEntries(changed.map((a) => [a, ratings.get(a)!.state])) }, 'health changed');
     return ratings;
   }

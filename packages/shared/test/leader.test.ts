@@ -1,0 +1,73 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { LeaderElection, createKeys, createLogger, leaderKey, type Keys } from '@werkpilot/shared';
+import { uniquePrefix, useTestRedis, waitFor } from '@werkpilot/test-support';
+
+const redis = useTestRedis();
+const log = createLogger({ level: 'silent', name: 'test' });
+
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  while (cleanups.length > 0) await cleanups.pop()!();
+});
+
+function replica(keys: Keys, id: string, ttlMs = 600) {
+  const calls: string[] = [];
+  const election = new LeaderElection({
+    redis: redis.client(),
+    keys,
+    log,
+    id,
+    ttlMs,
+    onElected: () => void calls.push('elected'),
+    onDeposed: () => void calls.push('deposed'),
+  });
+  cleanups.push(() => election.stop());
+  return { election, calls };
+}
+
+describe('leader election', () => {
+  it('elects exactly one of several replicas and keeps it while it renews', async () => {
+    const keys = createKeys(uniquePrefix());
+    const replicas = ['a', 'b', 'c'].map((id) => replica(keys, id));
+    await Promise.all(replicas.map((r) => r.election.start()));
+    const leaders = replicas.filter((r) => r.election.isLeader);
+    expect(leaders).toHaveLength(1);
+    const leader = leaders[0]!;
+    expect(await leader.election.confirm()).toBe(true);
+    // Several ttls later it still leads: renewals keep the lease.
+    const client = redis.client();
+    await waitFor(async () => (await client.pttl(leaderKey(keys))) > 0 && leader.calls.length === 1, { timeoutMs: 2000 });
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(replicas.filter((r) => r.election.isLeader).map((r) => r.election.id)).toEqual([leader.election.id]);
+    expect(await client.get(leaderKey(keys))).toBe(leader.election.id);
+  });
+
+  it('hands over at once when the leader releases the lease on shutdown', async () => {
+    const keys = createKeys(uniquePrefix());
+    const a = replica(keys, 'a');
+    const b = replica(keys, 'b');
+    await a.election.start();
+    await b.election.start();
+    expect(a.election.isLeader).toBe(true);
+    await a.election.stop();
+    expect(a.calls).toEqual(['elected', 'deposed']);
+    await waitFor(() => b.election.isLeader, { timeoutMs: 2000 });
+    expect(b.calls).toEqual(['elected']);
+  });
+
+  it('steps down without acting when it finds another replica holding the lease (a paused leader coming back)', async () => {
+    const keys = createKeys(uniquePrefix());
+    const a = replica(keys, 'a', 60_000);
+    await a.election.start();
+    expect(a.election.isLeader).toBe(true);
+    // While "a" was paused its lease expired and "b" took it.
+    const client = redis.client();
+    await client.set(leaderKey(keys), 'b', 'PX', 60_000);
+    expect(await a.election.confirm()).toBe(false);
+    expect(a.election.isLeader).toBe(false);
+    expect(a.calls).toEqual(['elected', 'deposed']);
+    // Its shutdown does not delete someone else's lease.
+    await a.election.stop();
+    expect(await client.get(leaderKey(keys))).toBe('b');
+  });
+});
