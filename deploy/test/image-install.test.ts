@@ -1,0 +1,140 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { uniquePrefix, useTestRedis, waitFor } from '@werkpilot/test-support';
+import { REPO_ROOT, run } from './tools.js';
+
+/**
+ * What the container image holds, without a Docker engine: the workspace is copied as the build
+ * context would be, deploy/install-production.sh (the Dockerfile's own install step) installs
+ * production dependencies only, and the image's entry point and HEALTHCHECK script then start and
+ * probe a scheduler and a worker with a user's agent directory, and run the CLI.
+ */
+
+const redis = useTestRedis();
+
+let home: string;
+const children: ChildProcess[] = [];
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** The environment the image sets (Dockerfile ENV), pointed at the copied workspace. */
+function imageEnv(extra: Record<string, string>): Record<string, string> {
+  return {
+    PATH: process.env.PATH ?? '',
+    HOME: process.env.HOME ?? tmpdir(),
+    NODE_ENV: 'production',
+    NODE_OPTIONS: '--expose-gc',
+    WERKPILOT_HOME: home,
+    LOG_LEVEL: 'info',
+    ...extra,
+  };
+}
+
+function entrypoint(args: string[], env: Record<string, string>): ChildProcess & { output: () => string } {
+  const child = spawn('sh', [path.join(home, 'deploy', 'docker-entrypoint.sh'), ...args], { cwd: home, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let text = '';
+  child.stdout!.on('data', (c: Buffer) => (text += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (text += c.toString()));
+  children.push(child);
+  return Object.assign(child, { output: () => text });
+}
+
+function exitOf(child: ChildProcess): Promise<number | string> {
+  if (child.exitCode !== null) return Promise.resolve(child.exitCode);
+  return new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')));
+}
+
+beforeAll(() => {
+  home = mkdtempSync(path.join(tmpdir(), 'werkpilot-image-'));
+  // The build context, as .dockerignore shapes it: sources and manifests, no node_modules, tests or docs.
+  const entries = ['package.json', 'pnpm-lock.yaml', 'pnpm-workspace.yaml', '.npmrc', 'apps', 'packages', 'examples', 'deploy'];
+  if (existsSync(path.join(REPO_ROOT, 'bench', 'package.json'))) entries.push('bench/package.json');
+  const copy = run('sh', [
+    '-c',
+    `tar --exclude=node_modules --exclude=test --exclude='*.test.ts' -cf - ${entries.join(' ')} | tar -xf - -C "${home}"`,
+  ]);
+  expect(copy.status, copy.stderr).toBe(0);
+  const install = run('sh', ['deploy/install-production.sh'], {
+    cwd: home,
+    env: { CI: 'true', npm_config_manage_package_manager_versions: 'false' },
+  });
+  expect(install.status, `${install.stdout}\n${install.stderr}`).toBe(0);
+  // An operator's own agents, mounted outside the workspace packages (compose mounts /app/agents).
+  mkdirSync(path.join(home, 'agents'));
+  writeFileSync(
+    path.join(home, 'agents', 'hello.ts'),
+    `import { defineAgent } from '@werkpilot/shared';
+export default defineAgent({ name: 'hello', schedule: { cron: '* * * * * *' }, async run() { return { greeted: true }; } });
+`,
+  );
+}, 120_000);
+
+afterAll(async () => {
+  for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
+  if (home) rmSync(home, { recursive: true, force: true });
+});
+
+describe('the production image contents', () => {
+  it('ship no development tools', () => {
+    for (const dir of ['node_modules/typescript', 'node_modules/vitest', 'packages/test-support/node_modules']) {
+      expect(existsSync(path.join(home, dir)), dir).toBe(false);
+    }
+    expect(existsSync(path.join(home, 'apps/scheduler/node_modules/tsx'))).toBe(true);
+  });
+
+  it('start a scheduler and a worker through the entry point, pass the HEALTHCHECK, run the CLI and stop gracefully', async () => {
+    const [port, workerPort] = [await freePort(), await freePort()];
+    const common = {
+      REDIS_URL: redis.url,
+      WERKPILOT_PREFIX: uniquePrefix(),
+      WERKPILOT_AGENTS: path.join(home, 'agents'),
+      DASHBOARD_TOKEN: 'image-test-token',
+    };
+    const schedulerEnv = imageEnv({ ...common, PORT: String(port), WERKPILOT_ROLE_FILE: path.join(home, 'role-scheduler') });
+    const workerEnv = imageEnv({ ...common, WORKER_HTTP_PORT: String(workerPort), WERKPILOT_ROLE_FILE: path.join(home, 'role-worker') });
+    const scheduler = entrypoint(['scheduler'], schedulerEnv);
+    const worker = entrypoint(['worker'], workerEnv);
+
+    const healthcheck = (env: Record<string, string>) => run(process.execPath, [path.join(home, 'deploy', 'healthcheck.mjs')], { env });
+    await waitFor(() => healthcheck(schedulerEnv).status === 0, { timeoutMs: 45_000, what: `scheduler healthy; output:\n${scheduler.output()}` });
+    await waitFor(() => healthcheck(workerEnv).status === 0, { timeoutMs: 45_000, what: `worker healthy; output:\n${worker.output()}` });
+    // The worker's HEALTHCHECK asks WORKER_HTTP_PORT: nothing listening there is unhealthy.
+    const dead = healthcheck({ ...workerEnv, WORKER_HTTP_PORT: String(await freePort()) });
+    expect(dead.status).toBe(1);
+    expect(dead.stdout).toMatch(/worker \/healthz on port \d+ did not answer/);
+
+    // The user's agent, importing @werkpilot/shared from outside the workspace packages, runs.
+    await waitFor(
+      async () => {
+        const res = await fetch(`http://127.0.0.1:${port}/api/agents/hello`, { headers: { authorization: 'Bearer image-test-token' } });
+        return res.ok && ((await res.json()) as { successes?: number }).successes! > 0;
+      },
+      { timeoutMs: 30_000, what: `a successful run of the mounted agent; worker output:\n${worker.output()}` },
+    );
+
+    const cli = entrypoint(['werkpilot', 'status', '--json'], imageEnv({ WERKPILOT_URL: `http://127.0.0.1:${port}`, WERKPILOT_TOKEN: 'image-test-token' }));
+    expect(await exitOf(cli), cli.output()).toBe(0);
+    const status = JSON.parse(cli.output()) as { workers: { live: number } | null; agents: { total: number } };
+    expect(status.agents.total).toBe(1);
+    expect(status.workers?.live).toBeGreaterThanOrEqual(1);
+
+    // `exec` in the entry point makes node the process that gets Docker's SIGTERM.
+    worker.kill('SIGTERM');
+    scheduler.kill('SIGTERM');
+    expect(await exitOf(worker), worker.output().slice(-2000)).toBe(0);
+    expect(await exitOf(scheduler), scheduler.output().slice(-2000)).toBe(0);
+  });
+});
