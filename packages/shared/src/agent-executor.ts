@@ -188,8 +188,11 @@ function buildContext(
       });
       subscriptions.push(() => {
         active = false;
-        void pending.then((unsubscribe) => unsubscribe());
+        pending.then((unsubscribe) => unsubscribe(), () => undefined);
       });
+      const live = pending.then(() => undefined);
+      live.catch((err: unknown) => log.warn({ err, topic }, 'ctx.subscribe could not subscribe to the bus'));
+      return live;
     },
     request: <T>(agent: string, payload?: unknown, options?: { timeoutMs?: number }) =>
       deps.request

@@ -41,8 +41,11 @@ export interface AgentContext<TData = unknown> {
   publish(topic: string, payload?: unknown): Promise<void>;
   /** Ask another agent's `onRequest` for an answer; rejects on error or timeout. */
   request<T = unknown>(agent: string, payload?: unknown, options?: { timeoutMs?: number }): Promise<T>;
-  /** Listen to a bus topic for the rest of this run; the subscription ends with the run. */
-  subscribe(topic: string, handler: TopicHandler): void;
+  /**
+   * Listen to a bus topic for the rest of this run; the subscription ends with the run. The promise
+   * resolves once it is live (await it before asking someone to publish); awaiting is optional.
+   */
+  subscribe(topic: string, handler: TopicHandler): Promise<void>;
 }
 
 export interface HealthCheckResult {
