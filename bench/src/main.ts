@@ -10,17 +10,10 @@ import { openBenchRedis, describeServer } from './bench-redis.js';
 import { toRow, type ResultRow } from './measurement.js';
 import { describeCheckout, describeMachine, writeResults, type ResultsFile } from './results-file.js';
 import type { Scenario } from './scenario.js';
-import { addedLatency } from './scenarios/added-latency.js';
-import { cronLateness } from './scenarios/cron-lateness.js';
-import { redisCommands } from './scenarios/redis-commands.js';
-import { registryScale } from './scenarios/registry-scale.js';
-import { throughput } from './scenarios/throughput.js';
+import { SCENARIOS } from './scenario-list.js';
 import { formatTable } from './table.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-
-/** In the order they run and print. */
-export const SCENARIOS: Scenario[] = [throughput, addedLatency, cronLateness, registryScale, redisCommands];
 
 const USAGE = `usage: pnpm bench [--quick] [--only ${SCENARIOS.map((s) => s.name).join(',')}] [--out bench/results/latest.json]`;
 
@@ -91,7 +84,7 @@ async function main(): Promise<number> {
   return errors.length > 0 ? 1 : 0;
 }
 
-function selectScenarios(only: string | undefined): Scenario[] | string {
+function selectScenarios(only: string | undefined): readonly Scenario[] | string {
   if (!only) return SCENARIOS;
   const names = only.split(',').map((n) => n.trim()).filter(Boolean);
   const unknown = names.filter((n) => !SCENARIOS.some((s) => s.name === n));

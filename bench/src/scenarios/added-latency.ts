@@ -42,8 +42,8 @@ export const addedLatency: Scenario = {
       return (await within(rawDone(job.id!), 30_000, `raw job ${job.id}`)) - start;
     };
 
-    const warmUp = quick ? 30 : 200;
-    const count = quick ? 300 : 2000;
+    const warmUp = quick ? 20 : 200;
+    const count = quick ? 150 : 2000;
     for (let i = 0; i < warmUp; i += 1) {
       await runRaw();
       await runOurs();

@@ -27,7 +27,7 @@ export const cronLateness: Scenario = {
   name: 'cron-lateness',
   title: 'every-second schedule: run start − tick time, ours (reconciled scheduler + worker) beside a raw job scheduler',
   async run({ quick, redis, progress }) {
-    const ticks = quick ? 5 : 60;
+    const ticks = quick ? 3 : 60;
     const oursSamples: number[] = [];
     const rawSamples: number[] = [];
     const oursDone = countdown(ticks + SKIPPED_TICKS);

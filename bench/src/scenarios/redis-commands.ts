@@ -72,7 +72,7 @@ export const redisCommands: Scenario = {
   name: 'redis-commands',
   title: 'Redis commands per run (INFO commandstats deltas, including commands inside Lua), ours vs raw BullMQ',
   async run({ quick, redis, progress }) {
-    const count = quick ? 300 : 2000;
+    const count = quick ? 200 : 2000;
     progress(`redis-commands: ${count} runs per side`);
     const raw = await commandsPerRun(redis, 'raw', count);
     const ours = await commandsPerRun(redis, 'ours', count);

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { AgentStateStore, buildRegistry, freePort, reconcileJobSchedulers, type Registry } from '@werkpilot/shared';
+import { AgentStateStore, EventBus, buildRegistry, freePort, reconcileJobSchedulers, type Registry } from '@werkpilot/shared';
 import { createHttpApp } from '../../../apps/scheduler/src/http/app.js';
 import type { BenchRedis } from '../bench-redis.js';
 import { fleetDefinitions, writeFleetDir } from '../agent-fleet.js';
@@ -24,7 +24,7 @@ export const registryScale: Scenario = {
   name: 'registry-scale',
   title: 'registry validation and job-scheduler reconcile at 1k/10k agents, /metrics at 10k, scheduler RSS at 1k',
   async run({ quick, redis, progress }) {
-    const sizes = quick ? [200, 1000] : [1000, 10000];
+    const sizes = quick ? [100, 500] : [1000, 10000];
     const rows: Measurement[] = [];
     let largest: { registry: Registry; prefix: string } | undefined;
     for (const size of sizes) {
@@ -71,10 +71,17 @@ async function snapshotResponseTimes(redis: BenchRedis, registry: Registry, pref
     }
     await pipeline.exec();
   }
+  const log = silentLogger('scheduler');
+  const bus = new EventBus({ redis: connection, keys, log });
   const app = createHttpApp({
     snapshot: { queues, registry, state },
-    log: silentLogger('scheduler'),
+    log,
     isReady: async () => true,
+    redis: connection,
+    keys,
+    bus,
+    retention: RETENTION,
+    credentials: {},
   });
   const server = app.listen(0, '127.0.0.1');
   await new Promise<void>((resolve) => server.once('listening', () => resolve()));
@@ -98,6 +105,7 @@ async function snapshotResponseTimes(redis: BenchRedis, registry: Registry, pref
     { metric: `GET /metrics (Prometheus), ${size} agents`, value: await time('/metrics', 'text/plain;version=0.0.4'), baseline: null, unit: 'ms', target },
   ];
   await new Promise((resolve) => server.close(resolve));
+  await bus.close();
   await close();
   return rows;
 }

@@ -74,12 +74,12 @@ export const throughput: Scenario = {
   async run({ quick, redis, progress }) {
     const rounds = quick ? 1 : 3;
     // Warm both paths up (JIT, connections, Lua script cache) before anything is timed.
-    await drain(redis, 'raw', 10, quick ? 200 : 1000);
-    await drain(redis, 'ours', 10, quick ? 200 : 1000);
+    await drain(redis, 'raw', 10, quick ? 100 : 1000);
+    await drain(redis, 'ours', 10, quick ? 100 : 1000);
     const rows: Measurement[] = [];
     for (const [concurrency, count] of [
-      [1, quick ? 500 : 3000],
-      [50, quick ? 2000 : 10000],
+      [1, quick ? 200 : 3000],
+      [50, quick ? 1000 : 10000],
     ] as const) {
       progress(`throughput: ${count} runs × ${rounds} rounds at concurrency ${concurrency}`);
       const { ours, raw } = await compareThroughput(redis, concurrency, count, rounds);
