@@ -7,6 +7,7 @@ import { createAgentProcessor, isReported, type ExecutorDeps, type RunResult } f
 import type { EventBus } from './bus.js';
 import type { Keys } from './keys.js';
 import { QUEUE_NAMES, type RunJobData } from './queues.js';
+import { isConnectionError } from './redis-connection.js';
 
 /** The abort reason of a run whose lock this worker lost. */
 export const LOCK_LOST_REASON = 'lock lost: the run may be running on another worker';
@@ -77,7 +78,9 @@ export function createAgentWorker(options: AgentWorkerOptions): Worker<RunJobDat
       options.admission.finish(spec, job, `dlq:${err.message}`).catch((e: unknown) => log.warn({ err: e }, 'could not mark the run finished'));
     }
   });
-  worker.on('error', (err) => log.warn({ err: err.message }, 'worker error'));
+  worker.on('error', (err) => {
+    if (!isConnectionError(err)) log.warn({ err: err.message }, 'worker error');
+  });
   // A lock that could not be renewed (the event loop was blocked longer than lockDuration, or Redis
   // was away that long) may already have been handed to another worker as stalled: stop this copy
   // and say so, rather than let two copies of one run continue silently.

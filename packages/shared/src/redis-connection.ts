@@ -23,16 +23,35 @@ export function createRedisConnection({ url, role, log }: RedisConnectionOptions
     retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 5), 2000),
     ...extra,
   });
-  let isDown = false;
-  redis.on('error', (err: Error) => {
-    if (!isDown) log.warn({ role, err: err.message }, 'redis connection lost; reconnecting');
-    isDown = true;
+  // One line when the connection drops (an error, or a clean close by a restarting server) and one
+  // when it is back, whatever the number of retries in between.
+  let wasReady = false;
+  let lostAt: number | undefined;
+  const markLost = (reason: string) => {
+    if (lostAt !== undefined) return;
+    lostAt = Date.now();
+    log.warn({ role, err: reason }, 'redis connection lost; reconnecting');
+  };
+  redis.on('error', (err: Error) => markLost(err.message));
+  redis.on('close', () => {
+    if (wasReady && redis.status !== 'end') markLost('connection closed');
   });
   redis.on('ready', () => {
-    if (isDown) log.info({ role }, 'redis connection restored');
-    isDown = false;
+    wasReady = true;
+    if (lostAt !== undefined) log.info({ role, downMs: Date.now() - lostAt }, 'redis connection restored');
+    lostAt = undefined;
   });
   return redis;
+}
+
+const CONNECTION_ERROR = /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|ENOTFOUND|EHOSTUNREACH|Connection is closed|Socket closed|connect ETIMEDOUT|LOADING/i;
+
+/**
+ * Whether an error only says Redis is unreachable. BullMQ's Worker and Queue re-emit these for
+ * every retry of every connection; the connection logs the outage once, so listeners skip them.
+ */
+export function isConnectionError(err: unknown): boolean {
+  return err instanceof Error && CONNECTION_ERROR.test(err.message);
 }
 
 /** Whether something answers PING at `url` within `timeoutMs`. */

@@ -3,6 +3,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Keys } from './keys.js';
 import { QUEUE_NAMES } from './queues.js';
+import { isConnectionError } from './redis-connection.js';
 
 /** Handles one kind of internal job (boot checks, health checks, nightly optimisation, ...). */
 export type SystemJobHandler = (job: Job, signal: AbortSignal | undefined) => Promise<unknown>;
@@ -32,6 +33,8 @@ export function createSystemWorker({ connection, keys, log, workerId, handlers, 
     },
     { connection, prefix: keys.bullPrefix, concurrency, name: workerId },
   );
-  worker.on('error', (err) => scoped.warn({ err: err.message }, 'system worker error'));
+  worker.on('error', (err) => {
+    if (!isConnectionError(err)) scoped.warn({ err: err.message }, 'system worker error');
+  });
   return worker;
 }
