@@ -24,6 +24,7 @@ import {
   leaderSnapshot,
   makeWorkerId,
   registerNightlySchedule,
+  triggerNightly,
   scoreSnapshot,
   runProcess,
   cancelRun,
@@ -131,7 +132,7 @@ runProcess('werkpilot scheduler', async () => {
       await circuit.reset(agent);
       return (await circuit.get(agent)).state;
     },
-    reports: { latest: () => reports.getLatest(), list: () => reports.list() },
+    reports: { latest: () => reports.getLatest(), list: () => reports.list(), runNow: () => triggerNightly(queues.system) },
     trigger: (agent, options) => triggerRun({ queue: queues.agents, registry, retention, redis, keys }, agent, options),
     toggle: { enable: (agent) => enableAgent({ redis, keys }, agent), disable: (agent) => disableAgent({ redis, keys }, agent) },
     cancel: (runId, reason) => cancelRun({ queue: queues.agents, redis, keys, bus }, runId, reason),

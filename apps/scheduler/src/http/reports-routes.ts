@@ -6,9 +6,11 @@ export interface ReportsSource {
   latest(): Promise<unknown>;
   /** Every kept report, newest first. */
   list(): Promise<unknown[]>;
+  /** Queues a nightly optimisation now (it replaces today's report); returns its system job id. */
+  runNow?(): Promise<string>;
 }
 
-/** `GET /api/reports/latest` (404 before the first nightly run) and `GET /api/reports`. */
+/** `GET /api/reports/latest` (404 before the first nightly run), `GET /api/reports` and `POST /api/reports/run`. */
 export function reportsRoutes(reports: ReportsSource): Router {
   const router = Router();
   router.get('/api/reports/latest', async (_req, res) => {
@@ -22,5 +24,12 @@ export function reportsRoutes(reports: ReportsSource): Router {
   router.get('/api/reports', async (_req, res) => {
     res.json({ reports: await reports.list() });
   });
+  const runNow = reports.runNow;
+  if (runNow) {
+    // On demand (operators, the demo): the report appears at /api/reports/latest once a worker ran it.
+    router.post('/api/reports/run', async (_req, res) => {
+      res.status(202).json({ jobId: await runNow() });
+    });
+  }
   return router;
 }
