@@ -8,6 +8,7 @@ import type { BusEvent, EventBus } from './bus.js';
 import { RunTimeoutError } from './errors.js';
 import { RunCancelledError } from './run-cancel.js';
 import { isDependencyReason, type RunGate } from './gating.js';
+import type { FinishedOutcome } from './dependency-waits.js';
 import type { RunAdmission } from './run-admission.js';
 import type { RunJobData } from './queues.js';
 import { execOrThrow } from './redis-pipeline.js';
@@ -70,12 +71,15 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
   const gates = deps.gates ?? [];
   const listeners = deps.outcomeListeners ?? [];
 
-  const commit = async (record: RunRecord, events: BusEvent[]) => {
+  /** `finished`: the run ended for good; it is marked so in the same round trip and its waiting dependents promoted. */
+  const commit = async (record: RunRecord, events: BusEvent[], finished?: { spec: AgentSpec; job: Job<RunJobData>; outcome: FinishedOutcome }) => {
     const pipeline = deps.redis.pipeline();
     deps.state.addRecordTo(pipeline, record);
     for (const listener of listeners) listener(record, pipeline);
     for (const event of events) deps.bus.addTo(pipeline, event);
-    await execOrThrow(pipeline);
+    const promoteWaiting = finished && deps.admission?.addFinishTo(pipeline, finished.spec, finished.job, finished.outcome);
+    const replies = await execOrThrow(pipeline);
+    await promoteWaiting?.(replies);
   };
 
   return async (job, token, bullSignal) => {
@@ -105,8 +109,7 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
       await commit({ agent: spec.name, runId: job.id, outcome: 'skipped', at: clock(), error: reasons.join('; ') }, [
         ...(dependencyReasons.length > 0 ? [deps.bus.event('dependency:unhealthy', { ...base, reasons: dependencyReasons }, spec.name)] : []),
         deps.bus.event('agent:skipped', { ...base, reasons }, spec.name),
-      ]);
-      await deps.admission?.finish(spec, job, `skipped:${reasons.join('; ')}`);
+      ], { spec, job, outcome: `skipped:${reasons.join('; ')}` });
       log.info({ reasons }, 'run skipped');
       return { outcome: 'skipped', reasons, workerId: deps.workerId };
     }
@@ -125,8 +128,7 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
       const durationMs = clock() - startedAt;
       await commit({ agent: spec.name, runId: job.id, outcome: 'success', durationMs, at: clock(), attempt }, [
         deps.bus.event('agent:completed', { ...base, durationMs }, spec.name),
-      ]);
-      await deps.admission?.finish(spec, job, 'ok');
+      ], { spec, job, outcome: 'ok' });
       return { outcome: 'success', result: result ?? null, durationMs, workerId: deps.workerId };
     } catch (thrown) {
       if (signal.aborted && isShutdownAbort(signal.reason) && token) {
@@ -152,8 +154,8 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
       await commit(
         { agent: spec.name, runId: job.id, outcome: 'failure', durationMs, at: clock(), error: error.message, attempt, ...(error instanceof RunTimeoutError ? { timedOut: true } : {}) },
         events,
+        willRetry ? undefined : { spec, job, outcome: `dlq:${error.message}` },
       );
-      if (!willRetry) await deps.admission?.finish(spec, job, `dlq:${error.message}`);
       log.warn({ err: error.message, willRetry }, 'run failed');
       throw markReported(error);
     } finally {

@@ -1,5 +1,5 @@
 import { DelayedError, type Job } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { ChainableCommander, Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { AgentSpec } from './agent.js';
 import { DependencyWaits, dependencyRunsOf, type FinishedOutcome } from './dependency-waits.js';
@@ -21,6 +21,11 @@ export interface RunAdmission {
   admit(spec: AgentSpec, job: Job<RunJobData>, token: string | undefined): Promise<string[]>;
   /** The run finished for good (success, skipped, or dead-lettered): promote its dependents. */
   finish(spec: AgentSpec, job: Job<RunJobData>, outcome: FinishedOutcome): Promise<void>;
+  /**
+   * `finish` in the round trip that records the outcome: queues the FINISH script on `pipeline`
+   * and returns what to call with the pipeline's replies (it promotes the waiting dependents).
+   */
+  addFinishTo(pipeline: ChainableCommander, spec: AgentSpec, job: Job<RunJobData>, outcome: FinishedOutcome): (replies: unknown[]) => Promise<void>;
   /** The attempt is over (whatever the outcome): release the lease if this run holds it. */
   release(spec: AgentSpec, job: Job<RunJobData>): Promise<void>;
   close(): Promise<void>;
@@ -47,12 +52,23 @@ export function createRunAdmission({ redis, keys, log, recheckMs = 60_000, clock
     throw new DelayedError();
   };
 
+  const release = async (spec: AgentSpec, job: Job<RunJobData>) => {
+    const next = await overlap.release(spec.name, job.id!);
+    if (next) await waits.promote([next]);
+  };
+
   return {
     async admit(spec, job, token) {
       const runId = job.id!;
       const dependencies = dependencyRunsOf(spec, job);
-      if (dependencies.length > 0) {
-        const status = await waits.inspect(runId, dependencies);
+      // The usual case (nothing to wait for, lease free) costs one round trip: both asked at once.
+      const [status, first] = await Promise.all([
+        dependencies.length > 0 ? waits.inspect(runId, dependencies) : undefined,
+        overlap.tryAcquire(spec.name, runId, spec.timeoutMs),
+      ]);
+      const mustWait = status !== undefined && (status.problems.length > 0 || (status.pending > 0 && token !== undefined));
+      if (mustWait && first.status === 'acquired') await release(spec, job);
+      if (status) {
         if (status.problems.length > 0) return status.problems;
         if (status.pending > 0 && token) {
           log.debug({ agent: spec.name, runId, pending: status.pending }, 'waiting for dependency runs');
@@ -62,7 +78,7 @@ export function createRunAdmission({ redis, keys, log, recheckMs = 60_000, clock
           });
         }
       }
-      const lease = await overlap.tryAcquire(spec.name, runId, spec.timeoutMs);
+      const lease = first;
       if (lease.status === 'acquired') return [];
       if (spec.overlap === 'skip' || !token || lease.status !== 'busy') return ['overlap'];
       log.debug({ agent: spec.name, runId }, 'queued behind the running run of the same agent');
@@ -76,10 +92,13 @@ export function createRunAdmission({ redis, keys, log, recheckMs = 60_000, clock
       await waits.finish(spec.name, job.id!, outcome);
     },
 
-    async release(spec, job) {
-      const next = await overlap.release(spec.name, job.id!);
-      if (next) await waits.promote([next]);
+    addFinishTo(pipeline, spec, job, outcome) {
+      const index = pipeline.length;
+      waits.addFinishTo(pipeline, spec.name, job.id!, outcome);
+      return (replies) => waits.promote((replies[index] as string[] | undefined) ?? []);
     },
+
+    release,
 
     close: () => waits.close(),
   };
