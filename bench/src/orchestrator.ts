@@ -1,10 +1,26 @@
+import { randomBytes } from 'node:crypto';
 import type { Worker } from 'bullmq';
 import { pino, type Logger } from 'pino';
 import {
   AgentStateStore,
+  CircuitBreaker,
   EventBus,
+  HealthStore,
+  MemoryMonitor,
+  RpcClient,
+  agentToggleRules,
+  bootGateRules,
   buildRegistry,
   createAgentWorker,
+  createRunAdmission,
+  createRunGate,
+  createRunMetricsRecorder,
+  createWorkerMetrics,
+  dependencyHealthRule,
+  ownCircuitRule,
+  skipCauseListener,
+  startRpcResponder,
+  startRunCancelListener,
   createKeys,
   createQueues,
   createRedisConnection,
@@ -42,13 +58,18 @@ export function noOpAgent(name: string, extra: Partial<AgentDefinition> = {}): A
 /** One orchestrator worker process's parts, built as `apps/worker/src/main.ts` builds them. */
 export interface OrchestratorWorker {
   worker: Worker<RunJobData, RunResult>;
+  /** The process's RPC client (what `ctx.request` uses). */
+  rpc: RpcClient;
   close(): Promise<void>;
 }
 
 /**
- * The full worker path: registry, executor with the gates and outcome listeners the worker app
- * wires, agent state (counters, percentiles), bus events. Mirrors `apps/worker/src/main.ts`; when
- * that wiring changes, this must follow it, or the bench measures a path nobody runs.
+ * The full worker path: registry, executor with the gate rules, run admission (dependency waits,
+ * overlap lease), outcome listeners, RPC and memory hand-back that the worker app wires; agent state
+ * (counters, percentiles) and bus events. Mirrors the per-run parts of `apps/worker/src/main.ts`
+ * (left out: the system worker, heartbeat timer, worker HTTP and signal handling, which cost
+ * nothing per run). When that wiring changes this must follow it, or the bench measures a path
+ * nobody runs.
  */
 export async function startOrchestratorWorker({
   url,
@@ -63,10 +84,22 @@ export async function startOrchestratorWorker({
 }): Promise<OrchestratorWorker> {
   const log = silentLogger('worker');
   const keys = createKeys(prefix);
+  const workerId = `bench-worker-${randomBytes(2).toString('hex')}`;
   const redis = createRedisConnection({ url, role: 'worker', log });
   const bus = new EventBus({ redis, keys, log });
   const state = new AgentStateStore({ redis, keys });
+  const memory = new MemoryMonitor({ log, intervalMs: 60_000, publish: (type, data) => bus.publish(type, data), identity: { process: 'worker', workerId } });
+  const activeRuns = new Set<string>();
+  const circuit = new CircuitBreaker({ redis, keys, log });
+  const health = new HealthStore({ redis, keys });
+  const gate = createRunGate({
+    rules: [...agentToggleRules({ redis, keys }), ...bootGateRules({ redis, keys }), dependencyHealthRule({ circuit, health }), ownCircuitRule(circuit)],
+  });
+  const admission = createRunAdmission({ redis, keys, log });
+  const metrics = createWorkerMetrics({ activeRuns: () => activeRuns.size });
+  const rpc = new RpcClient({ redis, keys, log });
   const worker = createAgentWorker({
+    request: (from, agent, payload, options) => rpc.request(agent, payload, { ...options, from }),
     connection: redis,
     redis,
     keys,
@@ -74,14 +107,28 @@ export async function startOrchestratorWorker({
     state,
     bus,
     log,
-    workerId: `bench-worker-${Math.random().toString(16).slice(2, 6)}`,
+    workerId,
     concurrency,
+    gates: [gate],
+    admission,
+    outcomeListeners: [
+      circuit.outcomeListener((agent) => registry.get(agent)?.maxRestartsPerHour),
+      skipCauseListener(keys),
+      createRunMetricsRecorder({ redis, keys }),
+      metrics.outcomeListener,
+    ],
+    handBack: memory.handBack,
+    activeRuns,
   });
   await worker.waitUntilReady();
+  const responder = startRpcResponder({ redis, keys, log, agents: registry.list(), workerId });
+  const cancelListener = await startRunCancelListener({ redis, keys, log, worker, workerId });
   return {
     worker,
+    rpc,
     close: async () => {
       await worker.close();
+      await Promise.all([responder.close(), cancelListener.close(), rpc.close(), admission.close()]);
       await bus.close();
       await redis.quit().catch(() => redis.disconnect());
     },
