@@ -1,0 +1,205 @@
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import {
+  AgentStateStore,
+  CircuitBreaker,
+  EventBus,
+  ReportStore,
+  agentToggleSnapshot,
+  buildRegistry,
+  cancelRun,
+  circuitSnapshot,
+  clusterScrapeSources,
+  createAgentWorker,
+  createKeys,
+  createLogger,
+  createQueues,
+  createRunMetricsRecorder,
+  defineAgent,
+  disableAgent,
+  enableAgent,
+  type AgentDefinition,
+  type Keys,
+  type Queues,
+  type Redis,
+  type Registry,
+} from '@werkpilot/shared';
+import { uniquePrefix, type TestRedis } from '@werkpilot/test-support';
+import { createHttpApp } from '../src/http/app.js';
+import type { DashboardCredentials } from '../src/http/auth.js';
+
+type Worker = ReturnType<typeof createAgentWorker>;
+
+export const log = createLogger({ level: 'silent', name: 'http-test' });
+
+/**
+ * The test agents: a small DAG (alpha → beta → gamma) plus agents that time out, fail once, or
+ * always fail. `beta` fails when its data says so, so the DLQ can be filled on demand.
+ */
+export const TEST_AGENTS: AgentDefinition[] = [
+  defineAgent({ name: 'alpha', priority: 1, run: async () => ({ ok: true }) }),
+  defineAgent({
+    name: 'beta',
+    priority: 2,
+    dependsOn: ['alpha'],
+    retry: { attempts: 1 },
+    run: async (ctx) => {
+      if ((ctx.data as { fail?: boolean } | undefined)?.fail) throw new Error('beta was told to fail');
+      return { ok: true };
+    },
+  }),
+  defineAgent({ name: 'gamma', dependsOn: ['beta'], run: async () => null }),
+  defineAgent({
+    name: 'sleepy',
+    timeoutMs: 50,
+    retry: { attempts: 1 },
+    run: (ctx) => new Promise((_resolve, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason))),
+  }),
+  defineAgent({
+    name: 'flaky',
+    retry: { attempts: 2, backoff: { type: 'exponential', delayMs: 10 } },
+    run: async (ctx) => {
+      if (ctx.attempt === 1) throw new Error('first attempt fails');
+      return { attempt: ctx.attempt };
+    },
+  }),
+  defineAgent({ name: 'doomed', retry: { attempts: 1 }, run: async () => Promise.reject(new Error('doomed to fail: upstream 503')) }),
+];
+
+export interface Harness {
+  url: string;
+  keys: Keys;
+  queues: Queues;
+  registry: Registry;
+  redis: Redis;
+  state: AgentStateStore;
+  reports: ReportStore;
+  /** Starts a real agent worker on this prefix (stopped by `close`). */
+  startWorker(): Promise<Worker>;
+  /** A second scheduler replica's app on the same prefix (another port), for cluster-wide checks. */
+  replica(): Promise<string>;
+  close(): Promise<void>;
+}
+
+export interface HarnessOptions {
+  credentials?: DashboardCredentials;
+  isReady?: () => Promise<boolean>;
+}
+
+/**
+ * The scheduler's HTTP app in this process, on a free port, wired as main.ts wires it (real
+ * back-ends for toggle, circuit reset, reports and cancel) on a real Redis with a fresh prefix.
+ */
+export async function startHttpHarness(testRedis: TestRedis, options: HarnessOptions = {}): Promise<Harness> {
+  const keys = createKeys(uniquePrefix());
+  const redis = testRedis.client();
+  const registry = buildRegistry(TEST_AGENTS.map((definition) => ({ definition, source: `${definition.name}.ts` })));
+  const queues = createQueues({ connection: redis, keys });
+  const bus = new EventBus({ redis, keys, log });
+  const state = new AgentStateStore({ redis, keys });
+  const circuit = new CircuitBreaker({ redis, keys, log });
+  const reports = new ReportStore({ redis, keys });
+  const retention = { dlqRetain: 100, completedRetain: 1000 };
+  const servers: Server[] = [];
+  const workers: Worker[] = [];
+  const buses: EventBus[] = [bus];
+
+  const listen = async (): Promise<string> => {
+    const app = createHttpApp({
+      snapshot: { queues, registry, state, extend: [circuitSnapshot(circuit), agentToggleSnapshot({ redis, keys })] },
+      log,
+      isReady: options.isReady ?? (async () => (await redis.ping()) === 'PONG'),
+      redis,
+      keys,
+      bus,
+      retention,
+      credentials: options.credentials ?? {},
+      toggle: { enable: (agent) => enableAgent({ redis, keys }, agent), disable: (agent) => disableAgent({ redis, keys }, agent) },
+      resetCircuit: async (agent) => {
+        await circuit.reset(agent);
+        return (await circuit.get(agent)).state;
+      },
+      reports: { latest: () => reports.getLatest(), list: () => reports.list() },
+      cancel: (runId, reason) => cancelRun({ queue: queues.agents, redis, keys, bus, ackTimeoutMs: 2000 }, runId, reason),
+      scrapeSources: clusterScrapeSources({ keys, registry }),
+    });
+    const server: Server = await new Promise((resolve) => {
+      const s = app.listen(0, '127.0.0.1', () => resolve(s));
+    });
+    servers.push(server);
+    return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  };
+
+  const url = await listen();
+  return {
+    url,
+    keys,
+    queues,
+    registry,
+    redis,
+    state,
+    reports,
+    replica: listen,
+    async startWorker() {
+      const workerBus = new EventBus({ redis, keys, log });
+      buses.push(workerBus);
+      const worker = createAgentWorker({
+        connection: redis,
+        redis,
+        keys,
+        registry,
+        state,
+        bus: workerBus,
+        log,
+        workerId: `test-worker-${workers.length}`,
+        concurrency: 4,
+        outcomeListeners: [createRunMetricsRecorder({ redis, keys })],
+      });
+      workers.push(worker);
+      await worker.waitUntilReady();
+      return worker;
+    },
+    async close() {
+      await Promise.all(workers.map((w) => w.close()));
+      await Promise.all(
+        servers.map(
+          (s) =>
+            new Promise((resolve) => {
+              s.close(resolve);
+              s.closeAllConnections();
+            }),
+        ),
+      );
+      await Promise.all(buses.map((b) => b.close()));
+      await queues.close();
+    },
+  };
+}
+
+/** `fetch` against the harness with optional credentials, returning status, headers and parsed body. */
+export async function call(
+  url: string,
+  path: string,
+  { method = 'GET', body, headers = {}, rawBody }: { method?: string; body?: unknown; headers?: Record<string, string>; rawBody?: string } = {},
+): Promise<{ status: number; headers: Headers; body: any; text: string }> {
+  const init: RequestInit = { method, headers: { ...headers } };
+  if (rawBody !== undefined) {
+    init.body = rawBody;
+    (init.headers as Record<string, string>)['content-type'] ??= 'application/json';
+  } else if (body !== undefined) {
+    init.body = JSON.stringify(body);
+    (init.headers as Record<string, string>)['content-type'] = 'application/json';
+  }
+  const res = await fetch(`${url}${path}`, init);
+  const text = await res.text();
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    parsed = undefined;
+  }
+  return { status: res.status, headers: res.headers, body: parsed, text };
+}
+
+export const basic = (user: string, password: string) => ({ authorization: `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}` });
+export const bearer = (token: string) => ({ authorization: `Bearer ${token}` });

@@ -1,0 +1,323 @@
+import { randomUUID } from 'node:crypto';
+import { afterEach, describe, expect, it } from 'vitest';
+import { useTestRedis, waitFor } from '@werkpilot/test-support';
+import { READ_ONLY_MESSAGE } from '../src/http/auth.js';
+import { basic, bearer, call, startHttpHarness, type Harness, type HarnessOptions } from './_http-harness.js';
+
+const redis = useTestRedis();
+
+const harnesses: Harness[] = [];
+afterEach(async () => {
+  while (harnesses.length > 0) await harnesses.pop()!.close();
+});
+
+const CREDENTIALS = { user: 'ops', password: 'correct horse' };
+const AUTH = basic(CREDENTIALS.user, CREDENTIALS.password);
+
+async function start(options: HarnessOptions = { credentials: CREDENTIALS }): Promise<Harness> {
+  const harness = await startHttpHarness(redis, options);
+  harnesses.push(harness);
+  return harness;
+}
+
+/** Every error answer is one `{ error }` object: no stack, no other fields. */
+function expectCleanError(res: { body: any; text: string }, pattern?: RegExp) {
+  expect(Object.keys(res.body)).toEqual(['error']);
+  expect(typeof res.body.error).toBe('string');
+  expect(res.text).not.toMatch(/\n\s+at |node_modules|\.ts:\d+/);
+  if (pattern) expect(res.body.error).toMatch(pattern);
+}
+
+/** Runs `agent` through the real worker and waits for it to reach `state`. */
+async function runAndWait(h: Harness, agent: string, body: unknown, state: 'completed' | 'failed') {
+  const queued = await call(h.url, `/api/agents/${agent}/run`, { method: 'POST', body, headers: AUTH });
+  expect(queued.status).toBe(202);
+  await waitFor(async () => (await h.queues.agents.getJobState(queued.body.runId)) === state, { timeoutMs: 15_000, what: `${agent} ${state}` });
+  return queued.body.runId as string;
+}
+
+describe('probes', () => {
+  it('answers /healthz and /readyz without credentials', async () => {
+    const h = await start();
+    expect((await call(h.url, '/healthz')).body).toEqual({ status: 'ok' });
+    expect((await call(h.url, '/readyz')).status).toBe(200);
+  });
+
+  it('answers 503 on /readyz when Redis is not reachable', async () => {
+    const h = await start({ credentials: CREDENTIALS, isReady: async () => false });
+    const res = await call(h.url, '/readyz');
+    expect(res.status).toBe(503);
+    expect(res.body).toEqual({ status: 'not ready' });
+  });
+});
+
+describe('agents API', () => {
+  it('lists the agents with registry fields, state and layers', async () => {
+    const h = await start();
+    const res = await call(h.url, '/api/agents', { headers: AUTH });
+    expect(res.status).toBe(200);
+    expect(res.body.agents.map((a: { name: string }) => a.name)).toEqual(h.registry.names());
+    const beta = res.body.agents.find((a: { name: string }) => a.name === 'beta');
+    expect(beta).toMatchObject({ priority: 2, dependencyDepth: 1, dependsOn: ['alpha'], runs: 0, circuit: 'closed', enabled: true });
+    expect(res.body.layers[0]).toContain('alpha');
+  });
+
+  it('shows one agent with its dependents and last runs; 404 for an unknown one, 400 for a malformed name', async () => {
+    const h = await start();
+    await h.startWorker();
+    const runId = await runAndWait(h, 'alpha', {}, 'completed');
+    const res = await call(h.url, '/api/agents/alpha', { headers: AUTH });
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ name: 'alpha', runs: 1, successes: 1, dependents: ['beta', 'gamma'] });
+    expect(res.body.lastRuns[0]).toMatchObject({ id: runId, agent: 'alpha', state: 'completed' });
+
+    const unknown = await call(h.url, '/api/agents/nobody', { headers: AUTH });
+    expect(unknown.status).toBe(404);
+    expectCleanError(unknown, /unknown agent nobody/);
+    const malformed = await call(h.url, '/api/agents/Not_An_Agent', { headers: AUTH });
+    expect(malformed.status).toBe(400);
+    expectCleanError(malformed, /^agent: /);
+  });
+
+  it('queues a run with data and answers 202 { runId }; the run is visible at /api/runs/:id', async () => {
+    const h = await start();
+    const res = await call(h.url, '/api/agents/alpha/run', { method: 'POST', body: { data: { hello: 'world' } }, headers: AUTH });
+    expect(res.status).toBe(202);
+    expect(typeof res.body.runId).toBe('string');
+    const run = await call(h.url, `/api/runs/${res.body.runId}`, { headers: AUTH });
+    expect(run.status).toBe(200);
+    expect(run.body).toMatchObject({ id: res.body.runId, agent: 'alpha', trigger: 'manual', data: { hello: 'world' }, pipelineId: null });
+    expect(['waiting', 'prioritized']).toContain(run.body.state);
+    expect(run.body.attempts).toEqual({ made: 0, started: 0, max: 3 });
+  });
+
+  it('shows a finished run with its result, attempts and timings', async () => {
+    const h = await start();
+    await h.startWorker();
+    const runId = await runAndWait(h, 'flaky', undefined, 'completed');
+    const run = await call(h.url, `/api/runs/${runId}`, { headers: AUTH });
+    expect(run.body).toMatchObject({ agent: 'flaky', state: 'completed', error: 'first attempt fails', workerId: 'test-worker-0' });
+    expect(run.body.result).toMatchObject({ outcome: 'success', result: { attempt: 2 } });
+    expect(run.body.attempts.made).toBeGreaterThanOrEqual(1);
+    expect(run.body.timings.durationMs).toBeGreaterThanOrEqual(0);
+    expect(Date.parse(run.body.timings.finishedAt)).toBeGreaterThanOrEqual(Date.parse(run.body.timings.queuedAt));
+  });
+
+  it('runs a pipeline with withDependents', async () => {
+    const h = await start();
+    const res = await call(h.url, '/api/agents/alpha/run', { method: 'POST', body: { withDependents: true }, headers: AUTH });
+    expect(res.status).toBe(202);
+    expect(typeof res.body.pipelineId).toBe('string');
+    const run = await call(h.url, `/api/runs/${encodeURIComponent(res.body.runId)}`, { headers: AUTH });
+    expect(run.body.pipelineId).toBe(res.body.pipelineId);
+  });
+
+  it('refuses bad run bodies with 400 and an unknown agent with 404', async () => {
+    const h = await start();
+    const cases: [unknown, RegExp][] = [
+      [[1, 2], /body/],
+      [{ withDependents: 'yes' }, /body\.withDependents/],
+      [{ data: 1, extra: true }, /body/],
+      [{ data: 'x'.repeat(1024 * 1024 + 10) }, /1 MiB/],
+    ];
+    for (const [body, pattern] of cases) {
+      const res = await call(h.url, '/api/agents/alpha/run', { method: 'POST', body, headers: AUTH });
+      expect(res.status, JSON.stringify(body).slice(0, 50)).toBe(400);
+      expectCleanError(res, pattern);
+    }
+    const malformed = await call(h.url, '/api/agents/alpha/run', { method: 'POST', rawBody: '{"data":', headers: AUTH });
+    expect(malformed.status).toBe(400);
+    expectCleanError(malformed, /malformed JSON/);
+    const unknown = await call(h.url, '/api/agents/nobody/run', { method: 'POST', body: {}, headers: AUTH });
+    expect(unknown.status).toBe(404);
+    const tooLarge = await call(h.url, '/api/agents/alpha/run', { method: 'POST', rawBody: JSON.stringify({ data: 'y'.repeat(3 * 1024 * 1024) }), headers: AUTH });
+    expect(tooLarge.status).toBe(413);
+    expectCleanError(tooLarge);
+  });
+
+  it('disables and enables an agent', async () => {
+    const h = await start();
+    const disabled = await call(h.url, '/api/agents/beta/disable', { method: 'POST', headers: AUTH });
+    expect(disabled.body).toEqual({ agent: 'beta', enabled: false });
+    expect((await call(h.url, '/api/agents/beta', { headers: AUTH })).body.enabled).toBe(false);
+    const enabled = await call(h.url, '/api/agents/beta/enable', { method: 'POST', headers: AUTH });
+    expect(enabled.body).toEqual({ agent: 'beta', enabled: true });
+    expect((await call(h.url, '/api/agents/beta', { headers: AUTH })).body.enabled).toBe(true);
+    expect((await call(h.url, '/api/agents/nobody/disable', { method: 'POST', headers: AUTH })).status).toBe(404);
+  });
+
+  it('resets a circuit; 404 for an unknown agent', async () => {
+    const h = await start();
+    const res = await call(h.url, '/api/agents/alpha/circuit/reset', { method: 'POST', headers: AUTH });
+    expect(res.status).toBe(200);
+    expect(res.body).toEqual({ agent: 'alpha', circuit: 'closed' });
+    expect((await call(h.url, '/api/agents/nobody/circuit/reset', { method: 'POST', headers: AUTH })).status).toBe(404);
+  });
+});
+
+describe('runs API', () => {
+  it('answers 404 for an unknown run and 400 for a malformed id', async () => {
+    const h = await start();
+    const unknown = await call(h.url, '/api/runs/999999', { headers: AUTH });
+    expect(unknown.status).toBe(404);
+    expectCleanError(unknown, /unknown run 999999/);
+    const malformed = await call(h.url, `/api/runs/${encodeURIComponent('bad id!')}`, { headers: AUTH });
+    expect(malformed.status).toBe(400);
+    expectCleanError(malformed, /^id: /);
+  });
+
+  it('cancels a queued run, and answers 409 for a finished one and 404 for an unknown one', async () => {
+    const h = await start();
+    const job = await h.queues.agents.add('alpha', { agent: 'alpha', trigger: 'manual' }, { delay: 60_000 });
+    const cancelled = await call(h.url, `/api/runs/${job.id}/cancel`, { method: 'POST', body: { reason: 'not needed' }, headers: AUTH });
+    expect(cancelled.status).toBe(200);
+    expect(cancelled.body).toMatchObject({ runId: job.id, agent: 'alpha', outcome: 'removed' });
+    expect(await h.queues.agents.getJob(job.id!)).toBeUndefined();
+
+    await h.startWorker();
+    const finished = await runAndWait(h, 'alpha', {}, 'completed');
+    const conflict = await call(h.url, `/api/runs/${finished}/cancel`, { method: 'POST', headers: AUTH });
+    expect(conflict.status).toBe(409);
+    expectCleanError(conflict);
+    expect((await call(h.url, '/api/runs/424242/cancel', { method: 'POST', headers: AUTH })).status).toBe(404);
+    const badReason = await call(h.url, `/api/runs/${finished}/cancel`, { method: 'POST', body: { reason: 42 }, headers: AUTH });
+    expect(badReason.status).toBe(400);
+  });
+});
+
+describe('dead-letter queue API', () => {
+  async function fillDlq(h: Harness, count: number): Promise<string[]> {
+    await h.startWorker();
+    const ids: string[] = [];
+    for (let i = 0; i < count; i++) ids.push(await runAndWait(h, 'doomed', { data: { i } }, 'failed'));
+    return ids;
+  }
+
+  it('lists dead-lettered runs newest first, paged, with error and context', async () => {
+    const h = await start();
+    const ids = await fillDlq(h, 3);
+    const page = await call(h.url, '/api/dlq?limit=2', { headers: AUTH });
+    expect(page.status).toBe(200);
+    expect(page.body).toMatchObject({ total: 3, offset: 0, limit: 2 });
+    expect(page.body.entries.map((e: { id: string }) => e.id)).toEqual([ids[2], ids[1]]);
+    expect(page.body.entries[0]).toMatchObject({ agent: 'doomed', error: 'doomed to fail: upstream 503', data: { i: 2 }, attemptsMade: 1, workerId: 'test-worker-0' });
+    const next = await call(h.url, '/api/dlq?offset=2&limit=2', { headers: AUTH });
+    expect(next.body.entries.map((e: { id: string }) => e.id)).toEqual([ids[0]]);
+    const one = await call(h.url, `/api/dlq/${ids[0]}`, { headers: AUTH });
+    expect(one.body).toMatchObject({ id: ids[0], agent: 'doomed' });
+    for (const query of ['limit=abc', 'limit=1000', 'offset=-1', 'limit=1.5']) {
+      const bad = await call(h.url, `/api/dlq?${query}`, { headers: AUTH });
+      expect(bad.status, query).toBe(400);
+      expectCleanError(bad, /^query\./);
+    }
+  });
+
+  it('retries one run, retries all, deletes one and purges; unknown ids answer 404', async () => {
+    const h = await start();
+    const ids = await fillDlq(h, 4);
+    const retried = await call(h.url, `/api/dlq/${ids[0]}/retry`, { method: 'POST', headers: AUTH });
+    expect(retried.body).toEqual({ retried: ids[0] });
+    // The retried run leaves the failed set (and, failing again, comes back to it).
+    await waitFor(async () => (await h.queues.agents.getJob(ids[0]!))?.attemptsStarted !== undefined && (await call(h.url, '/api/dlq', { headers: AUTH })).body.total >= 3);
+
+    const deleted = await call(h.url, `/api/dlq/${ids[1]}`, { method: 'DELETE', headers: AUTH });
+    expect(deleted.body).toEqual({ deleted: ids[1] });
+    expect(await h.queues.agents.getJob(ids[1]!)).toBeUndefined();
+
+    expect((await call(h.url, '/api/dlq/nope-404/retry', { method: 'POST', headers: AUTH })).status).toBe(404);
+    expect((await call(h.url, '/api/dlq/nope-404', { method: 'DELETE', headers: AUTH })).status).toBe(404);
+    expect((await call(h.url, '/api/dlq/nope-404', { headers: AUTH })).status).toBe(404);
+    expect((await call(h.url, `/api/dlq/${encodeURIComponent('x y')}/retry`, { method: 'POST', headers: AUTH })).status).toBe(400);
+
+    await waitFor(async () => (await h.queues.agents.getFailedCount()) >= 3, { what: 'retried run back in the DLQ' });
+    const all = await call(h.url, '/api/dlq/retry', { method: 'POST', headers: AUTH });
+    expect(all.status).toBe(200);
+    expect(all.body.retried).toBeGreaterThanOrEqual(3);
+    await waitFor(async () => (await h.queues.agents.getFailedCount()) >= 3, { timeoutMs: 15_000, what: 'runs failing again' });
+    const purged = await call(h.url, '/api/dlq', { method: 'DELETE', headers: AUTH });
+    expect(purged.body.deleted).toBeGreaterThanOrEqual(3);
+    expect((await call(h.url, '/api/dlq', { headers: AUTH })).body.total).toBe(0);
+  });
+});
+
+describe('reports API', () => {
+  it('answers 404 before the first nightly report, then the latest and the kept ones', async () => {
+    const h = await start();
+    const none = await call(h.url, '/api/reports/latest', { headers: AUTH });
+    expect(none.status).toBe(404);
+    expectCleanError(none, /no nightly report yet/);
+    expect((await call(h.url, '/api/reports', { headers: AUTH })).body).toEqual({ reports: [] });
+
+    const report = { id: '2026-11-26', generatedAt: new Date().toISOString(), timezone: 'Europe/Zurich', since: null, agents: {}, flagged: [], trimmed: { completedJobs: 0 } };
+    await h.reports.save(report as never, { onlyIfAbsent: false });
+    const latest = await call(h.url, '/api/reports/latest', { headers: AUTH });
+    expect(latest.body).toMatchObject({ id: '2026-11-26' });
+    expect((await call(h.url, '/api/reports', { headers: AUTH })).body.reports).toHaveLength(1);
+  });
+});
+
+describe('authentication', () => {
+  const READ = '/api/agents';
+  const MUTATE = '/api/agents/alpha/disable';
+
+  it('without credentials: reads are open, mutations answer 403 saying how to enable them, Bull Board is read-only', async () => {
+    const h = await start({ credentials: {} });
+    expect((await call(h.url, READ)).status).toBe(200);
+    expect((await call(h.url, '/')).status).toBe(200);
+    const mutate = await call(h.url, MUTATE, { method: 'POST' });
+    expect(mutate.status).toBe(403);
+    expect(mutate.body).toEqual({ error: READ_ONLY_MESSAGE });
+    expect(mutate.body.error).toMatch(/DASHBOARD_TOKEN/);
+    expect((await call(h.url, '/api/dlq', { method: 'DELETE' })).status).toBe(403);
+    const board = await call(h.url, '/queues/api/queues?activeQueue=agents&status=latest&page=1');
+    expect(board.status).toBe(200);
+    expect(board.body.queues.every((q: { readOnlyMode: boolean }) => q.readOnlyMode)).toBe(true);
+    expect((await call(h.url, '/api/session')).body).toEqual({ authMode: 'none', canMutate: false });
+  });
+
+  it('with DASHBOARD_TOKEN: Bearer (or the token as Basic password) is needed for reads and mutations', async () => {
+    const token = randomUUID();
+    const h = await start({ credentials: { token } });
+    for (const [path, method] of [[READ, 'GET'], [MUTATE, 'POST'], ['/', 'GET'], ['/queues', 'GET']] as const) {
+      const none = await call(h.url, path, { method });
+      expect(none.status, `${method} ${path}`).toBe(401);
+      expect(none.headers.get('www-authenticate')).toMatch(/^Basic/);
+      expect((await call(h.url, path, { method, headers: bearer('wrong') })).status).toBe(401);
+      expect((await call(h.url, path, { method, headers: bearer(token) })).status, `${method} ${path}`).toBeLessThan(300);
+    }
+    expect((await call(h.url, READ, { headers: basic('anyone', token) })).status).toBe(200);
+    expect((await call(h.url, READ, { headers: basic(token, 'x') })).status).toBe(401);
+    const board = await call(h.url, '/queues/api/queues?activeQueue=agents&status=latest&page=1', { headers: bearer(token) });
+    expect(board.body.queues.every((q: { readOnlyMode: boolean }) => !q.readOnlyMode)).toBe(true);
+  });
+
+  it('with DASHBOARD_USER/PASSWORD: Basic is needed; wrong user, password or scheme is refused', async () => {
+    const h = await start({ credentials: CREDENTIALS });
+    for (const [path, method] of [[READ, 'GET'], [MUTATE, 'POST']] as const) {
+      expect((await call(h.url, path, { method })).status).toBe(401);
+      expect((await call(h.url, path, { method, headers: basic('ops', 'wrong') })).status).toBe(401);
+      expect((await call(h.url, path, { method, headers: basic('other', CREDENTIALS.password) })).status).toBe(401);
+      expect((await call(h.url, path, { method, headers: bearer(CREDENTIALS.password) })).status).toBe(401);
+      expect((await call(h.url, path, { method, headers: { authorization: 'Basic !!!notbase64' } })).status).toBe(401);
+      expect((await call(h.url, path, { method, headers: AUTH })).status).toBe(200);
+    }
+    expect((await call(h.url, '/api/session', { headers: AUTH })).body).toEqual({ authMode: 'basic', canMutate: true });
+  });
+
+  it('leaves /metrics, /healthz and /readyz open whatever is configured', async () => {
+    const h = await start({ credentials: { token: 't0ken', ...CREDENTIALS } });
+    for (const path of ['/metrics', '/metrics?format=prometheus', '/healthz', '/readyz']) {
+      expect((await call(h.url, path)).status, path).toBe(200);
+    }
+    expect((await call(h.url, '/api/metrics')).status).toBe(401);
+  });
+});
+
+describe('unknown routes', () => {
+  it('answers 404 with a JSON error', async () => {
+    const h = await start();
+    const res = await call(h.url, '/api/nothing-here', { headers: AUTH });
+    expect(res.status).toBe(404);
+    expectCleanError(res, /not found/);
+  });
+});
