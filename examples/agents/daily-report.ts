@@ -10,7 +10,12 @@ export default defineAgent({
   timeoutMs: 20_000,
   async run(ctx) {
     await simulateWork(ctx.signal, 200, 500);
-    ctx.log.info('report compiled');
-    return { pages: 3 };
+    // Agent-to-agent request: whichever worker hosts lead-scoring answers (see lead-scoring's onRequest).
+    const leads = await ctx.request('lead-scoring', { want: 'summary' }, { timeoutMs: 2000 }).catch((err: Error) => {
+      ctx.log.warn({ err: err.message }, 'lead summary unavailable; reporting without it');
+      return null;
+    });
+    ctx.log.info({ leads }, 'report compiled');
+    return { pages: 3, leads };
   },
 });

@@ -1,7 +1,10 @@
 import { defineAgent } from '@werkpilot/shared';
 import { simulateWork } from './_simulate.js';
 
-/** Layer 1: scores leads from the freshly synced CRM contacts. */
+/** The latest scoring this worker process did, for requests from other agents. */
+let latest: { hotLeads: number; scoredAt: string } | undefined;
+
+/** Layer 1: scores leads from the freshly synced CRM contacts; answers summary requests. */
 export default defineAgent({
   name: 'lead-scoring',
   schedule: { cron: '*/10 * * * * *' },
@@ -12,7 +15,9 @@ export default defineAgent({
     await simulateWork(ctx.signal, 100, 300);
     const hotLeads = Math.floor(Math.random() * 8);
     ctx.log.info({ hotLeads }, 'scored leads');
+    latest = { hotLeads, scoredAt: new Date().toISOString() };
+    await ctx.publish('leads:scored', latest);
     return { hotLeads };
   },
-  onRequest: () => ({ summary: 'lead scores are fresh', at: new Date().toISOString() }),
+  onRequest: () => ({ summary: latest ? `${latest.hotLeads} hot leads` : 'no scoring on this worker yet', ...latest }),
 });
