@@ -1,9 +1,11 @@
 import type { Scenario } from './scenario.js';
 import { addedLatency } from './scenarios/added-latency.js';
 import { cronLateness } from './scenarios/cron-lateness.js';
+import { dependencyPromotion } from './scenarios/dependency-promotion.js';
 import { redisCommands } from './scenarios/redis-commands.js';
 import { registryScale } from './scenarios/registry-scale.js';
+import { rpcRoundTrip } from './scenarios/rpc-round-trip.js';
 import { throughput } from './scenarios/throughput.js';
 
 /** Every scenario, in the order they run and print. */
-export const SCENARIOS: readonly Scenario[] = [throughput, addedLatency, cronLateness, registryScale, redisCommands];
+export const SCENARIOS: readonly Scenario[] = [throughput, addedLatency, cronLateness, dependencyPromotion, rpcRoundTrip, registryScale, redisCommands];

@@ -9,12 +9,18 @@ import { preciseNow, within } from '../samples.js';
  * workers on the queue. Each sample is the parent's processor start minus the moment the child's
  * processor returned — so it includes the child's completion round trip, as ours does.
  */
-export async function rawFlowPromotions(redis: BenchRedis, count: number, jobOptions: JobsOptions): Promise<number[]> {
+export async function rawFlowPromotions(
+  redis: BenchRedis,
+  count: number,
+  jobOptions: JobsOptions,
+  childWork: (job: Job) => Promise<void> = async () => {},
+): Promise<number[]> {
   const prefix = redis.prefix('flow-raw');
   const childEnds = new Map<string, number>();
   const samples: number[] = [];
   const processor = async (job: Job) => {
     if (job.name === 'child') {
+      await childWork(job);
       const parentId = job.parent?.id;
       if (!parentId) throw new Error(`child ${job.id} has no parent`);
       childEnds.set(parentId, preciseNow());
