@@ -376,9 +376,12 @@ export function dependencyHealthRule({ circuit, health }: { circuit: CircuitBrea
   });
 }
 
-/** Reasons other rules read live (the circuit here, `disabled` in agent-toggle.ts): not repeated from a stored rating. */
+/**
+ * Reasons a stored rating must not skip a dependent for: the circuit and `disabled` are read live
+ * (here and in agent-toggle.ts), and `no live worker` is false by definition on the worker asking.
+ */
 function isCoveredLive(reason: string): boolean {
-  return reason.startsWith('circuit ') || reason === 'disabled';
+  return reason.startsWith('circuit ') || reason === 'disabled' || reason === 'no live worker';
 }
 
 /** A `SnapshotDeps.extend` entry: `agents.<name>.{health, healthReasons, healthCheckedAt}`. */

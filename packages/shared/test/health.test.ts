@@ -192,10 +192,12 @@ describe('health monitor', () => {
     expect((await store.getMany(['a'])).get('a')!.state).toBeNull();
   });
 
-  it('skips a dependent of an unhealthy agent, but not of a degraded one', async () => {
+  it('skips a dependent of an unhealthy agent, but not of a degraded one or for a stale "no live worker"', async () => {
     const { store, circuit, registry } = await setup([
       { name: 'broken' },
       { name: 'slow' },
+      { name: 'was-alone' },
+      { name: 'uses-was-alone', dependsOn: ['was-alone'] },
       { name: 'uses-broken', dependsOn: ['broken'] },
       { name: 'uses-slow', dependsOn: ['slow'] },
     ]);
@@ -203,6 +205,8 @@ describe('health monitor', () => {
       new Map([
         ['broken', { state: 'unhealthy' as const, reasons: ['3 consecutive failures', 'success rate 0% over the last 3 runs (under 90%)'] }],
         ['slow', { state: 'degraded' as const, reasons: ['p95 9000 ms is over 80% of timeoutMs 10000 ms'] }],
+        // Rated while no worker was up: the worker asking is one, so this is stale.
+        ['was-alone', { state: 'unhealthy' as const, reasons: ['no live worker'] }],
       ]),
       NOW,
     );
@@ -210,5 +214,6 @@ describe('health monitor', () => {
     const job = { id: '1', data: {} } as Job<RunJobData>;
     expect(await liveRule({ spec: registry.require('uses-broken'), job })).toEqual(['dependency broken unhealthy: 3 consecutive failures']);
     expect(await liveRule({ spec: registry.require('uses-slow'), job })).toEqual([]);
+    expect(await liveRule({ spec: registry.require('uses-was-alone'), job })).toEqual([]);
   });
 });
