@@ -1,0 +1,184 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { afterEach, describe, expect, it } from 'vitest';
+import { RUN_DURATION_BUCKETS_SECONDS, wantsPrometheusFormat } from '@werkpilot/shared';
+import { useTestRedis, waitFor } from '@werkpilot/test-support';
+import { basic, call, startHttpHarness, type Harness } from './_http-harness.js';
+
+const redis = useTestRedis();
+const harnesses: Harness[] = [];
+afterEach(async () => {
+  while (harnesses.length > 0) await harnesses.pop()!.close();
+});
+
+const CREDENTIALS = { user: 'ops', password: 'pw' };
+const AUTH = basic(CREDENTIALS.user, CREDENTIALS.password);
+const PROMETHEUS_ACCEPT = 'application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1';
+const PROMTOOL = process.env.PROMTOOL ?? '/usr/bin/promtool';
+
+async function start(): Promise<Harness> {
+  const h = await startHttpHarness(redis, { credentials: CREDENTIALS });
+  harnesses.push(h);
+  return h;
+}
+
+async function runAndWait(h: Harness, agent: string, state: 'completed' | 'failed'): Promise<string> {
+  const queued = await call(h.url, `/api/agents/${agent}/run`, { method: 'POST', body: {}, headers: AUTH });
+  expect(queued.status).toBe(202);
+  await waitFor(async () => (await h.queues.agents.getJobState(queued.body.runId)) === state, { timeoutMs: 15_000, what: `${agent} ${state}` });
+  return queued.body.runId;
+}
+
+/** `name{labels} value` lines of an exposition, as a map from the series to its value. */
+function series(text: string): Map<string, number> {
+  const map = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const at = line.lastIndexOf(' ');
+    map.set(line.slice(0, at), Number(line.slice(at + 1)));
+  }
+  return map;
+}
+
+async function prometheusText(url: string): Promise<string> {
+  const res = await call(url, '/metrics', { headers: { accept: 'text/plain' } });
+  expect(res.status).toBe(200);
+  return res.text;
+}
+
+describe('/metrics content negotiation', () => {
+  it('serves the JSON snapshot to plain curl, */* and application/json', async () => {
+    const h = await start();
+    for (const accept of [undefined, '*/*', 'application/json', 'text/html,application/xhtml+xml,*/*;q=0.8']) {
+      const res = await call(h.url, '/metrics', { headers: accept ? { accept } : {} });
+      expect(res.headers.get('content-type'), String(accept)).toMatch(/^application\/json/);
+      expect(res.body.deadLetterQueue).toEqual([]);
+      expect(res.body).toMatchObject({ executionQueueSize: 0, deadLetterQueueSize: 0 });
+      expect(typeof res.body.system.memory.heapPercent).toBe('number');
+      expect(typeof res.body.system.memory.rssMB).toBe('number');
+      expect(res.body.agents.alpha).toMatchObject({ priority: 1, dependencyDepth: 0, p50: null });
+    }
+  });
+
+  it('serves the Prometheus text format to text/plain, OpenMetrics and Prometheus Accept headers, and ?format=prometheus', async () => {
+    const h = await start();
+    const requests: [string, Record<string, string>][] = [
+      ['/metrics', { accept: 'text/plain' }],
+      ['/metrics', { accept: 'text/plain;version=0.0.4' }],
+      ['/metrics', { accept: 'application/openmetrics-text; version=1.0.0' }],
+      ['/metrics', { accept: PROMETHEUS_ACCEPT }],
+      ['/metrics?format=prometheus', {}],
+      ['/metrics?format=prometheus', { accept: 'application/json' }],
+    ];
+    for (const [path, headers] of requests) {
+      const res = await call(h.url, path, { headers });
+      expect(res.status).toBe(200);
+      expect(res.headers.get('content-type'), JSON.stringify(headers)).toMatch(/^text\/plain; version=0\.0\.4/);
+      expect(res.headers.get('vary')).toMatch(/Accept/);
+      expect(res.text).toMatch(/^# HELP /m);
+      expect(res.text).toContain('werkpilot_agent_runs_total{agent="alpha",outcome="success"} 0');
+    }
+  });
+
+  it('keeps /api/metrics JSON whatever Accept says', async () => {
+    const h = await start();
+    const res = await call(h.url, '/api/metrics', { headers: { ...AUTH, accept: 'text/plain' } });
+    expect(res.headers.get('content-type')).toMatch(/^application\/json/);
+    expect(res.body.deadLetterQueueSize).toBe(0);
+  });
+
+  it('decides by media type and q-value', () => {
+    expect(wantsPrometheusFormat('text/plain;q=0', undefined)).toBe(false);
+    expect(wantsPrometheusFormat('TEXT/PLAIN', undefined)).toBe(true);
+    expect(wantsPrometheusFormat('text/html', undefined)).toBe(false);
+    expect(wantsPrometheusFormat('text/plain', 'json')).toBe(false);
+  });
+});
+
+describe('Prometheus exporter', () => {
+  it('exports cluster-wide run counters, retries, timeouts and a duration histogram that agree with the agent state', async () => {
+    const h = await start();
+    await h.startWorker();
+    await runAndWait(h, 'alpha', 'completed');
+    await runAndWait(h, 'alpha', 'completed');
+    await runAndWait(h, 'flaky', 'completed');
+    await runAndWait(h, 'sleepy', 'failed');
+    await runAndWait(h, 'doomed', 'failed');
+
+    const m = series(await prometheusText(h.url));
+    const runs = (agent: string, outcome: string) => m.get(`werkpilot_agent_runs_total{agent="${agent}",outcome="${outcome}"}`);
+    expect(runs('alpha', 'success')).toBe(2);
+    expect(runs('flaky', 'failure')).toBe(1);
+    expect(runs('flaky', 'success')).toBe(1);
+    expect(m.get('werkpilot_agent_retries_total{agent="flaky"}')).toBe(1);
+    expect(runs('sleepy', 'timeout')).toBe(1);
+    expect(runs('sleepy', 'failure')).toBe(0);
+    expect(runs('doomed', 'failure')).toBe(1);
+    expect(m.get('werkpilot_dead_letter_queue_size')).toBe(2);
+    expect(m.get('werkpilot_queue_jobs{queue="agents",state="failed"}')).toBe(2);
+    expect(m.get('werkpilot_agent_priority{agent="alpha"}')).toBe(1);
+    expect(m.get('werkpilot_agent_dependency_depth{agent="gamma"}')).toBe(2);
+    expect(m.get('werkpilot_agent_circuit_state{agent="alpha",state="closed"}')).toBe(1);
+    expect(m.get('werkpilot_agent_circuit_state{agent="alpha",state="open"}')).toBe(0);
+    expect(m.get('werkpilot_agent_enabled{agent="alpha"}')).toBe(1);
+    expect(m.get('werkpilot_agent_score{agent="alpha"}')).toBeGreaterThan(90);
+    expect(m.has('werkpilot_agent_score{agent="gamma"}')).toBe(false);
+    expect(m.get('werkpilot_agent_health_state{agent="alpha",state="unknown"}')).toBe(1);
+    expect(m.has('process_resident_memory_bytes')).toBe(true);
+
+    // Every executed attempt lands in the histogram: +Inf bucket = _count = the state's runs.
+    const states = await h.state.getMany(['alpha', 'flaky', 'sleepy']);
+    for (const [agent, state] of states) {
+      expect(m.get(`werkpilot_agent_run_duration_seconds_count{agent="${agent}"}`), agent).toBe(state.runs);
+      expect(m.get(`werkpilot_agent_run_duration_seconds_bucket{agent="${agent}",le="+Inf"}`)).toBe(state.runs);
+    }
+    // The timed-out attempt took at least its 50 ms timeout.
+    expect(m.get('werkpilot_agent_run_duration_seconds_sum{agent="sleepy"}')).toBeGreaterThanOrEqual(0.05);
+    expect(m.get('werkpilot_agent_run_duration_seconds_bucket{agent="sleepy",le="0.025"}')).toBe(0);
+  });
+
+  it('has sane histogram buckets: 10 ms to 10 min, ascending, cumulative', async () => {
+    expect(RUN_DURATION_BUCKETS_SECONDS[0]).toBe(0.01);
+    expect(RUN_DURATION_BUCKETS_SECONDS.at(-1)).toBe(600);
+    for (let i = 1; i < RUN_DURATION_BUCKETS_SECONDS.length; i++) {
+      expect(RUN_DURATION_BUCKETS_SECONDS[i]!).toBeGreaterThan(RUN_DURATION_BUCKETS_SECONDS[i - 1]!);
+      expect(RUN_DURATION_BUCKETS_SECONDS[i]! / RUN_DURATION_BUCKETS_SECONDS[i - 1]!).toBeLessThanOrEqual(3);
+    }
+    const h = await start();
+    await h.startWorker();
+    await runAndWait(h, 'alpha', 'completed');
+    const text = await prometheusText(h.url);
+    const buckets = [...text.matchAll(/^werkpilot_agent_run_duration_seconds_bucket\{agent="alpha",le="([^"]+)"\} (\d+)$/gm)];
+    expect(buckets.map((b) => b[1])).toEqual([...RUN_DURATION_BUCKETS_SECONDS.map(String), '+Inf']);
+    const counts = buckets.map((b) => Number(b[2]));
+    for (let i = 1; i < counts.length; i++) expect(counts[i]!).toBeGreaterThanOrEqual(counts[i - 1]!);
+    expect(counts.at(-1)).toBe(1);
+  });
+
+  it('reports the same totals from every scheduler replica (figures come from Redis)', async () => {
+    const h = await start();
+    await h.startWorker();
+    await runAndWait(h, 'alpha', 'completed');
+    await runAndWait(h, 'doomed', 'failed');
+    const other = await h.replica();
+    const pick = (text: string) =>
+      text
+        .split('\n')
+        .filter((l) => /^werkpilot_(agent_runs_total|agent_retries_total|agent_run_duration_seconds|dead_letter_queue_size|queue_jobs)/.test(l))
+        .join('\n');
+    expect(pick(await prometheusText(other))).toBe(pick(await prometheusText(h.url)));
+  });
+
+  it.runIf(existsSync(PROMTOOL))('passes promtool check metrics', async () => {
+    const h = await start();
+    await h.startWorker();
+    await runAndWait(h, 'alpha', 'completed');
+    await runAndWait(h, 'sleepy', 'failed');
+    const text = await prometheusText(h.url);
+    const result = spawnSync(PROMTOOL, ['check', 'metrics'], { input: text, encoding: 'utf8' });
+    expect(result.stdout + result.stderr).toBe('');
+    expect(result.status).toBe(0);
+  });
+
+  it.skipIf(existsSync(PROMTOOL))(`promtool check metrics (skipped: ${PROMTOOL} is not installed; apt-get install prometheus)`, () => {});
+});
