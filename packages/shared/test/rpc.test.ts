@@ -196,6 +196,20 @@ describe('agent requests', () => {
     expect(await keysUnder(admin, keys)).toEqual([]);
   }, 60_000);
 
+  it('keeps answering after a Redis restart', async () => {
+    if (!redis.isOwned) return; // restart needs a redis-server owned by this file
+    const { client, respond } = setup();
+    respond([{ name: 'echo', onRequest: (n) => n }]);
+    await expect(client.request('echo', 1)).resolves.toBe(1);
+    await redis.restart({ downMs: 300 });
+    await waitFor(async () => (await client.request('echo', 2, { timeoutMs: 1000 }).catch(() => undefined)) === 2, {
+      timeoutMs: 20_000,
+      intervalMs: 200,
+      what: 'requests to be answered again',
+    });
+    await expect(client.request('echo', 3)).resolves.toBe(3);
+  }, 40_000);
+
   it('measures the round trip (p50/p99 over 2000 sequential requests)', async () => {
     const { client, respond } = setup();
     respond([{ name: 'echo', onRequest: (n) => n }]);
