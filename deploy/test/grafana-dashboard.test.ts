@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { agentSource, startApp, uniquePrefix, useTestRedis, waitFor, writeAgentsDir, type AppProcess } from '@werkpilot/test-support';
-import { exportedNames, metricNamesIn } from './promql-names.js';
+import { exactMatchersIn, exportedNames, metricNamesIn } from './promql-names.js';
 import { DEPLOY_DIR, REPO_ROOT, hasTool, run, warnMissing } from './tools.js';
 
 /**
@@ -119,26 +119,40 @@ describe('metric names against a live scrape', () => {
   }, 60_000);
 
   /** Scrapes like Prometheus does, once the process has run at least one agent run. */
-  async function scrape(port: number, what: string, app: AppProcess): Promise<Set<string>> {
+  async function scrape(port: number, what: string, app: AppProcess): Promise<string> {
     return waitFor(
       async () => {
         const res = await fetch(`http://127.0.0.1:${port}/metrics`, { headers: { accept: PROMETHEUS_ACCEPT } });
         if (!res.ok || !/text\/plain|openmetrics/.test(res.headers.get('content-type') ?? '')) return undefined;
         const text = await res.text();
-        return /_runs_total\{[^}]*agent="ticker"[^}]*\} [1-9]/.test(text) ? exportedNames(text) : undefined;
+        return /_runs_total\{[^}]*agent="ticker"[^}]*\} [1-9]/.test(text) ? text : undefined;
       },
       { timeoutMs: 40_000, intervalMs: 250, what: `${what} /metrics in Prometheus format with a ticker run; output:\n${app.output().slice(-1500)}` },
     );
   }
 
+  let exposition = '';
+
   it('exports every metric the dashboard and the alert rules read', async () => {
-    const exported = new Set([...(await scrape(schedulerPort, 'scheduler', scheduler)), ...(await scrape(workerPort, 'worker', worker))]);
+    exposition = `${await scrape(schedulerPort, 'scheduler', scheduler)}\n${await scrape(workerPort, 'worker', worker)}`;
+    const exported = exportedNames(exposition);
     const queries = [...dashboardQueries(), ...alertQueries()];
     expect(alertQueries().length).toBeGreaterThanOrEqual(4);
     const used = new Set(queries.flatMap((q) => metricNamesIn(q.expr)));
     expect(used.size).toBeGreaterThanOrEqual(10);
     const missing = queries.flatMap((q) => metricNamesIn(q.expr).filter((n) => !exported.has(n) && !SYNTHETIC.has(n)).map((n) => `${n} (${q.where})`));
     expect(missing, `metric names no process exports; exported werkpilot_*: ${[...exported].filter((n) => n.startsWith('werkpilot_')).join(', ')}`).toEqual([]);
+  });
+
+  it('exports the label values the queries select exactly (state="open", queue="agents", ...)', () => {
+    expect(exposition, 'needs the scrape of the previous test').not.toBe('');
+    const matchers = [...dashboardQueries(), ...alertQueries()].flatMap((q) => exactMatchersIn(q.expr).map((m) => ({ ...m, where: q.where })));
+    expect(matchers.length).toBeGreaterThanOrEqual(5);
+    const unmatched = matchers
+      .filter((m) => !SYNTHETIC.has(m.name))
+      .filter((m) => !new RegExp(`^${m.name}\\{[^}]*\\b${m.label}="${m.value.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}"`, 'm').test(exposition))
+      .map((m) => `${m.name}{${m.label}="${m.value}"} (${m.where})`);
+    expect(unmatched, 'selectors no exported series matches').toEqual([]);
   });
 });
 

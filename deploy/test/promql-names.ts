@@ -45,3 +45,14 @@ export function exportedNames(exposition: string): Set<string> {
   }
   return names;
 }
+
+/** `name{label="value"}` equality matchers with literal values, to check label values too. */
+export function exactMatchersIn(expr: string): { name: string; label: string; value: string }[] {
+  const found: { name: string; label: string; value: string }[] = [];
+  for (const selector of expr.matchAll(/([a-zA-Z_:][\w:]*)\{([^}]*)\}/g)) {
+    for (const matcher of selector[2]!.matchAll(/(\w+)\s*=\s*"([^"$]*)"/g)) {
+      found.push({ name: selector[1]!, label: matcher[1]!, value: matcher[2]! });
+    }
+  }
+  return found;
+}
