@@ -3,12 +3,12 @@ import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { AgentStateStore, EventBus, buildRegistry, freePort, reconcileJobSchedulers, type Registry } from '@werkpilot/shared';
-import { createHttpApp } from '../../../apps/scheduler/src/http/app.js';
+import { AgentStateStore, buildRegistry, freePort, reconcileJobSchedulers, type Registry } from '@werkpilot/shared';
 import type { BenchRedis } from '../bench-redis.js';
 import { fleetDefinitions, writeFleetDir } from '../agent-fleet.js';
 import type { Measurement } from '../measurement.js';
 import { RETENTION, openOrchestratorQueues, silentLogger } from '../orchestrator.js';
+import { schedulerHttpApp } from '../scheduler-http.js';
 import { median, preciseNow, sleep, within } from '../samples.js';
 import type { Scenario } from '../scenario.js';
 
@@ -71,18 +71,7 @@ async function snapshotResponseTimes(redis: BenchRedis, registry: Registry, pref
     }
     await pipeline.exec();
   }
-  const log = silentLogger('scheduler');
-  const bus = new EventBus({ redis: connection, keys, log });
-  const app = createHttpApp({
-    snapshot: { queues, registry, state },
-    log,
-    isReady: async () => true,
-    redis: connection,
-    keys,
-    bus,
-    retention: RETENTION,
-    credentials: {},
-  });
+  const { app, close: closeApp } = schedulerHttpApp({ redis: connection, keys, queues, registry });
   const server = app.listen(0, '127.0.0.1');
   await new Promise<void>((resolve) => server.once('listening', () => resolve()));
   const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -105,7 +94,7 @@ async function snapshotResponseTimes(redis: BenchRedis, registry: Registry, pref
     { metric: `GET /metrics (Prometheus), ${size} agents`, value: await time('/metrics', 'text/plain;version=0.0.4'), baseline: null, unit: 'ms', target },
   ];
   await new Promise((resolve) => server.close(resolve));
-  await bus.close();
+  await closeApp();
   await close();
   return rows;
 }
