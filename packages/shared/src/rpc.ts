@@ -135,8 +135,6 @@ export class RpcClient {
     }
     const payloadJson = serialise(payload ?? null, `payload of the request to agent ${agent}`);
     if (this.isClosed) throw new RequestShutdownError(agent);
-    await this.ensureSubscribed();
-    if (this.isClosed) throw new RequestShutdownError(agent);
 
     const id = `${this.id}.${(this.sequence++).toString(36)}`;
     const deadline = this.clock() + timeoutMs;
@@ -145,16 +143,20 @@ export class RpcClient {
     const envelope = `${JSON.stringify(head).slice(0, -1)},"payload":${payloadJson}}`;
     const key = rpcRequestsKey(this.keys, agent);
 
+    // The clock starts before any Redis call, so a Redis outage ends in a timeout, not a hang.
     const answer = new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
+        // Sent on the same connection after the push, so it runs after it even if the push is still queued.
         this.withdraw(key, envelope);
         reject(new RequestTimeoutError(agent, timeoutMs));
       }, timeoutMs);
       this.pending.set(id, { agent, key, envelope, timer, resolve: resolve as (v: unknown) => void, reject });
     });
-    answer.catch(() => undefined); // it may settle (shutdown) before the caller awaits it
+    answer.catch(() => undefined); // it may settle (timeout, shutdown) before the caller awaits it
     try {
+      await this.ensureSubscribed();
+      if (!this.pending.has(id)) return answer; // timed out or shut down meanwhile: send nothing
       await this.redis.eval(PUSH_REQUEST_LUA, 1, key, envelope, String(timeoutMs + LIST_TTL_SLACK_MS));
     } catch (err) {
       this.settle(id)?.reject(err as Error);
