@@ -78,7 +78,7 @@ runProcess('werkpilot worker', async () => {
       ...agentToggleRules({ redis, keys }),
       ...bootGateRules({ redis, keys }),
       dependencyHealthRule({ circuit, health }),
-      // Last, and only a gate: it may hand this run the half-open trial (released if another rule skips it).
+      // May hand this run the half-open trial; should another rule skip it, the circuit hands the trial back.
       ownCircuitRule(circuit),
     ],
   });
