@@ -13,6 +13,8 @@ export interface BenchRedis {
   client(): Redis;
   /** Cumulative `calls` per command from INFO commandstats. */
   commandCounts(): Promise<Map<string, number>>;
+  /** CPU seconds the Redis server has used (user + system, all threads), from INFO cpu. */
+  cpuSeconds(): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -41,6 +43,11 @@ export async function openBenchRedis(): Promise<BenchRedis> {
     prefix: (label) => `bench-${label}-${randomBytes(3).toString('hex')}`,
     client,
     commandCounts: async () => parseCommandStats(await admin.info('commandstats')),
+    cpuSeconds: async () => {
+      const info = await admin.info('cpu');
+      const field = (name: string) => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(info)?.[1] ?? NaN);
+      return field('used_cpu_user') + field('used_cpu_sys');
+    },
     close: async () => {
       await Promise.all(clients.map((c) => c.quit().catch(() => c.disconnect())));
       await provisioned.stop();

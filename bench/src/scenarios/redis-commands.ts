@@ -20,7 +20,11 @@ const SCRIPT_COMMANDS = new Set(['evalsha', 'eval', 'evalsha_ro', 'eval_ro', 'fc
  * completion, with a worker at concurrency 10 already waiting). Commands executed inside Lua
  * scripts are counted too, so this is the work Redis does per run, for sizing Redis.
  */
-async function commandsPerRun(redis: BenchRedis, side: Side, count: number): Promise<{ total: number; scripts: number; byCommand: Record<string, number> }> {
+async function commandsPerRun(
+  redis: BenchRedis,
+  side: Side,
+  count: number,
+): Promise<{ total: number; scripts: number; cpuMicros: number; byCommand: Record<string, number> }> {
   const prefix = redis.prefix(`cmd-${side}`);
   let enqueue: () => Promise<unknown>;
   let worker: Worker;
@@ -47,11 +51,13 @@ async function commandsPerRun(redis: BenchRedis, side: Side, count: number): Pro
   worker.on('completed', completions.tick);
   await sleep(200); // let the idle worker settle into its blocking wait before counting
 
+  const cpuBefore = await redis.cpuSeconds();
   const before = await redis.commandCounts();
   const BATCH = 50;
   for (let i = 0; i < count; i += BATCH) await Promise.all(Array.from({ length: Math.min(BATCH, count - i) }, enqueue));
   await within(completions.done, 60_000 + count * 20, `${count} ${side} runs`);
   const after = await redis.commandCounts();
+  const cpuAfter = await redis.cpuSeconds();
   await close();
 
   const byCommand: Record<string, number> = {};
@@ -65,12 +71,12 @@ async function commandsPerRun(redis: BenchRedis, side: Side, count: number): Pro
     total += delta;
     if (SCRIPT_COMMANDS.has(command)) scripts += delta;
   }
-  return { total: total / count, scripts: scripts / count, byCommand };
+  return { total: total / count, scripts: scripts / count, cpuMicros: ((cpuAfter - cpuBefore) * 1e6) / count, byCommand };
 }
 
 export const redisCommands: Scenario = {
   name: 'redis-commands',
-  title: 'Redis commands per run (INFO commandstats deltas, including commands inside Lua), ours vs raw BullMQ',
+  title: 'Redis commands and Redis CPU per run (INFO commandstats / cpu deltas, including commands inside Lua), ours vs raw BullMQ',
   async run({ quick, redis, progress }) {
     const count = quick ? 200 : 2000;
     progress(`redis-commands: ${count} runs per side`);
@@ -79,6 +85,7 @@ export const redisCommands: Scenario = {
     return [
       { metric: 'Redis commands per run', value: ours.total, baseline: raw.total, unit: 'cmds', detail: { ours: ours.byCommand, raw: raw.byCommand } },
       { metric: 'Lua script calls per run', value: ours.scripts, baseline: raw.scripts, unit: 'calls' },
+      { metric: 'Redis CPU per run (INFO cpu)', value: ours.cpuMicros, baseline: raw.cpuMicros, unit: 'µs' },
     ] satisfies Measurement[];
   },
 };
