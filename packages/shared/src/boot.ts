@@ -88,6 +88,10 @@ export async function bootAgents(deps: BootDeps): Promise<BootReport> {
   events.on('error', () => {});
   try {
     await events.waitUntilReady();
+    // job.waitUntilFinished adds a 'closing' listener to the queue per waiting check, and a layer
+    // waits for all its checks at once: allow one per agent of the widest layer (bounded, not a leak).
+    const widestLayer = Math.max(0, ...deps.registry.layers.map((agents) => agents.length));
+    deps.systemQueue.setMaxListeners(Math.max(deps.systemQueue.getMaxListeners(), widestLayer + 10));
     for (const [layer, agents] of deps.registry.layers.entries()) {
       const layerStart = clock();
       log.info({ layer, agents }, 'booting layer');
