@@ -55,6 +55,36 @@ export function noOpAgent(name: string, extra: Partial<AgentDefinition> = {}): A
   return defineAgent({ name, run: async () => null, ...extra });
 }
 
+/**
+ * Many no-op agents, for scenarios that run many runs at once: one agent never has two runs at
+ * once (its overlap lease skips or queues the second), so concurrent runs must be of different
+ * agents, as they are in a real fleet. `nameOf(i)` cycles through them.
+ */
+export function noOpFleet(size: number): { registry: Registry; nameOf(i: number): string } {
+  const names = Array.from({ length: size }, (_, i) => `no-op-${String(i).padStart(4, '0')}`);
+  return { registry: registryOf(names.map((name) => noOpAgent(name))), nameOf: (i) => names[i % size]! };
+}
+
+/**
+ * Watches a worker's results: a run the executor skipped (overlap, a gate) did not do the work
+ * being measured, so `check()` throws naming how many and why.
+ */
+export function watchOutcomes(worker: Pick<Worker, 'on'>, what: string): { check(): void } {
+  let skipped = 0;
+  let firstReasons: string[] = [];
+  worker.on('completed', (_job, result: RunResult | undefined) => {
+    if (result && result.outcome !== 'success') {
+      skipped += 1;
+      if (firstReasons.length === 0 && result.outcome === 'skipped') firstReasons = result.reasons;
+    }
+  });
+  return {
+    check: () => {
+      if (skipped > 0) throw new Error(`${skipped} of the ${what} were skipped (${firstReasons.join('; ')}), so they did not take the measured path`);
+    },
+  };
+}
+
 /** One orchestrator worker process's parts, built as `apps/worker/src/main.ts` builds them. */
 export interface OrchestratorWorker {
   worker: Worker<RunJobData, RunResult>;

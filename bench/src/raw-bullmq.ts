@@ -28,11 +28,16 @@ export async function startRawWorker(
   return worker;
 }
 
-/** Adds `count` jobs named `name` in bulk batches (enqueueing is not what the throughput scenario times). */
-export async function addMany(queue: Queue, name: string, data: object, opts: JobsOptions, count: number): Promise<void> {
+/** Adds `count` jobs, the i-th named `nameOf(i)`, in bulk batches (enqueueing is not what the throughput scenario times). */
+export async function addMany(queue: Queue, nameOf: (i: number) => string, opts: JobsOptions, count: number): Promise<void> {
   const BATCH = 1000;
   for (let i = 0; i < count; i += BATCH) {
     const n = Math.min(BATCH, count - i);
-    await queue.addBulk(Array.from({ length: n }, () => ({ name, data, opts })));
+    await queue.addBulk(
+      Array.from({ length: n }, (_, j) => {
+        const name = nameOf(i + j);
+        return { name, data: { agent: name, trigger: 'manual' }, opts };
+      }),
+    );
   }
 }

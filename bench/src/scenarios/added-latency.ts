@@ -2,7 +2,7 @@ import type { Queue, Worker } from 'bullmq';
 import { runJobOptions, triggerRun, type RunJobData } from '@werkpilot/shared';
 import { completionWaiter } from '../completion-waiter.js';
 import type { Measurement } from '../measurement.js';
-import { RETENTION, noOpAgent, openOrchestratorQueues, registryOf, startOrchestratorWorker } from '../orchestrator.js';
+import { RETENTION, noOpAgent, openOrchestratorQueues, registryOf, startOrchestratorWorker, watchOutcomes } from '../orchestrator.js';
 import { openRawQueue, startRawWorker } from '../raw-bullmq.js';
 import { preciseNow, summarise, within } from '../samples.js';
 import type { Scenario } from '../scenario.js';
@@ -25,6 +25,7 @@ export const addedLatency: Scenario = {
     const ours = openOrchestratorQueues(redis.url, oursPrefix);
     const oursWorker = await startOrchestratorWorker({ url: redis.url, prefix: oursPrefix, registry, concurrency: CONCURRENCY });
     const oursDone = completionWaiter(oursWorker.worker as unknown as Worker);
+    const outcomes = watchOutcomes(oursWorker.worker as unknown as Worker, 'single runs');
 
     const rawPrefixName = redis.prefix('lat-raw');
     const rawQueue: Queue = openRawQueue(redis.client(), rawPrefixName);
@@ -62,6 +63,7 @@ export const addedLatency: Scenario = {
     }
     await Promise.all([oursWorker.close(), rawWorker.close()]);
     await Promise.all([ours.close(), rawQueue.close()]);
+    outcomes.check();
 
     const o = summarise(oursSamples);
     const r = summarise(rawSamples);

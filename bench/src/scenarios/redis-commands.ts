@@ -2,15 +2,15 @@ import type { Queue, Worker } from 'bullmq';
 import { runJobOptions, triggerRun, type RunJobData } from '@werkpilot/shared';
 import type { BenchRedis } from '../bench-redis.js';
 import type { Measurement } from '../measurement.js';
-import { RETENTION, noOpAgent, openOrchestratorQueues, registryOf, startOrchestratorWorker } from '../orchestrator.js';
+import { RETENTION, noOpFleet, openOrchestratorQueues, startOrchestratorWorker, watchOutcomes } from '../orchestrator.js';
 import { openRawQueue, startRawWorker } from '../raw-bullmq.js';
 import { countdown, sleep, within } from '../samples.js';
 import type { Scenario } from '../scenario.js';
 import type { Side } from './throughput.js';
 
-const AGENT = 'no-op';
-const registry = registryOf([noOpAgent(AGENT)]);
-const jobOptions = runJobOptions(registry.require(AGENT), RETENTION);
+/** Concurrent runs are of different agents (one agent never runs twice at once). */
+const { registry, nameOf } = noOpFleet(100);
+const jobOptions = runJobOptions(registry.require(nameOf(0)), RETENTION);
 /** Commands the measurement itself sends (INFO) are not the runs' cost. */
 const OWN_COMMANDS = new Set(['info']);
 const SCRIPT_COMMANDS = new Set(['evalsha', 'eval', 'evalsha_ro', 'eval_ro', 'fcall', 'fcall_ro']);
@@ -26,14 +26,16 @@ async function commandsPerRun(
   count: number,
 ): Promise<{ total: number; scripts: number; cpuMicros: number; byCommand: Record<string, number> }> {
   const prefix = redis.prefix(`cmd-${side}`);
-  let enqueue: () => Promise<unknown>;
+  let enqueue: (i: number) => Promise<unknown>;
+  let outcomes: { check(): void } | undefined;
   let worker: Worker;
   let close: () => Promise<void>;
   if (side === 'ours') {
     const opened = openOrchestratorQueues(redis.url, prefix);
     const started = await startOrchestratorWorker({ url: redis.url, prefix, registry, concurrency: 10 });
     worker = started.worker as unknown as Worker;
-    enqueue = () => triggerRun({ queue: opened.queues.agents, registry, retention: RETENTION }, AGENT);
+    outcomes = watchOutcomes(worker, `${count} runs`);
+    enqueue = (i) => triggerRun({ queue: opened.queues.agents, registry, retention: RETENTION }, nameOf(i));
     close = async () => {
       await started.close();
       await opened.close();
@@ -41,7 +43,7 @@ async function commandsPerRun(
   } else {
     const queue: Queue = openRawQueue(redis.client(), prefix);
     worker = await startRawWorker(redis.client(), prefix, 10);
-    enqueue = () => queue.add(AGENT, { agent: AGENT, trigger: 'manual' } satisfies RunJobData, jobOptions);
+    enqueue = (i) => queue.add(nameOf(i), { agent: nameOf(i), trigger: 'manual' } satisfies RunJobData, jobOptions);
     close = async () => {
       await worker.close();
       await queue.close();
@@ -54,11 +56,12 @@ async function commandsPerRun(
   const cpuBefore = await redis.cpuSeconds();
   const before = await redis.commandCounts();
   const BATCH = 50;
-  for (let i = 0; i < count; i += BATCH) await Promise.all(Array.from({ length: Math.min(BATCH, count - i) }, enqueue));
+  for (let i = 0; i < count; i += BATCH) await Promise.all(Array.from({ length: Math.min(BATCH, count - i) }, (_, j) => enqueue(i + j)));
   await within(completions.done, 60_000 + count * 20, `${count} ${side} runs`);
   const after = await redis.commandCounts();
   const cpuAfter = await redis.cpuSeconds();
   await close();
+  outcomes?.check();
 
   const byCommand: Record<string, number> = {};
   let total = 0;

@@ -2,16 +2,15 @@ import type { Queue, Worker } from 'bullmq';
 import { runJobOptions } from '@werkpilot/shared';
 import type { BenchRedis } from '../bench-redis.js';
 import type { Measurement } from '../measurement.js';
-import { RETENTION, noOpAgent, openOrchestratorQueues, registryOf, startOrchestratorWorker } from '../orchestrator.js';
+import { RETENTION, noOpFleet, openOrchestratorQueues, startOrchestratorWorker, watchOutcomes } from '../orchestrator.js';
 import { addMany, openRawQueue, startRawWorker } from '../raw-bullmq.js';
 import { countdown, median, preciseNow, within } from '../samples.js';
 import type { Scenario } from '../scenario.js';
 
-const AGENT = 'no-op';
-const registry = registryOf([noOpAgent(AGENT)]);
-const spec = registry.require(AGENT);
-const jobData = { agent: AGENT, trigger: 'manual' as const };
-const jobOptions = runJobOptions(spec, RETENTION);
+/** Runs cycle through this many agents, so concurrent runs are of different agents (overlap). */
+const FLEET_SIZE = 200;
+const { registry, nameOf } = noOpFleet(FLEET_SIZE);
+const jobOptions = runJobOptions(registry.require(nameOf(0)), RETENTION);
 
 export type Side = 'ours' | 'raw';
 
@@ -32,7 +31,7 @@ export async function drain(redis: BenchRedis, side: Side, concurrency: number, 
     closeQueue = () => queue.close();
   }
   await queue.pause();
-  await addMany(queue, AGENT, jobData, jobOptions, count);
+  await addMany(queue, nameOf, jobOptions, count);
 
   let worker: Worker;
   let closeWorker: () => Promise<void>;
@@ -46,6 +45,7 @@ export async function drain(redis: BenchRedis, side: Side, concurrency: number, 
   }
   const completions = countdown(count);
   worker.on('completed', completions.tick);
+  const outcomes = side === 'ours' ? watchOutcomes(worker, `${count} runs at concurrency ${concurrency}`) : undefined;
   worker.on('failed', (_job, err) => console.error(`bench: a ${side} no-op run failed: ${err.message}`));
 
   const startedAt = preciseNow();
@@ -54,6 +54,7 @@ export async function drain(redis: BenchRedis, side: Side, concurrency: number, 
   const seconds = (preciseNow() - startedAt) / 1000;
   await closeWorker();
   await closeQueue();
+  outcomes?.check();
   return count / seconds;
 }
 
@@ -70,7 +71,7 @@ export async function compareThroughput(redis: BenchRedis, concurrency: number, 
 
 export const throughput: Scenario = {
   name: 'throughput',
-  title: 'no-op runs/s through the full worker path vs raw BullMQ Queue+Worker, same job options',
+  title: `no-op runs/s (cycling ${FLEET_SIZE} agents) through the full worker path vs raw BullMQ Queue+Worker, same job options`,
   async run({ quick, redis, progress }) {
     const rounds = quick ? 1 : 3;
     // Warm both paths up (JIT, connections, Lua script cache) before anything is timed.
