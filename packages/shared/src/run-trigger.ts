@@ -30,13 +30,18 @@ export const MAX_RUN_DATA_BYTES = 1024 * 1024;
  * Throws AgentNotFoundError for an unknown agent and InvalidInputError for data that is not JSON
  * or is larger than 1 MiB — before anything is written.
  */
-export async function triggerRun(deps: TriggerDeps, agent: string, options: TriggerOptions = {}): Promise<{ runId: string; pipelineId?: string }> {
+export async function triggerRun(
+  deps: TriggerDeps,
+  agent: string,
+  options: TriggerOptions = {},
+): Promise<{ runId: string; pipelineId?: string; runs?: { agent: string; runId: string }[] }> {
   const spec = deps.registry.require(agent);
   checkRunData(options.data);
   if (options.withDependents) {
     if (!deps.redis || !deps.keys) throw new Error('triggerRun with withDependents needs TriggerDeps.redis and .keys');
-    const { runId, pipelineId } = await startPipeline({ ...deps, redis: deps.redis, keys: deps.keys }, spec.name, options.data);
-    return { runId, pipelineId };
+    // `runs` lets API clients (the CLI's `run --with-dependents --wait`) follow every run of the pipeline.
+    const { runId, pipelineId, runs } = await startPipeline({ ...deps, redis: deps.redis, keys: deps.keys }, spec.name, options.data);
+    return { runId, pipelineId, runs };
   }
   const job = await deps.queue.add(
     spec.name,
