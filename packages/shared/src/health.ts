@@ -200,12 +200,17 @@ export interface HealthMonitorOptions {
    */
   canAct?: () => Promise<boolean>;
   intervalMs: number;
+  /**
+   * Delay of the first round after `start()`: min(intervalMs, 10 s) unless given, so workers
+   * starting alongside the scheduler have heartbeated before anyone is rated "no live worker".
+   */
+  firstRoundDelayMs?: number;
   healthCheckTimeoutMs?: number;
   clock?: () => number;
 }
 
 /**
- * Rates every agent every `intervalMs` (the first round at `start()`). Rounds never overlap.
+ * Rates every agent every `intervalMs` (the first round shortly after `start()`). Rounds never overlap.
  * Owns a QueueEvents connection (to hear health-check jobs finish), closed by `stop()`.
  */
 export class HealthMonitor {
@@ -232,13 +237,17 @@ export class HealthMonitor {
         .catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'health round failed'))
         .finally(() => (this.round = undefined));
     };
-    this.timer = setInterval(tick, this.options.intervalMs);
-    this.timer.unref();
-    tick();
+    const firstDelay = this.options.firstRoundDelayMs ?? Math.min(this.options.intervalMs, 10_000);
+    // One timer at a time: the first round after `firstDelay`, then every interval.
+    this.timer = setTimeout(() => {
+      tick();
+      if (this.timer) this.timer = setInterval(tick, this.options.intervalMs).unref();
+    }, firstDelay).unref();
   }
 
   async stop(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
+    clearTimeout(this.timer);
+    clearInterval(this.timer);
     this.timer = undefined;
     await this.round;
     const events = this.events;
