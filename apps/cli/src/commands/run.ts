@@ -53,7 +53,7 @@ export function registerRun(program: Command, io: CliIo): void {
         else ctx.print(renderTable(RESULT_COLUMNS, finished));
         const notOk = finished.filter((r) => outcomeOf(r) !== 'success');
         if (notOk.length > 0) {
-          throw new CliError(`${notOk.map((r) => `${r.agent} ${outcomeOf(r)}${r.error ? `: ${r.error}` : ''}`).join('; ')}`);
+          throw new CliError(notOk.map((r) => `run ${r.id} of ${r.agent} ${outcomeOf(r)}${detailOf(r) ? `: ${detailOf(r)}` : ''}`).join('; '));
         }
       }),
     );
