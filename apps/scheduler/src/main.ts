@@ -7,6 +7,7 @@ import {
   createQueues,
   createRedisConnection,
   GracefulShutdown,
+  closeRedisConnection,
   MemoryMonitor,
   liveWorkersSnapshot,
   loadConfig,
@@ -51,11 +52,12 @@ runProcess('werkpilot scheduler', async () => {
   const shutdown = new GracefulShutdown({
     log,
     graceMs: config.shutdownGraceMs,
+    isRedisUp: () => redis.status === 'ready',
     publish: (type, data) => bus.publish(type, data),
     identity: { process: 'scheduler', pid: process.pid },
   });
   shutdown.listen();
-  shutdown.register(6, 'redis connection', () => redis.quit());
+  shutdown.register(6, 'redis connection', () => closeRedisConnection(redis));
   const queues = createQueues({ connection: redis, keys });
   shutdown.register(5, 'queues', () => queues.close());
   const bus = new EventBus({ redis, keys, log });

@@ -21,6 +21,7 @@ import {
   createLogger,
   createRedisConnection,
   GracefulShutdown,
+  closeRedisConnection,
   MemoryMonitor,
   WorkerHeartbeat,
   readProcessMemory,
@@ -55,11 +56,12 @@ runProcess('werkpilot worker', async () => {
   const shutdown = new GracefulShutdown({
     log,
     graceMs: config.shutdownGraceMs,
+    isRedisUp: () => redis.status === 'ready',
     publish: (type, data) => bus.publish(type, data),
     identity: { process: 'worker', workerId },
   });
   shutdown.listen();
-  shutdown.register(6, 'redis connection', () => redis.quit());
+  shutdown.register(6, 'redis connection', () => closeRedisConnection(redis));
   const bus = new EventBus({ redis, keys, log });
   shutdown.register(5, 'event bus', () => bus.close());
   const state = new AgentStateStore({ redis, keys });
@@ -111,7 +113,7 @@ runProcess('werkpilot worker', async () => {
     lockDurationMs: config.lockDurationMs,
     stalledIntervalMs: config.stalledIntervalMs,
   });
-  registerWorkerDrain(shutdown, worker, 'agents worker');
+  registerWorkerDrain(shutdown, worker, { name: 'agents worker', activeJobs: activeRuns, isRedisUp: () => redis.status === 'ready' });
   // Internal jobs by name; each capability registers its handler here.
   const systemHandlers: Record<string, SystemJobHandler> = {};
   systemHandlers[BOOT_CHECK_JOB] = createBootCheckHandler({ registry, log });
@@ -119,8 +121,9 @@ runProcess('werkpilot worker', async () => {
   systemHandlers[NIGHTLY_JOB] = createNightlyHandler({
     redis, keys, registry, state, circuit, bus, log, timezone: config.nightlyTz, completedRetain: config.completedRetain,
   });
-  const systemWorker = createSystemWorker({ connection: redis, keys, log, workerId, handlers: systemHandlers });
-  registerWorkerDrain(shutdown, systemWorker, 'system worker');
+  const activeSystemJobs = new Set<string>();
+  const systemWorker = createSystemWorker({ connection: redis, keys, log, workerId, handlers: systemHandlers, activeJobs: activeSystemJobs });
+  registerWorkerDrain(shutdown, systemWorker, { name: 'system worker', activeJobs: activeSystemJobs, isRedisUp: () => redis.status === 'ready' });
   await Promise.all([worker.waitUntilReady(), systemWorker.waitUntilReady()]);
   const responder = startRpcResponder({ redis, keys, log, agents: registry.list(), workerId });
   const cancelListener = await startRunCancelListener({ redis, keys, log, worker, workerId });
@@ -142,6 +145,10 @@ runProcess('werkpilot worker', async () => {
   await heartbeat.start();
   shutdown.register(1, 'heartbeat timer', () => heartbeat.stop());
   shutdown.register(4, 'heartbeat removal and worker:offline', async () => {
+    if (redis.status !== 'ready') {
+      log.info('redis unavailable: this worker leaves the live list when its heartbeat expires');
+      return;
+    }
     await heartbeat.remove();
     await bus.publish('worker:offline', { workerId });
   });

@@ -126,4 +126,20 @@ describe('graceful shutdown of a worker', () => {
     console.log(`[measure] idle worker shutdown: ${String(total?.totalMs)} ms of steps, ${exitMs} ms from SIGTERM to exit`);
     expect(await client.zcard(liveKey)).toBe(0);
   }, 60_000);
+
+  it('exits 0 within seconds when told to stop while Redis is down', async () => {
+    const prefix = uniquePrefix();
+    const worker = startApp('worker', env(prefix));
+    await worker.waitForLog(/worker online/);
+    const restarted = redis.restart({ downMs: 4000 });
+    await worker.waitForLog(/redis connection lost/);
+
+    const signalledAt = Date.now();
+    worker.kill('SIGTERM');
+    expect(await worker.exited).toBe(0);
+    const exitMs = Date.now() - signalledAt;
+    console.log(`[measure] worker shutdown during a Redis outage: ${exitMs} ms from SIGTERM to exit`);
+    expect(loggedSteps(worker)).toEqual([1, 2, 3, 4, 5, 6]);
+    await restarted;
+  }, 60_000);
 });

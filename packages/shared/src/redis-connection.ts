@@ -44,6 +44,15 @@ export function createRedisConnection({ url, role, log }: RedisConnectionOptions
   return redis;
 }
 
+/**
+ * Closes a connection for good: QUIT when Redis answers (pending replies arrive first), else an
+ * immediate disconnect — QUIT would wait for a reconnect that may never come.
+ */
+export async function closeRedisConnection(redis: Redis): Promise<void> {
+  if (redis.status === 'ready') await redis.quit().catch(() => redis.disconnect());
+  else redis.disconnect();
+}
+
 const CONNECTION_ERROR = /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|ENOTFOUND|EHOSTUNREACH|Connection is closed|Socket closed|connect ETIMEDOUT|LOADING/i;
 
 /**

@@ -16,6 +16,9 @@ export const SHUTDOWN_STEPS = {
 
 export type ShutdownStep = keyof typeof SHUTDOWN_STEPS;
 
+/** The most a cleanup may take while Redis is unreachable (it cannot finish its Redis work anyway). */
+export const OFFLINE_CLEANUP_TIMEOUT_MS = 1000;
+
 /**
  * The abort reason given to runs still active when the grace period ends. The executor recognises
  * it and hands the run back to the queue (`moveToWait`) instead of recording a failure, so no
@@ -54,6 +57,12 @@ export interface GracefulShutdownOptions {
    * down must not keep a process alive). Default 5000.
    */
   cleanupTimeoutMs?: number;
+  /**
+   * Whether Redis answers right now. While it does not, cleanups outside step 2 get at most
+   * `OFFLINE_CLEANUP_TIMEOUT_MS` and no `shutdown:step` is published, so a process told to stop
+   * during an outage exits within seconds instead of waiting for Redis.
+   */
+  isRedisUp?: () => boolean;
   exit?: (code: number) => void;
   clock?: () => number;
 }
@@ -171,7 +180,7 @@ export class GracefulShutdown {
   }
 
   private async withTimeout(entry: Registered, ctx: ShutdownContext): Promise<void> {
-    const limit = this.options.cleanupTimeoutMs ?? 5000;
+    const limit = Math.min(this.options.cleanupTimeoutMs ?? 5000, this.isRedisUp() ? Infinity : OFFLINE_CLEANUP_TIMEOUT_MS);
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<'timeout'>((resolve) => {
       timer = setTimeout(() => resolve('timeout'), limit);
@@ -190,8 +199,12 @@ export class GracefulShutdown {
     return 'done';
   }
 
+  private isRedisUp(): boolean {
+    return this.options.isRedisUp?.() ?? true;
+  }
+
   private async publishStep(data: Record<string, unknown>): Promise<void> {
-    if (!this.options.publish) return;
+    if (!this.options.publish || !this.isRedisUp()) return;
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       this.options.publish('shutdown:step', { ...this.options.identity, ...data }).catch(() => undefined),
@@ -207,19 +220,31 @@ export class GracefulShutdown {
 
 /**
  * Registers a BullMQ worker's part of the shutdown: step 1 stops it taking jobs (`close()` stops
- * fetching at once and resolves when the active jobs are done), step 2 waits for that, and step 3
- * aborts what still runs with `SHUTDOWN_ABORT_REASON` — the processor hands those runs back to the
- * queue without spending an attempt — and waits for the worker to finish closing.
+ * fetching at once and resolves when the active jobs are done and its connections closed), step 2
+ * waits for that, and step 3 aborts what still runs with `SHUTDOWN_ABORT_REASON` — the processor
+ * hands those runs back to the queue without spending an attempt — and waits for the close.
+ *
+ * While Redis is down, `close()` cannot finish (it closes connections politely), so steps 2 and 3
+ * wait only until `activeJobs` is empty: an idle worker stops at once during an outage.
  */
-export function registerWorkerDrain(shutdown: GracefulShutdown, worker: Worker, name: string): void {
-  let closing: Promise<void> | undefined;
+export function registerWorkerDrain(
+  shutdown: GracefulShutdown,
+  worker: Worker,
+  { name, activeJobs, isRedisUp }: { name: string; activeJobs: ReadonlySet<string>; isRedisUp: () => boolean },
+): void {
+  let closing: Promise<void> = Promise.resolve();
+  const closedOrIdleOffline = async () => {
+    let isClosed = false;
+    void closing.finally(() => (isClosed = true));
+    while (!isClosed && (isRedisUp() || activeJobs.size > 0)) await new Promise((resolve) => setTimeout(resolve, 25));
+  };
   shutdown.register(1, `${name}: stop taking jobs`, () => {
     closing = worker.close();
     closing.catch(() => undefined);
   });
-  shutdown.register(2, `${name}: wait for active jobs`, () => closing);
+  shutdown.register(2, `${name}: wait for active jobs`, closedOrIdleOffline);
   shutdown.register(3, `${name}: abort active jobs`, async () => {
     worker.cancelAllJobs(SHUTDOWN_ABORT_REASON);
-    await closing;
+    await closedOrIdleOffline();
   });
 }
