@@ -90,9 +90,10 @@ export async function getPipeline(deps: Pick<PipelineDeps, 'queue' | 'redis' | '
   const runs = await Promise.all(
     agents.map(async (agent): Promise<PipelineRun> => {
       const runId = pipelineRunId(pipelineId, agent);
+      // State first: a job read before it finished would show a finished state without its result.
+      const state = await deps.queue.getJobState(runId);
       const job = await deps.queue.getJob(runId);
-      if (!job) return { agent, runId, state: 'unknown', outcome: null, startedAt: null, finishedAt: null };
-      const state = await job.getState();
+      if (!job || state === 'unknown') return { agent, runId, state: 'unknown', outcome: null, startedAt: null, finishedAt: null };
       const iso = (ms: number | undefined) => (ms ? new Date(ms).toISOString() : null);
       const base = { agent, runId, state, startedAt: iso(job.processedOn), finishedAt: iso(job.finishedOn) };
       if (state === 'failed') return { ...base, outcome: 'failed', error: job.failedReason };
