@@ -18,6 +18,7 @@ import {
   defineAgent,
   disableAgent,
   enableAgent,
+  startRunCancelListener,
   type AgentDefinition,
   type Keys,
   type Queues,
@@ -63,6 +64,12 @@ export const TEST_AGENTS: AgentDefinition[] = [
       return { attempt: ctx.attempt };
     },
   }),
+  defineAgent({
+    name: 'waiter',
+    timeoutMs: 30_000,
+    retry: { attempts: 3 },
+    run: (ctx) => new Promise((_resolve, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason))),
+  }),
   defineAgent({ name: 'doomed', retry: { attempts: 1 }, run: async () => Promise.reject(new Error('doomed to fail: upstream 503')) }),
 ];
 
@@ -103,6 +110,7 @@ export async function startHttpHarness(testRedis: TestRedis, options: HarnessOpt
   const servers: Server[] = [];
   const workers: Worker[] = [];
   const buses: EventBus[] = [bus];
+  const listeners: { close(): Promise<void> }[] = [];
 
   const listen = async (): Promise<string> => {
     const app = createHttpApp({
@@ -157,9 +165,11 @@ export async function startHttpHarness(testRedis: TestRedis, options: HarnessOpt
       });
       workers.push(worker);
       await worker.waitUntilReady();
+      listeners.push(await startRunCancelListener({ redis, keys, log, worker, workerId: worker.name }));
       return worker;
     },
     async close() {
+      await Promise.all(listeners.map((l) => l.close()));
       await Promise.all(workers.map((w) => w.close()));
       await Promise.all(
         servers.map(

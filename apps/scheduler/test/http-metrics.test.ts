@@ -137,6 +137,20 @@ describe('Prometheus exporter', () => {
     expect(m.get('werkpilot_agent_run_duration_seconds_bucket{agent="sleepy",le="0.025"}')).toBe(0);
   });
 
+  it('counts a cancelled run as cancelled, not as a failure', async () => {
+    const h = await start();
+    await h.startWorker();
+    const queued = await call(h.url, '/api/agents/waiter/run', { method: 'POST', body: {}, headers: AUTH });
+    await waitFor(async () => (await h.queues.agents.getJobState(queued.body.runId)) === 'active', { what: 'waiter active' });
+    const cancelled = await call(h.url, `/api/runs/${queued.body.runId}/cancel`, { method: 'POST', headers: AUTH });
+    expect(cancelled.body).toMatchObject({ outcome: 'aborted' });
+    await waitFor(async () => (await h.queues.agents.getJobState(queued.body.runId)) === 'failed', { what: 'waiter failed' });
+    await waitFor(async () => series(await prometheusText(h.url)).get('werkpilot_agent_runs_total{agent="waiter",outcome="cancelled"}') === 1);
+    const m = series(await prometheusText(h.url));
+    expect(m.get('werkpilot_agent_runs_total{agent="waiter",outcome="failure"}')).toBe(0);
+    expect(m.get('werkpilot_agent_retries_total{agent="waiter"}')).toBe(0);
+  });
+
   it('has sane histogram buckets: 10 ms to 10 min, ascending, cumulative', async () => {
     expect(RUN_DURATION_BUCKETS_SECONDS[0]).toBe(0.01);
     expect(RUN_DURATION_BUCKETS_SECONDS.at(-1)).toBe(600);

@@ -152,7 +152,17 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
         events.push(deps.bus.event('agent:dlq', { ...base, error: error.message, attemptsMade: attempt }, spec.name));
       }
       await commit(
-        { agent: spec.name, runId: job.id, outcome: 'failure', durationMs, at: clock(), error: error.message, attempt, ...(error instanceof RunTimeoutError ? { timedOut: true } : {}) },
+        {
+          agent: spec.name,
+          runId: job.id,
+          outcome: 'failure',
+          durationMs,
+          at: clock(),
+          error: error.message,
+          attempt,
+          ...(error instanceof RunTimeoutError ? { timedOut: true } : {}),
+          ...(error instanceof RunCancelledError ? { cancelled: true } : {}),
+        },
         events,
         willRetry ? undefined : { spec, job, outcome: `dlq:${error.message}` },
       );

@@ -20,6 +20,8 @@ export interface RunRecord {
   attempt?: number;
   /** The attempt failed because it exceeded the agent's `timeoutMs`. */
   timedOut?: boolean;
+  /** The attempt failed because an operator cancelled the run (no retry follows). */
+  cancelled?: boolean;
 }
 
 /** Per-agent state as read back from Redis. */

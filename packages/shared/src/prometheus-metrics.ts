@@ -45,8 +45,7 @@ export function wantsPrometheusFormat(accept: string | undefined, format: unknow
 
 /** How a run record counts in `werkpilot_agent_runs_total`. */
 export function exportedOutcomeOf(record: RunRecord): ExportedOutcome {
-  const outcome = record.outcome as string;
-  if (outcome === 'cancelled') return 'cancelled';
+  if (record.cancelled) return 'cancelled';
   if (record.timedOut) return 'timeout';
   return record.outcome;
 }
@@ -121,7 +120,7 @@ export type ScrapeSource = (read: ScrapeReader, gauges: ClusterGauges, agents: r
 
 /** Gauges that figures from other parts of the system fill in during a scrape. */
 export interface ClusterGauges {
-  /** One-hot: `{agent, state}` = 1 for the current state (closed, half_open, open). */
+  /** One-hot: `{agent, state}` = 1 for the current state (closed, half-open, open). */
   circuitState: Gauge<'agent' | 'state'>;
   /** One-hot: `{agent, state}` = 1 for the current state (healthy, degraded, unhealthy, unknown). */
   healthState: Gauge<'agent' | 'state'>;
