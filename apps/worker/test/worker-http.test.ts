@@ -1,0 +1,61 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createWorkerMetrics } from '@werkpilot/shared';
+import { startWorkerHttp } from '../src/worker-http.js';
+
+const PROMTOOL = process.env.PROMTOOL ?? '/usr/bin/promtool';
+const servers: Server[] = [];
+afterEach(async () => {
+  for (const s of servers.splice(0)) await new Promise((resolve) => s.close(resolve));
+});
+
+async function serve(isRunning = () => true) {
+  let active = 2;
+  const metrics = createWorkerMetrics({ activeRuns: () => active });
+  const server = await startWorkerHttp({ port: 0, workerId: 'w-1', metrics, isRunning });
+  servers.push(server);
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, metrics, setActive: (n: number) => (active = n) };
+}
+
+describe('worker HTTP', () => {
+  it("exports this worker's own run counters, retries and duration histogram", async () => {
+    const { url, metrics } = await serve();
+    const pipeline = undefined as never;
+    metrics.outcomeListener({ agent: 'crm-sync', outcome: 'success', durationMs: 120, at: 1, attempt: 1 }, pipeline);
+    metrics.outcomeListener({ agent: 'crm-sync', outcome: 'failure', durationMs: 40, at: 2, attempt: 2, error: 'x' }, pipeline);
+    metrics.outcomeListener({ agent: 'crm-sync', outcome: 'failure', durationMs: 50, at: 3, attempt: 1, error: 'timeout', timedOut: true }, pipeline);
+    metrics.outcomeListener({ agent: 'crm-sync', outcome: 'failure', durationMs: 5, at: 4, attempt: 1, error: 'cancelled', cancelled: true }, pipeline);
+    metrics.outcomeListener({ agent: 'crm-sync', outcome: 'skipped', at: 5, error: 'disabled' }, pipeline);
+    const res = await fetch(`${url}/metrics`);
+    expect(res.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
+    const text = await res.text();
+    for (const [outcome, n] of [['success', 1], ['failure', 1], ['timeout', 1], ['cancelled', 1], ['skipped', 1]] as const) {
+      expect(text).toContain(`werkpilot_worker_runs_total{agent="crm-sync",outcome="${outcome}"} ${n}`);
+    }
+    expect(text).toContain('werkpilot_worker_retries_total{agent="crm-sync"} 1');
+    expect(text).toContain('werkpilot_worker_run_duration_seconds_count{agent="crm-sync"} 4');
+    expect(text).toContain('werkpilot_worker_run_duration_seconds_bucket{le="0.05",agent="crm-sync"} 3');
+    expect(text).toContain('werkpilot_worker_active_runs 2');
+    expect(text).toContain('nodejs_heap_size_used_bytes');
+    if (existsSync(PROMTOOL)) {
+      const check = spawnSync(PROMTOOL, ['check', 'metrics'], { input: text, encoding: 'utf8' });
+      expect(check.stdout + check.stderr).toBe('');
+    }
+  });
+
+  it('answers /healthz with 200 while running and 503 once stopped; other paths 404', async () => {
+    let running = true;
+    const { url } = await serve(() => running);
+    const ok = await fetch(`${url}/healthz`);
+    expect(ok.status).toBe(200);
+    expect(await ok.json()).toMatchObject({ status: 'ok', workerId: 'w-1' });
+    running = false;
+    expect((await fetch(`${url}/healthz`)).status).toBe(503);
+    const missing = await fetch(`${url}/nothing`);
+    expect(missing.status).toBe(404);
+    expect(await missing.json()).toEqual({ error: expect.stringMatching(/serves \/metrics and \/healthz/) });
+  });
+});
