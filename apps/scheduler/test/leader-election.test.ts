@@ -4,7 +4,9 @@ import { createKeys, createQueues, leaderKey } from '@werkpilot/shared';
 import { agentSource, startApp, uniquePrefix, useTestRedis, waitFor, writeAgentsDir, type AppProcess } from '@werkpilot/test-support';
 
 const redis = useTestRedis();
-const LEASE_MS = 3000;
+/** Short lease for the pause test; the failover test uses the default (10 s) to check the ≤ 15 s promise. */
+const SHORT_LEASE_MS = 3000;
+const DEFAULT_LEASE_MS = 10_000;
 
 const agentsDir = writeAgentsDir({
   'crm-sync.ts': agentSource({ name: 'crm-sync', schedule: { cron: '0 * * * *' } }),
@@ -27,7 +29,7 @@ interface Replica {
   port: number;
 }
 
-async function startSchedulers(prefix: string, count: number): Promise<Replica[]> {
+async function startSchedulers(prefix: string, count: number, leaseMs?: number): Promise<Replica[]> {
   const replicas: Replica[] = [];
   for (let i = 0; i < count; i++) {
     const port = await freePort();
@@ -36,7 +38,7 @@ async function startSchedulers(prefix: string, count: number): Promise<Replica[]
       WERKPILOT_PREFIX: prefix,
       WERKPILOT_AGENTS: agentsDir,
       PORT: String(port),
-      LEADER_LEASE_MS: String(LEASE_MS),
+      ...(leaseMs ? { LEADER_LEASE_MS: String(leaseMs) } : {}),
       HEALTH_INTERVAL_MS: '300',
       HEALTH_CHECK_TIMEOUT_MS: '200',
     });
@@ -108,7 +110,8 @@ describe('scheduler leader election (real processes)', () => {
       return id && id !== leaderId ? id : null;
     }, { timeoutMs: 20_000, intervalMs: 50, what: 'a new leader' });
     const failoverMs = Date.now() - killedAt;
-    console.log(`leader failover after kill -9: ${failoverMs} ms (lease ${LEASE_MS} ms)`);
+    console.log(`leader failover after kill -9: ${failoverMs} ms (default lease ${DEFAULT_LEASE_MS} ms)`);
+    // The lease expires at most its ttl after the last renewal; a follower tries every second.
     expect(failoverMs).toBeLessThanOrEqual(15_000);
 
     const survivor = replicas.find((r) => r.app.proc.pid === pidOf(newLeaderId))!;
@@ -121,7 +124,7 @@ describe('scheduler leader election (real processes)', () => {
 
   it('a paused leader that comes back after losing the lease steps down and does not act', async () => {
     const prefix = uniquePrefix();
-    const replicas = await startSchedulers(prefix, 2);
+    const replicas = await startSchedulers(prefix, 2, SHORT_LEASE_MS);
     started.push(...replicas);
     const leaderId = await waitFor(() => currentLeader(prefix), { timeoutMs: 10_000, what: 'a leader' });
     const paused = replicas.find((r) => r.app.proc.pid === pidOf(leaderId))!;

@@ -9,7 +9,8 @@ import type { MetricsSnapshot } from './metrics-snapshot.js';
  * (reconcile, boot, health monitor, nightly); every replica serves HTTP.
  *
  * A leader that stops renewing (crashed, paused, partitioned) loses the lease after `ttlMs` and
- * another replica takes it on its next attempt, so failover takes at most ttl + one retry interval.
+ * another replica takes it on its next attempt, so failover takes at most ttl + one retry interval
+ * (10 s + 1 s by default).
  * A leader that comes back from a pause must not act on its stale belief: `confirm()` reads the
  * lease, and everything the leader does is preceded by it.
  */
@@ -49,7 +50,7 @@ export interface LeaderElectionOptions {
   /** This replica's id (host:pid:random); it is the lease's value. */
   id: string;
   ttlMs?: number;
-  /** How often the leader renews and followers try to take over; ttl / 3 unless given. */
+  /** How often the leader renews and followers try to take over; ttl / 3, at most 1 s, unless given. */
   renewIntervalMs?: number;
   /** Called when this replica becomes leader (after the lease is taken); not awaited by renewals. */
   onElected?: () => void | Promise<void>;
@@ -80,7 +81,8 @@ export class LeaderElection {
     this.key = leaderKey(options.keys);
     this.log = options.log.child({ component: 'leader', replicaId: options.id });
     this.ttlMs = options.ttlMs ?? DEFAULT_LEADER_TTL_MS;
-    this.renewIntervalMs = options.renewIntervalMs ?? Math.max(100, Math.floor(this.ttlMs / 3));
+    // Every second at most: a follower notices a dead leader's expired lease within a second.
+    this.renewIntervalMs = options.renewIntervalMs ?? Math.max(100, Math.min(1000, Math.floor(this.ttlMs / 3)));
     this.clock = options.clock ?? Date.now;
     if (typeof (this.redis as Partial<Redis>).werkpilotLeaseRenew !== 'function') {
       this.redis.defineCommand('werkpilotLeaseRenew', { numberOfKeys: 1, lua: RENEW_LUA });
