@@ -18,8 +18,8 @@ export default defineAgent({
   dependsOn: ['inbox-fetch'],
   timeoutMs: 10_000,
   retry: { attempts: 2, backoff: { type: 'exponential', delayMs: 500 } },
-  // Low for the demo: with DEMO_FAIL_RATE=1 (two failed attempts every 10 s) the circuit opens
-  // within a minute or two, and its dependent campaign-planner is skipped while it is open.
+  // Low for the demo: with DEMO_FAIL_RATE=1 (two failed attempts per tick) the circuit opens
+  // within a minute, and its dependent campaign-planner is skipped while it is open.
   maxRestartsPerHour: 10,
   async run(ctx) {
     if (ctx.attempt === 1 && runsSeen++ % 4 === 0) poisonedRuns.add(ctx.runId);
