@@ -58,6 +58,10 @@ describe('a Redis restart while a scheduler and two workers run', () => {
     await scheduler!.waitForLog(/dashboard on/);
     await Promise.all(processes.slice(1).map((p) => p.waitForLog(/worker online/)));
     await waitFor(async () => (await cronRunsSince(queues, 0)) >= 2, { timeoutMs: 20_000, what: 'cron runs before the restart' });
+    const liveWorkers = async () => ((await (await fetch(`http://127.0.0.1:${env.PORT}/api/metrics`)).json()) as { system: { workers: { id: string; pid: number; heapPercent: number; rssMB: number }[] } }).system.workers;
+    const before = await waitFor(async () => ((await liveWorkers()).length === 2 ? liveWorkers() : undefined), { what: 'two live workers in /api/metrics' });
+    expect(before.map((w) => w.pid).sort()).toEqual(processes.slice(1).map((p) => p.proc.pid).sort());
+    expect(before[0]).toEqual(expect.objectContaining({ heapPercent: expect.any(Number), rssMB: expect.any(Number), concurrency: 10, active: expect.any(Number), version: expect.any(String) }));
 
     // Queued runs that come due while Redis is down (AOF keeps them; appendfsync everysec, and
     // redis-server flushes on SIGTERM).
@@ -74,6 +78,8 @@ describe('a Redis restart while a scheduler and two workers run', () => {
     console.log(`[measure] time to resume (Redis answering → a new run completed): ${resumeMs[0]} ms after a plain restart, ${resumeMs[1]} ms after a 10 s outage`);
 
     await waitFor(() => allCompleted(queues, queued), { timeoutMs: 20_000, what: 'the runs queued before the restart' });
+    // The heartbeats were lost with the non-persisted seconds of the outage, or expired: both workers are back.
+    await waitFor(async () => (await liveWorkers()).length === 2, { what: 'both workers live again in /api/metrics' });
     expect(await queues.agents.getFailedCount()).toBe(0);
 
     // One line per outage and connection, not one per retry.

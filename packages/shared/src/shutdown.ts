@@ -153,6 +153,7 @@ export class GracefulShutdown {
     this.listening?.();
     const totalMs = this.clock() - startedAt;
     log.info({ totalMs }, `shutdown complete in ${totalMs} ms; exiting 0`);
+    await this.flushLog();
     this.exit(0);
   }
 
@@ -208,6 +209,27 @@ export class GracefulShutdown {
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       this.options.publish('shutdown:step', { ...this.options.identity, ...data }).catch(() => undefined),
+      new Promise((resolve) => (timer = setTimeout(resolve, 1000))),
+    ]);
+    clearTimeout(timer);
+  }
+
+  /**
+   * Waits for the logger's pending writes: on a pipe pino writes asynchronously, and exiting with a
+   * write in flight can reorder or drop the last lines (the step log included).
+   */
+  private async flushLog(): Promise<void> {
+    const log = this.options.log as Logger & { flush?: (cb?: (err?: Error) => void) => void };
+    if (typeof log.flush !== 'function') return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      new Promise<void>((resolve) => {
+        try {
+          log.flush!(() => resolve());
+        } catch {
+          resolve();
+        }
+      }),
       new Promise((resolve) => (timer = setTimeout(resolve, 1000))),
     ]);
     clearTimeout(timer);
