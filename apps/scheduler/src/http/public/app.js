@@ -70,7 +70,7 @@ function renderAgents(m) {
         ? '<span class="muted">—</span>'
         : `<div class="score"><div class="bar"><i style="width:${a.score}%;background:${scoreColor(a.score)}"></i></div><b>${a.score}</b></div>`;
     const last = a.lastRunAt
-      ? `${esc(ago(a.lastRunAt))}<div class="agent-meta">${esc(a.lastOutcome || '')}${a.lastOutcome === 'failure' && a.lastError ? `: ${esc(a.lastError)}` : ''}</div>`
+      ? `<span class="nowrap">${esc(ago(a.lastRunAt))}</span><div class="agent-meta">${esc(a.lastOutcome || '')}${a.lastOutcome === 'failure' && a.lastError ? `: ${esc(a.lastError)}` : ''}</div>`
       : '<span class="muted">never</span>';
     const schedule = a.schedule ? `cron ${esc(a.schedule.cron)}` : 'manual only';
     return `<tr data-agent="${esc(name)}"${changed ? ' class="flash"' : ''}>
@@ -201,7 +201,9 @@ function drawEdges(agents) {
 
 async function renderReport() {
   try {
-    const report = await api('/api/reports/latest');
+    // The list (not /latest) answers 200 before the first night, so the console stays clean.
+    const report = (await api('/api/reports')).reports[0];
+    if (!report) throw new Error('No nightly report yet: the first one is written at NIGHTLY_CRON (23:00 Europe/Zurich by default).');
     $('#report-date').textContent = `${new Date(report.generatedAt).toLocaleString()}`;
     const rows = Object.values(report.agents || {})
       .map(
