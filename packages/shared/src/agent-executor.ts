@@ -9,7 +9,7 @@ import { RunTimeoutError } from './errors.js';
 import { RunCancelledError } from './run-cancel.js';
 import { isDependencyReason, type RunGate } from './gating.js';
 import type { FinishedOutcome } from './dependency-waits.js';
-import type { RunAdmission } from './run-admission.js';
+import { gateAndAdmit, type RunAdmission } from './run-admission.js';
 import type { RunJobData } from './queues.js';
 import { execOrThrow } from './redis-pipeline.js';
 import { isShutdownAbort } from './shutdown.js';
@@ -101,9 +101,8 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
       throw new WaitingError();
     }
 
-    const reasons = (await Promise.all(gates.map((gate) => gate(spec, job)))).flat();
     // Parks the job (throws DelayedError) while dependency runs of its tick or pipeline are pending.
-    if (reasons.length === 0 && deps.admission) reasons.push(...(await deps.admission.admit(spec, job, token)));
+    const reasons = await gateAndAdmit(gates, deps.admission, spec, job, token);
     if (reasons.length > 0) {
       const dependencyReasons = reasons.filter(isDependencyReason);
       await commit({ agent: spec.name, runId: job.id, outcome: 'skipped', at: clock(), error: reasons.join('; ') }, [

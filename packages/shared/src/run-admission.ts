@@ -3,6 +3,7 @@ import type { ChainableCommander, Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { AgentSpec } from './agent.js';
 import { DependencyWaits, dependencyRunsOf, type FinishedOutcome } from './dependency-waits.js';
+import type { RunGate } from './gating.js';
 import type { Keys } from './keys.js';
 import { OverlapGuard } from './overlap.js';
 import type { RunJobData } from './queues.js';
@@ -102,4 +103,30 @@ export function createRunAdmission({ redis, keys, log, recheckMs = 60_000, clock
 
     close: () => waits.close(),
   };
+}
+
+/**
+ * The gate's rules and the admission's dependency check and lease, asked at once (their Redis reads
+ * share one round trip). Returns the skip reasons — the gate's first: a run the gate skips gives
+ * back the lease it may have taken. Throws DelayedError when the run was parked; it re-runs all of
+ * this when promoted, so a parked run that the gate would skip is skipped then.
+ */
+export async function gateAndAdmit(
+  gates: readonly RunGate[],
+  admission: RunAdmission | undefined,
+  spec: AgentSpec,
+  job: Job<RunJobData>,
+  token: string | undefined,
+): Promise<string[]> {
+  const [gated, admitted] = await Promise.allSettled([
+    Promise.all(gates.map((gate) => gate(spec, job))).then((all) => all.flat()),
+    admission ? admission.admit(spec, job, token) : Promise.resolve([]),
+  ]);
+  const holdsLease = admission !== undefined && admitted.status === 'fulfilled' && admitted.value.length === 0;
+  if (gated.status === 'rejected' || (gated.value.length > 0 && holdsLease)) {
+    if (holdsLease) await admission.release(spec, job);
+  }
+  if (gated.status === 'rejected') throw gated.reason;
+  if (admitted.status === 'rejected') throw admitted.reason;
+  return gated.value.length > 0 ? gated.value : admitted.value;
 }

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { Queue, Worker, type Job } from 'bullmq';
 import { percentiles } from '@werkpilot/shared';
 import { useTestRedis, waitFor } from '@werkpilot/test-support';
 import { dependencyCluster } from './_dependency-cluster.js';
@@ -46,6 +47,46 @@ describe('promotion latency', () => {
     }
     expect(delays).toHaveLength(PROMOTIONS);
     const { p50, p95, p99 } = percentiles(delays.map((d) => Math.round(d * 100) / 100));
+    const baseline = await rawPromotionBaseline(c.keys.bullPrefix, PROMOTIONS);
+    console.log(`raw BullMQ baseline (a processor calls job.promote() on a delayed job -> that job starts), same machine, same run: p50 ${baseline.p50} ms, p95 ${baseline.p95} ms, p99 ${baseline.p99} ms`);
     console.log(`promotion delay over ${PROMOTIONS} promotions: p50 ${p50} ms, p95 ${p95} ms, p99 ${p99} ms, max ${Math.max(...delays).toFixed(2)} ms`);
   }, 120_000);
 });
+
+/** The same measurement with bare BullMQ: a processor promotes a delayed job and returns; when does that job start? */
+async function rawPromotionBaseline(prefix: string, samples: number) {
+  const connection = redis.client();
+  const queue = new Queue('raw-baseline', { connection, prefix });
+  const delays: number[] = [];
+  let promotedAt = 0;
+  let resolveStart: (() => void) | undefined;
+  const workers = [redis.client(), redis.client()].map(
+    (own) =>
+      new Worker(
+        'raw-baseline',
+        async (job: Job) => {
+          if (job.name === 'sink') {
+            delays.push(performance.now() - promotedAt);
+            resolveStart?.();
+            return;
+          }
+          const sink = await queue.getJob(job.data.sink as string);
+          promotedAt = performance.now();
+          await sink!.promote();
+        },
+        { connection: own, prefix, concurrency: 2 },
+      ),
+  );
+  try {
+    for (let i = 0; i < samples; i++) {
+      const sink = await queue.add('sink', {}, { delay: 600_000 });
+      const started = new Promise<void>((r) => (resolveStart = r));
+      await queue.add('source', { sink: sink.id });
+      await started;
+    }
+  } finally {
+    await Promise.all(workers.map((w) => w.close()));
+    await queue.close();
+  }
+  return percentiles(delays.map((d) => Math.round(d * 100) / 100));
+}
