@@ -21,6 +21,7 @@ import {
   startRunCancelListener,
   type AgentDefinition,
   type Keys,
+  type Logger,
   type Queues,
   type Redis,
   type Registry,
@@ -91,6 +92,8 @@ export interface Harness {
 export interface HarnessOptions {
   credentials?: DashboardCredentials;
   isReady?: () => Promise<boolean>;
+  /** The app's logger (default: silent). */
+  log?: Logger;
 }
 
 /**
@@ -115,7 +118,7 @@ export async function startHttpHarness(testRedis: TestRedis, options: HarnessOpt
   const listen = async (): Promise<string> => {
     const app = createHttpApp({
       snapshot: { queues, registry, state, extend: [circuitSnapshot(circuit), agentToggleSnapshot({ redis, keys })] },
-      log,
+      log: options.log ?? log,
       isReady: options.isReady ?? (async () => (await redis.ping()) === 'PONG'),
       redis,
       keys,

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { createLogger } from '@werkpilot/shared';
 import { useTestRedis, waitFor } from '@werkpilot/test-support';
 import { READ_ONLY_MESSAGE } from '../src/http/auth.js';
 import { basic, bearer, call, startHttpHarness, type Harness, type HarnessOptions } from './_http-harness.js';
@@ -273,6 +274,17 @@ describe('authentication', () => {
     expect(board.status).toBe(200);
     expect(board.body.queues.every((q: { readOnlyMode: boolean }) => q.readOnlyMode)).toBe(true);
     expect((await call(h.url, '/api/session')).body).toEqual({ authMode: 'none', canMutate: false });
+  });
+
+  it('logs a warning at start when no credentials are configured, and none when they are', async () => {
+    const capture = createLogger({ level: 'silent', name: 'capture' });
+    const warn = vi.spyOn(capture, 'warn');
+    await start({ credentials: {}, log: capture });
+    expect(warn).toHaveBeenCalledTimes(1);
+    expect(String(warn.mock.calls[0]![0])).toMatch(/no dashboard credentials configured.*DASHBOARD_TOKEN/);
+    warn.mockClear();
+    await start({ credentials: { token: 'x' }, log: capture });
+    expect(warn).not.toHaveBeenCalled();
   });
 
   it('with DASHBOARD_TOKEN: Bearer (or the token as Basic password) is needed for reads and mutations', async () => {
