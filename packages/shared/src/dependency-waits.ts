@@ -160,7 +160,11 @@ export function canHaveWaiters(runId: string | undefined): boolean {
 export interface DependencyWaitsOptions {
   redis: Redis;
   keys: Keys;
-  /** How long finished markers and registrations live; longer than any run waits. Default 1 day. */
+  /**
+   * How long finished markers and registrations live. Default 1 hour: a 1-second cron writes 3600
+   * markers per agent at most. Past it, REGISTER falls back to BullMQ's completed and failed sets,
+   * and a parked run's periodic re-check registers it again, so a longer wait is still correct.
+   */
   ttlSeconds?: number;
 }
 
@@ -170,7 +174,7 @@ export class DependencyWaits {
   private readonly ttlSeconds: number;
   private readonly queue: Queue<RunJobData>;
 
-  constructor({ redis, keys, ttlSeconds = 86_400 }: DependencyWaitsOptions) {
+  constructor({ redis, keys, ttlSeconds = 3_600 }: DependencyWaitsOptions) {
     this.redis = redis;
     this.keys = keys;
     this.ttlSeconds = ttlSeconds;
