@@ -57,7 +57,7 @@ export function createDashboardAuth(credentials: DashboardCredentials): Dashboar
   };
 
   const middleware: RequestHandler = (req, res, next) => {
-    if (OPEN_PATHS.has(req.path)) return next();
+    if (OPEN_PATHS.has(req.path.replace(/\/+$/, '').toLowerCase())) return next();
     if (mode === 'none') {
       if (MUTATING_METHODS.has(req.method)) {
         res.status(403).json({ error: READ_ONLY_MESSAGE });
