@@ -31,8 +31,9 @@ function json<T = unknown>(result: CliResult): T {
 
 beforeAll(async () => {
   const agentsDir = writeAgentsDir({
-    'alpha.ts': agentSource({ name: 'alpha', priority: 2 }, 'return { echo: ctx.data ?? null };'),
-    'beta.ts': agentSource({ name: 'beta', dependsOn: ['alpha'] }, 'return { ok: true };'),
+    // overlap 'queue': tests trigger these back to back and expect every run to execute.
+    'alpha.ts': agentSource({ name: 'alpha', priority: 2, overlap: 'queue' }, 'return { echo: ctx.data ?? null };'),
+    'beta.ts': agentSource({ name: 'beta', dependsOn: ['alpha'], overlap: 'queue' }, 'return { ok: true };'),
     'slow.ts': agentSource(
       { name: 'slow', timeoutMs: 60_000 },
       `await new Promise((resolve, reject) => {
@@ -128,7 +129,8 @@ describe('run', () => {
     expect(result.pipelineId).toBeTruthy();
     const byAgent = Object.fromEntries(result.results.map((r) => [r.agent, r]));
     expect(Object.keys(byAgent).sort()).toEqual(['alpha', 'beta']);
-    expect(byAgent.beta!.state).toBe('completed');
+    expect(byAgent.beta!.state, JSON.stringify(result.results)).toBe('completed');
+    expect(byAgent.beta!.timings.finishedAt, JSON.stringify(result.results)).toBeTruthy();
     // (startedAt is BullMQ's first pick-up, before the dependent parks to wait; finishing is what orders them.)
     expect(Date.parse(byAgent.beta!.timings.finishedAt)).toBeGreaterThanOrEqual(Date.parse(byAgent.alpha!.timings.finishedAt));
     const table = await cli(['run', 'alpha', '--with-dependents', '--wait']);

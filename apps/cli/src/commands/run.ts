@@ -90,7 +90,10 @@ async function waitForRuns(ctx: CommandContext, runIds: string[], timeoutMs: num
     for (const id of runIds) {
       if (done.has(id)) continue;
       const run = await ctx.api.get<RunView>(`/api/runs/${encodeURIComponent(id)}`);
-      if (FINISHED.has(run.state)) done.set(id, run);
+      // The API reads the job, then its state: a run finishing in between shows a finished state
+      // with the timings of its active phase. Poll once more to get the finished record.
+      const isTornRead = run.timings !== undefined && !run.timings.finishedAt;
+      if (FINISHED.has(run.state) && !isTornRead) done.set(id, run);
     }
     if (done.size === runIds.length) return runIds.map((id) => done.get(id)!);
     if (ctx.io.signal.aborted) throw new CliError(`stopped waiting; ${runIds.length - done.size} run(s) still going (they keep running)`);
