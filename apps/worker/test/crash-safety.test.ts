@@ -16,6 +16,16 @@ const agentsDir = writeAgentsDir(
   ),
 );
 
+// Blocks its worker's event loop for 4 s on its first start (marker file absent), returns at once afterwards.
+const blockingDir = writeAgentsDir({
+  'blocker.ts': agentSource(
+    { name: 'blocker', retry: { attempts: 3, backoff: { type: 'exponential', delayMs: 100 } } },
+    `const fs = await import('node:fs');
+     if (!fs.existsSync(ctx.data.marker)) { fs.writeFileSync(ctx.data.marker, 'blocked'); const until = Date.now() + 4000; while (Date.now() < until) {} }
+     return { ok: true };`,
+  ),
+});
+
 const toClose: (() => Promise<unknown>)[] = [];
 afterAll(async () => {
   for (const close of toClose) await close();
@@ -93,4 +103,30 @@ describe('a worker killed with SIGKILL', () => {
     survivor.kill('SIGTERM');
     expect(await survivor.exited).toBe(0);
   }, 90_000);
+
+  it('says so loudly when an agent blocks the event loop longer than the lock and its run is taken over', async () => {
+    const prefix = uniquePrefix();
+    const keys = createKeys(prefix);
+    const queues = createQueues({ connection: redis.client(), keys });
+    toClose.push(() => queues.close());
+    const env = { REDIS_URL: redis.url, WERKPILOT_PREFIX: prefix, WERKPILOT_AGENTS: blockingDir, LOCK_DURATION_MS: '1000', STALLED_INTERVAL_MS: '500' };
+    const apps = [startApp('worker', env), startApp('worker', env)];
+    await Promise.all(apps.map((app) => app.waitForLog(/worker online/)));
+    const registry = await loadRegistry(blockingDir);
+    const job = await queues.agents.add('blocker', { agent: 'blocker', trigger: 'manual', data: { marker: `${blockingDir}/marker-${prefix}` } }, runJobOptions(registry.require('blocker'), { dlqRetain: 100, completedRetain: 1000 }));
+    const blockedId = await waitFor(async () => {
+      const active = await queues.agents.getJob(job.id!);
+      return (await active?.getState()) === 'active' ? active!.processedBy : undefined;
+    }, { what: 'the blocking run active' });
+    const blocked = apps.find((app) => app.logs().some((l) => l.workerId === blockedId))!;
+
+    await waitFor(async () => (await queues.agents.getJobState(job.id!)) === 'completed', { timeoutMs: 30_000, what: 'the run completed' });
+    expect(((await queues.agents.getJob(job.id!))!.returnvalue as { workerId: string }).workerId).not.toBe(blockedId);
+    // The blocked worker notices it lost the lock and says so, instead of finishing the run silently.
+    await blocked.waitForLog(/lost the lock of run \d+: aborting it here/, 20_000);
+    for (const app of apps) {
+      app.kill('SIGTERM');
+      expect(await app.exited).toBe(0);
+    }
+  }, 60_000);
 });
