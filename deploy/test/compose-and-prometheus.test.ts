@@ -167,6 +167,14 @@ describe('Dockerfile', () => {
     expect(runtime.join('\n')).toMatch(/CMD \["scheduler"\]/);
   });
 
+  it('has shell scripts that parse (`sh -n`)', () => {
+    for (const script of ['docker-entrypoint.sh', 'install-production.sh', 'compose-smoke.sh']) {
+      const result = run('sh', ['-n', path.join(DEPLOY_DIR, script)]);
+      expect(result.stderr, script).toBe('');
+      expect(result.status, script).toBe(0);
+    }
+  });
+
   it('keeps node_modules, .git and local data out of the build context', () => {
     const ignore = readFileSync(path.join(REPO_ROOT, '.dockerignore'), 'utf8').split('\n');
     for (const entry of ['**/node_modules', '.git', '.data', 'test-results']) expect(ignore).toContain(entry);
