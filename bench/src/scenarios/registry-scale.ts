@@ -53,6 +53,12 @@ export const registryScale: Scenario = {
       largest = { registry, prefix };
     }
     rows.push(...(await snapshotResponseTimes(redis, largest!.registry, largest!.prefix, quick ? 3 : 7)));
+    if (!quick) {
+      // The fixed cost (Node, the tsx loader, bullmq, express, Bull Board) apart from the agents'.
+      progress('registry-scale: scheduler process with 1 agent');
+      const { target: _noTarget, ...fixedCost } = await schedulerRss(redis, 1);
+      rows.push(fixedCost);
+    }
     progress('registry-scale: scheduler process with 1000 agents');
     rows.push(await schedulerRss(redis, 1000));
     return rows;
@@ -131,7 +137,7 @@ async function schedulerRss(redis: BenchRedis, count: number): Promise<Measureme
     // Serve a snapshot once (the dashboard polls it), let the boot settle, then read RSS.
     await fetch(`http://127.0.0.1:${port}/api/metrics`).then((r) => r.arrayBuffer());
     await sleep(1000);
-    return { metric: `scheduler RSS, ${count} agents`, value: readRssMB(child.pid!), baseline: null, unit: 'MB', target: { on: 'value', max: 150 } };
+    return { metric: `scheduler RSS, ${count} agent${count === 1 ? '' : 's'}`, value: readRssMB(child.pid!), baseline: null, unit: 'MB', target: { on: 'value', max: 150 } };
   } finally {
     child.kill('SIGTERM');
     const killer = setTimeout(() => child.kill('SIGKILL'), 10_000);
