@@ -40,6 +40,8 @@ export function buildProgram(io: CliIo): Command {
     .option('--token <token>', 'bearer token (env WERKPILOT_TOKEN or DASHBOARD_TOKEN)')
     .option('--json', 'print JSON instead of tables (every command)')
     .showSuggestionAfterError(false)
+    // `werkpilot run --help` lists --url, --token and --json too.
+    .configureHelp({ showGlobalOptions: true })
     .exitOverride()
     .configureOutput({
       writeOut: (text) => io.stdout(text),
