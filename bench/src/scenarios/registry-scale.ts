@@ -82,22 +82,34 @@ async function snapshotResponseTimes(redis: BenchRedis, registry: Registry, pref
   await new Promise<void>((resolve) => server.once('listening', () => resolve()));
   const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 
-  const time = async (pathname: string, accept: string) => {
-    const samples: number[] = [];
-    for (let i = 0; i <= requests; i += 1) {
-      const start = preciseNow();
+  /** Median response time over `requests` (after one warm-up), plus the body size and Redis commands of one request. */
+  const time = async (pathname: string, accept: string): Promise<{ ms: number; detail: Record<string, number> }> => {
+    const get = async () => {
       const response = await fetch(base + pathname, { headers: { accept } });
-      await response.arrayBuffer();
+      const body = await response.arrayBuffer();
       if (!response.ok) throw new Error(`GET ${pathname} answered ${response.status}`);
-      if (i > 0) samples.push(preciseNow() - start); // the first request warms up
+      return body.byteLength;
+    };
+    const before = await redis.commandCounts();
+    const bytes = await get();
+    const after = await redis.commandCounts();
+    let commands = 0;
+    for (const [command, calls] of after) if (command !== 'info') commands += calls - (before.get(command) ?? 0);
+    const samples: number[] = [];
+    for (let i = 0; i < requests; i += 1) {
+      const start = preciseNow();
+      await get();
+      samples.push(preciseNow() - start);
     }
-    return median(samples);
+    return { ms: median(samples), detail: { responseBytes: bytes, redisCommandsPerRequest: commands } };
   };
   const target = { on: 'value' as const, max: 250 };
   const size = registry.size;
+  const json = await time('/api/metrics', 'application/json');
+  const prometheus = await time('/metrics', 'text/plain;version=0.0.4');
   const rows: Measurement[] = [
-    { metric: `GET /api/metrics (JSON), ${size} agents`, value: await time('/api/metrics', 'application/json'), baseline: null, unit: 'ms', target },
-    { metric: `GET /metrics (Prometheus), ${size} agents`, value: await time('/metrics', 'text/plain;version=0.0.4'), baseline: null, unit: 'ms', target },
+    { metric: `GET /api/metrics (JSON), ${size} agents`, value: json.ms, baseline: null, unit: 'ms', target, detail: json.detail },
+    { metric: `GET /metrics (Prometheus), ${size} agents`, value: prometheus.ms, baseline: null, unit: 'ms', target, detail: prometheus.detail },
   ];
   await new Promise((resolve) => server.close(resolve));
   await closeApp();
