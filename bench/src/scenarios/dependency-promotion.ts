@@ -53,11 +53,22 @@ export const dependencyPromotion: Scenario = {
     const producer = openOrchestratorQueues(redis.url, prefix);
     const workers = await Promise.all(Array.from({ length: WORKERS }, () => startOrchestratorWorker({ url: redis.url, prefix, registry, concurrency: CONCURRENCY })));
     const waiters = workers.map((w) => completionWaiter(w.worker as unknown as Worker));
+    // A dependent that was fetched before its dependency finished parks and is started again on
+    // promotion: BullMQ counts that second start in attemptsStarted.
+    let promoted = 0;
+    for (const w of workers) {
+      w.worker.on('completed', (job) => {
+        if (job.name === 'dependent' && (job.attemptsStarted ?? 0) >= 2) promoted += 1;
+      });
+    }
     const deps = { queue: producer.queues.agents, registry, retention: RETENTION, redis: producer.redis, keys: producer.keys };
 
     progress(`dependency-promotion: ${count} promotions per side, ${WORKERS} workers`);
     for (let i = 0; i < warmUp + count; i += 1) {
-      if (i === warmUp) samples.length = 0;
+      if (i === warmUp) {
+        samples.length = 0;
+        promoted = 0;
+      }
       const pipeline = await startPipeline(deps, 'dependency', { pipeline: i });
       const dependentRun = pipeline.runs.find((r) => r.agent === 'dependent')!.runId;
       await within(Promise.race(waiters.map((wait) => wait(dependentRun))), 30_000, `pipeline ${pipeline.pipelineId}`);
@@ -74,7 +85,14 @@ export const dependencyPromotion: Scenario = {
     const r = summarise(rawSamples);
     return [
       { metric: `dependency end → dependent start p50 (${o.count})`, value: o.p50, baseline: r.p50, unit: 'ms' },
-      { metric: `dependency end → dependent start p99 (${o.count})`, value: o.p99, baseline: r.p99, unit: 'ms', target: { on: 'value', max: 5 } },
+      {
+        metric: `dependency end → dependent start p99 (${o.count})`,
+        value: o.p99,
+        baseline: r.p99,
+        unit: 'ms',
+        target: { on: 'value', max: 5 },
+        detail: { dependentsParkedAndPromoted: promoted, dependents: o.count },
+      },
     ] satisfies Measurement[];
   },
 };
