@@ -25,6 +25,7 @@ import {
   createQueues,
   createRedisConnection,
   defineAgent,
+  loadConfig,
   type AgentDefinition,
   type Keys,
   type Queues,
@@ -34,8 +35,11 @@ import {
   type RunJobData,
 } from '@werkpilot/shared';
 
+/** The configuration a process gets with no environment set. */
+const WORKER_DEFAULTS = loadConfig({});
+
 /** Retention as the apps default it (DLQ_RETAIN, COMPLETED_RETAIN). */
-export const RETENTION = { dlqRetain: 100, completedRetain: 1000 };
+export const RETENTION = { dlqRetain: WORKER_DEFAULTS.dlqRetain, completedRetain: WORKER_DEFAULTS.completedRetain };
 
 /**
  * A logger like the apps' (pino at `info`, JSON) whose lines go nowhere: the bench pays for
@@ -149,6 +153,9 @@ export async function startOrchestratorWorker({
     ],
     handBack: memory.handBack,
     activeRuns,
+    // The defaults a worker runs with (LOCK_DURATION_MS, STALLED_INTERVAL_MS unset).
+    lockDurationMs: WORKER_DEFAULTS.lockDurationMs,
+    stalledIntervalMs: WORKER_DEFAULTS.stalledIntervalMs,
   });
   await worker.waitUntilReady();
   const responder = startRpcResponder({ redis, keys, log, agents: registry.list(), workerId });
