@@ -37,10 +37,15 @@ export async function openBenchRedis(): Promise<BenchRedis> {
     return redis;
   };
   const admin = client();
+  const prefixes: string[] = [];
   return {
     url: provisioned.url,
     isOwned: provisioned.source !== 'external',
-    prefix: (label) => `bench-${label}-${randomBytes(3).toString('hex')}`,
+    prefix: (label) => {
+      const prefix = `bench-${label}-${randomBytes(3).toString('hex')}`;
+      prefixes.push(prefix);
+      return prefix;
+    },
     client,
     commandCounts: async () => parseCommandStats(await admin.info('commandstats')),
     cpuSeconds: async () => {
@@ -49,10 +54,21 @@ export async function openBenchRedis(): Promise<BenchRedis> {
       return field('used_cpu_user') + field('used_cpu_sys');
     },
     close: async () => {
+      // A Redis we did not start keeps running: take our keys out of it.
+      if (provisioned.source === 'external') for (const prefix of prefixes) await deleteKeys(admin, `{${prefix}}:*`);
       await Promise.all(clients.map((c) => c.quit().catch(() => c.disconnect())));
       await provisioned.stop();
     },
   };
+}
+
+async function deleteKeys(redis: Redis, pattern: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length > 0) await redis.unlink(...keys);
+  } while (cursor !== '0');
 }
 
 /** `cmdstat_evalsha:calls=12,usec=...` lines into a map of command → calls. */
