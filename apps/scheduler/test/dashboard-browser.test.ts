@@ -93,7 +93,8 @@ describe.runIf(existsSync(CHROMIUM))('dashboard in headless Chromium', () => {
     const retried = page.waitForResponse((res) => res.url().endsWith(`/api/dlq/${encodeURIComponent(runId!)}/retry`));
     await page.locator(`#dlq tr[data-run="${runId}"] button[data-action="retry"]`).click();
     expect((await retried).status()).toBe(200);
-    await expect(page.locator('#toast').textContent()).resolves.toContain(`run ${runId} retried`);
+    // The toast is written after the response arrives, so wait for it rather than read it once.
+    await waitFor(async () => (await page.locator('#toast').textContent())?.includes(`run ${runId} retried`), { what: 'the retry toast' });
     // The run left the DLQ: it is queued or running again, or (the flaky agent fails every attempt) failed anew later.
     const run = await (await context.request.get(`${baseUrl}/api/runs/${encodeURIComponent(runId!)}`)).json();
     expect(run.id).toBe(runId);
