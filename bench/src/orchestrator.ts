@@ -3,24 +3,11 @@ import type { Worker } from 'bullmq';
 import { pino, type Logger } from 'pino';
 import {
   AgentStateStore,
-  CircuitBreaker,
   EventBus,
-  HealthStore,
   MemoryMonitor,
   RpcClient,
-  agentToggleRules,
-  bootGateRules,
   buildRegistry,
-  createAgentWorker,
-  createRunAdmission,
-  createRunGate,
-  createRunMetricsRecorder,
-  createWorkerMetrics,
-  dependencyHealthRule,
-  ownCircuitRule,
-  skipCauseListener,
-  startRpcResponder,
-  startRunCancelListener,
+  createWorkerRuntime,
   createKeys,
   createQueues,
   createRedisConnection,
@@ -102,8 +89,8 @@ export interface OrchestratorWorker {
  * overlap lease), outcome listeners, RPC and memory hand-back that the worker app wires; agent state
  * (counters, percentiles) and bus events. Mirrors the per-run parts of `apps/worker/src/main.ts`
  * (left out: the system worker, heartbeat timer, worker HTTP and signal handling, which cost
- * nothing per run). When that wiring changes this must follow it, or the bench measures a path
- * nobody runs.
+ * nothing per run). Both build the run path with `createWorkerRuntime`, so the bench measures the
+ * path that runs.
  */
 export async function startOrchestratorWorker({
   url,
@@ -123,51 +110,32 @@ export async function startOrchestratorWorker({
   const bus = new EventBus({ redis, keys, log });
   const state = new AgentStateStore({ redis, keys });
   const memory = new MemoryMonitor({ log, intervalMs: 60_000, publish: (type, data) => bus.publish(type, data), identity: { process: 'worker', workerId } });
-  const activeRuns = new Set<string>();
-  const circuit = new CircuitBreaker({ redis, keys, log });
-  const health = new HealthStore({ redis, keys });
-  const gate = createRunGate({
-    rules: [...agentToggleRules({ redis, keys }), ...bootGateRules({ redis, keys }), dependencyHealthRule({ circuit, health }), ownCircuitRule(circuit)],
-  });
-  const admission = createRunAdmission({ redis, keys, log });
-  const metrics = createWorkerMetrics({ activeRuns: () => activeRuns.size });
-  const rpc = new RpcClient({ redis, keys, log });
-  const worker = createAgentWorker({
-    request: (from, agent, payload, options) => rpc.request(agent, payload, { ...options, from }),
-    connection: redis,
+  const bullConnection = createRedisConnection({ url, role: 'worker:bullmq', log });
+  const { worker, rpc, admission, startServices } = createWorkerRuntime({
     redis,
+    bullConnection,
     keys,
     registry,
-    state,
-    bus,
     log,
     workerId,
     concurrency,
-    gates: [gate],
-    admission,
-    outcomeListeners: [
-      circuit.outcomeListener((agent) => registry.get(agent)?.maxRestartsPerHour),
-      skipCauseListener(keys),
-      createRunMetricsRecorder({ redis, keys }),
-      metrics.outcomeListener,
-    ],
+    bus,
+    state,
     handBack: memory.handBack,
-    activeRuns,
     // The defaults a worker runs with (LOCK_DURATION_MS, STALLED_INTERVAL_MS unset).
     lockDurationMs: WORKER_DEFAULTS.lockDurationMs,
     stalledIntervalMs: WORKER_DEFAULTS.stalledIntervalMs,
   });
   await worker.waitUntilReady();
-  const responder = startRpcResponder({ redis, keys, log, agents: registry.list(), workerId });
-  const cancelListener = await startRunCancelListener({ redis, keys, log, worker, workerId });
+  const closeServices = await startServices();
   return {
     worker,
     rpc,
     close: async () => {
       await worker.close();
-      await Promise.all([responder.close(), cancelListener.close(), rpc.close(), admission.close()]);
+      await Promise.all([closeServices(), admission.close()]);
       await bus.close();
-      await redis.quit().catch(() => redis.disconnect());
+      await Promise.all([redis, bullConnection].map((c) => c.quit().catch(() => c.disconnect())));
     },
   };
 }

@@ -3,18 +3,12 @@ import { hostname } from 'node:os';
 import {
   AgentStateStore,
   EventBus,
-  createAgentWorker,
-  createRunMetricsRecorder,
-  createWorkerMetrics,
+  createWorkerRuntime,
   CircuitBreaker,
-  HealthStore,
-  dependencyHealthRule,
-  ownCircuitRule,
   HEALTH_CHECK_JOB,
   NIGHTLY_JOB,
   createHealthCheckHandler,
   createNightlyHandler,
-  skipCauseListener,
   createSystemWorker,
   type SystemJobHandler,
   createKeys,
@@ -31,14 +25,7 @@ import {
   makeWorkerId,
   runProcess,
   BOOT_CHECK_JOB,
-  agentToggleRules,
-  bootGateRules,
   createBootCheckHandler,
-  createRunAdmission,
-  createRunGate,
-  RpcClient,
-  startRpcResponder,
-  startRunCancelListener,
 } from '@werkpilot/shared';
 import { startWorkerHttp } from './worker-http.js';
 
@@ -71,63 +58,38 @@ runProcess('werkpilot worker', async () => {
     publish: (type, data) => bus.publish(type, data),
     identity: { process: 'worker', workerId },
   });
-  const activeRuns = new Set<string>();
-  // Dependency health gating: one list of rules (gating.ts); each capability adds its own here.
-  const circuit = new CircuitBreaker({ redis, keys, log });
-  const health = new HealthStore({ redis, keys });
-  const gate = createRunGate({
-    rules: [
-      ...agentToggleRules({ redis, keys }),
-      ...bootGateRules({ redis, keys }),
-      dependencyHealthRule({ circuit, health }),
-      // May hand this run the half-open trial; should another rule skip it, the circuit hands the trial back.
-      ownCircuitRule(circuit),
-    ],
-  });
-  const admission = createRunAdmission({ redis, keys, log });
-  shutdown.register(5, 'run admission', () => admission.close());
-  const metrics = createWorkerMetrics({ activeRuns: () => activeRuns.size });
-  const rpc = new RpcClient({ redis, keys, log });
-  const worker = createAgentWorker({
-    request: (from, agent, payload, options) => rpc.request(agent, payload, { ...options, from }),
-    connection: redis,
+  // BullMQ gets a connection of its own (see WorkerRuntimeOptions.bullConnection).
+  const bullConnection = createRedisConnection({ url: config.redisUrl, role: 'worker:bullmq', log });
+  shutdown.register(6, 'bullmq connection', () => closeRedisConnection(bullConnection));
+  const { worker, admission, metrics, activeRuns, startServices } = createWorkerRuntime({
     redis,
+    bullConnection,
     keys,
     registry,
-    state,
-    bus,
     log,
     workerId,
     concurrency: config.workerConcurrency,
-    gates: [gate],
-    admission,
-    outcomeListeners: [
-      circuit.outcomeListener((agent) => registry.get(agent)?.maxRestartsPerHour),
-      skipCauseListener(keys),
-      // Cluster-wide exported figures (duration buckets, retries, timeouts) in Redis, and this process's own.
-      createRunMetricsRecorder({ redis, keys }),
-      metrics.outcomeListener,
-    ],
+    bus,
+    state,
     handBack: memory.handBack,
-    activeRuns,
     lockDurationMs: config.lockDurationMs,
     stalledIntervalMs: config.stalledIntervalMs,
   });
+  shutdown.register(5, 'run admission', () => admission.close());
   registerWorkerDrain(shutdown, worker, { name: 'agents worker', activeJobs: activeRuns, isRedisUp: () => redis.status === 'ready' });
   // Internal jobs by name; each capability registers its handler here.
   const systemHandlers: Record<string, SystemJobHandler> = {};
   systemHandlers[BOOT_CHECK_JOB] = createBootCheckHandler({ registry, log });
   systemHandlers[HEALTH_CHECK_JOB] = createHealthCheckHandler({ registry, log });
   systemHandlers[NIGHTLY_JOB] = createNightlyHandler({
-    redis, keys, registry, state, circuit, bus, log, timezone: config.nightlyTz, completedRetain: config.completedRetain,
+    redis, keys, registry, state, circuit: new CircuitBreaker({ redis, keys, log }), bus, log, timezone: config.nightlyTz, completedRetain: config.completedRetain,
   });
   const activeSystemJobs = new Set<string>();
-  const systemWorker = createSystemWorker({ connection: redis, keys, log, workerId, handlers: systemHandlers, activeJobs: activeSystemJobs });
+  const systemWorker = createSystemWorker({ connection: bullConnection, keys, log, workerId, handlers: systemHandlers, activeJobs: activeSystemJobs });
   registerWorkerDrain(shutdown, systemWorker, { name: 'system worker', activeJobs: activeSystemJobs, isRedisUp: () => redis.status === 'ready' });
   await Promise.all([worker.waitUntilReady(), systemWorker.waitUntilReady()]);
-  const responder = startRpcResponder({ redis, keys, log, agents: registry.list(), workerId });
-  const cancelListener = await startRunCancelListener({ redis, keys, log, worker, workerId });
-  shutdown.register(5, 'rpc and run cancellation', () => Promise.all([responder.close(), cancelListener.close(), rpc.close()]));
+  const closeServices = await startServices();
+  shutdown.register(5, 'rpc and run cancellation', closeServices);
   memory.start();
   shutdown.register(1, 'memory monitor', () => memory.stop());
   const startedAt = new Date().toISOString();

@@ -46,3 +46,4 @@ export * from './reports.js';
 export * from './nightly.js';
 export * from './event-filter.js';
 export * from './prometheus-sources.js';
+export * from './worker-runtime.js';

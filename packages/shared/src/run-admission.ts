@@ -35,14 +35,16 @@ export interface RunAdmission {
 export interface RunAdmissionOptions {
   redis: Redis;
   keys: Keys;
+  /** BullMQ's connection, for promoting parked runs (see DependencyWaitsOptions); default `redis`. */
+  queueConnection?: Redis;
   log: Logger;
   /** Safety deadline of a parked run: it re-checks by itself after this, should no promotion come. */
   recheckMs?: number;
   clock?: () => number;
 }
 
-export function createRunAdmission({ redis, keys, log, recheckMs = 60_000, clock = Date.now }: RunAdmissionOptions): RunAdmission {
-  const waits = new DependencyWaits({ redis, keys });
+export function createRunAdmission({ redis, keys, log, queueConnection, recheckMs = 60_000, clock = Date.now }: RunAdmissionOptions): RunAdmission {
+  const waits = new DependencyWaits({ redis, keys, ...(queueConnection ? { queueConnection } : {}) });
   const overlap = new OverlapGuard({ redis, keys });
 
   /** Parks the job, then runs `register`; promotes it at once if registering found nothing to wait for. */
