@@ -114,7 +114,9 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
     }
 
     const startedAt = clock();
-    await deps.bus.publish('agent:started', { ...base, trigger: job.data.trigger }, spec.name);
+    // Not awaited: the run need not wait a round trip for its own announcement, and commands on one
+    // connection are delivered in order, so `agent:started` still precedes the run's outcome event.
+    deps.bus.publish('agent:started', { ...base, trigger: job.data.trigger }, spec.name).catch((err: unknown) => log.warn({ err }, 'could not publish agent:started'));
 
     const timeout = new AbortController();
     const timer = setTimeout(() => timeout.abort(new RunTimeoutError(spec.timeoutMs)), spec.timeoutMs);
