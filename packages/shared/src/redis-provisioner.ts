@@ -68,6 +68,10 @@ async function startRedisServer(options: ProvisionOptions): Promise<ProvisionedR
   }
 
   let child: ChildProcess | undefined;
+  // Should this process exit without calling stop() (a crash, a test runner's worker torn down),
+  // the server goes with it rather than lingering on its port.
+  const stopOnExit = () => child?.kill('SIGTERM');
+  process.once('exit', stopOnExit);
   const start = async () => {
     // Its own process group: a Ctrl-C in the terminal must not kill Redis while our processes
     // still drain into it; we stop it ourselves, last.
@@ -87,6 +91,7 @@ async function startRedisServer(options: ProvisionOptions): Promise<ProvisionedR
   const stop = async () => {
     const proc = child;
     child = undefined;
+    process.removeListener('exit', stopOnExit);
     if (!proc || proc.exitCode !== null) return;
     const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
     proc.kill('SIGTERM');
@@ -102,6 +107,7 @@ async function startRedisServer(options: ProvisionOptions): Promise<ProvisionedR
     restart: async ({ downMs = 0 } = {}) => {
       await stop();
       if (downMs > 0) await sleep(downMs);
+      process.once('exit', stopOnExit);
       await start();
     },
   };
