@@ -1,24 +1,19 @@
 import { afterEach } from 'vitest';
 import type { Worker } from 'bullmq';
 import {
-  AgentStateStore,
-  EventBus,
   agentToggleRules,
   bootGateRules,
-  buildRegistry,
-  createAgentWorker,
-  createKeys,
   createLogger,
-  createQueues,
   createRunAdmission,
   createRunGate,
   type AgentDefinition,
+  type AgentStateStore,
   type BusEvent,
   type Keys,
   type Queues,
   type Registry,
 } from '@werkpilot/shared';
-import { uniquePrefix, type TestRedis } from '@werkpilot/test-support';
+import { createAgentCluster, type TestRedis } from '@werkpilot/test-support';
 import type { Redis } from 'ioredis';
 
 /** Helpers shared by the dependency-execution tests (not a test file: the leading `_`). */
@@ -49,15 +44,9 @@ export function onCleanup(fn: () => Promise<unknown>): void {
 }
 
 export async function dependencyCluster(testRedis: TestRedis, agents: Partial<AgentDefinition>[]): Promise<DependencyCluster> {
-  const registry = buildRegistry(agents.map((a) => ({ definition: { run: async () => null, ...a }, source: `/t/${a.name}.ts` })));
-  const keys = createKeys(uniquePrefix());
-  const redis = testRedis.client();
-  const queues = createQueues({ connection: redis, keys });
-  const state = new AgentStateStore({ redis, keys });
-  const bus = new EventBus({ redis, keys, log });
-  const events: BusEvent[] = [];
-  await bus.subscribe((e) => events.push(e));
-  cleanups.push(() => queues.close(), () => bus.close());
+  const cluster = await createAgentCluster(testRedis, agents, { log });
+  cleanups.push(() => cluster.close());
+  const { registry, keys, redis, queues, state, events } = cluster;
   return {
     registry,
     keys,
@@ -65,27 +54,20 @@ export async function dependencyCluster(testRedis: TestRedis, agents: Partial<Ag
     queues,
     state,
     events,
-    async startWorker({ concurrency = 1, id = 'worker-1' } = {}) {
-      const own = testRedis.client();
-      // A safety re-check far beyond any test: a lost promotion would hang the test, not hide.
-      const admission = createRunAdmission({ redis: own, keys, log, recheckMs: 10 * 60_000 });
-      const worker = createAgentWorker({
-        connection: own,
-        redis: own,
-        keys,
-        registry,
-        state: new AgentStateStore({ redis: own, keys }),
-        bus: new EventBus({ redis: own, keys, log }),
-        log,
-        workerId: id,
+    startWorker: ({ concurrency = 1, id = 'worker-1' } = {}) =>
+      cluster.startWorker({
+        id,
         concurrency,
-        gates: [createRunGate({ rules: [...agentToggleRules({ redis: own, keys }), ...bootGateRules({ redis: own, keys })] })],
-        admission,
-      });
-      cleanups.push(() => admission.close(), () => worker.close());
-      await worker.waitUntilReady();
-      return worker;
-    },
+        wire: (own) => {
+          // A safety re-check far beyond any test: a lost promotion would hang the test, not hide.
+          const admission = createRunAdmission({ redis: own, keys, log, recheckMs: 10 * 60_000 });
+          return {
+            gates: [createRunGate({ rules: [...agentToggleRules({ redis: own, keys }), ...bootGateRules({ redis: own, keys })] })],
+            admission,
+            cleanup: () => admission.close(),
+          };
+        },
+      }),
     async addTick(tick, names) {
       await queues.agents.addBulk(
         names.map((name) => {

@@ -1,23 +1,18 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import {
-  AgentStateStore,
   CircuitBreaker,
   EventBus,
   HealthStore,
-  buildRegistry,
-  createAgentWorker,
   createKeys,
   createLogger,
-  createQueues,
   createRunGate,
   dependencyHealthRule,
   ownCircuitRule,
   triggerRun,
   type AgentDefinition,
   type BusEvent,
-  type Keys,
 } from '@werkpilot/shared';
-import { uniquePrefix, useTestRedis, waitFor } from '@werkpilot/test-support';
+import { createAgentCluster, uniquePrefix, useTestRedis, waitFor } from '@werkpilot/test-support';
 
 const redis = useTestRedis();
 const log = createLogger({ level: 'silent', name: 'test' });
@@ -152,33 +147,22 @@ describe('circuit breaker', () => {
 
 describe('circuit breaker in the executor', () => {
   async function cluster(agents: Partial<AgentDefinition>[]) {
-    const keys: Keys = createKeys(uniquePrefix());
-    const registry = buildRegistry(agents.map((a) => ({ definition: { run: async () => null, ...a }, source: `/t/${a.name}.ts` })));
-    const connection = redis.client();
-    const queues = createQueues({ connection, keys });
-    const bus = new EventBus({ redis: connection, keys, log });
-    const events: BusEvent[] = [];
-    await bus.subscribe((e) => events.push(e));
-    const circuit = new CircuitBreaker({ redis: connection, keys, log });
-    cleanups.push(() => queues.close(), () => bus.close());
+    const c = await createAgentCluster(redis, agents, { log });
+    cleanups.push(() => c.close());
+    const { keys, queues, events, registry } = c;
+    const circuit = new CircuitBreaker({ redis: c.redis, keys, log });
     const startWorker = async (id: string) => {
-      const own = redis.client();
-      const ownCircuit = new CircuitBreaker({ redis: own, keys });
-      const worker = createAgentWorker({
-        connection: own,
-        redis: own,
-        keys,
-        registry,
-        state: new AgentStateStore({ redis: own, keys }),
-        bus: new EventBus({ redis: own, keys, log }),
-        log,
-        workerId: id,
+      await c.startWorker({
+        id,
         concurrency: 4,
-        gates: [createRunGate({ rules: [dependencyHealthRule({ circuit: ownCircuit, health: new HealthStore({ redis: own, keys }) }), ownCircuitRule(ownCircuit)] })],
-        outcomeListeners: [ownCircuit.outcomeListener((agent) => registry.get(agent)?.maxRestartsPerHour)],
+        wire: (own) => {
+          const ownCircuit = new CircuitBreaker({ redis: own, keys });
+          return {
+            gates: [createRunGate({ rules: [dependencyHealthRule({ circuit: ownCircuit, health: new HealthStore({ redis: own, keys }) }), ownCircuitRule(ownCircuit)] })],
+            outcomeListeners: [ownCircuit.outcomeListener((agent) => registry.get(agent)?.maxRestartsPerHour)],
+          };
+        },
       });
-      cleanups.push(() => worker.close());
-      await worker.waitUntilReady();
     };
     const run = async (agent: string) => {
       const { runId } = await triggerRun({ queue: queues.agents, registry, retention: { dlqRetain: 100, completedRetain: 1000 } }, agent);

@@ -1,77 +1,20 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Worker } from 'bullmq';
-import {
-  AgentStateStore,
-  DeadLetterQueue,
-  EventBus,
-  buildRegistry,
-  createAgentWorker,
-  createKeys,
-  createLogger,
-  createQueues,
-  reconcileJobSchedulers,
-  triggerRun,
-  type AgentDefinition,
-  type BusEvent,
-  type Queues,
-  type Registry,
-} from '@werkpilot/shared';
-import { uniquePrefix, useTestRedis, waitFor } from '@werkpilot/test-support';
+import { DeadLetterQueue, buildRegistry, createLogger, reconcileJobSchedulers, triggerRun, type AgentDefinition } from '@werkpilot/shared';
+import { createAgentCluster, useTestRedis, waitFor, type AgentCluster } from '@werkpilot/test-support';
 
 const redis = useTestRedis();
 const log = createLogger({ level: 'silent', name: 'test' });
 const retention = { dlqRetain: 100, completedRetain: 1000 };
 
-interface Cluster {
-  registry: Registry;
-  queues: Queues;
-  state: AgentStateStore;
-  bus: EventBus;
-  events: BusEvent[];
-  startWorker(options?: { concurrency?: number; id?: string }): Promise<Worker>;
-}
-
-const cleanups: (() => Promise<unknown>)[] = [];
+let current: AgentCluster | undefined;
 afterEach(async () => {
-  while (cleanups.length > 0) await cleanups.pop()!();
+  await current?.close();
+  current = undefined;
 });
 
-/** A registry, both queues, state, a bus recording every event, and workers on demand. */
-async function cluster(agents: Partial<AgentDefinition>[]): Promise<Cluster> {
-  const registry = buildRegistry(agents.map((a) => ({ definition: { run: async () => null, ...a }, source: `/t/${a.name}.ts` })));
-  const keys = createKeys(uniquePrefix());
-  const connection = redis.client();
-  const queues = createQueues({ connection, keys });
-  const state = new AgentStateStore({ redis: connection, keys });
-  const bus = new EventBus({ redis: connection, keys, log });
-  const events: BusEvent[] = [];
-  await bus.subscribe((e) => events.push(e));
-  cleanups.push(() => queues.close(), () => bus.close());
-  return {
-    registry,
-    queues,
-    state,
-    bus,
-    events,
-    async startWorker({ concurrency = 1, id = 'worker-1' } = {}) {
-      // Each worker gets its own connection, as a separate process would.
-      const own = redis.client();
-      const worker = createAgentWorker({
-        connection: own,
-        redis: own,
-        keys,
-        registry,
-        state: new AgentStateStore({ redis: own, keys }),
-        bus: new EventBus({ redis: own, keys, log }),
-        log,
-        workerId: id,
-        concurrency,
-      });
-      cleanups.push(() => worker.close());
-      await worker.waitUntilReady();
-      return worker;
-    },
-  };
+async function cluster(agents: Partial<AgentDefinition>[]): Promise<AgentCluster> {
+  current = await createAgentCluster(redis, agents, { log });
+  return current;
 }
 
 describe('running agents', () => {

@@ -4,20 +4,15 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Worker } from 'bullmq';
 import {
-  AgentStateStore,
-  EventBus,
   MemoryMonitor,
-  buildRegistry,
-  createAgentWorker,
   createKeys,
   createLogger,
-  createQueues,
   runJobOptions,
   type AgentDefinition,
   type Logger,
   type ProcessMemory,
 } from '@werkpilot/shared';
-import { REPO_ROOT, uniquePrefix, useTestRedis, waitFor } from '@werkpilot/test-support';
+import { REPO_ROOT, createAgentCluster, uniquePrefix, useTestRedis, waitFor } from '@werkpilot/test-support';
 
 const redis = useTestRedis();
 const retention = { dlqRetain: 100, completedRetain: 1000 };
@@ -110,29 +105,12 @@ describe('memory pressure on a real worker', () => {
       { name: 'critical', priority: 1, retry: { attempts: 1, backoff: { type: 'exponential', delayMs: 100 } }, run: async (ctx) => void ran.push(`critical@${ctx.runId}`) },
       { name: 'normal', priority: 3, retry: { attempts: 1, backoff: { type: 'exponential', delayMs: 100 } }, run: async () => void ran.push('normal') },
     ];
-    const registry = buildRegistry(agents.map((a) => ({ definition: { run: async () => null, ...a } as AgentDefinition, source: `/t/${a.name}.ts` })));
     const log = createLogger({ level: 'silent', name: 'test' });
-    const queues = createQueues({ connection: redis.client(), keys });
-    cleanups.push(() => queues.close());
-
-    const startWorker = async (id: string, monitor?: MemoryMonitor): Promise<Worker> => {
-      const own = redis.client();
-      const worker = createAgentWorker({
-        connection: own,
-        redis: own,
-        keys,
-        registry,
-        state: new AgentStateStore({ redis: own, keys }),
-        bus: new EventBus({ redis: own, keys, log }),
-        log,
-        workerId: id,
-        concurrency: 2,
-        ...(monitor ? { handBack: monitor.handBack } : {}),
-      });
-      cleanups.push(() => worker.close());
-      await worker.waitUntilReady();
-      return worker;
-    };
+    const cluster = await createAgentCluster(redis, agents, { log, keys });
+    cleanups.push(() => cluster.close());
+    const { registry, queues } = cluster;
+    const startWorker = (id: string, monitor?: MemoryMonitor): Promise<Worker> =>
+      cluster.startWorker({ id, concurrency: 2, wire: () => (monitor ? { handBack: monitor.handBack } : {}) });
 
     const { monitor } = monitorWith([95], () => {});
     await monitor.check();

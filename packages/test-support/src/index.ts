@@ -2,3 +2,4 @@ export * from './agents-dir.js';
 export * from './processes.js';
 export * from './redis-harness.js';
 export * from './wait-for.js';
+export * from './agent-cluster.js';
