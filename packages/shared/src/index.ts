@@ -47,3 +47,4 @@ export * from './nightly.js';
 export * from './event-filter.js';
 export * from './prometheus-sources.js';
 export * from './worker-runtime.js';
+export * from './cluster-snapshot.js';
