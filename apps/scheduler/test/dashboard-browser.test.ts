@@ -1,9 +1,9 @@
 import { existsSync, mkdirSync } from 'node:fs';
-import { createServer } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chromium, type Browser } from 'playwright-core';
 import { REPO_ROOT, startApp, uniquePrefix, useTestRedis, waitFor, type AppProcess } from '@werkpilot/test-support';
+import { freePort } from '@werkpilot/shared';
 
 /**
  * The dashboard in a real browser: headless Debian Chromium (never a downloaded one) against a
@@ -19,16 +19,6 @@ const PASSWORD = 'browser-test-password';
 
 const redis = useTestRedis();
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 describe.runIf(existsSync(CHROMIUM))('dashboard in headless Chromium', () => {
   let browser: Browser;

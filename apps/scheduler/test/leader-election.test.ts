@@ -1,6 +1,5 @@
-import { createServer } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createKeys, createQueues, leaderKey } from '@werkpilot/shared';
+import { createKeys, createQueues, leaderKey, freePort } from '@werkpilot/shared';
 import { agentSource, startApp, uniquePrefix, useTestRedis, waitFor, writeAgentsDir, type AppProcess } from '@werkpilot/test-support';
 
 const redis = useTestRedis();
@@ -13,16 +12,6 @@ const agentsDir = writeAgentsDir({
   'lead-scoring.ts': agentSource({ name: 'lead-scoring', schedule: { cron: '30 * * * *' }, dependsOn: ['crm-sync'] }),
 });
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.listen(0, () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-    server.once('error', reject);
-  });
-}
 
 interface Replica {
   app: AppProcess;

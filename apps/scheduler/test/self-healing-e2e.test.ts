@@ -1,6 +1,6 @@
-import { createServer } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { agentSource, startApp, uniquePrefix, useTestRedis, waitFor, writeAgentsDir } from '@werkpilot/test-support';
+import { freePort } from '@werkpilot/shared';
 
 const redis = useTestRedis();
 const TOKEN = 'e2e-token';
@@ -13,16 +13,6 @@ const agentsDir = writeAgentsDir({
   'dependent.ts': agentSource({ name: 'dependent', dependsOn: ['flaky'] }),
 });
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.listen(0, () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-    server.once('error', reject);
-  });
-}
 
 interface AgentView {
   circuit: string;
