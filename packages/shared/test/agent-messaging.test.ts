@@ -1,13 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import {
-  AgentStateStore,
   EventBus,
   RpcClient,
-  buildRegistry,
-  createAgentWorker,
-  createKeys,
   createLogger,
-  createQueues,
   startRpcResponder,
   triggerRun,
   type AgentDefinition,
@@ -16,7 +11,7 @@ import {
   type Queues,
   type Registry,
 } from '@werkpilot/shared';
-import { uniquePrefix, useTestRedis, waitFor } from '@werkpilot/test-support';
+import { createAgentCluster, useTestRedis, waitFor } from '@werkpilot/test-support';
 
 const redis = useTestRedis();
 const log = createLogger({ level: 'silent', name: 'test' });
@@ -39,38 +34,24 @@ interface Setup {
 
 /** One worker process's worth of parts: agents worker with ctx.request wired, RPC responder, bus. */
 async function setup(agents: Partial<AgentDefinition>[]): Promise<Setup> {
-  const registry = buildRegistry(agents.map((a) => ({ definition: { run: async () => null, ...a }, source: `/t/${a.name}.ts` })));
-  const keys = createKeys(uniquePrefix());
-  const connection = redis.client();
-  const queues = createQueues({ connection, keys });
-  const observer = new EventBus({ redis: redis.client(), keys, log });
-  const events: BusEvent[] = [];
-  await observer.subscribe((e) => events.push(e));
-  const own = redis.client();
-  const workerBus = new EventBus({ redis: own, keys, log });
-  const rpc = new RpcClient({ redis: own, keys, log });
-  const responder = startRpcResponder({ redis: own, keys, log, agents: registry.list(), workerId: 'w1' });
-  const worker = createAgentWorker({
-    connection: own,
-    redis: own,
-    keys,
-    registry,
-    state: new AgentStateStore({ redis: own, keys }),
-    bus: workerBus,
-    log,
-    workerId: 'w1',
+  const cluster = await createAgentCluster(redis, agents, { log });
+  cleanups.push(() => cluster.close());
+  const { keys, registry, queues, events } = cluster;
+  let workerBus!: EventBus;
+  await cluster.startWorker({
+    id: 'w1',
     concurrency: 5,
-    request: (from, agent, payload, options) => rpc.request(agent, payload, { ...options, from }),
+    wire: (own) => {
+      workerBus = new EventBus({ redis: own, keys, log });
+      const rpc = new RpcClient({ redis: own, keys, log });
+      const responder = startRpcResponder({ redis: own, keys, log, agents: registry.list(), workerId: 'w1' });
+      return {
+        bus: workerBus,
+        request: (from, agent, payload, options) => rpc.request(agent, payload, { ...options, from }),
+        cleanup: () => Promise.all([workerBus.close(), rpc.close(), responder.close()]),
+      };
+    },
   });
-  cleanups.push(
-    () => queues.close(),
-    () => observer.close(),
-    () => workerBus.close(),
-    () => rpc.close(),
-    () => responder.close(),
-    () => worker.close(),
-  );
-  await worker.waitUntilReady();
   return {
     keys,
     registry,
