@@ -36,9 +36,16 @@ export const RUN_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9:_.-]{0,199}$/;
  */
 export async function lookupRun(queue: Queue<RunJobData>, id: string): Promise<RunView> {
   if (!RUN_ID_PATTERN.test(id)) throw new RunNotFoundError(id);
-  const job = await queue.getJob(id);
+  let job = await queue.getJob(id);
   if (!job) throw new RunNotFoundError(id);
-  return toRunView(job, await job.getState());
+  const state = await job.getState();
+  // The run may have finished between the two reads: then read the job again, so a finished state
+  // never comes with the running job's missing result and finish time.
+  if ((state === 'completed' || state === 'failed') && job.finishedOn === undefined) {
+    job = await queue.getJob(id);
+    if (!job) throw new RunNotFoundError(id);
+  }
+  return toRunView(job, state);
 }
 
 const iso = (ms: number | undefined) => (ms ? new Date(ms).toISOString() : null);
