@@ -113,6 +113,11 @@ async function startRedisServer(options: ProvisionOptions): Promise<ProvisionedR
   };
 }
 
+/**
+ * testcontainers is a development dependency: production images get Redis from REDIS_URL, and this
+ * fallback (for `pnpm start` and the tests on a machine with Docker but no redis-server) fails
+ * quietly there, falling through to the "how to get Redis" message.
+ */
 async function startRedisContainer(hz: number): Promise<ProvisionedRedis> {
   const { GenericContainer } = await import('testcontainers');
   const container = await new GenericContainer('redis:7').withExposedPorts(6379).withCommand(['redis-server', '--hz', String(hz), '--save', '']).start();
