@@ -1,4 +1,4 @@
-import { createServer } from 'node:net';
+export { freePort } from '@werkpilot/shared';
 import type { CliIo } from '../src/cli-io.js';
 import { runCli } from '../src/program.js';
 
@@ -43,13 +43,3 @@ export async function runWerkpilot(args: string[], baseEnv: Record<string, strin
   return result;
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
