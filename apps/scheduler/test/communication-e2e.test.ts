@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { freePort, type BusEvent } from '@werkpilot/shared';
-import { startApp, uniquePrefix, useTestRedis, waitFor, writeAgentsDir } from '@werkpilot/test-support';
+import { openEventStream, startApp, uniquePrefix, useTestRedis, waitFor, writeAgentsDir, type EventStream } from '@werkpilot/test-support';
 
 const redis = useTestRedis();
 
@@ -30,35 +30,6 @@ export default defineAgent({
 const TOKEN = 'e2e-token';
 const auth = { authorization: `Bearer ${TOKEN}` };
 
-/** An SSE client on the scheduler: the events it has seen so far. */
-async function follow(url: string, signal: AbortSignal): Promise<BusEvent[]> {
-  const response = await fetch(url, { headers: auth, signal });
-  expect(response.status).toBe(200);
-  const events: BusEvent[] = [];
-  let isConnected = false;
-  void (async () => {
-    const decoder = new TextDecoder();
-    let buffer = '';
-    try {
-      for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
-        buffer += decoder.decode(chunk, { stream: true });
-        let end: number;
-        while ((end = buffer.indexOf('\n\n')) >= 0) {
-          for (const line of buffer.slice(0, end).split('\n')) {
-            if (line.startsWith('data: ')) events.push(JSON.parse(line.slice(6)) as BusEvent);
-            if (line === ': connected') isConnected = true;
-          }
-          buffer = buffer.slice(end + 2);
-        }
-      }
-    } catch {
-      // aborted at the end of the test
-    }
-  })();
-  await waitFor(() => isConnected, { what: 'the event stream to connect' });
-  return events;
-}
-
 describe('agent communication through the real processes', () => {
   it('streams the same events over SSE and Redis SUBSCRIBE, answers ctx.request, and cancels a run over HTTP', async () => {
     const prefix = uniquePrefix();
@@ -67,10 +38,11 @@ describe('agent communication through the real processes', () => {
     const scheduler = startApp('scheduler', env);
     const worker = startApp('worker', env);
     const base = `http://127.0.0.1:${port}`;
-    const streamEnd = new AbortController();
+    let stream: EventStream | undefined;
     try {
       await Promise.all([scheduler.waitForLog(/dashboard on/, 45_000), worker.waitForLog(/worker online/, 45_000)]);
-      const sse = await follow(`${base}/api/events?type=agent:*,leads:*`, streamEnd.signal);
+      stream = await openEventStream(`${base}/api/events?type=agent:*,leads:*`, auth);
+      const sse = stream.events;
       const subscriber = redis.client();
       const raw: BusEvent[] = [];
       subscriber.on('message', (_c: string, m: string) => raw.push(JSON.parse(m) as BusEvent));
@@ -117,7 +89,7 @@ describe('agent communication through the real processes', () => {
       expect(recent.events.length).toBeLessThanOrEqual(3);
       expect(recent.events.at(-1)?.data.runId).toBe(longRun);
     } finally {
-      streamEnd.abort();
+      stream?.close();
       scheduler.kill('SIGTERM');
       worker.kill('SIGTERM');
       await Promise.all([scheduler.exited, worker.exited]);

@@ -3,7 +3,7 @@ import type { Server } from 'node:http';
 import express from 'express';
 import { afterEach, describe, expect, it } from 'vitest';
 import { EventBus, createKeys, createLogger, type BusEvent } from '@werkpilot/shared';
-import { uniquePrefix, useTestRedis, waitFor } from '@werkpilot/test-support';
+import { openEventStream, uniquePrefix, useTestRedis, waitFor, type EventStream } from '@werkpilot/test-support';
 import { errorHandler } from '../src/http/error-handler.js';
 import { eventsRoutes, type EventsRouter } from '../src/http/events-routes.js';
 
@@ -46,40 +46,10 @@ async function setup({ heartbeatMs = 15_000 } = {}): Promise<Setup> {
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, serverBus, publisher, router };
 }
 
-interface Stream {
-  events: BusEvent[];
-  comments: string[];
-  close(): void;
-}
-
-/** Opens an SSE stream and resolves once the server says the subscription is live. */
-async function openStream(url: string): Promise<Stream> {
-  const controller = new AbortController();
-  const response = await fetch(url, { signal: controller.signal, headers: { accept: 'text/event-stream' } });
-  expect(response.status).toBe(200);
-  expect(response.headers.get('content-type')).toMatch(/^text\/event-stream/);
-  const stream: Stream = { events: [], comments: [], close: () => controller.abort() };
-  cleanups.push(() => controller.abort());
-  void (async () => {
-    const decoder = new TextDecoder();
-    let buffer = '';
-    try {
-      for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
-        buffer += decoder.decode(chunk, { stream: true });
-        let end: number;
-        while ((end = buffer.indexOf('\n\n')) >= 0) {
-          for (const line of buffer.slice(0, end).split('\n')) {
-            if (line.startsWith('data: ')) stream.events.push(JSON.parse(line.slice(6)) as BusEvent);
-            else if (line.startsWith(':')) stream.comments.push(line.slice(1).trim());
-          }
-          buffer = buffer.slice(end + 2);
-        }
-      }
-    } catch {
-      // aborted by the test
-    }
-  })();
-  await waitFor(() => stream.comments.includes('connected'), { what: 'the stream to connect' });
+/** Opens an SSE stream (closed after the test) and resolves once the subscription is live. */
+async function openStream(url: string): Promise<EventStream> {
+  const stream = await openEventStream(url);
+  cleanups.push(async () => stream.close());
   return stream;
 }
 
@@ -107,7 +77,7 @@ describe('GET /api/events', () => {
     await publisher.publish('agent:completed', { last: true }, 'lead-scoring');
     await waitFor(() => byType.events.some((e) => e.data.last) && byAgent.events.some((e) => e.data.last));
     await waitFor(() => both.events.length === 1);
-    const summary = (s: Stream) => s.events.map((e) => `${e.type}/${e.agent ?? '-'}`);
+    const summary = (s: EventStream) => s.events.map((e) => `${e.type}/${e.agent ?? '-'}`);
     expect(summary(byType)).toEqual(['agent:started/crm-sync', 'circuit:opened/lead-scoring', 'agent:failed/lead-scoring', 'agent:failed/daily-report', 'agent:completed/lead-scoring']);
     expect(summary(byAgent)).toEqual(['circuit:opened/lead-scoring', 'agent:failed/lead-scoring', 'health:changed/lead-scoring', 'agent:completed/lead-scoring']);
     expect(summary(both)).toEqual(['agent:failed/lead-scoring']);

@@ -3,3 +3,4 @@ export * from './processes.js';
 export * from './redis-harness.js';
 export * from './wait-for.js';
 export * from './agent-cluster.js';
+export * from './event-stream.js';

@@ -1,0 +1,49 @@
+import type { BusEvent } from '@werkpilot/shared';
+import { waitFor } from './wait-for.js';
+
+/** What an SSE client has read so far from `/api/events`. */
+export interface EventStream {
+  /** The `data:` messages, parsed, in arrival order. */
+  events: BusEvent[];
+  /** The comment lines (`: connected`, heartbeats), without the colon. */
+  comments: string[];
+  /** Ends the stream. */
+  close(): void;
+}
+
+/**
+ * Opens a server-sent events stream, reads it in the background, and resolves once the server's
+ * `: connected` comment says the subscription is live (so no event published after this is missed).
+ * Throws when the answer is not a 200 event stream.
+ */
+export async function openEventStream(url: string, headers: Record<string, string> = {}): Promise<EventStream> {
+  const controller = new AbortController();
+  const response = await fetch(url, { signal: controller.signal, headers: { accept: 'text/event-stream', ...headers } });
+  const contentType = response.headers.get('content-type') ?? '';
+  if (response.status !== 200 || !contentType.startsWith('text/event-stream')) {
+    controller.abort();
+    throw new Error(`GET ${url} answered ${response.status} ${contentType}, not an event stream`);
+  }
+  const stream: EventStream = { events: [], comments: [], close: () => controller.abort() };
+  void (async () => {
+    const decoder = new TextDecoder();
+    let buffer = '';
+    try {
+      for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+        buffer += decoder.decode(chunk, { stream: true });
+        let end: number;
+        while ((end = buffer.indexOf('\n\n')) >= 0) {
+          for (const line of buffer.slice(0, end).split('\n')) {
+            if (line.startsWith('data: ')) stream.events.push(JSON.parse(line.slice(6)) as BusEvent);
+            else if (line.startsWith(':')) stream.comments.push(line.slice(1).trim());
+          }
+          buffer = buffer.slice(end + 2);
+        }
+      }
+    } catch {
+      // closed by the caller
+    }
+  })();
+  await waitFor(() => stream.comments.includes('connected'), { what: `the event stream ${url} to connect` });
+  return stream;
+}
