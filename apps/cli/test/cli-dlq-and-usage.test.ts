@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO_ROOT, agentSource, startApp, uniquePrefix, useTestRedis, waitFor, writeAgentsDir, type AppProcess } from '@werkpilot/test-support';
+import { REPO_ROOT, agentSource, startAppCluster, uniquePrefix, useTestRedis, waitFor, writeAgentsDir, type AppCluster } from '@werkpilot/test-support';
 import { freePort, runWerkpilot, type CliCall, type CliResult } from './cli-harness.js';
 
 /**
@@ -11,8 +11,7 @@ import { freePort, runWerkpilot, type CliCall, type CliResult } from './cli-harn
 
 const redis = useTestRedis();
 const TOKEN = 'cli-dlq-token';
-let scheduler: AppProcess;
-let worker: AppProcess;
+let cluster: AppCluster | undefined;
 let env: Record<string, string>;
 
 const cli = (args: string[], call?: CliCall) => runWerkpilot(args, env, call);
@@ -46,21 +45,11 @@ beforeAll(async () => {
     'broken.ts': agentSource({ name: 'broken', retry: { attempts: 1 }, overlap: 'queue' }, "throw new Error('boom: upstream answered 503');"),
     'fine.ts': agentSource({ name: 'fine' }, 'return 1;'),
   });
-  const port = await freePort();
-  const common = { REDIS_URL: redis.url, WERKPILOT_PREFIX: uniquePrefix(), WERKPILOT_AGENTS: agentsDir, LOG_LEVEL: 'warn', DASHBOARD_TOKEN: TOKEN };
-  scheduler = startApp('scheduler', { ...common, PORT: String(port) });
-  worker = startApp('worker', common);
-  env = { WERKPILOT_URL: `http://127.0.0.1:${port}`, WERKPILOT_TOKEN: TOKEN };
-  await waitFor(async () => (await fetch(`${env.WERKPILOT_URL}/readyz`).catch(() => undefined))?.ok, {
-    timeoutMs: 40_000,
-    what: `scheduler ready; output:\n${scheduler.output()}`,
-  });
+  cluster = await startAppCluster({ REDIS_URL: redis.url, WERKPILOT_PREFIX: uniquePrefix(), WERKPILOT_AGENTS: agentsDir, LOG_LEVEL: 'warn', DASHBOARD_TOKEN: TOKEN });
+  env = { WERKPILOT_URL: cluster.url, WERKPILOT_TOKEN: TOKEN };
 }, 60_000);
 
-afterAll(async () => {
-  for (const app of [worker, scheduler]) app?.kill('SIGTERM');
-  await Promise.all([worker?.exited, scheduler?.exited]);
-}, 60_000);
+afterAll(() => cluster?.stop(), 60_000);
 
 describe('dlq', () => {
   it('lists dead-lettered runs newest first, pages them, and shows one with its error and stack', async () => {

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKeys, createQueues, triggerNightly } from '@werkpilot/shared';
-import { agentSource, startApp, uniquePrefix, useTestRedis, waitFor, writeAgentsDir, type AppProcess } from '@werkpilot/test-support';
-import { freePort, runWerkpilot, type CliCall, type CliResult } from './cli-harness.js';
+import { agentSource, startAppCluster, uniquePrefix, useTestRedis, waitFor, writeAgentsDir, type AppCluster } from '@werkpilot/test-support';
+import { runWerkpilot, type CliCall, type CliResult } from './cli-harness.js';
 
 /**
  * The CLI against a real scheduler and worker on a real Redis: every command's table output,
@@ -11,8 +11,7 @@ import { freePort, runWerkpilot, type CliCall, type CliResult } from './cli-harn
 const redis = useTestRedis();
 const TOKEN = 'cli-test-token';
 const prefix = uniquePrefix();
-let scheduler: AppProcess;
-let worker: AppProcess;
+let cluster: AppCluster | undefined;
 let env: Record<string, string>;
 
 const cli = (args: string[], call?: CliCall) => runWerkpilot(args, env, call);
@@ -42,21 +41,11 @@ beforeAll(async () => {
        });`,
     ),
   });
-  const port = await freePort();
-  const common = { REDIS_URL: redis.url, WERKPILOT_PREFIX: prefix, WERKPILOT_AGENTS: agentsDir, LOG_LEVEL: 'warn', DASHBOARD_TOKEN: TOKEN };
-  scheduler = startApp('scheduler', { ...common, PORT: String(port) });
-  worker = startApp('worker', { ...common, WORKER_CONCURRENCY: '4' });
-  env = { WERKPILOT_URL: `http://127.0.0.1:${port}`, WERKPILOT_TOKEN: TOKEN };
-  await waitFor(async () => (await fetch(`${env.WERKPILOT_URL}/readyz`).catch(() => undefined))?.ok, {
-    timeoutMs: 40_000,
-    what: `scheduler ready; output:\n${scheduler.output()}`,
-  });
+  cluster = await startAppCluster({ REDIS_URL: redis.url, WERKPILOT_PREFIX: prefix, WERKPILOT_AGENTS: agentsDir, LOG_LEVEL: 'warn', DASHBOARD_TOKEN: TOKEN }, { workerEnv: { WORKER_CONCURRENCY: '4' } });
+  env = { WERKPILOT_URL: cluster.url, WERKPILOT_TOKEN: TOKEN };
 }, 60_000);
 
-afterAll(async () => {
-  for (const app of [worker, scheduler]) app?.kill('SIGTERM');
-  await Promise.all([worker?.exited, scheduler?.exited]);
-}, 60_000);
+afterAll(() => cluster?.stop(), 60_000);
 
 describe('status', () => {
   it('summarises leader, workers, queues, DLQ and agents; --json gives the same figures', async () => {

@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { afterAll } from 'vitest';
 import { REPO_ROOT } from './agents-dir.js';
+import { freePort } from '@werkpilot/shared';
 import { waitFor } from './wait-for.js';
 
 /** A real scheduler or worker process started by a test. */
@@ -64,6 +65,40 @@ export function startApp(app: 'scheduler' | 'worker', env: Record<string, string
     exited,
     kill: (signal = 'SIGTERM') => {
       proc.kill(signal);
+    },
+  };
+}
+
+/** A real scheduler and worker on one Redis and prefix, ready to serve HTTP. */
+export interface AppCluster {
+  scheduler: AppProcess;
+  worker: AppProcess;
+  /** The scheduler's base URL, e.g. `http://127.0.0.1:41234`. */
+  url: string;
+  /** SIGTERM to both; resolves once both exited. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts a scheduler (on a free port) and a worker with `env`, and resolves once the scheduler
+ * answers `/readyz`. `workerEnv` is added for the worker only.
+ */
+export async function startAppCluster(env: Record<string, string>, { workerEnv = {}, timeoutMs = 40_000 }: { workerEnv?: Record<string, string>; timeoutMs?: number } = {}): Promise<AppCluster> {
+  const port = await freePort();
+  const scheduler = startApp('scheduler', { ...env, PORT: String(port) });
+  const worker = startApp('worker', { ...env, ...workerEnv });
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor(async () => (await fetch(`${url}/readyz`).catch(() => undefined))?.ok, {
+    timeoutMs,
+    what: `scheduler ready; output:\n${scheduler.output()}`,
+  });
+  return {
+    scheduler,
+    worker,
+    url,
+    stop: async () => {
+      for (const app of [worker, scheduler]) app.kill('SIGTERM');
+      await Promise.all([worker.exited, scheduler.exited]);
     },
   };
 }
