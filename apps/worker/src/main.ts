@@ -4,7 +4,6 @@ import {
   AgentStateStore,
   EventBus,
   createWorkerRuntime,
-  CircuitBreaker,
   HEALTH_CHECK_JOB,
   NIGHTLY_JOB,
   createHealthCheckHandler,
@@ -61,7 +60,7 @@ runProcess('werkpilot worker', async () => {
   // BullMQ gets a connection of its own (see WorkerRuntimeOptions.bullConnection).
   const bullConnection = createRedisConnection({ url: config.redisUrl, role: 'worker:bullmq', log });
   shutdown.register(6, 'bullmq connection', () => closeRedisConnection(bullConnection));
-  const { worker, admission, metrics, activeRuns, startServices } = createWorkerRuntime({
+  const { worker, admission, circuit, metrics, activeRuns, startServices } = createWorkerRuntime({
     redis,
     bullConnection,
     keys,
@@ -82,7 +81,7 @@ runProcess('werkpilot worker', async () => {
   systemHandlers[BOOT_CHECK_JOB] = createBootCheckHandler({ registry, log });
   systemHandlers[HEALTH_CHECK_JOB] = createHealthCheckHandler({ registry, log });
   systemHandlers[NIGHTLY_JOB] = createNightlyHandler({
-    redis, keys, registry, state, circuit: new CircuitBreaker({ redis, keys, log }), bus, log, timezone: config.nightlyTz, completedRetain: config.completedRetain,
+    redis, keys, registry, state, circuit, bus, log, timezone: config.nightlyTz, completedRetain: config.completedRetain,
   });
   const activeSystemJobs = new Set<string>();
   const systemWorker = createSystemWorker({ connection: bullConnection, keys, log, workerId, handlers: systemHandlers, activeJobs: activeSystemJobs });

@@ -47,6 +47,8 @@ export interface WorkerRuntime {
   worker: Worker<RunJobData, RunResult>;
   rpc: RpcClient;
   admission: RunAdmission;
+  /** The circuit breaker the gate and outcome listener use (the nightly job reads it too). */
+  circuit: CircuitBreaker;
   metrics: WorkerMetrics;
   /** Ids of the runs executing on this worker (heartbeat, shutdown drain). */
   activeRuns: Set<string>;
@@ -106,6 +108,7 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntim
     worker,
     rpc,
     admission,
+    circuit,
     metrics,
     activeRuns,
     async startServices() {
