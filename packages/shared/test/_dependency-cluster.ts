@@ -83,4 +83,4 @@ export async function dependencyCluster(testRedis: TestRedis, agents: Partial<Ag
   };
 }
 
-export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+export { sleep } from '@werkpilot/test-support';
