@@ -1,5 +1,5 @@
 import { afterEach } from 'vitest';
-import type { Worker } from 'bullmq';
+import type { Job, Worker } from 'bullmq';
 import {
   agentToggleRules,
   bootGateRules,
@@ -12,8 +12,9 @@ import {
   type Keys,
   type Queues,
   type Registry,
+  type RunJobData,
 } from '@werkpilot/shared';
-import { createAgentCluster, type TestRedis } from '@werkpilot/test-support';
+import { createAgentCluster, waitFor, type TestRedis } from '@werkpilot/test-support';
 import type { Redis } from 'ioredis';
 
 /** Helpers shared by the dependency-execution tests (not a test file: the leading `_`). */
@@ -30,6 +31,8 @@ export interface DependencyCluster {
   events: BusEvent[];
   /** A worker as a separate process would run it: own connection, the gate and run admission. */
   startWorker(options?: { concurrency?: number; id?: string }): Promise<Worker>;
+  /** Waits until run `runId` completed and returns its job, read after the completion. */
+  completedRun(runId: string, what?: string): Promise<Job<RunJobData>>;
   /** Adds runs with the ids a job scheduler gives one tick (`repeat:<agent>:<tick>`). */
   addTick(tick: number, agents: string[]): Promise<void>;
 }
@@ -68,6 +71,9 @@ export async function dependencyCluster(testRedis: TestRedis, agents: Partial<Ag
           };
         },
       }),
+    // The state is read before the job: a job read first may be a snapshot from before it finished.
+    completedRun: (runId, what = `run ${runId} to complete`) =>
+      waitFor(async () => ((await queues.agents.getJobState(runId)) === 'completed' ? queues.agents.getJob(runId) : undefined), { what }),
     async addTick(tick, names) {
       await queues.agents.addBulk(
         names.map((name) => {

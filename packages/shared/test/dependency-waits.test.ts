@@ -116,13 +116,7 @@ describe('waiting for dependency runs of the same tick', () => {
     ]);
     await c.startWorker({ concurrency: 2 });
     await c.addTick(2_000, ['lead-scorer', 'crm-sync']);
-    const dependent = await waitFor(
-      async () => {
-        const job = await c.queues.agents.getJob('repeat:lead-scorer:2000');
-        return job && (await job.isCompleted()) ? job : undefined;
-      },
-      { what: 'the dependent to finish' },
-    );
+    const dependent = await c.completedRun('repeat:lead-scorer:2000', 'the dependent to finish');
     expect(dependentRan).toBe(false);
     expect(dependent.returnvalue).toMatchObject({ outcome: 'skipped', reasons: ['dependency crm-sync run dead-lettered: CRM answered 503'] });
     expect(c.events.filter((e) => e.agent === 'lead-scorer' && ['agent:failed', 'agent:retrying', 'agent:dlq'].includes(e.type))).toEqual([]);

@@ -28,10 +28,7 @@ describe('overlap across workers', () => {
     const first = await triggerRun(deps, 'invoice-export');
     await waitFor(() => active === 1, { what: 'the first run to start' });
     const second = await triggerRun(deps, 'invoice-export');
-    const skipped = await waitFor(async () => {
-      const job = await c.queues.agents.getJob(second.runId);
-      return job && (await job.isCompleted()) ? job : undefined;
-    }, { what: 'the second run to be skipped' });
+    const skipped = await c.completedRun(second.runId, 'the second run to be skipped');
     expect(skipped.returnvalue).toMatchObject({ outcome: 'skipped', reasons: ['overlap'] });
     await waitFor(async () => (await c.queues.agents.getJob(first.runId))?.isCompleted(), { what: 'the first run to complete' });
     expect(ran).toBe(1);
