@@ -31,18 +31,22 @@ interface Setup {
   keys: Keys;
   admin: Redis;
   client: RpcClient;
+  /** Lists our keys once everything the client sent has run (see keysUnder). */
+  keysLeft(): Promise<string[]>;
   respond(agents: Partial<AgentDefinition>[], workerId?: string): RpcResponder;
 }
 
 function setup(): Setup {
   const keys = createKeys(uniquePrefix());
   const admin = redis.client();
-  const client = new RpcClient({ redis: redis.client(), keys, log });
+  const clientRedis = redis.client();
+  const client = new RpcClient({ redis: clientRedis, keys, log });
   cleanups.push(() => client.close());
   return {
     keys,
     admin,
     client,
+    keysLeft: () => keysUnder(admin, keys, clientRedis),
     respond(agents, workerId = 'worker-1') {
       const registry = buildRegistry(agents.map((a) => ({ definition: { run: async () => null, ...a }, source: `/t/${a.name}.ts` })));
       const responder = startRpcResponder({ redis: redis.client(), keys, log, agents: registry.list(), workerId });
@@ -52,7 +56,12 @@ function setup(): Setup {
   };
 }
 
-async function keysUnder(admin: Redis, keys: Keys): Promise<string[]> {
+/**
+ * A timed-out request is rejected at once and withdrawn by a command sent right then on the client's
+ * connection; a PING on that connection returns after it ran, so what is left is really left.
+ */
+async function keysUnder(admin: Redis, keys: Keys, clientRedis: Redis): Promise<string[]> {
+  await clientRedis.ping();
   return admin.keys(`${keys.bullPrefix}:*`);
 }
 
@@ -91,11 +100,11 @@ describe('agent requests', () => {
   });
 
   it('times out when no worker hosts the agent, and withdraws the request', async () => {
-    const { client, admin, keys } = setup();
+    const { client, keysLeft } = setup();
     const err = await client.request('nobody-home', { q: 1 }, { timeoutMs: 150 }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(RequestTimeoutError);
     expect(err).toMatchObject({ agent: 'nobody-home', timeoutMs: 150 });
-    expect(await keysUnder(admin, keys)).toEqual([]);
+    expect(await keysLeft()).toEqual([]);
   });
 
   it('times out for an agent that defines no onRequest, even while its worker is live', async () => {
@@ -107,7 +116,7 @@ describe('agent requests', () => {
   });
 
   it('refuses a payload over 1 MiB or not JSON-serialisable before sending anything', async () => {
-    const { client, respond, admin, keys } = setup();
+    const { client, respond, keysLeft } = setup();
     const seen: unknown[] = [];
     respond([{ name: 'sink', onRequest: (payload) => seen.push(payload) }]);
     const circular: Record<string, unknown> = {};
@@ -118,7 +127,7 @@ describe('agent requests', () => {
     await expect(client.request('sink', 10n)).rejects.toThrow(/not JSON-serialisable/);
     await expect(client.request('sink', () => 1)).rejects.toThrow(/not JSON-serialisable/);
     expect(seen).toEqual([]);
-    expect(await keysUnder(admin, keys)).toEqual([]);
+    expect(await keysLeft()).toEqual([]);
   });
 
   it('rejects with a clear error when the result is over 1 MiB or not JSON', async () => {
@@ -138,7 +147,7 @@ describe('agent requests', () => {
   });
 
   it('rejects pending requests with a shutdown error when the client closes, and withdraws them', async () => {
-    const { client, admin, keys } = setup();
+    const { client, admin, keys, keysLeft } = setup();
     const settled = Promise.allSettled([client.request('absent', 1), client.request('absent', 2), client.request('other', 3)]);
     await waitFor(async () => (await admin.llen(rpcRequestsKey(keys, 'absent'))) === 2);
     await client.close();
@@ -149,7 +158,7 @@ describe('agent requests', () => {
     }
     expect(((outcomes[2] as PromiseRejectedResult).reason as Error).message).toBe('request to agent other abandoned: this process is shutting down');
     expect(client.pendingCount).toBe(0);
-    expect(await keysUnder(admin, keys)).toEqual([]);
+    expect(await keysLeft()).toEqual([]);
     await expect(client.request('absent')).rejects.toBeInstanceOf(RequestShutdownError);
   });
 
@@ -176,7 +185,7 @@ describe('agent requests', () => {
   });
 
   it('leaves no keys, pending entries or listeners behind after 10k requests', async () => {
-    const { client, respond, admin, keys } = setup();
+    const { client, respond, keysLeft } = setup();
     const responder = respond([{ name: 'echo', onRequest: (n) => n }]);
     const listenersBefore = process.listenerCount('exit') + process.listenerCount('beforeExit');
     await client.request('echo', 0); // the reply subscription exists from here on
@@ -193,7 +202,7 @@ describe('agent requests', () => {
     expect(responder.inFlight).toBe(0);
     expect((client as unknown as { subscriber: Redis }).subscriber.listenerCount('message')).toBe(subscriberListeners);
     expect(process.listenerCount('exit') + process.listenerCount('beforeExit')).toBe(listenersBefore);
-    expect(await keysUnder(admin, keys)).toEqual([]);
+    expect(await keysLeft()).toEqual([]);
   }, 60_000);
 
   it('keeps answering after a Redis restart', async () => {
