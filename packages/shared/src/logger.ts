@@ -14,11 +14,14 @@ export interface LoggerOptions {
 /**
  * A pino logger: JSON lines for machines, pretty lines on a terminal. Parts of the system take
  * a logger as a parameter and scope it with `log.child({ component })`.
+ *
+ * JSON lines are written synchronously: with pino's default asynchronous stdout, lines written to
+ * a busy pipe were seen out of order (a shutdown's step 6 before its step 5) and the last ones could
+ * be lost on exit. Our processes log per event, not per run, so the cost is small.
  */
 export function createLogger({ level, name, pretty = process.stdout.isTTY === true }: LoggerOptions): Logger {
-  return pino({
-    level,
-    name,
-    ...(pretty ? { transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l' } } } : {}),
-  });
+  if (pretty) {
+    return pino({ level, name, transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l' } } });
+  }
+  return pino({ level, name }, pino.destination({ dest: 1, sync: true }));
 }
