@@ -1,0 +1,129 @@
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import {
+  AgentStateStore,
+  EventBus,
+  createWorkerRuntime,
+  HEALTH_CHECK_JOB,
+  NIGHTLY_JOB,
+  createHealthCheckHandler,
+  createNightlyHandler,
+  createSystemWorker,
+  type SystemJobHandler,
+  createKeys,
+  createLogger,
+  createRedisConnection,
+  GracefulShutdown,
+  closeRedisConnection,
+  MemoryMonitor,
+  WorkerHeartbeat,
+  readProcessMemory,
+  registerWorkerDrain,
+  loadConfig,
+  loadRegistry,
+  makeWorkerId,
+  BOOT_CHECK_JOB,
+  createBootCheckHandler,
+} from '@werkpilot/shared';
+import { startWorkerHttp } from './worker-http.js';
+
+const WORKER_VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+/**
+ * The worker role: loads config and registry, connects, and serves agent runs and system jobs until
+ * a signal runs the graceful shutdown. Resolves once the worker is online.
+ */
+export async function runWorker(): Promise<void> {
+  const config = loadConfig();
+  const log = createLogger({ level: config.logLevel, name: 'worker' });
+  const registry = await loadRegistry(config.agentsDir);
+  const workerId = makeWorkerId();
+
+  const keys = createKeys(config.prefix);
+  const redis = createRedisConnection({ url: config.redisUrl, role: 'worker', log });
+  // Cleanups are registered as each resource is acquired; within a step they run in reverse.
+  const shutdown = new GracefulShutdown({
+    log,
+    graceMs: config.shutdownGraceMs,
+    isRedisUp: () => redis.status === 'ready',
+    publish: (type, data) => bus.publish(type, data),
+    identity: { process: 'worker', workerId },
+  });
+  shutdown.listen();
+  shutdown.register(6, 'redis connection', () => closeRedisConnection(redis));
+  const bus = new EventBus({ redis, keys, log });
+  shutdown.register(5, 'event bus', () => bus.close());
+  const state = new AgentStateStore({ redis, keys });
+  const memory = new MemoryMonitor({
+    log,
+    intervalMs: config.memoryCheckIntervalMs,
+    publish: (type, data) => bus.publish(type, data),
+    identity: { process: 'worker', workerId },
+  });
+  // BullMQ gets a connection of its own (see WorkerRuntimeOptions.bullConnection).
+  const bullConnection = createRedisConnection({ url: config.redisUrl, role: 'worker:bullmq', log });
+  shutdown.register(6, 'bullmq connection', () => closeRedisConnection(bullConnection));
+  const { worker, admission, circuit, metrics, activeRuns, startServices } = createWorkerRuntime({
+    redis,
+    bullConnection,
+    keys,
+    registry,
+    log,
+    workerId,
+    concurrency: config.workerConcurrency,
+    bus,
+    state,
+    handBack: memory.handBack,
+    lockDurationMs: config.lockDurationMs,
+    stalledIntervalMs: config.stalledIntervalMs,
+  });
+  shutdown.register(5, 'run admission', () => admission.close());
+  registerWorkerDrain(shutdown, worker, { name: 'agents worker', activeJobs: activeRuns, isRedisUp: () => redis.status === 'ready' });
+  // Internal jobs by name; each capability registers its handler here.
+  const systemHandlers: Record<string, SystemJobHandler> = {};
+  systemHandlers[BOOT_CHECK_JOB] = createBootCheckHandler({ registry, log });
+  systemHandlers[HEALTH_CHECK_JOB] = createHealthCheckHandler({ registry, log });
+  systemHandlers[NIGHTLY_JOB] = createNightlyHandler({
+    redis, keys, registry, state, circuit, bus, log, timezone: config.nightlyTz, completedRetain: config.completedRetain,
+  });
+  const activeSystemJobs = new Set<string>();
+  const systemWorker = createSystemWorker({ connection: bullConnection, keys, log, workerId, handlers: systemHandlers, activeJobs: activeSystemJobs });
+  registerWorkerDrain(shutdown, systemWorker, { name: 'system worker', activeJobs: activeSystemJobs, isRedisUp: () => redis.status === 'ready' });
+  await Promise.all([worker.waitUntilReady(), systemWorker.waitUntilReady()]);
+  const closeServices = await startServices();
+  shutdown.register(5, 'rpc and run cancellation', closeServices);
+  memory.start();
+  shutdown.register(1, 'memory monitor', () => memory.stop());
+  const startedAt = new Date().toISOString();
+  const heartbeat = new WorkerHeartbeat({
+    redis,
+    keys,
+    log,
+    intervalMs: config.heartbeatIntervalMs,
+    describe: () => {
+      const { heapPercent, rssMB, heapUsedMB } = readProcessMemory();
+      return { id: workerId, host: hostname(), pid: process.pid, concurrency: config.workerConcurrency, active: activeRuns.size,
+        heapPercent, rssMB, heapUsedMB, isUnderMemoryPressure: memory.isUnderPressure, startedAt, version: WORKER_VERSION };
+    },
+  });
+  await heartbeat.start();
+  shutdown.register(1, 'heartbeat timer', () => heartbeat.stop());
+  shutdown.register(4, 'heartbeat removal and worker:offline', async () => {
+    if (redis.status !== 'ready') {
+      log.info('redis unavailable: this worker leaves the live list when its heartbeat expires');
+      return;
+    }
+    await heartbeat.remove();
+    await bus.publish('worker:offline', { workerId });
+  });
+  await bus.publish('worker:online', { workerId, concurrency: config.workerConcurrency, agents: registry.names() });
+  log.info({ workerId, concurrency: config.workerConcurrency, agents: registry.size }, 'worker online');
+
+  if (config.workerHttpPort > 0) {
+    const listening = await startWorkerHttp({ port: config.workerHttpPort, workerId, metrics, isRunning: () => worker.isRunning() });
+    shutdown.register(5, 'http server', () => new Promise((resolve) => {
+      listening.close(resolve);
+      listening.closeAllConnections();
+    }));
+  }
+}
