@@ -1,4 +1,3 @@
-import type { Server } from 'node:http';
 import {
   AgentStateStore,
   EventBus,
@@ -29,22 +28,36 @@ import {
   startBoot,
   triggerRun,
   clusterSnapshotExtensions,
+  bindPort,
+  BootHealer,
+  BOUNDED_RETRIES_PER_REQUEST,
+  CRASH_GRACE_MS,
+  createFaultReporter,
+  installProcessFaultPolicy,
+  RedisAvailability,
+  requestBootCheck,
 } from '@werkpilot/shared';
 import { createHttpApp } from './http/app.js';
 
 /**
- * The scheduler role: loads config and registry, connects, campaigns for the leader lease and serves
- * port 3001 until a signal runs the graceful shutdown. Resolves once the HTTP server listens.
+ * The scheduler role: loads config and registry, binds port 3001, connects, campaigns for the
+ * leader lease and serves HTTP until a signal (or an uncaught exception, see process-faults.ts)
+ * runs the graceful shutdown. Resolves once the HTTP server serves — with Redis down too: then
+ * `/readyz` and the API answer 503 with the reason, and the lease is taken once Redis answers.
  */
 export async function runScheduler(): Promise<void> {
   const config = loadConfig();
   const log = createLogger({ level: config.logLevel, name: 'scheduler' });
   // The registry is validated before any connection is opened: an invalid one writes nothing.
   const registry = await loadRegistry(config.agentsDir);
+  // Bound before anything connects or campaigns: a port clash exits 2 (one line naming the port and
+  // PORT) without ever taking the leader lease.
+  const http = await bindPort({ port: config.port, variable: 'PORT' });
   log.info({ agents: registry.size, layers: registry.layers.length }, 'registry loaded');
 
   const keys = createKeys(config.prefix);
-  const redis = createRedisConnection({ url: config.redisUrl, role: 'scheduler', log });
+  // Serves requests, not runs: its offline queue is bounded (see BOUNDED_RETRIES_PER_REQUEST).
+  const redis = createRedisConnection({ url: config.redisUrl, role: 'scheduler', log }, { maxRetriesPerRequest: BOUNDED_RETRIES_PER_REQUEST });
   // Cleanups are registered as each resource is acquired; within a step they run in reverse.
   const shutdown = new GracefulShutdown({
     log,
@@ -54,6 +67,8 @@ export async function runScheduler(): Promise<void> {
     identity: { process: 'scheduler', pid: process.pid },
   });
   shutdown.listen();
+  const reportFault = createFaultReporter({ publish: (type, data, agent) => bus.publish(type, data, agent), isRedisUp: () => redis.status === 'ready', identity: { process: 'scheduler' }, log });
+  installProcessFaultPolicy({ log, shutdown, crashGraceMs: Math.min(config.shutdownGraceMs, CRASH_GRACE_MS), onUnhandledRejection: reportFault });
   shutdown.register(6, 'redis connection', () => closeRedisConnection(redis));
   const queues = createQueues({ connection: redis, keys });
   shutdown.register(5, 'queues', () => queues.close());
@@ -83,7 +98,10 @@ export async function runScheduler(): Promise<void> {
     id: makeWorkerId(),
     ttlMs: config.leaderLeaseMs,
     onElected: () => lead(),
-    onDeposed: () => monitor.stop(),
+    onDeposed: () => {
+      healer.stop();
+      return monitor.stop();
+    },
   });
   const monitor = new HealthMonitor({
     registry,
@@ -99,19 +117,40 @@ export async function runScheduler(): Promise<void> {
     intervalMs: config.healthIntervalMs,
     healthCheckTimeoutMs: config.healthCheckTimeoutMs,
   });
-  const lead = async () => {
-    if (!(await leader.confirm())) return;
-    await reconcileJobSchedulers({ queue: queues.agents, registry, retention, log });
-    void startBoot({ systemQueue: queues.system, registry, redis, keys, bus, log, checkTimeoutMs: config.healthCheckTimeoutMs });
-    await registerNightlySchedule(queues.system, { cron: config.nightlyCron, tz: config.nightlyTz });
-    monitor.start();
+  const bootDeps = {
+    systemQueue: queues.system,
+    registry,
+    redis,
+    keys,
+    bus,
+    log,
+    checkTimeoutMs: config.healthCheckTimeoutMs,
+    recheckBaseMs: config.bootRecheckMs,
+    fence: leader.fence,
   };
-  await leader.start();
-  shutdown.register(1, 'leader lease and health monitor', async () => {
-    await monitor.stop();
-    await leader.stop();
-  });
+  const healer = new BootHealer({ ...bootDeps, canAct: () => leader.confirm() });
+  const lead = async () => {
+    // Redis may drop between election and setup (the connection fails fast): retry while leading.
+    for (;;) {
+      try {
+        if (!(await leader.confirm())) return;
+        await reconcileJobSchedulers({ queue: queues.agents, registry, retention, log });
+        await registerNightlySchedule(queues.system, { cron: config.nightlyCron, tz: config.nightlyTz });
+        break;
+      } catch (err) {
+        if (!leader.isLeader) return;
+        log.warn({ err: (err as Error).message }, 'leader setup failed; retrying in 1 s');
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+      }
+    }
+    monitor.start();
+    // The healer starts after the boot: it re-checks what the boot failed or left undecided.
+    void startBoot(bootDeps).then(() => {
+      if (leader.isLeader) healer.start();
+    });
+  };
 
+  const availability = new RedisAvailability({ redis });
   const app = createHttpApp({
     snapshot: {
       queues,
@@ -127,21 +166,30 @@ export async function runScheduler(): Promise<void> {
     trigger: (agent, options) => triggerRun({ queue: queues.agents, registry, retention, redis, keys }, agent, options),
     toggle: { enable: (agent) => enableAgent({ redis, keys }, agent), disable: (agent) => disableAgent({ redis, keys }, agent) },
     cancel: (runId, reason) => cancelRun({ queue: queues.agents, redis, keys, bus }, runId, reason),
+    boot: (agent) => requestBootCheck({ redis, keys }, agent),
     scrapeSources: clusterScrapeSources({ keys, registry, replicaId: leader.id }),
     log,
-    isReady: async () => (await redis.ping()) === 'PONG',
+    isReady: async () => (await availability.check()).available,
+    redisAvailability: availability,
     redis,
     keys,
     bus,
     retention,
     credentials: { token: config.dashboardToken, user: config.dashboardUser, password: config.dashboardPassword },
   });
-  const server: Server = await new Promise((resolve, reject) => {
-    const s = app.listen(config.port, () => resolve(s)).once('error', reject);
-  });
+  http.serve(app);
   shutdown.register(5, 'http server', () => new Promise((resolve) => {
-    server.close(resolve);
-    server.closeAllConnections();
+    http.server.close(resolve);
+    http.server.closeAllConnections();
   }));
-  log.info({ port: config.port }, `dashboard on http://localhost:${config.port}`);
+  log.info({ port: http.port }, `dashboard on http://localhost:${http.port}`);
+
+  // Only now, serving, does it campaign. Not awaited: with Redis away the first attempt waits for it.
+  const campaigning = leader.start();
+  shutdown.register(1, 'leader lease, health monitor and boot healer', async () => {
+    healer.stop();
+    await monitor.stop();
+    await campaigning;
+    await leader.stop();
+  });
 }

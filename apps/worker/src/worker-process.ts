@@ -24,20 +24,34 @@ import {
   makeWorkerId,
   BOOT_CHECK_JOB,
   createBootCheckHandler,
+  bindPort,
+  installProcessFaultPolicy,
+  createFaultReporter,
+  createMemoryShedding,
+  RedisAvailability,
+  UncaughtAgentError,
+  type Availability,
+  type WorkerRuntime,
 } from '@werkpilot/shared';
-import { startWorkerHttp } from './worker-http.js';
+import { createWorkerHttpApp } from './worker-http.js';
 
 const WORKER_VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 /**
- * The worker role: loads config and registry, connects, and serves agent runs and system jobs until
- * a signal runs the graceful shutdown. Resolves once the worker is online.
+ * The worker role: loads config and registry, binds its HTTP port, connects, and serves agent runs
+ * and system jobs until a signal (or an uncaught exception, see process-faults.ts) runs the graceful
+ * shutdown. Resolves once the worker is online — which, with Redis down, waits for Redis (the port
+ * answers meanwhile: /healthz 200, /readyz 503 with the reason).
  */
 export async function runWorker(): Promise<void> {
   const config = loadConfig();
   const log = createLogger({ level: config.logLevel, name: 'worker' });
   const registry = await loadRegistry(config.agentsDir);
   const workerId = makeWorkerId();
+
+  // Bound before anything connects: a port clash exits 2 (one line naming the port and the
+  // variable) having fetched no job.
+  const http = config.workerHttpPort > 0 ? await bindPort({ port: config.workerHttpPort, variable: 'WORKER_HTTP_PORT' }) : undefined;
 
   const keys = createKeys(config.prefix);
   const redis = createRedisConnection({ url: config.redisUrl, role: 'worker', log });
@@ -50,7 +64,47 @@ export async function runWorker(): Promise<void> {
     identity: { process: 'worker', workerId },
   });
   shutdown.listen();
+  let runtime: WorkerRuntime | undefined;
+  const reportFault = createFaultReporter({ publish: (type, data, agent) => bus.publish(type, data, agent), isRedisUp: () => redis.status === 'ready', identity: { workerId }, log });
+  installProcessFaultPolicy({
+    log,
+    shutdown,
+    crashGraceMs: Math.min(config.shutdownGraceMs, 5000),
+    onUnhandledRejection: (fault) => {
+      runtime?.metrics.countUnhandledRejection(fault.scope?.agent);
+      reportFault(fault);
+    },
+    // The run whose code threw fails with it (an attempt spent); the shutdown returns the others.
+    onUncaughtException: (fault) => {
+      if (fault.scope?.activity === 'run' && fault.scope.runId) {
+        runtime?.worker.cancelJob(fault.scope.runId, new UncaughtAgentError(fault.message) as unknown as string);
+      }
+    },
+  });
   shutdown.register(6, 'redis connection', () => closeRedisConnection(redis));
+  const availability = new RedisAvailability({ redis });
+  if (http) {
+    http.serve(
+      createWorkerHttpApp({
+        workerId,
+        metrics: () => runtime?.metrics,
+        readiness: () => readiness(),
+        isStopping: () => shutdown.isShuttingDown,
+      }),
+    );
+    shutdown.register(5, 'http server', () => new Promise((resolve) => {
+      http.server.close(resolve);
+      http.server.closeAllConnections();
+    }));
+  }
+  let isOnline = false;
+  const readiness = async (): Promise<Availability> => {
+    if (shutdown.isShuttingDown) return { available: false, reason: 'shutting down' };
+    const redisVerdict = await availability.check();
+    if (!redisVerdict.available) return redisVerdict;
+    return isOnline ? { available: true } : { available: false, reason: 'starting' };
+  };
+
   const bus = new EventBus({ redis, keys, log });
   shutdown.register(5, 'event bus', () => bus.close());
   const state = new AgentStateStore({ redis, keys });
@@ -60,10 +114,11 @@ export async function runWorker(): Promise<void> {
     publish: (type, data) => bus.publish(type, data),
     identity: { process: 'worker', workerId },
   });
+  const shedding = createMemoryShedding({ monitor: memory, log });
   // BullMQ gets a connection of its own (see WorkerRuntimeOptions.bullConnection).
   const bullConnection = createRedisConnection({ url: config.redisUrl, role: 'worker:bullmq', log });
   shutdown.register(6, 'bullmq connection', () => closeRedisConnection(bullConnection));
-  const { worker, admission, circuit, metrics, activeRuns, startServices } = createWorkerRuntime({
+  runtime = createWorkerRuntime({
     redis,
     bullConnection,
     keys,
@@ -73,10 +128,13 @@ export async function runWorker(): Promise<void> {
     concurrency: config.workerConcurrency,
     bus,
     state,
-    handBack: memory.handBack,
+    handBack: shedding.handBack,
     lockDurationMs: config.lockDurationMs,
     stalledIntervalMs: config.stalledIntervalMs,
+    maxStalledCount: config.maxStalledCount,
   });
+  const { worker, admission, circuit, activeRuns, startServices } = runtime;
+  shedding.attach(worker);
   shutdown.register(5, 'run admission', () => admission.close());
   registerWorkerDrain(shutdown, worker, { name: 'agents worker', activeJobs: activeRuns, isRedisUp: () => redis.status === 'ready' });
   // Internal jobs by name; each capability registers its handler here.
@@ -93,7 +151,10 @@ export async function runWorker(): Promise<void> {
   const closeServices = await startServices();
   shutdown.register(5, 'rpc and run cancellation', closeServices);
   memory.start();
-  shutdown.register(1, 'memory monitor', () => memory.stop());
+  shutdown.register(1, 'memory monitor', () => {
+    memory.stop();
+    shedding.close();
+  });
   const startedAt = new Date().toISOString();
   const heartbeat = new WorkerHeartbeat({
     redis,
@@ -117,13 +178,6 @@ export async function runWorker(): Promise<void> {
     await bus.publish('worker:offline', { workerId });
   });
   await bus.publish('worker:online', { workerId, concurrency: config.workerConcurrency, agents: registry.names() });
-  log.info({ workerId, concurrency: config.workerConcurrency, agents: registry.size }, 'worker online');
-
-  if (config.workerHttpPort > 0) {
-    const listening = await startWorkerHttp({ port: config.workerHttpPort, workerId, metrics, isRunning: () => worker.isRunning() });
-    shutdown.register(5, 'http server', () => new Promise((resolve) => {
-      listening.close(resolve);
-      listening.closeAllConnections();
-    }));
-  }
+  isOnline = true;
+  log.info({ workerId, concurrency: config.workerConcurrency, agents: registry.size, ...(http ? { httpPort: http.port } : {}) }, 'worker online');
 }

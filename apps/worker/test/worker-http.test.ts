@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createWorkerMetrics } from '@werkpilot/shared';
+import { createWorkerMetrics, type Availability } from '@werkpilot/shared';
 import { startWorkerHttp } from '../src/worker-http.js';
 
 const PROMTOOL = process.env.PROMTOOL ?? '/usr/bin/promtool';
@@ -12,10 +12,10 @@ afterEach(async () => {
   for (const s of servers.splice(0)) await new Promise((resolve) => s.close(resolve));
 });
 
-async function serve(isRunning = () => true) {
+async function serve({ isStopping = (): boolean => false, readiness = (): Availability => ({ available: true }) } = {}) {
   let active = 2;
   const metrics = createWorkerMetrics({ activeRuns: () => active });
-  const server = await startWorkerHttp({ port: 0, workerId: 'w-1', metrics, isRunning });
+  const server = await startWorkerHttp(0, { workerId: 'w-1', metrics: () => metrics, readiness, isStopping });
   servers.push(server);
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, metrics, setActive: (n: number) => (active = n) };
 }
@@ -46,16 +46,30 @@ describe('worker HTTP', () => {
     }
   });
 
-  it('answers /healthz with 200 while running and 503 once stopped; other paths 404', async () => {
-    let running = true;
-    const { url } = await serve(() => running);
+  it('answers /healthz with 200 while the process lives (Redis or not) and 503 once it stops; other paths 404', async () => {
+    let stopping = false;
+    const { url } = await serve({ isStopping: () => stopping, readiness: () => ({ available: false, reason: 'redis unavailable: connection reconnecting' }) });
     const ok = await fetch(`${url}/healthz`);
     expect(ok.status).toBe(200);
     expect(await ok.json()).toMatchObject({ status: 'ok', workerId: 'w-1' });
-    running = false;
-    expect((await fetch(`${url}/healthz`)).status).toBe(503);
+    stopping = true;
+    const stopped = await fetch(`${url}/healthz`);
+    expect(stopped.status).toBe(503);
+    expect(await stopped.json()).toMatchObject({ status: 'stopping' });
     const missing = await fetch(`${url}/nothing`);
     expect(missing.status).toBe(404);
-    expect(await missing.json()).toEqual({ error: expect.stringMatching(/serves \/metrics and \/healthz/) });
+    expect(await missing.json()).toEqual({ error: expect.stringMatching(/serves \/metrics, \/healthz and \/readyz/) });
+  });
+
+  it('answers /readyz with 200 when ready and 503 with the reason when not', async () => {
+    let verdict: Availability = { available: false, reason: 'redis unavailable: not connected yet' };
+    const { url } = await serve({ readiness: () => verdict });
+    const waiting = await fetch(`${url}/readyz`);
+    expect(waiting.status).toBe(503);
+    expect(await waiting.json()).toEqual({ status: 'not ready', workerId: 'w-1', reason: 'redis unavailable: not connected yet' });
+    verdict = { available: true };
+    const ready = await fetch(`${url}/readyz`);
+    expect(ready.status).toBe(200);
+    expect(await ready.json()).toEqual({ status: 'ready', workerId: 'w-1' });
   });
 });

@@ -13,6 +13,8 @@ import { gateAndAdmit, type RunAdmission } from './run-admission.js';
 import type { RunJobData } from './queues.js';
 import { execOrThrow } from './redis-pipeline.js';
 import { isShutdownAbort } from './shutdown.js';
+import { runInScope } from './process-faults.js';
+import { MAX_ERROR_MESSAGE_BYTES, capError, truncateBytes } from './size-limits.js';
 import type { Registry } from './registry.js';
 
 /** What a finished `agents` job returns (visible in Bull Board and `GET /api/runs/:id`). */
@@ -125,7 +127,10 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
     const ctx = buildContext(deps, spec, job, attempt, signal, log, subscriptions);
 
     try {
-      const result = await untilAborted(Promise.resolve().then(() => spec.definition.run(ctx)), signal);
+      // The scope attributes faults the run's code leaves behind (an unawaited rejection, a throw in
+      // a timer) to this agent and run; see process-faults.ts.
+      const scope = { agent: spec.name, runId: job.id!, attempt, activity: 'run' as const };
+      const result = await untilAborted(Promise.resolve().then(() => runInScope(scope, () => spec.definition.run(ctx))), signal);
       const durationMs = clock() - startedAt;
       await commit({ agent: spec.name, runId: job.id, outcome: 'success', durationMs, at: clock(), attempt }, [
         deps.bus.event('agent:completed', { ...base, durationMs }, spec.name),
@@ -245,9 +250,18 @@ function backoffDelay(job: Job, attempt: number): number {
   return Math.round(delay * 2 ** (attempt - 1));
 }
 
+/** The run's error with its message and stack capped (size-limits.ts): they go to Redis, the DLQ and the bus. */
 function toError(value: unknown): Error {
-  if (value instanceof Error) return value;
-  return new Error(typeof value === 'string' ? value : `agent threw a non-error: ${JSON.stringify(value)}`);
+  if (value instanceof Error) return capError(value);
+  return capError(new Error(typeof value === 'string' ? value : `agent threw a non-error: ${describeThrown(value)}`));
+}
+
+function describeThrown(value: unknown): string {
+  try {
+    return truncateBytes(JSON.stringify(value) ?? String(value), MAX_ERROR_MESSAGE_BYTES);
+  } catch {
+    return String(value);
+  }
 }
 
 function markReported<E extends Error>(error: E): E {

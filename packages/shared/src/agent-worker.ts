@@ -12,6 +12,17 @@ import { isConnectionError } from './redis-connection.js';
 /** The abort reason of a run whose lock this worker lost. */
 export const LOCK_LOST_REASON = 'lock lost: the run may be running on another worker';
 
+/**
+ * How many times a run may stall (its worker died or froze past its lock) and still be recovered;
+ * the next stall dead-letters it (`job stalled more than allowable limit`). BullMQ's default, 1,
+ * dead-letters a run caught by two worker crashes although its own code never failed; 2 gives an
+ * innocent neighbour of a crashing run room for two crashes, while a run that kills its worker
+ * every time (out of memory, a native crash) still ends in the DLQ on its third — the poison-pill
+ * rule Sidekiq Pro's super_fetch follows. Stalls spend no attempt. An uncaught exception in an
+ * agent does not stall anything: see process-faults.ts.
+ */
+export const DEFAULT_MAX_STALLED_COUNT = 2;
+
 /** A worker id that says where it runs: `host:pid:random`. */
 export function makeWorkerId(): string {
   return `${hostname()}:${process.pid}:${randomBytes(2).toString('hex')}`;
@@ -33,6 +44,8 @@ export interface AgentWorkerOptions extends ExecutorDeps {
   lockDurationMs?: number;
   /** BullMQ `stalledInterval` (`STALLED_INTERVAL_MS`): how often this worker looks for stalled runs. */
   stalledIntervalMs?: number;
+  /** BullMQ `maxStalledCount` (`MAX_STALLED_COUNT`); default `DEFAULT_MAX_STALLED_COUNT`. */
+  maxStalledCount?: number;
   /** Filled with the ids of the runs executing on this worker (for heartbeats and shutdown). */
   activeRuns?: Set<string>;
 }
@@ -64,6 +77,7 @@ export function createAgentWorker(options: AgentWorkerOptions): Worker<RunJobDat
     name: options.workerId,
     ...(options.lockDurationMs !== undefined ? { lockDuration: options.lockDurationMs } : {}),
     ...(options.stalledIntervalMs !== undefined ? { stalledInterval: options.stalledIntervalMs } : {}),
+    maxStalledCount: options.maxStalledCount ?? DEFAULT_MAX_STALLED_COUNT,
   });
   worker.on('failed', (job, err) => {
     if (!job || isReported(err)) return;

@@ -1,11 +1,13 @@
 import { QueueEvents, type Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { Redis, Result } from 'ioredis';
 import type { Logger } from 'pino';
 import type { HealthCheckResult } from './agent.js';
 import type { EventBus } from './bus.js';
+import { NotLeaderError } from './errors.js';
 import { dependencyBatchRule, type GateRule } from './gating.js';
 import { createHealthCheckHandler } from './health.js';
 import type { Keys } from './keys.js';
+import { leaderKey, type LeaderFence } from './leader.js';
 import type { MetricsSnapshot } from './metrics-snapshot.js';
 import type { Registry } from './registry.js';
 import type { SystemJobHandler } from './system-worker.js';
@@ -17,11 +19,16 @@ import type { SystemJobHandler } from './system-worker.js';
  * layer k has answered. An agent whose healthCheck fails (or throws, or times out) has `failed`
  * boot; every transitive dependent is `blocked` with the root cause
  * (`dependency crm-sync failed boot: <reason>`), gets no check, and its runs are skipped with that
- * reason until the next boot. An agent no worker checked in time is `unchecked` (it blocks nothing:
- * a scheduler that starts before its workers must not block the whole graph).
+ * reason. An agent no worker checked in time is `unchecked` (it blocks nothing: a scheduler that
+ * starts before its workers must not block the whole graph).
  *
- * State lives in one Redis hash (agent → JSON), rewritten by every boot, shown in /api/metrics as
- * `agents.<name>.boot`. Events: `boot:layer` per layer, `boot:agent` per agent outcome.
+ * A failed boot heals: the leader re-checks failed and unchecked agents with backoff, and any agent
+ * on demand (boot-healer.ts); a blocked agent is checked as soon as what blocked it passes.
+ *
+ * State lives in one Redis hash (agent → JSON), shown in /api/metrics as `agents.<name>.boot`. Only
+ * the leader writes it, each write fenced by the leader lease inside its script, so a deposed or
+ * paused leader's boot cannot overwrite the new leader's verdicts. Events: `boot:layer` per layer,
+ * `boot:agent` per agent outcome.
  */
 
 export const BOOT_CHECK_JOB = 'boot-check';
@@ -32,9 +39,14 @@ export interface AgentBootState {
   status: BootStatus;
   layer: number;
   reason?: string;
-  /** When this agent's boot outcome was decided (ISO-8601). */
+  /** When this agent's boot outcome was decided (ISO-8601, the leader's clock). */
   at: string;
   durationMs?: number;
+  /** Checks in a row that did not pass (failed or unchecked); the next is due at `nextCheckAt`. */
+  failedChecks?: number;
+  nextCheckAt?: string;
+  /** The last on-demand request (`POST /api/agents/:name/boot`) this state answers. */
+  requestSeq?: number;
 }
 
 export interface BootReport {
@@ -56,42 +68,91 @@ export interface BootDeps {
   checkTimeoutMs?: number;
   /** How long to wait for some worker to take a check before calling the agent `unchecked`. Default 60 s. */
   pickupTimeoutMs?: number;
+  /** First re-check of a failed or unchecked agent after this; doubling up to `BOOT_RECHECK_MAX_MS`. Default 5 s. */
+  recheckBaseMs?: number;
+  /** The leader lease every write is fenced by; none writes unfenced (tests, a single process). */
+  fence?: LeaderFence;
   clock?: () => number;
 }
 
-const bootKey = (keys: Keys) => keys.key('boot');
+/** The longest wait between two re-checks of an agent that keeps failing its boot check. */
+export const BOOT_RECHECK_MAX_MS = 5 * 60_000;
+export const DEFAULT_BOOT_RECHECK_MS = 5000;
+
+export const bootKey = (keys: Keys) => keys.key('boot');
+/**
+ * Invariant: boot state is written only by the replica holding the leader lease at that moment —
+ * the lease check and the write are one script. KEYS: boot hash, leader lease.
+ * ARGV: holder id ('' = unfenced), agent ('' = clear the whole hash), state JSON. Returns 1 if written.
+ */
+const WRITE_BOOT_STATE_LUA = `
+if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('HSET', KEYS[1], ARGV[2], ARGV[3]) end
+return 1
+`;
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    werkpilotWriteBootState(boot: string, lease: string, holder: string, agent: string, json: string): Result<number, Context>;
+  }
+}
+
+/** Fenced writes of boot state and their `boot:agent` events; throws NotLeaderError once deposed. */
+export function bootStateWriter(deps: Pick<BootDeps, 'redis' | 'keys' | 'bus' | 'fence'>) {
+  const { redis, keys, bus, fence } = deps;
+  if (typeof (redis as Partial<Redis>).werkpilotWriteBootState !== 'function') {
+    redis.defineCommand('werkpilotWriteBootState', { numberOfKeys: 2, lua: WRITE_BOOT_STATE_LUA });
+  }
+  const write = async (agent: string, json: string, what: string) => {
+    const written = await redis.werkpilotWriteBootState(bootKey(keys), fence?.key ?? leaderKey(keys), fence?.id ?? '', agent, json);
+    if (written !== 1) throw new NotLeaderError(what);
+  };
+  return {
+    /** Forgets every verdict (a fresh boot; an agent removed from the registry included). */
+    reset: () => write('', '', 'boot'),
+    /** Stores one agent's state; a decided one (not `checking`) is also published as `boot:agent`. */
+    async record(agent: string, state: AgentBootState, event: Record<string, unknown> = {}): Promise<void> {
+      await write(agent, JSON.stringify(state), 'boot');
+      if (state.status !== 'checking') await bus.publish('boot:agent', { ...event, ...state }, agent);
+    },
+  };
+}
+
+/** The next state of an agent after one boot check, with the backoff of a check that did not pass. */
+export function checkedState(
+  outcome: { status: BootStatus; reason?: string },
+  previous: AgentBootState | undefined,
+  context: { layer: number; now: number; durationMs: number; recheckBaseMs: number; requestSeq?: number },
+): AgentBootState {
+  const base = {
+    ...outcome,
+    layer: context.layer,
+    at: new Date(context.now).toISOString(),
+    durationMs: context.durationMs,
+    ...(context.requestSeq !== undefined ? { requestSeq: context.requestSeq } : previous?.requestSeq !== undefined ? { requestSeq: previous.requestSeq } : {}),
+  };
+  if (outcome.status === 'ok') return base;
+  const failedChecks = (previous && previous.status !== 'ok' && previous.status !== 'blocked' ? (previous.failedChecks ?? 0) : 0) + 1;
+  const waitMs = Math.min(context.recheckBaseMs * 2 ** (failedChecks - 1), BOOT_RECHECK_MAX_MS);
+  return { ...base, failedChecks, nextCheckAt: new Date(context.now + waitMs).toISOString() };
+}
 
 /** Boots the registry layer by layer; resolves when every layer has finished. */
 export async function bootAgents(deps: BootDeps): Promise<BootReport> {
   const clock = deps.clock ?? Date.now;
-  const checkTimeoutMs = deps.checkTimeoutMs ?? 10_000;
-  const pickupTimeoutMs = deps.pickupTimeoutMs ?? 60_000;
   const log = deps.log.child({ component: 'boot' });
   const bootId = String(clock());
   const startedAt = clock();
   const report: BootReport = { bootId, layers: [], agents: {}, durationMs: 0 };
   const iso = () => new Date(clock()).toISOString();
-
+  const writer = bootStateWriter(deps);
   const record = async (agent: string, state: AgentBootState) => {
     report.agents[agent] = state;
-    const pipeline = deps.redis.pipeline();
-    pipeline.hset(bootKey(deps.keys), agent, JSON.stringify(state));
-    if (state.status !== 'checking') deps.bus.addTo(pipeline, deps.bus.event('boot:agent', { bootId, ...state }, agent));
-    await pipeline.exec();
+    await writer.record(agent, state, { bootId });
   };
 
-  // A fresh boot forgets the previous one's verdicts (an agent removed from the registry included).
-  await deps.redis.del(bootKey(deps.keys));
-  const connection = deps.redis.duplicate({ connectionName: `${deps.redis.options.connectionName ?? 'werkpilot'}:boot-events` });
-  connection.on('error', () => {});
-  const events = new QueueEvents(deps.systemQueue.name, { connection, prefix: deps.keys.bullPrefix });
-  events.on('error', () => {});
-  try {
-    await events.waitUntilReady();
-    // job.waitUntilFinished adds a 'closing' listener to the queue per waiting check, and a layer
-    // waits for all its checks at once: allow one per agent of the widest layer (bounded, not a leak).
-    const widestLayer = Math.max(0, ...deps.registry.layers.map((agents) => agents.length));
-    deps.systemQueue.setMaxListeners(Math.max(deps.systemQueue.getMaxListeners(), widestLayer + 10));
+  await writer.reset();
+  await withBootChecks(deps, bootId, async (check) => {
     for (const [layer, agents] of deps.registry.layers.entries()) {
       const layerStart = clock();
       log.info({ layer, agents }, 'booting layer');
@@ -105,8 +166,9 @@ export async function bootAgents(deps: BootDeps): Promise<BootReport> {
           }
           await record(agent, { status: 'checking', layer, at: iso() });
           const checkStart = clock();
-          const outcome = await runBootCheck(deps.systemQueue, events, bootId, agent, checkTimeoutMs, pickupTimeoutMs);
-          await record(agent, { ...outcome, layer, at: iso(), durationMs: clock() - checkStart });
+          const outcome = await check(agent);
+          const now = clock();
+          await record(agent, checkedState(outcome, undefined, { layer, now, durationMs: now - checkStart, recheckBaseMs: deps.recheckBaseMs ?? DEFAULT_BOOT_RECHECK_MS }));
         }),
       );
       const durationMs = clock() - layerStart;
@@ -115,10 +177,7 @@ export async function bootAgents(deps: BootDeps): Promise<BootReport> {
       await deps.bus.publish('boot:layer', { bootId, layer, agents, durationMs, outcomes });
       log.info({ layer, durationMs, outcomes }, 'layer booted');
     }
-  } finally {
-    await events.close().catch(() => {});
-    connection.disconnect();
-  }
+  });
   report.durationMs = clock() - startedAt;
   log.info({ layers: report.layers.length, durationMs: report.durationMs }, 'boot finished');
   return report;
@@ -126,26 +185,55 @@ export async function bootAgents(deps: BootDeps): Promise<BootReport> {
 
 /**
  * Starts the boot in the background (HTTP keeps serving meanwhile) and logs its failure instead of
- * crashing the scheduler; the promise resolves to the report, or undefined when the boot failed.
+ * crashing the scheduler; the promise resolves to the report, or undefined when the boot failed
+ * (the boot healer then checks what it left undecided).
  */
 export function startBoot(deps: BootDeps): Promise<BootReport | undefined> {
   return bootAgents(deps).catch((err: unknown) => {
-    deps.log.error({ err }, 'boot failed');
+    if (err instanceof NotLeaderError) deps.log.warn(err.message);
+    else deps.log.error({ err }, 'boot failed; the boot healer will check the agents it did not decide');
     return undefined;
   });
 }
 
 /** Why a dependency's boot state blocks its dependents: its own failure, or what blocks it. */
-function blockingReason(dependency: string, state: AgentBootState | undefined): string[] {
+export function blockingReason(dependency: string, state: AgentBootState | undefined): string[] {
   if (state?.status === 'failed') return [`dependency ${dependency} failed boot: ${state.reason ?? 'no reason given'}`];
   if (state?.status === 'blocked') return (state.reason ?? '').split('; ').filter(Boolean);
   return [];
 }
 
+/** Runs `work` with a function that boot-checks one agent on a worker (one QueueEvents for all of them). */
+export async function withBootChecks<T>(
+  deps: Pick<BootDeps, 'systemQueue' | 'redis' | 'keys' | 'registry' | 'checkTimeoutMs' | 'pickupTimeoutMs'>,
+  checkId: string,
+  work: (check: (agent: string) => Promise<{ status: BootStatus; reason?: string }>) => Promise<T>,
+): Promise<T> {
+  const checkTimeoutMs = deps.checkTimeoutMs ?? 10_000;
+  const pickupTimeoutMs = deps.pickupTimeoutMs ?? 60_000;
+  // Blocking (XREAD): its own connection, which must wait through reconnects (BullMQ requires it).
+  // (A template BullMQ copies; lazy, so it never connects itself.)
+  const connection = deps.redis.duplicate({ connectionName: `${deps.redis.options.connectionName ?? 'werkpilot'}:boot-events`, maxRetriesPerRequest: null, lazyConnect: true });
+  connection.on('error', () => {});
+  const events = new QueueEvents(deps.systemQueue.name, { connection, prefix: deps.keys.bullPrefix });
+  events.on('error', () => {});
+  try {
+    await events.waitUntilReady();
+    // job.waitUntilFinished adds a 'closing' listener to the queue per waiting check, and a layer
+    // waits for all its checks at once: allow one per agent of the widest layer (bounded, not a leak).
+    const widestLayer = Math.max(0, ...deps.registry.layers.map((agents) => agents.length));
+    deps.systemQueue.setMaxListeners(Math.max(deps.systemQueue.getMaxListeners(), widestLayer + 10));
+    return await work((agent) => runBootCheck(deps.systemQueue, events, checkId, agent, checkTimeoutMs, pickupTimeoutMs));
+  } finally {
+    await events.close().catch(() => {});
+    connection.disconnect();
+  }
+}
+
 async function runBootCheck(
   queue: Queue,
   events: QueueEvents,
-  bootId: string,
+  checkId: string,
   agent: string,
   checkTimeoutMs: number,
   pickupTimeoutMs: number,
@@ -153,7 +241,7 @@ async function runBootCheck(
   const job = await queue.add(
     BOOT_CHECK_JOB,
     { agent, timeoutMs: checkTimeoutMs },
-    { jobId: `boot:${bootId}:${agent}`, attempts: 1, removeOnComplete: { count: 1000 }, removeOnFail: { count: 100 } },
+    { jobId: `boot:${checkId}:${agent}`, attempts: 1, removeOnComplete: { count: 1000 }, removeOnFail: { count: 100 } },
   );
   try {
     const result = (await job.waitUntilFinished(events, pickupTimeoutMs + checkTimeoutMs)) as HealthCheckResult;

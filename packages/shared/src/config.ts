@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { ConfigError } from './errors.js';
 import { cronProblem, timezoneProblem } from './cron.js';
 import { isValidPrefix } from './keys.js';
+import { MAX_TIMER_MS } from './size-limits.js';
 
 /**
  * Process configuration, read from the environment and validated in one place.
@@ -25,10 +26,14 @@ export interface Config {
   lockDurationMs: number;
   /** BullMQ stalledInterval: how often workers look for runs whose lock expired. */
   stalledIntervalMs: number;
+  /** BullMQ maxStalledCount: stalls a run survives; the next one dead-letters it. */
+  maxStalledCount: number;
   /** Scheduler leader lease: a dead leader is replaced within this (plus one retry, a third of it). */
   leaderLeaseMs: number;
   /** How long the health monitor waits for an agent's healthCheck on a worker. */
   healthCheckTimeoutMs: number;
+  /** First boot re-check of an agent that failed its boot check after this, doubling up to 5 min. */
+  bootRecheckMs: number;
   nightlyCron: string;
   nightlyTz: string;
   dashboardToken: string | undefined;
@@ -61,6 +66,14 @@ function intVar(name: string, dflt: number, min: number, allowed: string, max?: 
   return { name, default: dflt, schema: intString(min, max) as unknown as z.ZodType<number>, allowed };
 }
 
+/**
+ * A duration that some timer waits for: capped at 2^31 − 1 ms, since Node fires a longer timer at
+ * once (a SHUTDOWN_GRACE_MS of 30 days would skip the grace instead of lengthening it).
+ */
+function msVar(name: string, dflt: number, min: number): Variable<number> {
+  return intVar(name, dflt, min, `a whole number of milliseconds from ${min} to ${MAX_TIMER_MS}`, MAX_TIMER_MS);
+}
+
 function stringVar(name: string, dflt: string, allowed: string, check: (v: string) => boolean): Variable<string> {
   return { name, default: dflt, schema: z.string().refine(check) as unknown as z.ZodType<string>, allowed };
 }
@@ -85,16 +98,18 @@ const VARIABLES = {
   port: intVar('PORT', 3001, 0, 'a port number from 0 to 65535', 65535),
   workerHttpPort: intVar('WORKER_HTTP_PORT', 3002, 0, 'a port number from 0 to 65535 (0 turns it off)', 65535),
   workerConcurrency: intVar('WORKER_CONCURRENCY', 10, 1, 'a positive integer'),
-  shutdownGraceMs: intVar('SHUTDOWN_GRACE_MS', 30000, 0, 'a whole number of milliseconds (0 or more)'),
+  shutdownGraceMs: msVar('SHUTDOWN_GRACE_MS', 30000, 0),
   dlqRetain: intVar('DLQ_RETAIN', 100, 1, 'a positive integer'),
   completedRetain: intVar('COMPLETED_RETAIN', 1000, 0, 'a whole number (0 or more)'),
-  healthIntervalMs: intVar('HEALTH_INTERVAL_MS', 300000, 100, 'a whole number of milliseconds, at least 100'),
-  memoryCheckIntervalMs: intVar('MEMORY_CHECK_INTERVAL_MS', 60000, 100, 'a whole number of milliseconds, at least 100'),
-  heartbeatIntervalMs: intVar('HEARTBEAT_INTERVAL_MS', 5000, 100, 'a whole number of milliseconds, at least 100'),
-  lockDurationMs: intVar('LOCK_DURATION_MS', 30000, 1000, 'a whole number of milliseconds, at least 1000'),
-  stalledIntervalMs: intVar('STALLED_INTERVAL_MS', 30000, 500, 'a whole number of milliseconds, at least 500'),
+  healthIntervalMs: msVar('HEALTH_INTERVAL_MS', 300000, 100),
+  memoryCheckIntervalMs: msVar('MEMORY_CHECK_INTERVAL_MS', 60000, 100),
+  heartbeatIntervalMs: msVar('HEARTBEAT_INTERVAL_MS', 5000, 100),
+  lockDurationMs: msVar('LOCK_DURATION_MS', 30000, 1000),
+  stalledIntervalMs: msVar('STALLED_INTERVAL_MS', 30000, 500),
+  maxStalledCount: intVar('MAX_STALLED_COUNT', 2, 0, 'a whole number from 0 to 1000', 1000),
   leaderLeaseMs: intVar('LEADER_LEASE_MS', 10000, 300, 'a whole number of milliseconds from 300 to 15000', 15000),
-  healthCheckTimeoutMs: intVar('HEALTH_CHECK_TIMEOUT_MS', 10000, 100, 'a whole number of milliseconds, at least 100'),
+  healthCheckTimeoutMs: msVar('HEALTH_CHECK_TIMEOUT_MS', 10000, 100),
+  bootRecheckMs: msVar('BOOT_RECHECK_MS', 5000, 100),
   nightlyCron: stringVar('NIGHTLY_CRON', '0 23 * * *', 'a 5- or 6-field cron expression', (v) => cronProblem(v) === null),
   nightlyTz: stringVar('NIGHTLY_TZ', 'Europe/Zurich', 'an IANA time zone such as Europe/Zurich', (v) => timezoneProblem(v) === null),
   dashboardToken: optionalVar('DASHBOARD_TOKEN'),

@@ -99,3 +99,20 @@ export class RunFinishedError extends WerkpilotError {
     super(`run ${runId} already ${state}; only a queued or running run can be cancelled`);
   }
 }
+
+/**
+ * An agent's code threw outside any `await` (in a timer, an event handler) while its run was active:
+ * the run fails with this (an attempt spent) and the worker shuts down, since its state is unknown.
+ */
+export class UncaughtAgentError extends WerkpilotError {
+  constructor(message: string) {
+    super(`uncaught exception: ${message} (this worker shut down and was restarted by its supervisor)`);
+  }
+}
+
+/** A leader-only write was refused: another scheduler replica holds the leader lease now. */
+export class NotLeaderError extends WerkpilotError {
+  constructor(what: string) {
+    super(`${what} stopped: this scheduler is no longer the leader (another replica holds the lease)`);
+  }
+}

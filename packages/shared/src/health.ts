@@ -325,7 +325,10 @@ export class HealthMonitor {
   private async queueEvents(): Promise<QueueEvents> {
     if (!this.events) {
       const queue = this.options.systemQueue;
-      this.events = new QueueEvents(queue.name, { connection: this.options.connection, prefix: queue.opts.prefix! });
+      // A template BullMQ copies for its blocking connection (it never connects itself): that one
+      // must wait through reconnects (maxRetriesPerRequest null) whatever the scheduler's does.
+      const connection = this.options.connection.duplicate({ lazyConnect: true, maxRetriesPerRequest: null });
+      this.events = new QueueEvents(queue.name, { connection, prefix: queue.opts.prefix! });
       this.events.on('error', () => {});
     }
     await this.events.waitUntilReady();

@@ -17,6 +17,17 @@ import type { MetricsSnapshot } from './metrics-snapshot.js';
 
 export const DEFAULT_LEADER_TTL_MS = 10_000;
 
+/**
+ * What a leader-only write checks inside its own Lua script: the lease key still holds `id`. A
+ * leader paused past its lease (or deposed between `confirm()` and its write) then writes nothing.
+ */
+export interface LeaderFence {
+  /** The lease key (it must be passed in KEYS). */
+  key: string;
+  /** This replica's id, the lease's value while it leads. */
+  id: string;
+}
+
 export function leaderKey(keys: Keys): string {
   return keys.key('scheduler', 'leader');
 }
@@ -90,17 +101,29 @@ export class LeaderElection {
     }
   }
 
+  /** The fence for this replica's leader-only writes (see LeaderFence). */
+  get fence(): LeaderFence {
+    return { key: this.key, id: this.id };
+  }
+
   /** Whether this replica believes it leads (cheap; use `confirm()` before acting). */
   get isLeader(): boolean {
     return this.leading && this.clock() - this.leaseRenewedAt < this.ttlMs;
   }
 
-  /** Tries to take the lease now, then keeps renewing or retrying every interval. */
+  /**
+   * Tries to take the lease now, then keeps renewing or retrying every interval. Resolves after
+   * the first attempt — which waits for Redis while it is away; `stop()` may be called meanwhile.
+   */
   async start(): Promise<void> {
-    await this.tick();
-    this.timer = setInterval(() => {
-      if (!this.attempt) this.attempt = this.tick().finally(() => (this.attempt = undefined));
-    }, this.renewIntervalMs);
+    this.timer = setInterval(() => void this.attemptOnce(), this.renewIntervalMs);
+    await this.attemptOnce();
+  }
+
+  /** One attempt at a time: a slow one (Redis away) is not stacked on by the next interval. */
+  private attemptOnce(): Promise<void> {
+    this.attempt ??= this.tick().finally(() => (this.attempt = undefined));
+    return this.attempt;
   }
 
   /**

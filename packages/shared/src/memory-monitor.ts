@@ -56,6 +56,7 @@ export class MemoryMonitor {
   private hasWarnedNoGc = false;
   private underPressure = false;
   private last: ProcessMemory | undefined;
+  private readonly pressureListeners = new Set<(isUnderPressure: boolean) => void>();
 
   constructor(options: MemoryMonitorOptions) {
     this.options = options;
@@ -70,6 +71,12 @@ export class MemoryMonitor {
   /** The last reading taken (a fresh one before the first check). */
   get latest(): ProcessMemory {
     return this.last ?? this.read();
+  }
+
+  /** Calls `listener` each time pressure begins (true) or ends (false); returns its removal. */
+  onPressureChange(listener: (isUnderPressure: boolean) => void): () => void {
+    this.pressureListeners.add(listener);
+    return () => this.pressureListeners.delete(listener);
   }
 
   /** Checks now and then every interval. The timer does not keep the process alive. */
@@ -112,10 +119,12 @@ export class MemoryMonitor {
     if (!this.underPressure && memory.heapPercent >= this.thresholds.pressurePercent) {
       this.underPressure = true;
       log.warn({ heapPercent: memory.heapPercent }, `memory pressure: heap at ${memory.heapPercent}%; handing back priority-${SHED_PRIORITY} runs until under ${this.thresholds.recoverPercent}%`);
+      this.notify(true);
       await this.publish('memory:pressure', { heapPercent: memory.heapPercent, rssMB: memory.rssMB, shedPriority: SHED_PRIORITY });
     } else if (this.underPressure && memory.heapPercent < this.thresholds.recoverPercent) {
       this.underPressure = false;
       log.info({ heapPercent: memory.heapPercent }, `memory recovered: heap at ${memory.heapPercent}%; taking priority-${SHED_PRIORITY} runs again`);
+      this.notify(false);
       await this.publish('memory:recovered', { heapPercent: memory.heapPercent, rssMB: memory.rssMB });
     }
     this.last = memory;
@@ -128,6 +137,16 @@ export class MemoryMonitor {
    */
   readonly handBack = (spec: Pick<AgentSpec, 'priority'>): string | undefined =>
     this.underPressure && spec.priority >= SHED_PRIORITY ? `memory pressure (heap ${this.last?.heapPercent ?? '?'}%)` : undefined;
+
+  private notify(isUnderPressure: boolean): void {
+    for (const listener of this.pressureListeners) {
+      try {
+        listener(isUnderPressure);
+      } catch (err) {
+        this.options.log.warn({ err }, 'memory pressure listener failed');
+      }
+    }
+  }
 
   private async publish(type: string, data: Record<string, unknown>): Promise<void> {
     if (!this.options.publish) return;

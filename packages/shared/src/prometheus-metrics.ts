@@ -320,8 +320,13 @@ export interface WorkerMetrics {
   readonly contentType: string;
   /** Give to the executor's `outcomeListeners`; it records in memory and adds nothing to the pipeline. */
   readonly outcomeListener: OutcomeListener;
+  /** Counts an unhandled promise rejection of `agent`'s code (undefined: outside any agent). */
+  countUnhandledRejection(agent: string | undefined): void;
   render(): Promise<string>;
 }
+
+/** The `agent` label of a fault that happened outside any agent's code (not a valid agent name). */
+export const NO_AGENT_LABEL = '(none)';
 
 export function createWorkerMetrics({ activeRuns }: { activeRuns?: () => number } = {}): WorkerMetrics {
   const registry = new Registry();
@@ -355,10 +360,22 @@ export function createWorkerMetrics({ activeRuns }: { activeRuns?: () => number 
       },
     });
   }
+  const unhandledRejections = new Counter({
+    name: 'werkpilot_unhandled_rejections_total',
+    help: `Promise rejections nobody awaited in this worker process, by the agent whose code left them (${NO_AGENT_LABEL}: outside any agent); the worker logs and survives each`,
+    labelNames: ['agent'] as const,
+    registers: [registry],
+  });
   const outcomeListener: OutcomeListener = (record) => {
     runs.inc({ agent: record.agent, outcome: exportedOutcomeOf(record) });
     if ((record.attempt ?? 1) > 1 && record.outcome !== 'skipped') retries.inc({ agent: record.agent });
     if (record.durationMs !== undefined && record.outcome !== 'skipped') durations.observe({ agent: record.agent }, record.durationMs / 1000);
   };
-  return { registry, contentType: registry.contentType, outcomeListener, render: () => registry.metrics() };
+  return {
+    registry,
+    contentType: registry.contentType,
+    outcomeListener,
+    countUnhandledRejection: (agent) => unhandledRejections.inc({ agent: agent ?? NO_AGENT_LABEL }),
+    render: () => registry.metrics(),
+  };
 }

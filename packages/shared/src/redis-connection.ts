@@ -45,6 +45,16 @@ export function createRedisConnection({ url, role, log }: RedisConnectionOptions
 }
 
 /**
+ * `maxRetriesPerRequest` for a connection that serves requests rather than runs (the scheduler):
+ * ioredis fails the commands waiting in its offline queue every fourth reconnect attempt (with the
+ * backoff above: about 1.4 s into an outage — a plain Redis restart is over by then — and every 8 s
+ * after) instead of keeping them until Redis returns, so an outage cannot grow the queue without
+ * bound. Workers keep `null`: a finished run's record must wait for Redis rather than be dropped,
+ * and what a worker queues is bounded by its concurrency and its one-at-a-time timers.
+ */
+export const BOUNDED_RETRIES_PER_REQUEST = 3;
+
+/**
  * Closes a connection for good: QUIT when Redis answers (pending replies arrive first), else an
  * immediate disconnect — QUIT would wait for a reconnect that may never come.
  */

@@ -17,6 +17,8 @@ export interface ProvisionedRedis {
    * port and data directory (with AOF, queued work survives). For outage tests.
    */
   restart?(options?: { downMs?: number }): Promise<void>;
+  /** Only for a child `redis-server`: its pid while it runs (tests freeze it with SIGSTOP). */
+  readonly pid?: number | undefined;
 }
 
 export interface ProvisionOptions {
@@ -103,6 +105,9 @@ async function startRedisServer(options: ProvisionOptions): Promise<ProvisionedR
   return {
     url,
     source: 'redis-server',
+    get pid() {
+      return child?.exitCode === null ? child.pid : undefined;
+    },
     stop,
     restart: async ({ downMs = 0 } = {}) => {
       await stop();

@@ -77,7 +77,8 @@ interface Registered {
  * as they acquire a resource; within a step, cleanups run in reverse order of registration (the
  * last acquired is released first). Step 2 runs its cleanups together, bounded by the grace
  * period; every other cleanup is bounded by `cleanupTimeoutMs`, and a failing one is logged and
- * skipped — the shutdown always reaches step 6 and exits 0.
+ * skipped — the shutdown always reaches step 6 and exits 0 (1 when a crash started it, see
+ * process-faults.ts).
  *
  * A second SIGTERM/SIGINT during the shutdown exits at once (code 1), with a line saying so.
  */
@@ -87,6 +88,7 @@ export class GracefulShutdown {
   private readonly steps = new Map<ShutdownStep, Registered[]>();
   private running: Promise<void> | undefined;
   private listening: (() => void) | undefined;
+  private exitCode = 0;
 
   constructor(options: GracefulShutdownOptions) {
     this.options = options;
@@ -128,14 +130,19 @@ export class GracefulShutdown {
     };
   }
 
-  /** Runs the six steps once (later calls return the same promise), then exits 0. */
-  run(reason: string): Promise<void> {
-    this.running ??= this.runSteps(reason);
+  /**
+   * Runs the six steps once (later calls return the same promise), then exits 0 — or with
+   * `exitCode` when a call asked for one (the highest asked wins, even after the steps started).
+   * `graceMs` shortens step 2 when given to the call that starts the shutdown.
+   */
+  run(reason: string, { exitCode = 0, graceMs }: { exitCode?: number; graceMs?: number } = {}): Promise<void> {
+    this.exitCode = Math.max(this.exitCode, exitCode);
+    this.running ??= this.runSteps(reason, graceMs ?? this.options.graceMs);
     return this.running;
   }
 
-  private async runSteps(reason: string): Promise<void> {
-    const { log, graceMs } = this.options;
+  private async runSteps(reason: string, graceMs: number): Promise<void> {
+    const { log } = this.options;
     const startedAt = this.clock();
     const grace = new AbortController();
     const ctx: ShutdownContext = { reason, graceMs, graceOver: grace.signal };
@@ -152,9 +159,10 @@ export class GracefulShutdown {
     }
     this.listening?.();
     const totalMs = this.clock() - startedAt;
-    log.info({ totalMs }, `shutdown complete in ${totalMs} ms; exiting 0`);
+    const code = this.exitCode;
+    log.info({ totalMs, exitCode: code }, `shutdown complete in ${totalMs} ms; exiting ${code}`);
     await this.flushLog();
-    this.exit(0);
+    this.exit(code);
   }
 
   /** Step 2: all its cleanups at once, until they finish or the grace period ends. */

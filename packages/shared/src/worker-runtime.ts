@@ -38,6 +38,8 @@ export interface WorkerRuntimeOptions {
   state: AgentStateStore;
   lockDurationMs: number;
   stalledIntervalMs: number;
+  /** `MAX_STALLED_COUNT`; default DEFAULT_MAX_STALLED_COUNT (agent-worker.ts). */
+  maxStalledCount?: number;
   /** The memory monitor's hand-back (priority-3 shedding under pressure); none when not given. */
   handBack?: (spec: AgentSpec) => string | undefined;
 }
@@ -103,6 +105,7 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntim
     activeRuns,
     lockDurationMs: options.lockDurationMs,
     stalledIntervalMs: options.stalledIntervalMs,
+    ...(options.maxStalledCount !== undefined ? { maxStalledCount: options.maxStalledCount } : {}),
   });
   return {
     worker,

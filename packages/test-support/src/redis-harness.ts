@@ -15,6 +15,11 @@ export interface TestRedis {
   client(): Redis;
   /** Restarts an owned redis-server on the same port and data dir (AOF on when `persistent`). */
   restart(options?: { downMs?: number }): Promise<void>;
+  /**
+   * Freezes an owned redis-server (SIGSTOP: connections stay open, nothing answers) until the
+   * returned function thaws it (SIGCONT). A frozen server is thawed after the file in any case.
+   */
+  freeze(): () => void;
 }
 
 export interface TestRedisOptions {
@@ -43,7 +48,9 @@ export function useTestRedis(options: TestRedisOptions = {}): TestRedis {
     }
   }, 60_000);
 
+  let thawFrozen: (() => void) | undefined;
   afterAll(async () => {
+    thawFrozen?.();
     await Promise.all(clients.map((c) => c.quit().catch(() => c.disconnect())));
     await provisioned?.stop();
     if (dataDir) rmSync(dataDir, { recursive: true, force: true });
@@ -65,6 +72,18 @@ export function useTestRedis(options: TestRedisOptions = {}): TestRedis {
       client.on('error', () => {});
       clients.push(client);
       return client;
+    },
+    freeze() {
+      const pid = current().pid;
+      if (pid === undefined) throw new Error('freeze needs a redis-server owned by the test (unset REDIS_URL)');
+      process.kill(pid, 'SIGSTOP');
+      const thaw = () => {
+        if (thawFrozen !== thaw) return;
+        thawFrozen = undefined;
+        process.kill(pid, 'SIGCONT');
+      };
+      thawFrozen = thaw;
+      return thaw;
     },
     async restart(opts) {
       const p = current();

@@ -26,6 +26,8 @@ export interface AgentsRoutesDeps {
   toggle?: { enable(agent: string): Promise<unknown>; disable(agent: string): Promise<unknown> };
   /** Manual circuit reset (circuit-breaker.ts); the route is absent without it. */
   resetCircuit?: (agent: string) => Promise<unknown>;
+  /** Asks the leader to boot-check the agent again (boot-healer.ts); resolves to the request's number. */
+  boot?: (agent: string) => Promise<number>;
 }
 
 /** How many of an agent's recent runs the detail view shows. */
@@ -34,7 +36,7 @@ const LAST_RUNS = 10;
 /**
  * `GET /api/agents`, `GET /api/agents/:name` (registry + state + whatever health, circuit, score
  * and enabled figures the snapshot carries, plus the last runs), and the operator actions on one
- * agent: run, enable, disable, circuit reset.
+ * agent: run, enable, disable, circuit reset, boot check.
  */
 export function agentsRoutes(deps: AgentsRoutesDeps): Router {
   const router = Router();
@@ -86,6 +88,16 @@ export function agentsRoutes(deps: AgentsRoutesDeps): Router {
       const spec = requireAgent(req.params.name);
       const circuit = await resetCircuit(spec.name);
       res.json({ agent: spec.name, circuit });
+    });
+  }
+  const boot = deps.boot;
+  if (boot) {
+    // 202: the leader (whichever replica) checks within about a second; the agent's `boot` shows
+    // the outcome with `requestSeq` at least the number answered here.
+    router.post('/api/agents/:name/boot', async (req, res) => {
+      const spec = requireAgent(req.params.name);
+      const requestSeq = await boot(spec.name);
+      res.status(202).json({ agent: spec.name, requestSeq });
     });
   }
   return router;

@@ -8,6 +8,7 @@ import {
   type Logger,
   type MetricsSnapshot,
   type Redis,
+  type RedisAvailability,
   type Retention,
   type ScrapeSource,
   type SnapshotDeps,
@@ -20,6 +21,7 @@ import { dlqRoutes } from './dlq-routes.js';
 import { errorHandler, notFound } from './error-handler.js';
 import { eventsRoutes } from './events-routes.js';
 import { metricsRoutes } from './metrics-routes.js';
+import { redisGuard } from './redis-guard.js';
 import { reportsRoutes, type ReportsSource } from './reports-routes.js';
 import { runsRoutes, type RunsRoutesDeps } from './runs-routes.js';
 
@@ -28,6 +30,12 @@ export interface HttpDeps {
   log: Logger;
   /** Whether the process is ready to serve (Redis reachable, registry loaded). */
   isReady: () => Promise<boolean>;
+  /**
+   * Redis's availability: `/readyz` answers from it (503 with the reason within a second), and the
+   * API, `/metrics` and Bull Board's API answer 503 `{ "error": "redis unavailable" }` while Redis
+   * does not answer (redis-guard.ts). Without it, `isReady` alone decides `/readyz`.
+   */
+  redisAvailability?: RedisAvailability;
   redis: Redis;
   keys: Keys;
   bus: EventBus;
@@ -38,6 +46,7 @@ export interface HttpDeps {
   trigger?: TriggerAgent;
   toggle?: AgentsRoutesDeps['toggle'];
   resetCircuit?: AgentsRoutesDeps['resetCircuit'];
+  boot?: AgentsRoutesDeps['boot'];
   cancel?: RunsRoutesDeps['cancel'];
   reports?: ReportsSource;
   /** Extra cluster figures for the Prometheus scrape (circuit, health, score, workers, leader). */
@@ -72,10 +81,16 @@ export function createHttpApp(deps: HttpDeps): Express {
     res.json({ status: 'ok' });
   });
   app.get('/readyz', async (_req, res) => {
+    const redis = await deps.redisAvailability?.check();
+    if (redis && !redis.available) {
+      res.status(503).json({ status: 'not ready', reason: redis.reason });
+      return;
+    }
     const ready = await deps.isReady().catch(() => false);
     res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'not ready' });
   });
   app.use(auth.middleware);
+  if (deps.redisAvailability) app.use(['/api', '/metrics', `${BULL_BOARD_PATH}/api`], redisGuard(deps.redisAvailability));
   app.use(express.json({ limit: '2mb' }));
 
   app.use(metricsRoutes({ snapshot, prometheus }));
@@ -90,6 +105,7 @@ export function createHttpApp(deps: HttpDeps): Express {
       trigger,
       ...(deps.toggle ? { toggle: deps.toggle } : {}),
       ...(deps.resetCircuit ? { resetCircuit: deps.resetCircuit } : {}),
+      ...(deps.boot ? { boot: deps.boot } : {}),
     }),
   );
   app.use(dlqRoutes({ queues }));
