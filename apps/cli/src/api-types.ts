@@ -27,6 +27,19 @@ export interface AgentFields {
   lastRunAt?: string | null;
   lastOutcome?: string | null;
   lastError?: string | null;
+  /** The agent's boot state (boot.ts); null before the first boot. */
+  boot?: BootView | null;
+}
+
+export interface BootView {
+  status: string;
+  layer?: number;
+  reason?: string;
+  at?: string;
+  failedChecks?: number;
+  nextCheckAt?: string;
+  /** The last on-demand boot request this state answers. */
+  requestSeq?: number;
 }
 
 /** One agent as `GET /api/agents` lists it. */

@@ -28,6 +28,7 @@ Exit codes:
 Examples:
   werkpilot status
   werkpilot run crm-sync --with-dependents --wait
+  werkpilot boot crm-sync
   werkpilot dlq list --json | jq '.entries[].id'
   werkpilot events --follow --type 'agent:*'
 `;

@@ -2,6 +2,11 @@ import { describe, expect, it } from 'vitest';
 import {
   AgentStateStore,
   BOOT_CHECK_JOB,
+  BootHealer,
+  NotLeaderError,
+  bootKey,
+  leaderKey,
+  requestBootCheck,
   EventBus,
   bootAgents,
   bootSnapshot,
@@ -168,5 +173,66 @@ describe('layered boot', () => {
     const report = await bootAgents({ systemQueue: c.queues.system, registry: c.registry, redis: c.redis, keys: c.keys, bus, log, checkTimeoutMs: 100, pickupTimeoutMs: 300 });
     expect(report.agents.a).toMatchObject({ status: 'unchecked', reason: expect.stringContaining('no worker took the boot check') });
     expect(report.agents.b!.status).toBe('unchecked');
+  });
+});
+
+describe('boot healing and fencing', () => {
+  it('writes no boot state once this replica lost the leader lease', async () => {
+    const { agents } = bootGraph({ a: [], b: ['a'] });
+    const c = await dependencyCluster(redis, agents);
+    await startSystemWorkers(c, 1);
+    const bus = new EventBus({ redis: c.redis, keys: c.keys, log });
+    // The new leader's verdict, which a deposed leader must not overwrite.
+    await c.redis.set(leaderKey(c.keys), 'replica-b');
+    await c.redis.hset(bootKey(c.keys), 'a', JSON.stringify({ status: 'ok', layer: 0, at: 'by replica-b' }));
+    const fence = { key: leaderKey(c.keys), id: 'replica-a' };
+    await expect(
+      bootAgents({ systemQueue: c.queues.system, registry: c.registry, redis: c.redis, keys: c.keys, bus, log, fence }),
+    ).rejects.toThrow(new NotLeaderError('boot'));
+    expect(await c.redis.hgetall(bootKey(c.keys))).toEqual({ a: JSON.stringify({ status: 'ok', layer: 0, at: 'by replica-b' }) });
+
+    // While it holds the lease, the same boot writes.
+    await c.redis.set(leaderKey(c.keys), 'replica-a');
+    const report = await bootAgents({ systemQueue: c.queues.system, registry: c.registry, redis: c.redis, keys: c.keys, bus, log, fence, checkTimeoutMs: 2000 });
+    expect(report.agents.b!.status).toBe('ok');
+  });
+
+  it('re-checks a failed agent with backoff, unblocks its dependents in the same round, and answers an on-demand request of a blocked one', async () => {
+    let isCrmUp = false;
+    const agents: Partial<AgentDefinition>[] = [
+      { name: 'crm-sync', healthCheck: async () => (isCrmUp ? { healthy: true } : { healthy: false, reason: 'CRM API unreachable' }) },
+      { name: 'enrich', dependsOn: ['crm-sync'] },
+      { name: 'lead-scorer', dependsOn: ['enrich'] },
+    ];
+    const c = await dependencyCluster(redis, agents);
+    await startSystemWorkers(c, 1);
+    const bus = new EventBus({ redis: c.redis, keys: c.keys, log });
+    let now = Date.parse('2030-01-01T00:00:00Z');
+    const deps = { systemQueue: c.queues.system, registry: c.registry, redis: c.redis, keys: c.keys, bus, log, checkTimeoutMs: 2000, recheckBaseMs: 1000, clock: () => now };
+    await bootAgents(deps);
+    const healer = new BootHealer({ ...deps, canAct: async () => true });
+    const states = () => readBootStates({ redis: c.redis, keys: c.keys });
+
+    expect((await states()).get('crm-sync')).toMatchObject({ status: 'failed', failedChecks: 1, nextCheckAt: '2030-01-01T00:00:01.000Z' });
+    expect(await healer.heal()).toEqual([]); // not due yet
+    now += 1000;
+    expect(await healer.heal()).toEqual(['crm-sync']); // due: fails again, dependents stay blocked
+    expect((await states()).get('crm-sync')).toMatchObject({ status: 'failed', failedChecks: 2, nextCheckAt: '2030-01-01T00:00:03.000Z' });
+
+    // An operator asks about a blocked dependent: answered at once (still blocked, with the cause).
+    const seq = await requestBootCheck({ redis: c.redis, keys: c.keys }, 'lead-scorer');
+    expect(await healer.heal()).toEqual(['lead-scorer']);
+    expect((await states()).get('lead-scorer')).toMatchObject({ status: 'blocked', reason: 'dependency crm-sync failed boot: CRM API unreachable', requestSeq: seq });
+
+    isCrmUp = true;
+    now += 2000;
+    expect(await healer.heal()).toEqual(['crm-sync', 'enrich', 'lead-scorer']);
+    const healed = await states();
+    expect([...healed.values()].map((s) => s.status)).toEqual(['ok', 'ok', 'ok']);
+    expect(healed.get('crm-sync')!.failedChecks).toBeUndefined();
+    expect(await healer.heal()).toEqual([]);
+    const boots = () => c.events.filter((e) => e.type === 'boot:agent' && e.data.recheck === true).map((e) => `${e.agent}:${e.data.status}`);
+    await waitFor(() => boots().length >= 5, { what: 'the re-checks on the bus' });
+    expect(boots()).toEqual(['crm-sync:failed', 'lead-scorer:blocked', 'crm-sync:ok', 'enrich:ok', 'lead-scorer:ok']);
   });
 });
