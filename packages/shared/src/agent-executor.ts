@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { AgentContext, AgentSpec, TopicHandler } from './agent.js';
 import { createRunLogger } from './agent-logger.js';
 import type { AgentStateStore, RunRecord } from './agent-state.js';
-import type { BusEvent, EventBus } from './bus.js';
+import { publishAgentMessage, type BusEvent, type EventBus } from './bus.js';
 import { RunTimeoutError } from './errors.js';
 import { RunCancelledError } from './run-cancel.js';
 import { isDependencyReason, type RunGate } from './gating.js';
@@ -198,7 +198,7 @@ function buildContext(
     attempt,
     runId: job.id!,
     agent: spec.name,
-    publish: (topic, payload) => deps.bus.publish(topic, asEventData(payload), spec.name),
+    publish: (topic, payload) => publishAgentMessage(deps.bus, spec.name, topic, payload),
     subscribe: (topic: string, handler: TopicHandler) => {
       let active = true;
       const pending = deps.bus.subscribe((event) => {
@@ -217,11 +217,6 @@ function buildContext(
         ? (deps.request(spec.name, agent, payload, options) as Promise<T>)
         : Promise.reject(new Error('ctx.request needs the RPC service, which this process did not start')),
   };
-}
-
-/** An agent's published payload travels as `data.payload`, so any JSON value (not only objects) fits. */
-function asEventData(payload: unknown): Record<string, unknown> {
-  return { payload: payload ?? null };
 }
 
 /** Resolves with the work, or rejects with the signal's reason as soon as it aborts. */

@@ -1,6 +1,8 @@
 import type { ChainableCommander, Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import { PublishPayloadError } from './errors.js';
 import type { Keys } from './keys.js';
+import { MAX_PUBLISH_PAYLOAD_BYTES } from './size-limits.js';
 
 /** One message on the bus: `{ type, agent?, at, data }`, JSON on `<prefix>:events`. */
 export interface BusEvent<TData = Record<string, unknown>> {
@@ -115,6 +117,35 @@ export class EventBus {
     this.subscribing = undefined;
     if (subscriber) await subscriber.quit().catch(() => subscriber.disconnect());
   }
+}
+
+/** Longest topic an agent may publish under (it becomes the event's `type`). */
+export const MAX_TOPIC_BYTES = 200;
+
+/**
+ * `ctx.publish(topic, payload)`: the payload travels as `data.payload` (any JSON value fits).
+ * Refused with PublishPayloadError — nothing published — when the topic is not a short string or
+ * the payload is not JSON or over MAX_PUBLISH_PAYLOAD_BYTES: every subscriber receives each event,
+ * Redis keeps the last 1000, and a subscriber that falls 32 MB behind is disconnected by Redis.
+ */
+export async function publishAgentMessage(bus: EventBus, agent: string, topic: unknown, payload: unknown): Promise<void> {
+  if (typeof topic !== 'string' || topic === '' || Buffer.byteLength(topic) > MAX_TOPIC_BYTES) {
+    throw new PublishPayloadError(`ctx.publish: the topic must be a non-empty string of at most ${MAX_TOPIC_BYTES} bytes, got ${typeof topic === 'string' ? `${Buffer.byteLength(topic)} bytes` : typeof topic}`);
+  }
+  let json: string | undefined;
+  try {
+    json = JSON.stringify(payload ?? null);
+  } catch (err) {
+    throw new PublishPayloadError(`ctx.publish('${topic}'): the payload is not JSON-serialisable: ${(err as Error).message}`);
+  }
+  if (json === undefined) throw new PublishPayloadError(`ctx.publish('${topic}'): the payload is not JSON-serialisable (a ${typeof payload})`);
+  const bytes = Buffer.byteLength(json);
+  if (bytes > MAX_PUBLISH_PAYLOAD_BYTES) {
+    throw new PublishPayloadError(
+      `ctx.publish('${topic}'): the payload is ${bytes} bytes; the limit is ${MAX_PUBLISH_PAYLOAD_BYTES} (64 KiB) — store large data elsewhere and publish its key`,
+    );
+  }
+  await bus.publish(topic, { payload: payload ?? null }, agent);
 }
 
 function parseEvent(json: string | undefined): BusEvent | undefined {

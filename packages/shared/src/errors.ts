@@ -116,3 +116,6 @@ export class NotLeaderError extends WerkpilotError {
     super(`${what} stopped: this scheduler is no longer the leader (another replica holds the lease)`);
   }
 }
+
+/** A `ctx.publish` topic or payload that is not JSON or is over its cap; nothing was published. */
+export class PublishPayloadError extends InvalidInputError {}

@@ -8,7 +8,9 @@ import { cronIntervalMs } from './cron.js';
 import { dependencyBatchRule, type GateRule } from './gating.js';
 import type { Keys } from './keys.js';
 import type { MetricsSnapshot } from './metrics-snapshot.js';
+import { runInScope } from './process-faults.js';
 import { execOrThrow } from './redis-pipeline.js';
+import { MAX_ERROR_MESSAGE_BYTES, truncateBytes } from './size-limits.js';
 import type { Registry } from './registry.js';
 import type { SystemJobHandler } from './system-worker.js';
 
@@ -355,12 +357,12 @@ export function createHealthCheckHandler({ registry, log }: { registry: Registry
       const result = await new Promise<HealthCheckResult>((resolve, reject) => {
         signal.addEventListener('abort', () => reject(new Error(`timed out after ${timeoutMs} ms`)), { once: true });
         Promise.resolve()
-          .then(() => check({ signal, log: scoped }))
+          .then(() => runInScope({ agent, activity: 'health-check' }, () => check({ signal, log: scoped })))
           .then(resolve, reject);
       });
-      return { healthy: result?.healthy === true, ...(result?.reason ? { reason: String(result.reason) } : {}) };
+      return { healthy: result?.healthy === true, ...(result?.reason ? { reason: truncateBytes(String(result.reason), MAX_ERROR_MESSAGE_BYTES) } : {}) };
     } catch (err) {
-      const message = (err as Error)?.message ?? String(err);
+      const message = truncateBytes((err as Error)?.message ?? String(err), MAX_ERROR_MESSAGE_BYTES);
       return { healthy: false, reason: signal.aborted ? message : `threw: ${message}` };
     }
   };

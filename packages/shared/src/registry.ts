@@ -5,6 +5,7 @@ import { AGENT_DEFAULTS, type AgentDefinition, type AgentSpec, type Priority } f
 import { cronProblem, timezoneProblem } from './cron.js';
 import { computeDepths, findCycles, layersOf, topologicalOrder, transitiveDependents } from './dag.js';
 import { AgentNotFoundError, RegistryError } from './errors.js';
+import { MAX_TIMER_MS } from './size-limits.js';
 
 /**
  * The set of agents a process knows, validated as a whole before anything touches Redis.
@@ -101,38 +102,51 @@ export function buildRegistry(modules: AgentModule[], earlierProblems: string[] 
   const problems = [...earlierProblems];
   const specs: AgentSpec[] = [];
   const sources = new Map<string, string>();
+  // Every agent whose name and dependsOn could be read, valid or not, so that the graph's problems
+  // (unknown dependencies, cycles) are reported beside each agent's own (a bad cron AND an unknown
+  // dependency are both listed).
+  const declared = new Map<string, string[]>();
 
   for (const { definition, source } of modules) {
     const where = path.basename(source);
     const result = normalise(definition, where, source);
     problems.push(...result.problems);
-    if (!result.spec) continue;
-    const first = sources.get(result.spec.name);
+    if (!result.name) continue;
+    const first = sources.get(result.name);
     if (first !== undefined) {
-      problems.push(`duplicate agent name "${result.spec.name}" in ${first} and ${where}`);
+      problems.push(`duplicate agent name "${result.name}" in ${first} and ${where}`);
       continue;
     }
-    sources.set(result.spec.name, where);
-    specs.push(result.spec);
+    sources.set(result.name, where);
+    declared.set(result.name, result.dependsOn ?? []);
+    if (result.spec) specs.push(result.spec);
   }
 
-  for (const spec of specs) {
-    for (const dep of spec.dependsOn) {
-      if (dep === spec.name) continue; // reported as a cycle
-      if (!sources.has(dep)) problems.push(`agent "${spec.name}" depends on unknown agent "${dep}"`);
+  for (const [name, dependsOn] of declared) {
+    for (const dep of dependsOn) {
+      if (dep === name) continue; // reported as a cycle
+      if (!sources.has(dep)) problems.push(`agent "${name}" depends on unknown agent "${dep}"`);
     }
   }
-  const graph = new Map(specs.map((s) => [s.name, s.dependsOn]));
-  for (const cycle of findCycles(graph)) problems.push(`dependency cycle: ${cycle.join(' → ')}`);
+  for (const cycle of findCycles(declared)) problems.push(`dependency cycle: ${cycle.join(' → ')}`);
 
   if (problems.length > 0) throw new RegistryError(problems);
+  const graph = new Map(specs.map((s) => [s.name, s.dependsOn]));
 
   const depths = computeDepths(graph);
   for (const spec of specs) spec.depth = depths.get(spec.name)!;
   return new Registry(specs);
 }
 
-function normalise(raw: unknown, where: string, source: string): { spec?: AgentSpec; problems: string[] } {
+/** One definition checked: its spec when valid, its problems, and its name and dependencies when readable. */
+interface Normalised {
+  spec?: AgentSpec;
+  problems: string[];
+  name?: string;
+  dependsOn?: string[];
+}
+
+function normalise(raw: unknown, where: string, source: string): Normalised {
   if (raw === null || typeof raw !== 'object') {
     return { problems: [`${where}: the default export must be defineAgent({ ... }), got ${describe(raw)}`] };
   }
@@ -163,27 +177,31 @@ function normalise(raw: unknown, where: string, source: string): { spec?: AgentS
     problem(`priority must be 1 (critical), 2 (important) or 3 (normal), got ${describe(def.priority)}`);
   }
   const dependsOn = def.dependsOn ?? [];
-  if (!Array.isArray(dependsOn) || dependsOn.some((d) => typeof d !== 'string')) {
-    problem('dependsOn must be an array of agent names');
-  }
-  checkPositiveInt(def.timeoutMs, 'timeoutMs', problem);
-  checkPositiveInt(def.maxRestartsPerHour, 'maxRestartsPerHour', problem);
+  const hasReadableDependsOn = Array.isArray(dependsOn) && dependsOn.every((d) => typeof d === 'string');
+  if (!hasReadableDependsOn) problem('dependsOn must be an array of agent names');
+  checkPositiveInt(def.timeoutMs, 'timeoutMs', problem, MAX_TIMER_MS, 'ms (2^31 − 1, about 24.8 days: Node fires a longer timer at once)');
+  checkPositiveInt(def.maxRestartsPerHour, 'maxRestartsPerHour', problem, MAX_RESTARTS_PER_HOUR);
   if (def.overlap !== undefined && def.overlap !== 'skip' && def.overlap !== 'queue') {
     problem(`overlap must be "skip" or "queue", got ${describe(def.overlap)}`);
   }
   const retry = def.retry ?? {};
   if (typeof retry !== 'object' || retry === null) problem('retry must be { attempts, backoff: { type, delayMs } }');
   else {
-    checkPositiveInt(retry.attempts, 'retry.attempts', problem);
+    checkPositiveInt(retry.attempts, 'retry.attempts', problem, MAX_ATTEMPTS);
     if (retry.backoff !== undefined) {
       if (retry.backoff.type !== undefined && retry.backoff.type !== 'exponential') {
         problem(`retry.backoff.type must be "exponential", got ${describe(retry.backoff.type)}`);
       }
       const d = retry.backoff.delayMs;
       if (d !== undefined && !(Number.isInteger(d) && d >= 0)) problem(`retry.backoff.delayMs must be a whole number of ms, got ${describe(d)}`);
+      else if (d !== undefined && d > MAX_TIMER_MS) problem(`retry.backoff.delayMs must be at most ${MAX_TIMER_MS} ms (2^31 − 1, about 24.8 days), got ${describe(d)}`);
     }
   }
-  if (problems.length > 0) return { problems };
+  const readable = {
+    ...(typeof def.name === 'string' && NAME_PATTERN.test(def.name) ? { name: def.name } : {}),
+    ...(hasReadableDependsOn ? { dependsOn: [...new Set(dependsOn as string[])] } : {}),
+  };
+  if (problems.length > 0) return { problems, ...readable };
 
   const defaults = AGENT_DEFAULTS;
   const spec: AgentSpec = {
@@ -202,13 +220,17 @@ function normalise(raw: unknown, where: string, source: string): { spec?: AgentS
     source,
     definition: def as AgentDefinition,
   };
-  return { spec, problems };
+  return { spec, problems, ...readable };
 }
 
-function checkPositiveInt(value: unknown, field: string, problem: (t: string) => void) {
-  if (value !== undefined && !(Number.isInteger(value) && (value as number) > 0)) {
-    problem(`${field} must be a positive integer, got ${describe(value)}`);
-  }
+/** Upper bounds that keep numbers harmless: timers that really wait, counts Redis and Lua hold exactly. */
+const MAX_ATTEMPTS = 1000;
+const MAX_RESTARTS_PER_HOUR = 1_000_000;
+
+function checkPositiveInt(value: unknown, field: string, problem: (t: string) => void, max: number, unit = '') {
+  if (value === undefined) return;
+  if (!(Number.isInteger(value) && (value as number) > 0)) problem(`${field} must be a positive integer, got ${describe(value)}`);
+  else if ((value as number) > max) problem(`${field} must be at most ${max}${unit ? ` ${unit}` : ''}, got ${describe(value)}`);
 }
 
 function describe(value: unknown): string {

@@ -4,7 +4,7 @@
  *
  * Design
  * - Every agent has a request list, `{prefix}:rpc:<agent>:requests`. A caller RPUSHes one JSON
- *   envelope `{ id, from, agent, replyTo, deadline, payload }` and keeps the list's TTL at least as
+ *   envelope `{ id, from, agent, replyTo, timeoutMs, payload }` and keeps the list's TTL at least as
  *   long as the request can be answered (one Lua call), so a list nobody pops expires by itself.
  * - Each worker process runs one RpcResponder for the agents it hosts that define `onRequest`: a
  *   dedicated connection BLPOPs all their lists at once. Redis hands each element to exactly one
@@ -15,8 +15,12 @@
  *   subscriber connection per RpcClient, subscribed before the first request is pushed), and are
  *   matched by id to a pending promise.
  * - Timeout: the caller rejects with RequestTimeoutError and LREMs its envelope, so an unanswered
- *   request leaves no key or list entry behind and no responder runs it late. A responder that pops
- *   an envelope past its deadline drops it. An agent without `onRequest` has no responder: timeout.
+ *   request leaves no key or list entry behind and no responder runs it late. The envelope carries
+ *   the timeout as a duration, never a deadline: caller and responder run on machines whose clocks
+ *   differ, and a deadline compared across them would abort requests early (or never). A responder
+ *   gives `onRequest` that long from when it pops the request — the caller's own timer is the one
+ *   that decides; a reply after it is dropped. An agent without `onRequest` has no responder: timeout.
+ * - An `onRequest` error travels back as its message, capped at 4 KiB (size-limits.ts).
  * - Payloads and results are serialised and size-checked (1 MiB) before anything is sent.
  * - close(): the client rejects its pending requests with RequestShutdownError; the responder stops
  *   popping (CLIENT UNBLOCK of its blocking connection) and finishes what it already popped.
@@ -27,6 +31,8 @@ import type { Logger } from 'pino';
 import type { AgentSpec } from './agent.js';
 import { InvalidInputError, RemoteRequestError, RequestPayloadError, RequestShutdownError, RequestTimeoutError } from './errors.js';
 import type { Keys } from './keys.js';
+import { runInScope } from './process-faults.js';
+import { MAX_ERROR_MESSAGE_BYTES, MAX_TIMER_MS, truncateBytes } from './size-limits.js';
 
 /** Largest serialised payload or result a request may carry. */
 export const MAX_REQUEST_BYTES = 1024 * 1024;
@@ -66,7 +72,8 @@ interface Envelope {
   from: string;
   agent: string;
   replyTo: string;
-  deadline: number;
+  /** The caller's timeout: a duration, so no two clocks are compared. */
+  timeoutMs: number;
   payload: unknown;
 }
 
@@ -86,7 +93,6 @@ export interface RpcClientOptions {
   redis: Redis;
   keys: Keys;
   log: Logger;
-  clock?: () => number;
 }
 
 /**
@@ -98,7 +104,6 @@ export class RpcClient {
   private readonly redis: Redis;
   private readonly keys: Keys;
   private readonly log: Logger;
-  private readonly clock: () => number;
   private readonly pending = new Map<string, Pending>();
   private readonly replyChannel: string;
   private subscriber: Redis | undefined;
@@ -106,11 +111,10 @@ export class RpcClient {
   private isClosed = false;
   private sequence = 0;
 
-  constructor({ redis, keys, log, clock = Date.now }: RpcClientOptions) {
+  constructor({ redis, keys, log }: RpcClientOptions) {
     this.redis = redis;
     this.keys = keys;
     this.log = log.child({ component: 'rpc-client' });
-    this.clock = clock;
     this.replyChannel = rpcReplyChannel(keys, this.id);
   }
 
@@ -130,15 +134,14 @@ export class RpcClient {
     if (typeof agent !== 'string' || !AGENT_NAME.test(agent)) {
       throw new InvalidInputError(`request: agent must be an agent name like "lead-scoring", got ${JSON.stringify(agent)}`);
     }
-    if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) {
-      throw new InvalidInputError(`request: timeoutMs must be a positive number of milliseconds, got ${timeoutMs}`);
+    if (!Number.isFinite(timeoutMs) || timeoutMs <= 0 || timeoutMs > MAX_TIMER_MS) {
+      throw new InvalidInputError(`request: timeoutMs must be a positive number of milliseconds up to ${MAX_TIMER_MS}, got ${timeoutMs}`);
     }
     const payloadJson = serialise(payload ?? null, `payload of the request to agent ${agent}`);
     if (this.isClosed) throw new RequestShutdownError(agent);
 
     const id = `${this.id}.${(this.sequence++).toString(36)}`;
-    const deadline = this.clock() + timeoutMs;
-    const head: Omit<Envelope, 'payload'> = { id, from: options.from ?? 'external', agent, replyTo: this.replyChannel, deadline };
+    const head: Omit<Envelope, 'payload'> = { id, from: options.from ?? 'external', agent, replyTo: this.replyChannel, timeoutMs };
     // The payload is spliced in as already-serialised JSON, so a large one is stringified once.
     const envelope = `${JSON.stringify(head).slice(0, -1)},"payload":${payloadJson}}`;
     const key = rpcRequestsKey(this.keys, agent);
@@ -247,7 +250,6 @@ export interface RpcResponderOptions {
   workerId: string;
   /** Requests handled at once by this process. Default 32. */
   concurrency?: number;
-  clock?: () => number;
 }
 
 export interface RpcResponder {
@@ -266,7 +268,6 @@ export interface RpcResponder {
 export function startRpcResponder(options: RpcResponderOptions): RpcResponder {
   const { redis, keys, workerId } = options;
   const log = options.log.child({ component: 'rpc-responder', workerId });
-  const clock = options.clock ?? Date.now;
   const concurrency = options.concurrency ?? 32;
   const served = options.agents.filter((spec) => typeof spec.definition.onRequest === 'function');
   const byKey = new Map(served.map((spec) => [rpcRequestsKey(keys, spec.name), spec]));
@@ -292,8 +293,8 @@ export function startRpcResponder(options: RpcResponderOptions): RpcResponder {
       log.warn({ agent: spec.name }, 'dropped a request that is not JSON');
       return;
     }
-    const remainingMs = envelope.deadline - clock();
-    if (remainingMs <= 0) return; // its caller has already given up
+    // Envelopes from before durations were sent (a rolling upgrade) get the default.
+    const remainingMs = typeof envelope.timeoutMs === 'number' && envelope.timeoutMs > 0 ? Math.min(envelope.timeoutMs, MAX_TIMER_MS) : DEFAULT_REQUEST_TIMEOUT_MS;
     const requestLog = log.child({ agent: spec.name, requestId: envelope.id, from: envelope.from });
     // Aborted when the caller gives up or this process closes; plain timer and set, so nothing lingers.
     const controller = new AbortController();
@@ -301,13 +302,14 @@ export function startRpcResponder(options: RpcResponderOptions): RpcResponder {
     running.add(controller);
     let reply: string;
     try {
-      const result = await spec.definition.onRequest!(envelope.payload, { signal: controller.signal, log: requestLog, agent: spec.name });
+      const scope = { agent: spec.name, runId: envelope.id, activity: 'request' as const };
+      const result = await runInScope(scope, () => spec.definition.onRequest!(envelope.payload, { signal: controller.signal, log: requestLog, agent: spec.name }));
       const resultJson = serialise(result ?? null, `result of agent ${spec.name}'s onRequest`);
       reply = `${JSON.stringify({ id: envelope.id, ok: true }).slice(0, -1)},"result":${resultJson}}`;
     } catch (thrown) {
       const err = thrown instanceof Error ? thrown : new Error(String(thrown));
       requestLog.debug({ err: err.message }, 'onRequest failed');
-      reply = JSON.stringify({ id: envelope.id, ok: false, error: err.message, name: err.name });
+      reply = JSON.stringify({ id: envelope.id, ok: false, error: truncateBytes(String(err.message), MAX_ERROR_MESSAGE_BYTES), name: truncateBytes(String(err.name), 200) });
     } finally {
       clearTimeout(timer);
       running.delete(controller);

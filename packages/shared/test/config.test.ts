@@ -26,6 +26,8 @@ describe('configuration', () => {
       completedRetain: 1000,
       healthIntervalMs: 300000,
       memoryCheckIntervalMs: 60000,
+      maxStalledCount: 2,
+      bootRecheckMs: 5000,
       nightlyCron: '0 23 * * *',
       nightlyTz: 'Europe/Zurich',
       logLevel: 'info',
@@ -41,6 +43,12 @@ describe('configuration', () => {
     expect(errorOf({ NIGHTLY_TZ: 'Nowhere/City' })).toMatch(/^NIGHTLY_TZ must be an IANA time zone/);
     expect(errorOf({ NIGHTLY_CRON: 'every night' })).toMatch(/^NIGHTLY_CRON must be a 5- or 6-field cron expression/);
     expect(errorOf({ WERKPILOT_PREFIX: '{bad}' })).toMatch(/^WERKPILOT_PREFIX must be letters/);
+  });
+
+  it('refuses a duration no timer can wait for (over 2^31 − 1 ms), which would fire at once', () => {
+    expect(errorOf({ SHUTDOWN_GRACE_MS: '2147483648' })).toBe('SHUTDOWN_GRACE_MS must be a whole number of milliseconds from 0 to 2147483647, got "2147483648"');
+    expect(errorOf({ HEALTH_INTERVAL_MS: '99999999999' })).toBe('HEALTH_INTERVAL_MS must be a whole number of milliseconds from 100 to 2147483647, got "99999999999"');
+    expect(loadConfig({ LOCK_DURATION_MS: '2147483647', MAX_STALLED_COUNT: '5', BOOT_RECHECK_MS: '1000' })).toMatchObject({ lockDurationMs: 2147483647, maxStalledCount: 5, bootRecheckMs: 1000 });
   });
 
   it('reports several bad variables on one line', () => {

@@ -93,6 +93,38 @@ describe('registry validation', () => {
     expect(message).toContain('retry.attempts must be a positive integer, got 0');
   });
 
+  it('lists every problem of every agent: a bad cron and an unknown dependency of the same agent both', () => {
+    const problems = problemsOf([
+      mod({ name: 'crm-sync', schedule: { cron: '*/5 * * *' }, dependsOn: ['ghost'] }),
+      mod({ name: 'lead-scoring', priority: 9, dependsOn: ['crm-sync', 'phantom'] }),
+      mod({ name: 'loop-a', timeoutMs: 0, dependsOn: ['loop-b'] }),
+      mod({ name: 'loop-b', dependsOn: ['loop-a'] }),
+    ]);
+    expect(problems).toEqual([
+      expect.stringMatching(/^agent "crm-sync" \(crm-sync\.ts\): .*has 4 fields/),
+      'agent "lead-scoring" (lead-scoring.ts): priority must be 1 (critical), 2 (important) or 3 (normal), got 9',
+      'agent "loop-a" (loop-a.ts): timeoutMs must be a positive integer, got 0',
+      'agent "crm-sync" depends on unknown agent "ghost"',
+      'agent "lead-scoring" depends on unknown agent "phantom"',
+      'dependency cycle: loop-a → loop-b → loop-a',
+    ]);
+  });
+
+  it('refuses numbers that would misbehave: a timeout or backoff past 2^31 − 1 ms, absurd counts', () => {
+    const problems = problemsOf([
+      mod({ name: 'slow', timeoutMs: 2 ** 31 }),
+      mod({ name: 'patient', retry: { attempts: 1001, backoff: { type: 'exponential', delayMs: 2 ** 31 } } }),
+      mod({ name: 'tolerant', maxRestartsPerHour: 1e12 }),
+    ]);
+    expect(problems).toEqual([
+      'agent "slow" (slow.ts): timeoutMs must be at most 2147483647 ms (2^31 − 1, about 24.8 days: Node fires a longer timer at once), got 2147483648',
+      'agent "patient" (patient.ts): retry.attempts must be at most 1000, got 1001',
+      'agent "patient" (patient.ts): retry.backoff.delayMs must be at most 2147483647 ms (2^31 − 1, about 24.8 days), got 2147483648',
+      'agent "tolerant" (tolerant.ts): maxRestartsPerHour must be at most 1000000, got 1000000000000',
+    ]);
+    expect(buildRegistry([mod({ name: 'longest', timeoutMs: 2 ** 31 - 1 })]).require('longest').timeoutMs).toBe(2147483647);
+  });
+
   it('accepts 5- and 6-field cron with a time zone', () => {
     const registry = buildRegistry([
       mod({ name: 'five', schedule: { cron: '0 23 * * *', tz: 'Europe/Zurich' } }),

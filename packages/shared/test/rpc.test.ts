@@ -144,6 +144,22 @@ describe('agent requests', () => {
     const { client } = setup();
     await expect(client.request('Not An Agent')).rejects.toThrow(/agent must be an agent name/);
     await expect(client.request('a', {}, { timeoutMs: -1 })).rejects.toThrow(/timeoutMs must be a positive number/);
+    // Past 2^31 − 1 ms a timer fires at once: refused, not a request that times out immediately.
+    await expect(client.request('a', {}, { timeoutMs: 2 ** 31 })).rejects.toThrow('request: timeoutMs must be a positive number of milliseconds up to 2147483647, got 2147483648');
+  });
+
+  it('sends the timeout as a duration, never a deadline of the caller\'s clock, so skewed clocks do not matter', async () => {
+    const { client, admin, keys, respond } = setup();
+    const asked = client.request('clocked', { q: 1 }, { timeoutMs: 3000 });
+    const [queued] = await waitFor(async () => {
+      const entries = await admin.lrange(rpcRequestsKey(keys, 'clocked'), 0, -1);
+      return entries.length > 0 ? entries : undefined;
+    }, { what: 'the request queued' });
+    const envelope = JSON.parse(queued!) as Record<string, unknown>;
+    expect(envelope).toMatchObject({ agent: 'clocked', timeoutMs: 3000, payload: { q: 1 } });
+    expect(envelope).not.toHaveProperty('deadline');
+    respond([{ name: 'clocked', onRequest: async () => 'answered' }]);
+    expect(await asked).toBe('answered');
   });
 
   it('rejects pending requests with a shutdown error when the client closes, and withdraws them', async () => {
