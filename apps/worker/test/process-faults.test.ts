@@ -67,6 +67,8 @@ describe('an agent that leaves a promise rejection unawaited', () => {
     expect(await queues.agents.getJobState(careless.id!)).toBe('completed');
     expect(await queues.agents.getFailedCount()).toBe(0);
     expect(events.filter((e) => e.type === 'agent:dlq')).toEqual([]);
+    const steadyDone = (await queues.agents.getJob(steady.id!))!;
+    console.log(`[measure] careless neighbour: the 5 s run completed in ${(steadyDone.returnvalue as { durationMs: number }).durationMs} ms on attempt ${steadyDone.attemptsMade}; DLQ 0; worker alive`);
 
     // Logged with the agent and run it came from.
     const line = worker.logs().find((l) => typeof l.msg === 'string' && l.msg.startsWith('unhandled promise rejection'))!;
@@ -94,8 +96,10 @@ describe('an agent that throws outside any await', () => {
     const steady = await add('steady', { ms: 8000 });
     await waitFor(() => activeOn(queues, steady.id!), { what: 'the 8 s run active' });
     const thrower = await add('thrower');
+    const queuedAt = Date.now();
 
     expect(await crashing.exited).toBe(1);
+    console.log(`[measure] uncaught exception: worker exited 1 ${Date.now() - queuedAt} ms after the throwing run was queued (SHUTDOWN_GRACE_MS 1000)`);
     const fatal = crashing.logs().find((l) => l.level === 60)!;
     expect(fatal).toMatchObject({ agent: 'thrower', runId: thrower.id, err: { message: 'boom in a timer' } });
     expect(crashing.output()).toMatch(/shutdown complete in \d+ ms; exiting 1/);

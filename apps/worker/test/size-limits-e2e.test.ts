@@ -59,6 +59,7 @@ describe('sizes an agent decides', () => {
       expect(bytes(stack)).toBeLessThanOrEqual(MAX_STACK_BYTES);
       expect(stack).toMatch(MARKER);
     }
+    console.log(`[measure] a 5 MB error: DLQ message ${bytes(entry.error)} bytes, stack ${Math.max(...entry.stacktrace.map(bytes))} bytes`);
     const agent = (await api('/api/agents/loud-failure')) as { lastError: string };
     expect(bytes(agent.lastError)).toBeLessThanOrEqual(MAX_ERROR_MESSAGE_BYTES);
     const { events } = (await api('/api/events/recent?limit=100&agent=loud-failure')) as { events: { type: string; data: { error?: string } }[] };
