@@ -128,7 +128,7 @@ export async function runScheduler(): Promise<void> {
     recheckBaseMs: config.bootRecheckMs,
     fence: leader.fence,
   };
-  const healer = new BootHealer({ ...bootDeps, canAct: () => leader.confirm() });
+  const healer = new BootHealer({ ...bootDeps, canAct: () => leader.confirm(), hasLiveWorker: () => hasLiveWorker({ redis, keys }) });
   const lead = async () => {
     // Redis may drop between election and setup (the connection fails fast): retry while leading.
     for (;;) {

@@ -32,6 +32,11 @@ export interface BootHealerOptions extends BootDeps {
   canAct: () => Promise<boolean>;
   /** How often due agents and requests are looked for. Default 1000. */
   tickMs?: number;
+  /**
+   * Whether any worker is alive (heartbeat.ts). Without one a check could only wait for its pickup
+   * timeout, so rounds (and the requests they would take) wait for a worker instead.
+   */
+  hasLiveWorker?: () => Promise<boolean>;
 }
 
 /** The on-demand requests: agent → the request's sequence number. */
@@ -122,6 +127,7 @@ export class BootHealer {
   async heal(): Promise<string[]> {
     const o = this.options;
     if (!(await o.canAct())) return [];
+    if (o.hasLiveWorker && !(await o.hasLiveWorker())) return [];
     const taken = await o.redis.werkpilotTakeBootRequests(requestsKey(o.keys));
     const requests = new Map<string, number>();
     for (let i = 0; i + 1 < taken.length; i += 2) {
@@ -142,8 +148,14 @@ export class BootHealer {
 
   private async recheck(targets: Set<string>, requests: Map<string, number>, view: Map<string, AgentBootState>): Promise<string[]> {
     const o = this.options;
+    // The targets and everything depending on them, in one pass over the layers (a dependency is
+    // always in an earlier layer than its dependents).
     const closure = new Set(targets);
-    for (const agent of targets) for (const dependent of o.registry.dependentsOf(agent)) closure.add(dependent);
+    for (const layer of o.registry.layers) {
+      for (const agent of layer) {
+        if (o.registry.require(agent).dependsOn.some((dep) => closure.has(dep))) closure.add(agent);
+      }
+    }
     const writer = bootStateWriter(o);
     const decided: string[] = [];
     const record = async (agent: string, state: AgentBootState) => {
