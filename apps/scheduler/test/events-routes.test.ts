@@ -124,6 +124,25 @@ describe('GET /api/events/recent', () => {
     expect(all.events).toHaveLength(12);
   });
 
+  it('answers a glob bomb at once, and refuses a 10 000-character pattern at once', async () => {
+    const { url, publisher } = await setup();
+    for (let i = 0; i < 50; i++) await publisher.publish('agent:started', { n: i }, 'crm-sync');
+    // The request that froze the event loop when the glob became the regex ^.*.*….*X$.
+    let started = performance.now();
+    const bomb = await fetch(`${url}/api/events/recent?limit=1000&type=${'*'.repeat(40)}X`);
+    expect(bomb.status).toBe(200);
+    expect(await bomb.json()).toEqual({ events: [] });
+    expect(performance.now() - started).toBeLessThan(1000);
+
+    started = performance.now();
+    const huge = await fetch(`${url}/api/events/recent?type=${'*'.repeat(9999)}X`);
+    expect(huge.status).toBe(400);
+    expect(await huge.json()).toEqual({ error: 'type: at most 20 values of at most 100 characters each' });
+    expect(performance.now() - started).toBeLessThan(1000);
+    const stream = await fetch(`${url}/api/events?type=${'*'.repeat(9999)}X`);
+    expect(stream.status).toBe(400);
+  });
+
   it('answers 400 for a limit that is not a whole number up to 1000', async () => {
     const { url } = await setup();
     for (const limit of ['abc', '-1', '1001']) {

@@ -54,3 +54,4 @@ export * from './process-faults.js';
 export * from './redis-availability.js';
 export * from './port-binding.js';
 export * from './memory-shedding.js';
+export * from './glob.js';
