@@ -176,6 +176,7 @@ export async function runScheduler(): Promise<void> {
     bus,
     retention,
     credentials: { token: config.dashboardToken, user: config.dashboardUser, password: config.dashboardPassword },
+    liveStreams: { maxClients: config.sseMaxClients },
   });
   http.serve(app);
   shutdown.register(5, 'http server', () => new Promise((resolve) => {

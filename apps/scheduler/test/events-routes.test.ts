@@ -1,11 +1,12 @@
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import express from 'express';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { EventBus, createKeys, createLogger, type BusEvent } from '@werkpilot/shared';
-import { openEventStream, uniquePrefix, useTestRedis, waitFor, type EventStream } from '@werkpilot/test-support';
+import { openEventStream, openStalledEventStream, uniquePrefix, useTestRedis, waitFor, type EventStream } from '@werkpilot/test-support';
 import { errorHandler } from '../src/http/error-handler.js';
 import { eventsRoutes, type EventsRouter } from '../src/http/events-routes.js';
+import type { LiveStreamLimits } from '../src/http/live-event-streams.js';
 
 const redis = useTestRedis();
 const log = createLogger({ level: 'silent', name: 'test' });
@@ -24,11 +25,11 @@ interface Setup {
   router: EventsRouter;
 }
 
-async function setup({ heartbeatMs = 15_000 } = {}): Promise<Setup> {
+async function setup(limits: Partial<LiveStreamLimits> = {}): Promise<Setup> {
   const keys = createKeys(uniquePrefix());
   const serverBus = new EventBus({ redis: redis.client(), keys, log });
   const publisher = new EventBus({ redis: redis.client(), keys, log });
-  const router = eventsRoutes({ bus: serverBus, log, heartbeatMs });
+  const router = eventsRoutes({ bus: serverBus, log, limits });
   const app = express();
   app.use(router);
   app.use(errorHandler(log));
@@ -90,16 +91,85 @@ describe('GET /api/events', () => {
     expect(stream.events).toEqual([]);
   });
 
-  it('frees the subscription when the client disconnects', async () => {
+  it('frees the subscription when the last client disconnects', async () => {
     const { url, router, serverBus } = await setup();
     const handlers = () => (serverBus as unknown as { handlers: Set<unknown> }).handlers.size;
     const a = await openStream(`${url}/api/events`);
     const b = await openStream(`${url}/api/events?type=agent:*`);
     expect(router.activeStreams).toBe(2);
-    expect(handlers()).toBe(2);
+    // One bus handler serves every stream.
+    expect(handlers()).toBe(1);
     a.close();
     b.close();
     await waitFor(() => router.activeStreams === 0 && handlers() === 0, { what: 'streams to be released' });
+  });
+
+  it('refuses a stream beyond maxClients with 503 and Retry-After, and admits one again when a slot frees', async () => {
+    const { url, router } = await setup({ maxClients: 2 });
+    const a = await openStream(`${url}/api/events`);
+    await openStream(`${url}/api/events?type=agent:*`);
+    const refused = await fetch(`${url}/api/events`);
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get('retry-after')).toBe('10');
+    expect(await refused.json()).toEqual({
+      error: 'too many live event streams: 2 are open (SSE_MAX_CLIENTS); retry in 10 s, or read /api/events/recent',
+    });
+    a.close();
+    await waitFor(() => router.activeStreams === 1, { what: 'a slot to free' });
+    await openStream(`${url}/api/events`);
+    expect(router.activeStreams).toBe(2);
+  });
+
+  it('serialises each event once, however many streams it goes to', async () => {
+    const { url, publisher } = await setup();
+    const streams = await Promise.all(Array.from({ length: 10 }, () => openStream(`${url}/api/events`)));
+    const stringify = vi.spyOn(JSON, 'stringify');
+    try {
+      await publisher.publish('serialise:probe', { n: 1 });
+      await waitFor(() => streams.every((s) => s.events.length === 1), { what: 'the event on every stream' });
+      const ofProbe = stringify.mock.calls.filter(([value]) => (value as BusEvent | undefined)?.type === 'serialise:probe');
+      // Once by the publisher for Redis, once by the scheduler for all ten streams.
+      expect(ofProbe).toHaveLength(2);
+    } finally {
+      stringify.mockRestore();
+    }
+  });
+
+  it('drops a client that stopped reading once its backlog passes the bound, and keeps serving the others', async () => {
+    const { url, publisher, router } = await setup({ maxBufferedBytes: 64 * 1024 });
+    const stalled = await openStalledEventStream(url);
+    const reader = await openStream(`${url}/api/events`);
+    // 4000 events of 4 KiB: 16 MiB, more than loopback socket buffers take.
+    const payload = 'x'.repeat(4096);
+    for (let i = 0; i < 4000; i += 100) {
+      const pipeline = publisher['redis'].pipeline();
+      for (let j = i; j < i + 100; j++) publisher.addTo(pipeline, publisher.event('flood:event', { n: j, payload }));
+      await pipeline.exec();
+    }
+    await waitFor(() => router.streams.dropped === 1, { what: 'the stalled stream to be dropped' });
+    // Reading again, the client finds its stream ended.
+    stalled.resume();
+    await stalled.closed;
+    await waitFor(() => reader.events.length === 4000, { timeoutMs: 20_000, what: 'every event on the reading stream' });
+    expect(reader.events.map((e) => e.data.n)).toEqual(Array.from({ length: 4000 }, (_, i) => i));
+    expect(router.activeStreams).toBe(1);
+  });
+
+  it('drops a client whose socket has not drained for stallMs, however little it holds', async () => {
+    const { url, publisher, router } = await setup({ maxBufferedBytes: 512 * 1024 * 1024, stallMs: 300 });
+    const stalled = await openStalledEventStream(url);
+    const payload = 'x'.repeat(4096);
+    // 16 MiB back the server's writes up; then nothing more is sent, so only the stall can drop it.
+    for (let i = 0; i < 4000; i += 100) {
+      const pipeline = publisher['redis'].pipeline();
+      for (let j = i; j < i + 100; j++) publisher.addTo(pipeline, publisher.event('flood:event', { n: j, payload }));
+      await pipeline.exec();
+    }
+    // 16 MiB never reach the 512 MiB backlog bound: the stall is what drops it.
+    await waitFor(() => router.streams.dropped === 1, { what: 'the stalled stream to be dropped' });
+    expect(router.activeStreams).toBe(0);
+    stalled.resume();
+    await stalled.closed;
   });
 
   it('answers 400 for a malformed filter', async () => {

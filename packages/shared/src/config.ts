@@ -39,6 +39,8 @@ export interface Config {
   dashboardToken: string | undefined;
   dashboardUser: string | undefined;
   dashboardPassword: string | undefined;
+  /** Live event streams (`GET /api/events`) one scheduler serves at once. */
+  sseMaxClients: number;
   logLevel: LogLevel;
 }
 
@@ -115,6 +117,7 @@ const VARIABLES = {
   dashboardToken: optionalVar('DASHBOARD_TOKEN'),
   dashboardUser: optionalVar('DASHBOARD_USER'),
   dashboardPassword: optionalVar('DASHBOARD_PASSWORD'),
+  sseMaxClients: intVar('SSE_MAX_CLIENTS', 100, 1, 'a positive integer'),
   logLevel: {
     name: 'LOG_LEVEL',
     default: 'info',

@@ -30,8 +30,11 @@ describe('configuration', () => {
       bootRecheckMs: 5000,
       nightlyCron: '0 23 * * *',
       nightlyTz: 'Europe/Zurich',
+      sseMaxClients: 100,
       logLevel: 'info',
     });
+    expect(loadConfig({ SSE_MAX_CLIENTS: '5' }).sseMaxClients).toBe(5);
+    expect(errorOf({ SSE_MAX_CLIENTS: '0' })).toBe('SSE_MAX_CLIENTS must be a positive integer, got "0"');
   });
 
   it('names the variable, the value and what is allowed', () => {

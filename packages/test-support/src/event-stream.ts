@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import type { BusEvent } from '@werkpilot/shared';
 import { waitFor } from './wait-for.js';
 
@@ -46,4 +47,58 @@ export async function openEventStream(url: string, headers: Record<string, strin
   })();
   await waitFor(() => stream.comments.includes('connected'), { what: `the event stream ${url} to connect` });
   return stream;
+}
+
+/** An SSE client that stopped reading (see `openStalledEventStream`). */
+export interface StalledEventStream {
+  /**
+   * Resolves when the connection has ended. A client that does not read does not see the server's
+   * end either: call `resume()` first.
+   */
+  closed: Promise<void>;
+  /** Reads (and discards) again, e.g. to see that the server has ended the stream. */
+  resume(): void;
+  close(): void;
+}
+
+/**
+ * Opens `GET path` on a raw TCP connection, reads until the server's `: connected` comment, then
+ * stops reading for good, as a client would that hung or sits behind a stalled link: what the
+ * server sends next piles up in the socket buffers and then in the server, unless it drops us.
+ */
+export async function openStalledEventStream(url: string, path = '/api/events', headers: Record<string, string> = {}): Promise<StalledEventStream> {
+  const { hostname, port } = new URL(url);
+  const socket = connect({ host: hostname, port: Number(port) });
+  let closed = false;
+  const whenClosed = new Promise<void>((resolve) =>
+    socket.once('close', () => {
+      closed = true;
+      resolve();
+    }),
+  );
+  socket.on('error', () => {});
+  const head = Object.entries({ host: `${hostname}:${port}`, accept: 'text/event-stream', ...headers })
+    .map(([k, v]) => `${k}: ${v}\r\n`)
+    .join('');
+  socket.write(`GET ${path} HTTP/1.1\r\n${head}\r\n`);
+  let received = '';
+  const onData = (chunk: Buffer) => {
+    received += chunk.toString('latin1');
+  };
+  socket.on('data', onData);
+  await waitFor(() => received.includes(': connected') || closed, { what: `the stalled event stream ${path} to connect` });
+  if (!received.startsWith('HTTP/1.1 200')) {
+    socket.destroy();
+    throw new Error(`GET ${path} answered ${received.split('\r\n')[0]}, not an event stream`);
+  }
+  socket.off('data', onData);
+  socket.pause();
+  return {
+    closed: whenClosed,
+    resume: () => {
+      socket.on('data', () => {});
+      socket.resume();
+    },
+    close: () => socket.destroy(),
+  };
 }

@@ -20,6 +20,7 @@ import { dashboardRoutes } from './dashboard.js';
 import { dlqRoutes } from './dlq-routes.js';
 import { errorHandler, notFound } from './error-handler.js';
 import { eventsRoutes } from './events-routes.js';
+import type { LiveStreamLimits } from './live-event-streams.js';
 import { metricsRoutes } from './metrics-routes.js';
 import { redisGuard } from './redis-guard.js';
 import { reportsRoutes, type ReportsSource } from './reports-routes.js';
@@ -51,6 +52,8 @@ export interface HttpDeps {
   reports?: ReportsSource;
   /** Extra cluster figures for the Prometheus scrape (circuit, health, score, workers, leader). */
   scrapeSources?: ScrapeSource[];
+  /** Bounds of the live event streams; `maxClients` is SSE_MAX_CLIENTS. */
+  liveStreams?: Partial<LiveStreamLimits>;
 }
 
 /**
@@ -110,7 +113,7 @@ export function createHttpApp(deps: HttpDeps): Express {
   );
   app.use(dlqRoutes({ queues }));
   app.use(runsRoutes({ queues, ...(deps.cancel ? { cancel: deps.cancel } : {}) }));
-  app.use(eventsRoutes({ bus: deps.bus, log: deps.log }));
+  app.use(eventsRoutes({ bus: deps.bus, log: deps.log, limits: deps.liveStreams ?? {} }));
   if (deps.reports) app.use(reportsRoutes(deps.reports));
   app.use(BULL_BOARD_PATH, bullBoardRouter({ queues, readOnly: !auth.canMutate }));
   app.use(dashboardRoutes());

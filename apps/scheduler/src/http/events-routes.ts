@@ -1,31 +1,35 @@
-import { Router, type Response } from 'express';
-import { InvalidInputError, createEventFilter, parseInput, recentEventsQuery, type BusEvent, type EventBus, type Logger } from '@werkpilot/shared';
+import { Router } from 'express';
+import { InvalidInputError, createEventFilter, parseInput, recentEventsQuery, type EventBus, type Logger } from '@werkpilot/shared';
+import { LiveEventStreams, RETRY_AFTER_SECONDS, type LiveStreamLimits } from './live-event-streams.js';
 
 export interface EventsRoutesDeps {
   bus: EventBus;
   log: Logger;
-  /** Interval of the `: heartbeat` comment that keeps proxies from closing an idle stream. Default 15000. */
-  heartbeatMs?: number;
+  /** Bounds of the live streams (SSE_MAX_CLIENTS, backlog, stall, heartbeat); defaults otherwise. */
+  limits?: Partial<LiveStreamLimits>;
 }
 
-/** The events router, plus how many live streams it is serving (each holds one bus handler). */
+/** The events router, plus its live streams (how many are open, how many were dropped). */
 export interface EventsRouter extends Router {
   readonly activeStreams: number;
+  readonly streams: LiveEventStreams;
 }
 
 /**
  * `GET /api/events`: the bus as server-sent events, one `data: <event JSON>` message per event, in
  * bus order; `?type=agent:*,circuit:*` and `?agent=crm-sync,lead-scoring` filter it. The stream
  * opens with `: connected` once the subscription is live (events published after it are seen) and
- * a `: heartbeat` comment follows every `heartbeatMs`. A client that disconnects frees its handler.
+ * a `: heartbeat` comment follows every `heartbeatMs`. At most `maxClients` streams at once (503
+ * with `Retry-After` beyond); a client that does not keep up is dropped (live-event-streams.ts).
  *
  * `GET /api/events/recent?limit=N` (default 100, at most 1000): the last N events of the capped
  * history stream, oldest first, with the same optional filters applied to them.
  */
-export function eventsRoutes({ bus, log, heartbeatMs = 15_000 }: EventsRoutesDeps): EventsRouter {
+export function eventsRoutes({ bus, log, limits = {} }: EventsRoutesDeps): EventsRouter {
   const router = Router() as EventsRouter;
-  let activeStreams = 0;
-  Object.defineProperty(router, 'activeStreams', { get: () => activeStreams });
+  const streams = new LiveEventStreams({ bus, log, limits });
+  Object.defineProperty(router, 'activeStreams', { get: () => streams.size });
+  Object.defineProperty(router, 'streams', { value: streams });
 
   router.get('/api/events/recent', async (req, res) => {
     const { limit } = parseInput(recentEventsQuery, { limit: req.query.limit }, 'query');
@@ -36,35 +40,14 @@ export function eventsRoutes({ bus, log, heartbeatMs = 15_000 }: EventsRoutesDep
 
   router.get('/api/events', async (req, res) => {
     const filter = createEventFilter({ types: queryList(req.query.type, 'type'), agents: queryList(req.query.agent, 'agent') });
-    res.writeHead(200, {
-      'Content-Type': 'text/event-stream; charset=utf-8',
-      'Cache-Control': 'no-cache, no-transform',
-      Connection: 'keep-alive',
-      'X-Accel-Buffering': 'no', // nginx: do not buffer the stream
-    });
-    res.socket?.setNoDelay(true);
-    activeStreams++;
-    let isOpen = true;
-    let unsubscribe: (() => void) | undefined;
-    const heartbeat = setInterval(() => write(res, `: heartbeat ${new Date().toISOString()}\n\n`), heartbeatMs);
-    res.on('close', () => {
-      isOpen = false;
-      activeStreams--;
-      clearInterval(heartbeat);
-      unsubscribe?.();
-    });
-    try {
-      const stop = await bus.subscribe((event: BusEvent) => {
-        if (filter(event)) write(res, `data: ${JSON.stringify(event)}\n\n`);
+    if (!streams.hasRoom()) {
+      res.set('Retry-After', String(RETRY_AFTER_SECONDS));
+      res.status(503).json({
+        error: `too many live event streams: ${streams.maxClients} are open (SSE_MAX_CLIENTS); retry in ${RETRY_AFTER_SECONDS} s, or read /api/events/recent`,
       });
-      if (isOpen) unsubscribe = stop;
-      else stop();
-    } catch (err) {
-      log.warn({ err }, 'event stream could not subscribe to the bus');
-      res.end();
       return;
     }
-    write(res, 'retry: 3000\n: connected\n\n');
+    await streams.open(res, filter);
   });
 
   return router;
@@ -76,8 +59,4 @@ function queryList(value: unknown, name: string): string[] | undefined {
   if (typeof value === 'string') return [value];
   if (Array.isArray(value) && value.every((v) => typeof v === 'string')) return value;
   throw new InvalidInputError(`${name}: give it as ?${name}=a,b`);
-}
-
-function write(res: Response, chunk: string): void {
-  if (!res.writableEnded && !res.destroyed) res.write(chunk);
 }

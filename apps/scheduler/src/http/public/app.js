@@ -268,6 +268,12 @@ async function startEvents() {
   };
   source.onerror = () => {
     state.eventsLive = false;
+    // A refused stream (503: SSE_MAX_CLIENTS reached) is not retried by the browser: poll instead.
+    if (source.readyState === EventSource.CLOSED) {
+      source.close();
+      pollEvents();
+      return;
+    }
     $('#events-source').textContent = 'reconnecting…';
   };
 }

@@ -1,0 +1,211 @@
+import type { Response } from 'express';
+import type { BusEvent, EventBus, EventFilter, Logger } from '@werkpilot/shared';
+
+export interface LiveStreamLimits {
+  /** Streams served at once (SSE_MAX_CLIENTS); one more is refused with 503 and Retry-After. */
+  maxClients: number;
+  /**
+   * Bytes a stream may have waiting to be sent (in Node and the socket's user-space buffer): a client
+   * that reads slower than events arrive is dropped when it falls this far behind.
+   */
+  maxBufferedBytes: number;
+  /** A stream whose socket has not drained for this long is dropped, however little it holds. */
+  stallMs: number;
+  /** Interval of the `: heartbeat` comment that keeps proxies from closing an idle stream. */
+  heartbeatMs: number;
+}
+
+export const DEFAULT_LIVE_STREAM_LIMITS: LiveStreamLimits = {
+  maxClients: 100,
+  maxBufferedBytes: 256 * 1024,
+  stallMs: 30_000,
+  heartbeatMs: 15_000,
+};
+
+/** How long a refused client is asked to wait before it tries again (`Retry-After`, seconds). */
+export const RETRY_AFTER_SECONDS = 10;
+
+interface Client {
+  res: Response;
+  filter: EventFilter;
+  /** When a write last returned false with no `drain` since; undefined while the client keeps up. */
+  blockedSince: number | undefined;
+}
+
+/**
+ * The live event streams of `GET /api/events`: one bus subscription for all of them, each event
+ * serialised once and the same frame written to every stream it passes, and bounds so that clients
+ * cannot make the scheduler hold their backlog. `res.write` backpressure is honoured: a stream that
+ * falls `maxBufferedBytes` behind, or whose socket does not drain for `stallMs`, is dropped (its
+ * socket destroyed; an EventSource reconnects after `retry:` and reads on from the live feed).
+ */
+export class LiveEventStreams {
+  private readonly clients = new Set<Client>();
+  private readonly bus: EventBus;
+  private readonly log: Logger;
+  private readonly limits: LiveStreamLimits;
+  private readonly clock: () => number;
+  private unsubscribe: (() => void) | undefined;
+  private subscribing: Promise<void> | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private backlogCheck: NodeJS.Immediate | undefined;
+  private lastHeartbeatAt = 0;
+  /** Streams dropped for falling behind, since start (for tests and logs). */
+  dropped = 0;
+
+  constructor({ bus, log, limits = {}, clock = Date.now }: { bus: EventBus; log: Logger; limits?: Partial<LiveStreamLimits>; clock?: () => number }) {
+    this.bus = bus;
+    this.log = log.child({ component: 'live-events' });
+    this.limits = { ...DEFAULT_LIVE_STREAM_LIMITS, ...limits };
+    this.clock = clock;
+  }
+
+  /** Streams open now. */
+  get size(): number {
+    return this.clients.size;
+  }
+
+  get maxClients(): number {
+    return this.limits.maxClients;
+  }
+
+  /** Whether one more stream may open. */
+  hasRoom(): boolean {
+    return this.clients.size < this.limits.maxClients;
+  }
+
+  /**
+   * Turns `res` into an event stream of what `filter` passes. Resolves once the bus subscription is
+   * live (the `: connected` comment is written then), so no event published afterwards is missed.
+   * The caller checks `hasRoom()` first.
+   */
+  async open(res: Response, filter: EventFilter): Promise<void> {
+    res.writeHead(200, {
+      'Content-Type': 'text/event-stream; charset=utf-8',
+      'Cache-Control': 'no-cache, no-transform',
+      Connection: 'keep-alive',
+      'X-Accel-Buffering': 'no', // nginx: do not buffer the stream
+    });
+    res.socket?.setNoDelay(true);
+    const client: Client = { res, filter, blockedSince: undefined };
+    this.clients.add(client);
+    res.on('close', () => this.remove(client));
+    this.startTimer();
+    try {
+      await this.ensureSubscribed();
+    } catch (err) {
+      this.log.warn({ err }, 'event stream could not subscribe to the bus');
+      res.end();
+      return;
+    }
+    if (this.clients.has(client)) this.write(client, 'retry: 3000\n: connected\n\n');
+  }
+
+  /** Ends every stream (shutdown). */
+  closeAll(): void {
+    for (const client of [...this.clients]) client.res.end();
+    this.clients.clear();
+    this.release();
+  }
+
+  private ensureSubscribed(): Promise<void> {
+    this.subscribing ??= this.bus.subscribe((event) => this.broadcast(event)).then(
+      (stop) => {
+        this.unsubscribe = stop;
+        // Every stream closed while the subscription was being made.
+        if (this.clients.size === 0) this.release();
+      },
+      (err: unknown) => {
+        this.subscribing = undefined;
+        throw err;
+      },
+    );
+    return this.subscribing;
+  }
+
+  private broadcast(event: BusEvent): void {
+    let frame: string | undefined;
+    for (const client of this.clients) {
+      if (!client.filter(event)) continue;
+      frame ??= `data: ${JSON.stringify(event)}\n\n`;
+      this.write(client, frame);
+    }
+  }
+
+  private write(client: Client, chunk: string): void {
+    const { res } = client;
+    if (res.writableEnded || res.destroyed) return;
+    if (!res.write(chunk) && client.blockedSince === undefined) {
+      client.blockedSince = this.clock();
+      res.once('drain', () => {
+        client.blockedSince = undefined;
+      });
+      this.scheduleBacklogCheck();
+    }
+  }
+
+  /**
+   * Writes made in one tick are all counted as unsent until the event loop turns, even to a client
+   * that reads at once: a burst of events (one read from the Redis subscriber connection, at most
+   * 64 KiB) is let through, and the backlog is judged once the sockets have had their turn.
+   */
+  private scheduleBacklogCheck(): void {
+    if (this.backlogCheck) return;
+    this.backlogCheck = setImmediate(() => {
+      this.backlogCheck = undefined;
+      for (const client of [...this.clients]) {
+        if (client.res.writableLength > this.limits.maxBufferedBytes) this.drop(client, `it fell more than ${this.limits.maxBufferedBytes} bytes behind`);
+      }
+    });
+  }
+
+  private drop(client: Client, reason: string): void {
+    this.dropped++;
+    this.log.warn(
+      { remoteAddress: client.res.socket?.remoteAddress, bufferedBytes: client.res.writableLength, streams: this.clients.size - 1 },
+      `dropped a live event stream: ${reason} (it reconnects and reads on from the live feed)`,
+    );
+    this.remove(client);
+    client.res.destroy();
+  }
+
+  private remove(client: Client): void {
+    if (!this.clients.delete(client)) return;
+    if (this.clients.size === 0) this.release();
+  }
+
+  /** With no stream left, the bus handler and the timer go too. */
+  private release(): void {
+    if (this.clients.size > 0) return;
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    if (this.unsubscribe) {
+      this.unsubscribe();
+      this.unsubscribe = undefined;
+      this.subscribing = undefined;
+    }
+  }
+
+  /** One timer for all streams: heartbeats, and dropping streams that stalled. */
+  private startTimer(): void {
+    if (this.timer) return;
+    this.lastHeartbeatAt = this.clock();
+    const tickMs = Math.max(10, Math.min(this.limits.heartbeatMs, this.limits.stallMs / 2, 1000));
+    this.timer = setInterval(() => this.tick(), tickMs);
+    this.timer.unref();
+  }
+
+  private tick(): void {
+    const now = this.clock();
+    for (const client of [...this.clients]) {
+      if (client.blockedSince !== undefined && now - client.blockedSince >= this.limits.stallMs) {
+        this.drop(client, `its socket has not drained for ${this.limits.stallMs} ms`);
+      }
+    }
+    if (now - this.lastHeartbeatAt >= this.limits.heartbeatMs) {
+      this.lastHeartbeatAt = now;
+      const heartbeat = `: heartbeat ${new Date(now).toISOString()}\n\n`;
+      for (const client of [...this.clients]) this.write(client, heartbeat);
+    }
+  }
+}
