@@ -325,6 +325,98 @@ describe('authentication', () => {
   });
 });
 
+describe('requests another site makes an operator\'s browser send', () => {
+  const DISABLE = '/api/agents/alpha/disable';
+  const isEnabled = async (h: Harness) => (await call(h.url, '/api/agents/alpha', { headers: AUTH })).body.enabled as boolean;
+
+  it('refuses a mutation whose body is not JSON with 415, and changes nothing', async () => {
+    const h = await start();
+    const bodies: [string | undefined, string][] = [
+      ['text/plain', '{"data":1}'],
+      ['text/plain', ''],
+      ['application/x-www-form-urlencoded', 'a=b'],
+      ['multipart/form-data; boundary=x', '--x--'],
+      [undefined, '{}'],
+    ];
+    for (const [type, body] of bodies) {
+      const headers: Record<string, string> = { ...AUTH };
+      if (type) headers['content-type'] = type;
+      const res = await fetch(`${h.url}${DISABLE}`, { method: 'POST', headers, body });
+      expect(res.status, `${type} ${body}`).toBe(415);
+      expect(((await res.json()) as { error: string }).error).toMatch(/^operator actions take a JSON body/);
+    }
+    expect(await isEnabled(h)).toBe(true);
+    for (const [method, path] of [['POST', '/api/dlq/retry'], ['DELETE', '/api/dlq'], ['POST', '/api/agents/alpha/run'], ['POST', '/api/runs/1/cancel']] as const) {
+      const res = await fetch(`${h.url}${path}`, { method, headers: { ...AUTH, 'content-type': 'text/plain' }, body: '{}' });
+      expect(res.status, `${method} ${path}`).toBe(415);
+    }
+  });
+
+  it('accepts a JSON body, a JSON content type without a body, and a bodyless request without a content type', async () => {
+    const h = await start();
+    expect((await fetch(`${h.url}${DISABLE}`, { method: 'POST', headers: { ...AUTH, 'content-type': 'application/json; charset=utf-8' }, body: '{}' })).status).toBe(200);
+    expect((await fetch(`${h.url}/api/agents/alpha/enable`, { method: 'POST', headers: { ...AUTH, 'content-type': 'application/json' } })).status).toBe(200);
+    expect((await fetch(`${h.url}${DISABLE}`, { method: 'POST', headers: AUTH })).status).toBe(200);
+    expect(await isEnabled(h)).toBe(false);
+  });
+
+  it('refuses a cross-site mutation with 403 whatever credentials it carries, and changes nothing', async () => {
+    const h = await start();
+    const own = new URL(h.url).host;
+    const refused: Record<string, string>[] = [
+      { 'sec-fetch-site': 'cross-site' },
+      { 'sec-fetch-site': 'cross-site', origin: h.url },
+      { origin: 'https://evil.example' },
+      { origin: `http://${own}.evil.example` },
+      { origin: 'http://127.0.0.1:1' },
+      { origin: 'null' },
+      { origin: 'not a url' },
+    ];
+    for (const headers of refused) {
+      const res = await call(h.url, DISABLE, { method: 'POST', body: {}, headers: { ...AUTH, ...headers } });
+      expect(res.status, JSON.stringify(headers)).toBe(403);
+      expectCleanError(res, /^cross-site request refused/);
+    }
+    expect(await isEnabled(h)).toBe(true);
+    // Reads are not actions: another site cannot read the answers anyway (no CORS headers).
+    expect((await call(h.url, '/api/agents', { headers: { ...AUTH, 'sec-fetch-site': 'cross-site' } })).status).toBe(200);
+  });
+
+  it("accepts a mutation from the server's own origin, directly or behind a proxy", async () => {
+    const h = await start();
+    const accepted: Record<string, string>[] = [
+      { origin: h.url, 'sec-fetch-site': 'same-origin' },
+      { origin: 'https://ops.example.com', 'x-forwarded-host': 'ops.example.com' },
+      { 'sec-fetch-site': 'none' },
+    ];
+    for (const headers of accepted) {
+      const res = await call(h.url, DISABLE, { method: 'POST', body: {}, headers: { ...AUTH, ...headers } });
+      expect(res.status, JSON.stringify(headers)).toBe(200);
+    }
+  });
+
+  it('sends the security headers on pages, API answers, errors, probes and Bull Board', async () => {
+    const h = await start();
+    for (const path of ['/', '/app.js', '/api/agents', '/api/nothing-here', '/healthz', '/metrics', '/queues']) {
+      const res = await call(h.url, path, { headers: AUTH });
+      const csp = res.headers.get('content-security-policy') ?? '';
+      expect(csp, path).toContain("frame-ancestors 'none'");
+      expect(csp, path).toContain("script-src 'self'");
+      expect(csp, path).toContain("object-src 'none'");
+      expect(csp, path).not.toContain('upgrade-insecure-requests');
+      expect(res.headers.get('x-frame-options'), path).toBe('DENY');
+      expect(res.headers.get('x-content-type-options'), path).toBe('nosniff');
+      expect(res.headers.get('referrer-policy'), path).toBe('no-referrer');
+      expect(res.headers.get('cross-origin-opener-policy'), path).toBe('same-origin');
+      expect(res.headers.get('strict-transport-security'), path).toBeNull();
+      expect(res.headers.get('x-powered-by'), path).toBeNull();
+    }
+    const unauthorised = await call(h.url, '/api/agents');
+    expect(unauthorised.status).toBe(401);
+    expect(unauthorised.headers.get('x-frame-options')).toBe('DENY');
+  });
+});
+
 describe('unknown routes', () => {
   it('answers 404 with a JSON error', async () => {
     const h = await start();

@@ -22,9 +22,11 @@ import { errorHandler, notFound } from './error-handler.js';
 import { eventsRoutes } from './events-routes.js';
 import type { LiveStreamLimits } from './live-event-streams.js';
 import { metricsRoutes } from './metrics-routes.js';
+import { refuseCrossSite, requireJson } from './mutation-guard.js';
 import { redisGuard } from './redis-guard.js';
 import { reportsRoutes, type ReportsSource } from './reports-routes.js';
 import { runsRoutes, type RunsRoutesDeps } from './runs-routes.js';
+import { securityHeaders } from './security-headers.js';
 
 export interface HttpDeps {
   snapshot: SnapshotDeps;
@@ -59,12 +61,15 @@ export interface HttpDeps {
 /**
  * The scheduler's HTTP surface on PORT (3001): the overview page, Bull Board, `/metrics`, the
  * operator API, `/healthz` and `/readyz`. Every route but the last three sits behind the dashboard
- * credentials (read-only without them). Handlers answer bad input with 400 `{ "error": "..." }`
- * and unknown agents or runs with 404; no stack trace ever leaves the process.
+ * credentials (read-only without them). Every answer carries the security headers; operator actions
+ * must come from this server's pages or a non-browser client, with a JSON body or none
+ * (mutation-guard.ts). Handlers answer bad input with 400 `{ "error": "..." }` and unknown agents
+ * or runs with 404; no stack trace ever leaves the process.
  */
 export function createHttpApp(deps: HttpDeps): Express {
   const app = express();
   app.disable('x-powered-by');
+  app.use(securityHeaders());
   const auth = createDashboardAuth(deps.credentials);
   if (!auth.canMutate) {
     deps.log.warn(
@@ -92,7 +97,9 @@ export function createHttpApp(deps: HttpDeps): Express {
     const ready = await deps.isReady().catch(() => false);
     res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'not ready' });
   });
+  app.use(refuseCrossSite());
   app.use(auth.middleware);
+  app.use(requireJson());
   if (deps.redisAvailability) app.use(['/api', '/metrics', `${BULL_BOARD_PATH}/api`], redisGuard(deps.redisAvailability));
   app.use(express.json({ limit: '2mb' }));
 

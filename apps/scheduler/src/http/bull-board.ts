@@ -1,7 +1,7 @@
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
-import type { Router } from 'express';
+import type { Express, Router } from 'express';
 import type { Queues } from '@werkpilot/shared';
 
 export const BULL_BOARD_PATH = '/queues';
@@ -20,5 +20,8 @@ export function bullBoardRouter({ queues, readOnly }: { queues: Queues; readOnly
     queues: [new BullMQAdapter(queues.agents, { readOnlyMode: readOnly }), new BullMQAdapter(queues.system, { readOnlyMode: readOnly })],
     options: { uiConfig: { boardTitle: 'Werkpilot queues', miscLinks: [{ text: 'Overview', url: '/' }] } },
   });
-  return serverAdapter.getRouter() as Router;
+  // The adapter mounts an express app of its own, which would announce itself again.
+  const board = serverAdapter.getRouter() as Express;
+  board.disable('x-powered-by');
+  return board as unknown as Router;
 }
