@@ -201,11 +201,25 @@ describe('dead-letter queue API', () => {
     expect(page.status).toBe(200);
     expect(page.body).toMatchObject({ total: 3, offset: 0, limit: 2 });
     expect(page.body.entries.map((e: { id: string }) => e.id)).toEqual([ids[2], ids[1]]);
-    expect(page.body.entries[0]).toMatchObject({ agent: 'doomed', error: 'doomed to fail: upstream 503', data: { i: 2 }, attemptsMade: 1, workerId: 'test-worker-0' });
+    expect(page.body.entries[0]).toEqual({
+      id: ids[2],
+      agent: 'doomed',
+      error: 'doomed to fail: upstream 503',
+      stacktrace: [expect.stringMatching(/^Error: doomed to fail: upstream 503\n/)],
+      data: { i: 2 },
+      trigger: 'manual',
+      attemptsMade: 1,
+      queuedAt: expect.any(String),
+      startedAt: expect.any(String),
+      failedAt: expect.any(String),
+      workerId: 'test-worker-0',
+      truncated: [],
+      dataBytes: '{"agent":"doomed","trigger":"manual","data":{"i":2}}'.length,
+    });
     const next = await call(h.url, '/api/dlq?offset=2&limit=2', { headers: AUTH });
     expect(next.body.entries.map((e: { id: string }) => e.id)).toEqual([ids[0]]);
     const one = await call(h.url, `/api/dlq/${ids[0]}`, { headers: AUTH });
-    expect(one.body).toMatchObject({ id: ids[0], agent: 'doomed' });
+    expect(one.body).toMatchObject({ id: ids[0], agent: 'doomed', data: { i: 0 }, stacktrace: [expect.stringContaining('doomed to fail')] });
     for (const query of ['limit=abc', 'limit=1000', 'offset=-1', 'limit=1.5']) {
       const bad = await call(h.url, `/api/dlq?${query}`, { headers: AUTH });
       expect(bad.status, query).toBe(400);
@@ -238,6 +252,92 @@ describe('dead-letter queue API', () => {
     const purged = await call(h.url, '/api/dlq', { method: 'DELETE', headers: AUTH });
     expect(purged.body.deleted).toBeGreaterThanOrEqual(3);
     expect((await call(h.url, '/api/dlq', { headers: AUTH })).body.total).toBe(0);
+  });
+});
+
+describe('reads that could be heavy or odd', () => {
+  /** Bytes Redis sent to all its clients while `action` ran. */
+  async function redisBytesOut(h: Harness, action: () => Promise<unknown>): Promise<number> {
+    const sent = async () => Number(/total_net_output_bytes:(\d+)/.exec(await h.redis.info('stats'))?.[1]);
+    const before = await sent();
+    await action();
+    return (await sent()) - before;
+  }
+
+  it('lists runs with 900 KiB inputs by their first 2 KiB: kilobytes per request, not megabytes', async () => {
+    const h = await start();
+    await h.startWorker();
+    const payload = 'p'.repeat(900 * 1024);
+    const ids: string[] = [];
+    for (let i = 0; i < 12; i++) ids.push(await runAndWait(h, 'beta', { data: { fail: true, i, payload } }, 'failed'));
+    const finished = await runAndWait(h, 'beta', { data: { i: 99, payload } }, 'completed');
+
+    let page: Awaited<ReturnType<typeof call>> | undefined;
+    const pageBytes = await redisBytesOut(h, async () => {
+      page = await call(h.url, '/api/dlq?limit=100', { headers: AUTH });
+    });
+    expect(page!.body.entries).toHaveLength(12);
+    expect(page!.text.length).toBeLessThan(100 * 1024);
+    expect(pageBytes).toBeLessThan(200 * 1024);
+    const newest = page!.body.entries[0];
+    expect(newest).toMatchObject({ id: ids[11], agent: 'beta', trigger: 'manual', error: 'beta was told to fail', truncated: ['data'] });
+    const stored = JSON.stringify({ agent: 'beta', trigger: 'manual', data: { fail: true, i: 11, payload } });
+    expect(newest.dataBytes).toBe(stored.length);
+    // The input as far as its first 2 KiB go.
+    expect(newest.data).toEqual({ fail: true, i: 11, payload: 'p'.repeat(2048 - stored.indexOf('"payload":"') - '"payload":"'.length) });
+
+    let agent: Awaited<ReturnType<typeof call>> | undefined;
+    const agentBytes = await redisBytesOut(h, async () => {
+      agent = await call(h.url, '/api/agents/beta', { headers: AUTH });
+    });
+    expect(agent!.body.lastRuns.map((r: { id: string }) => r.id)).toEqual([finished, ...ids.slice(3).reverse()]);
+    expect(agent!.body.lastRuns[0]).toMatchObject({ state: 'completed', trigger: 'manual', result: { outcome: 'success' }, truncated: ['data'] });
+    expect(agent!.body.lastRuns[1]).toMatchObject({ state: 'failed', error: 'beta was told to fail', truncated: ['data'] });
+    expect(agent!.text.length).toBeLessThan(100 * 1024);
+    expect(agentBytes).toBeLessThan(200 * 1024);
+
+    // One run in full is still there to read.
+    const one = await call(h.url, `/api/dlq/${ids[0]}`, { headers: AUTH });
+    expect(one.body.data.payload).toHaveLength(payload.length);
+  }, 60_000);
+
+  it("answers 404 for run ids that name BullMQ's own keys, and leaves those keys alone", async () => {
+    const h = await start();
+    await h.startWorker();
+    await runAndWait(h, 'alpha', {}, 'completed');
+    await h.queues.agents.upsertJobScheduler('gamma', { every: 3_600_000 }, { name: 'gamma', data: { agent: 'gamma', trigger: 'cron' } });
+    const bullKey = (id: string) => h.queues.agents.toKey(id);
+    const ids = ['stalled-check', 'events', 'id', 'meta', 'repeat', 'repeat:gamma', 'wait', 'completed', 'delayed', 'marker', 'de', '1:logs', '1:lock'];
+    const existing = [];
+    for (const id of ids) if ((await h.redis.exists(bullKey(id))) === 1) existing.push(id);
+    expect(existing).toEqual(expect.arrayContaining(['events', 'id', 'meta', 'completed', 'repeat', 'repeat:gamma']));
+    const typesBefore = await Promise.all(existing.map((id) => h.redis.type(bullKey(id))));
+
+    const requests: [string, string][] = [];
+    for (const id of ids) {
+      const path = encodeURIComponent(id);
+      requests.push(
+        ['GET', `/api/runs/${path}`],
+        ['POST', `/api/runs/${path}/cancel`],
+        ['GET', `/api/dlq/${path}`],
+        ['POST', `/api/dlq/${path}/retry`],
+        ['DELETE', `/api/dlq/${path}`],
+        ['GET', `/queues/api/queues/agents/${path}`],
+        ['GET', `/queues/api/queues/agents/${path}/logs`],
+        ['PUT', `/queues/api/queues/agents/${path}/retry`],
+        ['PUT', `/queues/api/queues/agents/${path}/clean`],
+        ['PATCH', `/queues/api/queues/agents/${path}/priority`],
+      );
+    }
+    for (const [method, path] of requests) {
+      const res = await call(h.url, path, { method, headers: AUTH, ...(method === 'PATCH' ? { body: { priority: 1 } } : {}) });
+      expect(res.status, `${method} ${path}: ${res.text.slice(0, 200)}`).toBe(404);
+      expectCleanError(res);
+    }
+    expect(await Promise.all(existing.map((id) => h.redis.type(bullKey(id))))).toEqual(typesBefore);
+    // Bull Board's queue routes of the same shape still work.
+    expect((await call(h.url, '/queues/api/queues/agents/workers', { headers: AUTH })).status).toBe(200);
+    expect((await call(h.url, '/queues/api/queues/agents/retry/failed', { method: 'PUT', headers: AUTH })).status).toBe(200);
   });
 });
 

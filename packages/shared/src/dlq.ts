@@ -1,6 +1,8 @@
 import type { Job, Queue } from 'bullmq';
 import { RunNotFoundError } from './errors.js';
 import type { RunJobData } from './queues.js';
+import { requireRunState } from './run-lookup.js';
+import { listRunIds, readRunSummaries, type RunSummary, type TruncatedField } from './run-summaries.js';
 
 /** One dead-lettered run, with its error and the context it ran in. */
 export interface DeadLetterEntry {
@@ -17,6 +19,10 @@ export interface DeadLetterEntry {
   startedAt: string | null;
   failedAt: string | null;
   workerId: string | null;
+  /** In lists only: which of data, error and stacktrace hold only their beginning (run-summaries.ts). */
+  truncated?: TruncatedField[];
+  /** In lists only: size in bytes of the run's stored data. */
+  dataBytes?: number;
 }
 
 /**
@@ -31,11 +37,15 @@ export class DeadLetterQueue {
     return this.queue.getFailedCount();
   }
 
-  /** Newest first. */
+  /**
+   * Newest first. Entries carry at most the first 2 KiB of each run's input, error and stack trace
+   * (`truncated` names what was cut), so a page costs kilobytes whatever the runs' inputs weigh;
+   * `get` reads one run in full.
+   */
   async list(offset = 0, limit = 20): Promise<DeadLetterEntry[]> {
     if (limit <= 0) return [];
-    const jobs = await this.queue.getFailed(offset, offset + limit - 1);
-    return jobs.filter((j): j is Job<RunJobData> => Boolean(j)).map(toEntry);
+    const runs = await listRunIds(this.queue, [{ state: 'failed', from: offset, to: offset + limit - 1 }]);
+    return (await readRunSummaries(this.queue, runs)).map(summaryToEntry);
   }
 
   async get(id: string): Promise<DeadLetterEntry> {
@@ -67,6 +77,8 @@ export class DeadLetterQueue {
   }
 
   private async requireFailed(id: string): Promise<Job<RunJobData>> {
+    // The state first: an id naming one of BullMQ's own keys is no job (see requireRunState).
+    if ((await requireRunState(this.queue, id)) !== 'failed') throw new RunNotFoundError(id);
     const job = await this.queue.getJob(id);
     if (!job || !(await job.isFailed())) throw new RunNotFoundError(id);
     return job;
@@ -74,6 +86,25 @@ export class DeadLetterQueue {
 }
 
 const iso = (ms: number | undefined) => (ms ? new Date(ms).toISOString() : null);
+
+function summaryToEntry(s: RunSummary): DeadLetterEntry {
+  return {
+    id: s.id,
+    agent: s.agent,
+    error: s.error ?? 'unknown error',
+    stacktrace: s.stacktrace,
+    data: s.data,
+    trigger: s.trigger ?? undefined,
+    pipelineId: s.pipelineId ?? undefined,
+    attemptsMade: s.attempts.made,
+    queuedAt: s.timings.queuedAt,
+    startedAt: s.timings.startedAt,
+    failedAt: s.timings.finishedAt,
+    workerId: s.workerId,
+    truncated: s.truncated.filter((f) => f !== 'result'),
+    dataBytes: s.dataBytes,
+  };
+}
 
 export function toEntry(job: Job<RunJobData>): DeadLetterEntry {
   return {

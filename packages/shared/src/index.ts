@@ -55,3 +55,4 @@ export * from './redis-availability.js';
 export * from './port-binding.js';
 export * from './memory-shedding.js';
 export * from './glob.js';
+export * from './run-summaries.js';

@@ -31,14 +31,29 @@ export interface RunView {
 export const RUN_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9:_.-]{0,199}$/;
 
 /**
+ * The state of run `id`, or RunNotFoundError when it is not a job of `queue`. Asked before the job
+ * is read, because BullMQ keeps its own keys beside the jobs' (`<queue>:meta`, `:events`, `:id`,
+ * `:stalled-check`, `:repeat:<scheduler>`, ...): reading one of those as a job fails with
+ * WRONGTYPE, or returns a job that does not exist. A real job is always in one of the state sets
+ * or lists; those keys never are.
+ */
+export async function requireRunState(queue: Queue, id: string): Promise<JobState> {
+  if (!RUN_ID_PATTERN.test(id)) throw new RunNotFoundError(id);
+  const state = await queue.getJobState(id);
+  if (state === 'unknown') throw new RunNotFoundError(id);
+  return state;
+}
+
+/**
  * Reads one run of the `agents` queue. Throws RunNotFoundError when the job does not exist, or
  * no longer does: completed and failed runs are removed by retention (COMPLETED_RETAIN, DLQ_RETAIN).
  */
 export async function lookupRun(queue: Queue<RunJobData>, id: string): Promise<RunView> {
-  if (!RUN_ID_PATTERN.test(id)) throw new RunNotFoundError(id);
+  await requireRunState(queue, id);
   let job = await queue.getJob(id);
   if (!job) throw new RunNotFoundError(id);
   const state = await job.getState();
+  if (state === 'unknown') throw new RunNotFoundError(id);
   // The run may have finished between the two reads: then read the job again, so a finished state
   // never comes with the running job's missing result and finish time.
   if ((state === 'completed' || state === 'failed') && job.finishedOn === undefined) {

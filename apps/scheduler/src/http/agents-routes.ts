@@ -3,14 +3,15 @@ import {
   AgentNotFoundError,
   agentNameParam,
   bodyOf,
+  listRunIds,
   parseInput,
+  readRunSummaries,
   runBody,
-  toRunView,
   type AgentSpec,
   type MetricsSnapshot,
   type Queues,
   type Registry,
-  type RunView,
+  type RunSummary,
 } from '@werkpilot/shared';
 
 /** What `POST /api/agents/:name/run` needs: queue a run, or a pipeline with `withDependents`. */
@@ -118,19 +119,22 @@ function describe(spec: AgentSpec, snapshot: MetricsSnapshot) {
 
 /**
  * The agent's most recent runs still held by BullMQ (active, and what retention keeps of completed
- * and failed), newest first. BullMQ has no per-name index, so this scans the newest jobs of each
- * state: an agent that runs rarely among busy ones may show fewer than LAST_RUNS.
+ * and failed), newest first, with large fields cut (run-summaries.ts). BullMQ has no per-name index, so
+ * this scans the newest job ids of each state and reads only their names, then the summaries of
+ * the matches (run-summaries.ts): an agent that runs rarely among busy ones may show fewer than
+ * LAST_RUNS.
  */
-async function recentRuns(queues: Queues, agent: string): Promise<RunView[]> {
-  const states = [
-    ['active', 0, 49],
-    ['completed', 0, 299],
-    ['failed', 0, 99],
+async function recentRuns(queues: Queues, agent: string): Promise<RunSummary[]> {
+  const ranges = [
+    { state: 'active', from: 0, to: 49 },
+    { state: 'completed', from: 0, to: 299 },
+    { state: 'failed', from: 0, to: 99 },
   ] as const;
-  const lists = await Promise.all(states.map(([state, from, to]) => queues.agents.getJobs([state], from, to, false)));
-  const views = lists.flatMap((jobs, i) =>
-    jobs.filter((job) => Boolean(job) && job.name === agent).map((job) => toRunView(job, states[i]![0])),
+  // Each state's ids come newest first, so its first LAST_RUNS matches are all it can contribute.
+  const perState = await Promise.all(
+    ranges.map(async (range) => readRunSummaries(queues.agents, await listRunIds(queues.agents, [range]), { agent, max: LAST_RUNS })),
   );
-  const at = (v: RunView) => Date.parse(v.timings.finishedAt ?? v.timings.startedAt ?? v.timings.queuedAt ?? '') || 0;
-  return views.sort((a, b) => at(b) - at(a)).slice(0, LAST_RUNS);
+  const summaries = perState.flat();
+  const at = (r: RunSummary) => Date.parse(r.timings.finishedAt ?? r.timings.startedAt ?? r.timings.queuedAt ?? '') || 0;
+  return summaries.sort((a, b) => at(b) - at(a)).slice(0, LAST_RUNS);
 }

@@ -1,8 +1,8 @@
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
-import type { Express, Router } from 'express';
-import type { Queues } from '@werkpilot/shared';
+import { Router, type Express } from 'express';
+import { requireRunState, type Queues } from '@werkpilot/shared';
 
 export const BULL_BOARD_PATH = '/queues';
 
@@ -23,5 +23,40 @@ export function bullBoardRouter({ queues, readOnly }: { queues: Queues; readOnly
   // The adapter mounts an express app of its own, which would announce itself again.
   const board = serverAdapter.getRouter() as Express;
   board.disable('x-powered-by');
-  return board as unknown as Router;
+  const router = Router();
+  router.use(jobGuard(queues));
+  router.use(board);
+  return router;
+}
+
+/** Bull Board's routes that take a job id: `/api/queues/:queueName/:jobId[/<action>]`, per method. */
+const JOB_ACTIONS: Record<string, Set<string>> = {
+  GET: new Set(['', 'logs', 'flow']),
+  PUT: new Set(['retry', 'clean', 'promote', 'remove-unprocessed-children']),
+  PATCH: new Set(['update-data', 'delay', 'priority']),
+};
+/** Queue routes of the same shape as a job's: `GET /api/queues/agents/metrics` names no job. */
+const QUEUE_ROUTES = new Set(['metrics', 'default-job-options', 'workers', 'rate-limit', 'job-data-schema']);
+
+/**
+ * Answers 404 for a job id that is no job before Bull Board reads it as one: ids like `meta`,
+ * `events` or `repeat:<agent>` name BullMQ's own keys, which Bull Board showed as fake jobs or
+ * answered with 500 (WRONGTYPE), and whose `clean` would have deleted the queue's own key.
+ */
+function jobGuard(queues: Queues): Router {
+  const router = Router();
+  router.all(['/api/queues/:queueName/:jobId', '/api/queues/:queueName/:jobId/:action'], async (req, res, next) => {
+    const { queueName, jobId, action = '' } = req.params as { queueName: string; jobId: string; action?: string };
+    const queue = queueName === queues.agents.name ? queues.agents : queueName === queues.system.name ? queues.system : undefined;
+    const isJobRoute = JOB_ACTIONS[req.method]?.has(action) === true && !(action === '' && QUEUE_ROUTES.has(jobId));
+    if (!queue || !isJobRoute) return next();
+    try {
+      await requireRunState(queue, jobId);
+      next();
+    } catch (err) {
+      if ((err as Error).name !== 'RunNotFoundError') return next(err);
+      res.status(404).json({ error: `no job ${JSON.stringify(jobId.slice(0, 200))} in queue ${queueName}` });
+    }
+  });
+  return router;
 }

@@ -2,8 +2,8 @@ import { Router } from 'express';
 import { DeadLetterQueue, dlqPageQuery, parseInput, runIdParam, type Queues } from '@werkpilot/shared';
 
 /**
- * The dead-letter queue (the `agents` queue's failed set): list (paged, newest first), show,
- * retry one, retry all, delete one, purge.
+ * The dead-letter queue (the `agents` queue's failed set): list (paged, newest first, large fields
+ * cut), show (in full), retry one, retry all, delete one, purge.
  */
 export function dlqRoutes({ queues }: { queues: Queues }): Router {
   const router = Router();

@@ -1,5 +1,5 @@
 import { Router } from 'express';
-import { bodyOf, cancelBody, lookupRun, parseInput, runIdParam, type Queues } from '@werkpilot/shared';
+import { bodyOf, cancelBody, lookupRun, parseInput, requireRunState, runIdParam, type Queues } from '@werkpilot/shared';
 
 export interface RunsRoutesDeps {
   queues: Queues;
@@ -17,6 +17,8 @@ export function runsRoutes({ queues, cancel }: RunsRoutesDeps): Router {
     router.post('/api/runs/:id/cancel', async (req, res) => {
       const runId = parseInput(runIdParam, req.params.id, 'id');
       const { reason } = parseInput(cancelBody, bodyOf(req.body), 'body');
+      // 404 for an id that is not a run (one of BullMQ's own keys) before cancel reads it as one.
+      await requireRunState(queues.agents, runId);
       res.json(await cancel(runId, reason));
     });
   }
