@@ -121,6 +121,15 @@ describe('agents API', () => {
       [{ data: 1, extra: true }, /body/],
       [{ data: 'x'.repeat(1024 * 1024 + 10) }, /1 MiB/],
     ];
+    // JSON nesting bombs: refused by depth, whatever the stack could have taken.
+    for (const depth of [101, 5_000, 500_000]) {
+      const bomb = `{"data":${'['.repeat(depth)}${']'.repeat(depth)}}`;
+      const res = await call(h.url, '/api/agents/alpha/run', { method: 'POST', rawBody: bomb, headers: AUTH });
+      expect(res.status, `depth ${depth}`).toBe(400);
+      expectCleanError(res, /^body\.data: must not nest deeper than 100 levels$/);
+    }
+    const deepButFine = await call(h.url, '/api/agents/alpha/run', { method: 'POST', rawBody: `{"data":${'['.repeat(100)}${']'.repeat(100)}}`, headers: AUTH });
+    expect(deepButFine.status).toBe(202);
     for (const [body, pattern] of cases) {
       const res = await call(h.url, '/api/agents/alpha/run', { method: 'POST', body, headers: AUTH });
       expect(res.status, JSON.stringify(body).slice(0, 50)).toBe(400);

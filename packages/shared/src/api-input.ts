@@ -24,9 +24,15 @@ export const dlqPageQuery = z.object({
   limit: pageNumber(20, 100),
 });
 
+/** How deeply a run's input may nest: beyond it JSON tools (and stack-bound parsers) stop being safe. */
+export const MAX_RUN_DATA_DEPTH = 100;
+
 export const runBody = z
   .object({
-    data: z.unknown().optional(),
+    data: z
+      .unknown()
+      .optional()
+      .refine((data) => depthOf(data, MAX_RUN_DATA_DEPTH) <= MAX_RUN_DATA_DEPTH, `must not nest deeper than ${MAX_RUN_DATA_DEPTH} levels`),
     withDependents: z.boolean().optional(),
   })
   .strict();
@@ -42,6 +48,25 @@ export function parseInput<S extends z.ZodType>(schema: S, value: unknown, what:
   const issue = result.error.issues[0];
   const path = issue && issue.path.length > 0 ? `${what}.${issue.path.join('.')}` : what;
   throw new InvalidInputError(`${path}: ${issue?.message ?? 'invalid'}`);
+}
+
+/**
+ * How deeply `value` nests (a scalar is 0, `[1]` is 1), counted without recursion and given up
+ * past `limit`: a 2 MB body can nest a million levels, which must not take the process's stack.
+ */
+function depthOf(value: unknown, limit: number): number {
+  let deepest = 0;
+  const pending: [unknown, number][] = [[value, 0]];
+  while (pending.length > 0) {
+    const [node, depth] = pending.pop()!;
+    if (typeof node !== 'object' || node === null) continue;
+    if (depth + 1 > deepest) deepest = depth + 1;
+    if (deepest > limit) return deepest;
+    for (const child of Array.isArray(node) ? node : Object.values(node)) {
+      if (typeof child === 'object' && child !== null) pending.push([child, depth + 1]);
+    }
+  }
+  return deepest;
 }
 
 /** A JSON body, or `{}` when none was sent; express leaves `req.body` undefined without one. */
