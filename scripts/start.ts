@@ -6,7 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createLogger, loadConfig, provisionRedis, runProcess } from '@werkpilot/shared';
+import { createLogger, loadConfig, maskUrlCredentials, provisionRedis, runProcess } from '@werkpilot/shared';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -19,8 +19,10 @@ runProcess('werkpilot start', async () => {
     preferredPort: Number(new URL(config.redisUrl).port || 6379),
     hz: 100,
   });
-  if (redis.source === 'external') log.info({ url: redis.url }, `using the Redis at ${redis.url}`);
-  else log.info({ url: redis.url }, `started ${redis.source === 'docker' ? 'a redis:7 container' : 'redis-server'} at ${redis.url} (data in .data/redis, AOF on); it stops when you press Ctrl-C`);
+  // The logger masks the `url` field; the message masks its own copy (a REDIS_URL may hold a password).
+  const shownUrl = maskUrlCredentials(redis.url);
+  if (redis.source === 'external') log.info({ url: redis.url }, `using the Redis at ${shownUrl}`);
+  else log.info({ url: redis.url }, `started ${redis.source === 'docker' ? 'a redis:7 container' : 'redis-server'} at ${shownUrl} (data in .data/redis, AOF on); it stops when you press Ctrl-C`);
 
   const env = { ...process.env, REDIS_URL: redis.url };
   const children = new Map<string, ChildProcess>();

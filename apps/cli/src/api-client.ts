@@ -118,7 +118,7 @@ async function errorOf(res: Response): Promise<ApiError> {
     // not JSON: fall back to the status text
   }
   if (!message) message = `${res.status} ${res.statusText || 'error'}`;
-  if (res.status === 401) message += ' (set WERKPILOT_TOKEN, or DASHBOARD_TOKEN, to the server\'s DASHBOARD_TOKEN)';
+  if (res.status === 401) message += " (set WERKPILOT_TOKEN, or --token-file, to the server's DASHBOARD_TOKEN)";
   return new ApiError(res.status, oneLine(message));
 }
 

@@ -1,5 +1,7 @@
+import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { ApiClient } from './api-client.js';
+import { UsageError } from './cli-error.js';
 import type { CliIo } from './cli-io.js';
 
 export const DEFAULT_URL = 'http://localhost:3001';
@@ -20,6 +22,7 @@ export interface CommandContext {
 interface GlobalOptions {
   url?: string;
   token?: string;
+  tokenFile?: string;
   json?: boolean;
 }
 
@@ -29,7 +32,7 @@ export function contextOf(command: Command, io: CliIo): CommandContext {
   const env = io.env;
   const api = new ApiClient({
     url: opts.url ?? env.WERKPILOT_URL ?? DEFAULT_URL,
-    token: opts.token ?? env.WERKPILOT_TOKEN ?? env.DASHBOARD_TOKEN,
+    token: tokenOf(opts, env),
     user: env.WERKPILOT_USER ?? env.DASHBOARD_USER,
     password: env.WERKPILOT_PASSWORD ?? env.DASHBOARD_PASSWORD,
   });
@@ -43,6 +46,32 @@ export function contextOf(command: Command, io: CliIo): CommandContext {
   };
 }
 
+/**
+ * The bearer token, first found of: `--token`, `--token-file`, WERKPILOT_TOKEN,
+ * WERKPILOT_TOKEN_FILE, DASHBOARD_TOKEN. A flag's value is visible to every user of the machine
+ * (`ps`), so the environment or a file (e.g. a Docker or Kubernetes secret) is the better place.
+ */
+function tokenOf(opts: GlobalOptions, env: Record<string, string | undefined>): string | undefined {
+  if (opts.token) return opts.token;
+  if (opts.tokenFile) return readTokenFile(opts.tokenFile, '--token-file');
+  if (env.WERKPILOT_TOKEN) return env.WERKPILOT_TOKEN;
+  if (env.WERKPILOT_TOKEN_FILE) return readTokenFile(env.WERKPILOT_TOKEN_FILE, 'WERKPILOT_TOKEN_FILE');
+  return env.DASHBOARD_TOKEN || undefined;
+}
+
+/** The token in `path`: its content without surrounding whitespace (editors end files with a newline). */
+function readTokenFile(path: string, what: string): string {
+  let content: string;
+  try {
+    content = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new UsageError(`${what} ${path} cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  const token = content.trim();
+  if (token === '') throw new UsageError(`${what} ${path} is empty; put the server's DASHBOARD_TOKEN in it`);
+  if (/\s/.test(token)) throw new UsageError(`${what} ${path} holds more than one word; put only the server's DASHBOARD_TOKEN in it`);
+  return token;
+}
 
 /** Wraps an action so it receives the context first, then its arguments and its own options. */
 export function withContext<A extends unknown[]>(

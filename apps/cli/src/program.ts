@@ -15,7 +15,10 @@ import { registerStatus } from './commands/status.js';
 const HELP_AFTER = `
 Environment:
   WERKPILOT_URL     API base URL (default ${DEFAULT_URL}); --url overrides it
-  WERKPILOT_TOKEN   bearer token, the server's DASHBOARD_TOKEN (DASHBOARD_TOKEN is read too); --token overrides it
+  WERKPILOT_TOKEN   bearer token, the server's DASHBOARD_TOKEN (DASHBOARD_TOKEN is read too);
+                    --token or --token-file overrides it. Prefer it (or a token file) to --token,
+                    whose value every user of the machine can read in the process list
+  WERKPILOT_TOKEN_FILE  a file holding the token, e.g. a Docker or Kubernetes secret
   WERKPILOT_USER, WERKPILOT_PASSWORD   basic credentials when the server uses DASHBOARD_USER/DASHBOARD_PASSWORD
 
 Exit codes:
@@ -38,7 +41,8 @@ export function buildProgram(io: CliIo): Command {
   const program = new Command('werkpilot')
     .description('Operate a Werkpilot cluster through its HTTP API (the scheduler on port 3001).')
     .option('--url <url>', `API base URL (env WERKPILOT_URL, default ${DEFAULT_URL})`)
-    .option('--token <token>', 'bearer token (env WERKPILOT_TOKEN or DASHBOARD_TOKEN)')
+    .option('--token <token>', 'bearer token (env WERKPILOT_TOKEN or DASHBOARD_TOKEN; visible in ps: prefer those or --token-file)')
+    .option('--token-file <path>', 'read the bearer token from this file (env WERKPILOT_TOKEN_FILE)')
     .option('--json', 'print JSON instead of tables (every command)')
     .showSuggestionAfterError(false)
     // `werkpilot run --help` lists --url, --token and --json too.

@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKeys, createQueues, triggerNightly } from '@werkpilot/shared';
 import { agentSource, startAppCluster, uniquePrefix, useTestRedis, waitFor, writeAgentsDir, type AppCluster } from '@werkpilot/test-support';
@@ -139,6 +142,25 @@ describe('run', () => {
     expectOneLineError(result, 1, /authentication required.*WERKPILOT_TOKEN/);
     // --token on the command line works as well as the environment.
     expect((await cli(['run', 'alpha', '--token', TOKEN], { env: { WERKPILOT_TOKEN: '' } })).code).toBe(0);
+  });
+
+  it('reads the token from --token-file or WERKPILOT_TOKEN_FILE, so it need not appear in the process list', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'werkpilot-token-'));
+    try {
+      const file = path.join(dir, 'token');
+      writeFileSync(file, `${TOKEN}\n`, { mode: 0o600 });
+      const noEnvToken = { WERKPILOT_TOKEN: '', DASHBOARD_TOKEN: '' };
+      expect((await cli(['run', 'alpha', '--token-file', file], { env: noEnvToken })).code).toBe(0);
+      expect((await cli(['run', 'alpha'], { env: { ...noEnvToken, WERKPILOT_TOKEN_FILE: file } })).code).toBe(0);
+      // A flag wins over the environment.
+      expect((await cli(['run', 'alpha', '--token-file', file], { env: { WERKPILOT_TOKEN: 'wrong' } })).code).toBe(0);
+
+      expectOneLineError(await cli(['status', '--token-file', path.join(dir, 'missing')]), 2, /^error: --token-file \S+missing cannot be read: ENOENT$/);
+      writeFileSync(path.join(dir, 'empty'), '\n');
+      expectOneLineError(await cli(['status'], { env: { ...noEnvToken, WERKPILOT_TOKEN_FILE: path.join(dir, 'empty') } }), 2, /^error: WERKPILOT_TOKEN_FILE \S+empty is empty/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

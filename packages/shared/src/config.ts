@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { ConfigError } from './errors.js';
 import { cronProblem, timezoneProblem } from './cron.js';
 import { isValidPrefix } from './keys.js';
+import { hideUrlUserInfo } from './redaction.js';
 import { MAX_TIMER_MS } from './size-limits.js';
 
 /**
@@ -55,7 +56,12 @@ interface Variable<T> {
   schema: z.ZodType<T>;
   /** What is allowed, for the error message: "must be <allowed>". */
   allowed: string;
+  /** How a bad value appears in the error message (default: quoted); secrets are never shown. */
+  shown?: (raw: string) => string;
 }
+
+/** A secret's bad value is described, never shown: error messages end up in logs. */
+const secretShown = (raw: string) => `a value of ${raw.length} characters (not shown: it is a secret)`;
 
 const intString = (min: number, max = Number.MAX_SAFE_INTEGER) =>
   z
@@ -80,8 +86,14 @@ function stringVar(name: string, dflt: string, allowed: string, check: (v: strin
   return { name, default: dflt, schema: z.string().refine(check) as unknown as z.ZodType<string>, allowed };
 }
 
-function optionalVar(name: string): Variable<string | undefined> {
-  return { name, default: undefined, schema: z.string().min(1) as unknown as z.ZodType<string | undefined>, allowed: 'a non-empty string' };
+function optionalVar(name: string, { isSecret = false } = {}): Variable<string | undefined> {
+  return {
+    name,
+    default: undefined,
+    schema: z.string().min(1) as unknown as z.ZodType<string | undefined>,
+    allowed: 'a non-empty string',
+    ...(isSecret ? { shown: secretShown } : {}),
+  };
 }
 
 const isRedisUrl = (v: string) => {
@@ -94,7 +106,10 @@ const isRedisUrl = (v: string) => {
 };
 
 const VARIABLES = {
-  redisUrl: stringVar('REDIS_URL', 'redis://127.0.0.1:6379', 'a redis:// or rediss:// URL, e.g. redis://:password@host:6379/0', isRedisUrl),
+  redisUrl: {
+    ...stringVar('REDIS_URL', 'redis://127.0.0.1:6379', 'a redis:// or rediss:// URL, e.g. redis://:password@host:6379/0', isRedisUrl),
+    shown: (raw) => JSON.stringify(hideUrlUserInfo(raw)),
+  },
   prefix: stringVar('WERKPILOT_PREFIX', 'werkpilot', "letters, digits, '.', '_' or '-' (no braces or colons)", isValidPrefix),
   agentsDir: stringVar('WERKPILOT_AGENTS', 'examples/agents', 'a directory of agent modules', (v) => v.trim() !== ''),
   port: intVar('PORT', 3001, 0, 'a port number from 0 to 65535', 65535),
@@ -114,9 +129,9 @@ const VARIABLES = {
   bootRecheckMs: msVar('BOOT_RECHECK_MS', 5000, 100),
   nightlyCron: stringVar('NIGHTLY_CRON', '0 23 * * *', 'a 5- or 6-field cron expression', (v) => cronProblem(v) === null),
   nightlyTz: stringVar('NIGHTLY_TZ', 'Europe/Zurich', 'an IANA time zone such as Europe/Zurich', (v) => timezoneProblem(v) === null),
-  dashboardToken: optionalVar('DASHBOARD_TOKEN'),
+  dashboardToken: optionalVar('DASHBOARD_TOKEN', { isSecret: true }),
   dashboardUser: optionalVar('DASHBOARD_USER'),
-  dashboardPassword: optionalVar('DASHBOARD_PASSWORD'),
+  dashboardPassword: optionalVar('DASHBOARD_PASSWORD', { isSecret: true }),
   sseMaxClients: intVar('SSE_MAX_CLIENTS', 100, 1, 'a positive integer'),
   logLevel: {
     name: 'LOG_LEVEL',
@@ -128,7 +143,9 @@ const VARIABLES = {
 
 /**
  * Reads and validates the configuration. Throws one ConfigError listing every bad variable,
- * e.g. `WORKER_CONCURRENCY must be a positive integer, got "ten"`.
+ * e.g. `WORKER_CONCURRENCY must be a positive integer, got "ten"`. Secrets are not echoed: a bad
+ * DASHBOARD_TOKEN or DASHBOARD_PASSWORD is described by its length, a bad REDIS_URL shown without its
+ * user and password.
  */
 export function loadConfig(env: Env = process.env): Config {
   const problems: string[] = [];
@@ -141,7 +158,7 @@ export function loadConfig(env: Env = process.env): Config {
     }
     const parsed = variable.schema.safeParse(raw.trim());
     if (parsed.success) config[field] = parsed.data;
-    else problems.push(`${variable.name} must be ${variable.allowed}, got ${JSON.stringify(raw)}`);
+    else problems.push(`${variable.name} must be ${variable.allowed}, got ${(variable.shown ?? JSON.stringify)(raw)}`);
   }
   const cfg = config as unknown as Config;
   if (problems.length === 0 && Boolean(cfg.dashboardUser) !== Boolean(cfg.dashboardPassword)) {

@@ -56,3 +56,4 @@ export * from './port-binding.js';
 export * from './memory-shedding.js';
 export * from './glob.js';
 export * from './run-summaries.js';
+export * from './redaction.js';
