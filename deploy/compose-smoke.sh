@@ -7,7 +7,8 @@
 #
 # Checks: the scheduler answers /readyz; the CLI sees 3 live workers after --scale worker=3;
 # Prometheus scrapes the scheduler and all 3 workers (dns_sd); Grafana serves the provisioned
-# dashboard to an anonymous viewer.
+# dashboard to an anonymous viewer; Prometheus refuses its lifecycle API and Grafana refuses
+# admin/admin.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -38,4 +39,8 @@ wait_for "Prometheus scraping 1 scheduler and 3 workers" sh -c \
   "curl -fsS 'http://127.0.0.1:$PROMETHEUS_PORT/api/v1/query?query=count(up%7Bjob%3D~%22werkpilot-.*%22%7D%3D%3D1)' | grep -q '\"4\"'"
 wait_for "Grafana serving the Werkpilot dashboard anonymously" \
   curl -fsS "http://127.0.0.1:$GRAFANA_PORT/api/dashboards/uid/werkpilot-overview"
+wait_for "Prometheus refusing /-/quit (no lifecycle API)" sh -c \
+  "[ \"\$(curl -s -o /dev/null -w '%{http_code}' -X POST http://127.0.0.1:$PROMETHEUS_PORT/-/quit)\" = 403 ]"
+wait_for "Grafana refusing admin/admin" sh -c \
+  "[ \"\$(curl -s -o /dev/null -w '%{http_code}' -u admin:admin http://127.0.0.1:$GRAFANA_PORT/api/admin/stats)\" = 401 ]"
 echo "smoke: all checks passed"

@@ -94,6 +94,24 @@ describe.skipIf(!compose)('docker-compose.yml', () => {
     expect(grafana).toMatch(/deploy\/grafana\/provisioning/);
     expect(grafana).toMatch(/deploy\/grafana\/dashboards/);
   });
+
+  it('runs Prometheus without its lifecycle and admin APIs, and Grafana without a known admin password', () => {
+    const blocks = config();
+    const prometheus = blocks.get('prometheus')!;
+    expect(prometheus).not.toMatch(/enable-lifecycle|enable-admin-api/);
+    const grafana = blocks.get('grafana')!;
+    expect(grafana).not.toMatch(/GF_SECURITY_ADMIN_PASSWORD: '?"?admin/);
+    expect(grafana).toMatch(/GF_SECURITY_ADMIN_PASSWORD: ''/);
+    // Unset, the entrypoint draws a random one before Grafana's own start script runs.
+    expect(grafana).toMatch(/GF_SECURITY_ADMIN_PASSWORD:-\$\$\(head\s+-c\s+32\s+\/dev\/urandom/);
+    expect(grafana).toMatch(/exec \/run\.sh/);
+  });
+
+  it('takes the Grafana admin password from GRAFANA_ADMIN_PASSWORD', () => {
+    const result = run(compose![0]!, [...compose!.slice(1), '-f', 'docker-compose.yml', 'config'], { env: { GRAFANA_ADMIN_PASSWORD: 'from-the-env' } });
+    expect(result.status).toBe(0);
+    expect(serviceBlocks(result.stdout).get('grafana')).toMatch(/GF_SECURITY_ADMIN_PASSWORD: from-the-env/);
+  });
 });
 
 describe.skipIf(!hasPromtool)('Prometheus config and alert rules', () => {
