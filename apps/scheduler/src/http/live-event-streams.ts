@@ -22,6 +22,9 @@ export const DEFAULT_LIVE_STREAM_LIMITS: LiveStreamLimits = {
   heartbeatMs: 15_000,
 };
 
+/** Events written to the streams in one go, at most. */
+const MAX_BURST = 256;
+
 /** How long a refused client is asked to wait before it tries again (`Retry-After`, seconds). */
 export const RETRY_AFTER_SECONDS = 10;
 
@@ -49,6 +52,8 @@ export class LiveEventStreams {
   private subscribing: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private backlogCheck: NodeJS.Immediate | undefined;
+  private burst: BusEvent[] = [];
+  private flushing: NodeJS.Immediate | undefined;
   private lastHeartbeatAt = 0;
   /** Streams dropped for falling behind, since start (for tests and logs). */
   dropped = 0;
@@ -123,24 +128,46 @@ export class LiveEventStreams {
     return this.subscribing;
   }
 
+  /**
+   * Events arrive in bursts (one read from the subscriber connection holds many): they are written
+   * once per burst (at most MAX_BURST events), one write per stream instead of one per event and
+   * stream, so a flood costs the event loop a few writes per client, not thousands. A burst is one
+   * Buffer shared by every stream that takes all of it: a socket keeps what it has not sent as a
+   * reference to that Buffer, where a string would be copied once per socket.
+   */
   private broadcast(event: BusEvent): void {
-    let frame: string | undefined;
-    for (const client of this.clients) {
-      if (!client.filter(event)) continue;
-      frame ??= `data: ${JSON.stringify(event)}\n\n`;
-      this.write(client, frame);
+    this.burst.push(event);
+    if (this.burst.length >= MAX_BURST) this.flush();
+    else this.flushing ??= setImmediate(() => this.flush());
+  }
+
+  private flush(): void {
+    if (this.flushing) clearImmediate(this.flushing);
+    this.flushing = undefined;
+    const events = this.burst;
+    this.burst = [];
+    const frames: (string | undefined)[] = [];
+    const frame = (i: number) => (frames[i] ??= `data: ${JSON.stringify(events[i])}\n\n`);
+    let everything: Buffer | undefined;
+    for (const client of [...this.clients]) {
+      const wanted = events.flatMap((event, i) => (client.filter(event) ? [i] : []));
+      if (wanted.length === 0) continue;
+      const chunk =
+        wanted.length === events.length ? (everything ??= Buffer.from(events.map((_, i) => frame(i)).join(''))) : Buffer.from(wanted.map(frame).join(''));
+      this.write(client, chunk);
     }
   }
 
-  private write(client: Client, chunk: string): void {
+  private write(client: Client, chunk: string | Buffer): void {
     const { res } = client;
     if (res.writableEnded || res.destroyed) return;
-    if (!res.write(chunk) && client.blockedSince === undefined) {
+    if (res.write(chunk)) return;
+    this.scheduleBacklogCheck();
+    if (client.blockedSince === undefined) {
       client.blockedSince = this.clock();
       res.once('drain', () => {
         client.blockedSince = undefined;
       });
-      this.scheduleBacklogCheck();
     }
   }
 
