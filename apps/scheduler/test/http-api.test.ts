@@ -121,13 +121,23 @@ describe('agents API', () => {
       [{ data: 1, extra: true }, /body/],
       [{ data: 'x'.repeat(1024 * 1024 + 10) }, /1 MiB/],
     ];
-    // JSON nesting bombs: refused by depth, whatever the stack could have taken.
-    for (const depth of [101, 5_000, 500_000]) {
+    // JSON nesting bombs: refused by depth, the deep ones before they are even parsed.
+    for (const [depth, pattern] of [
+      [101, /^body\.data: must not nest deeper than 100 levels$/],
+      [128, /^JSON body nests deeper than 128 levels$/],
+      [1_000_000, /^JSON body nests deeper than 128 levels$/],
+    ] as const) {
+      // `depth` levels of data inside the body's own object.
       const bomb = `{"data":${'['.repeat(depth)}${']'.repeat(depth)}}`;
+      const started = performance.now();
       const res = await call(h.url, '/api/agents/alpha/run', { method: 'POST', rawBody: bomb, headers: AUTH });
       expect(res.status, `depth ${depth}`).toBe(400);
-      expectCleanError(res, /^body\.data: must not nest deeper than 100 levels$/);
+      expectCleanError(res, pattern);
+      expect(performance.now() - started, `depth ${depth}`).toBeLessThan(1000);
     }
+    // Brackets inside strings are text, not nesting.
+    const bracketsInText = await call(h.url, '/api/agents/alpha/run', { method: 'POST', body: { data: { note: '['.repeat(500) } }, headers: AUTH });
+    expect(bracketsInText.status).toBe(202);
     const deepButFine = await call(h.url, '/api/agents/alpha/run', { method: 'POST', rawBody: `{"data":${'['.repeat(100)}${']'.repeat(100)}}`, headers: AUTH });
     expect(deepButFine.status).toBe(202);
     for (const [body, pattern] of cases) {

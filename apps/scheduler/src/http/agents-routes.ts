@@ -1,4 +1,4 @@
-import { Router } from 'express';
+import { Router, type Request } from 'express';
 import {
   AgentNotFoundError,
   agentNameParam,
@@ -13,6 +13,7 @@ import {
   type Registry,
   type RunSummary,
 } from '@werkpilot/shared';
+import { jsonBody } from './json-body.js';
 
 /** What `POST /api/agents/:name/run` needs: queue a run, or a pipeline with `withDependents`. */
 export type TriggerAgent = (agent: string, options: { data?: unknown; withDependents?: boolean }) => Promise<{ runId: string; [extra: string]: unknown }>;
@@ -59,7 +60,7 @@ export function agentsRoutes(deps: AgentsRoutesDeps): Router {
     res.json({ ...describe(spec, snapshot), dependents: deps.registry.dependentsOf(spec.name), lastRuns });
   });
 
-  router.post('/api/agents/:name/run', async (req, res) => {
+  router.post('/api/agents/:name/run', jsonBody(), async (req: Request<{ name: string }>, res) => {
     const spec = requireAgent(req.params.name);
     const body = parseInput(runBody, bodyOf(req.body), 'body');
     const queued = await deps.trigger(spec.name, {

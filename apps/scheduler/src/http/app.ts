@@ -101,7 +101,6 @@ export function createHttpApp(deps: HttpDeps): Express {
   app.use(auth.middleware);
   app.use(requireJson());
   if (deps.redisAvailability) app.use(['/api', '/metrics', `${BULL_BOARD_PATH}/api`], redisGuard(deps.redisAvailability));
-  app.use(express.json({ limit: '2mb' }));
 
   app.use(metricsRoutes({ snapshot, prometheus }));
   app.get('/api/session', (_req, res) => {

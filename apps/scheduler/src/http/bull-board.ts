@@ -1,7 +1,7 @@
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
-import { Router, type Express } from 'express';
+import { Router, type Express, type RequestHandler } from 'express';
 import { requireRunState, type Queues } from '@werkpilot/shared';
 
 export const BULL_BOARD_PATH = '/queues';
@@ -24,9 +24,39 @@ export function bullBoardRouter({ queues, readOnly }: { queues: Queues; readOnly
   const board = serverAdapter.getRouter() as Express;
   board.disable('x-powered-by');
   const router = Router();
+  router.get('/api/queues', listingGuard);
   router.use(jobGuard(queues));
   router.use(board);
   return router;
+}
+
+const STATUSES = new Set(['latest', 'active', 'waiting', 'waiting-children', 'prioritized', 'completed', 'failed', 'delayed', 'paused']);
+/** Bull Board's own bound is only "at least 1": a page of 10 000 jobs would read them all, inputs and all. */
+const MAX_JOBS_PER_PAGE = 100;
+
+/**
+ * Checks the listing's query before Bull Board does: it answers an unknown status with a 500 of
+ * its own (its error message fails to build), and takes any page size.
+ */
+const listingGuard: RequestHandler = (req, res, next) => {
+  const { status, page, jobsPerPage } = req.query as Record<string, unknown>;
+  const problem =
+    status !== undefined && (typeof status !== 'string' || !STATUSES.has(status))
+      ? `status must be one of ${[...STATUSES].join(', ')}`
+      : page !== undefined && !isWholeNumber(page, 1, 1_000_000)
+        ? 'page must be a whole number from 1'
+        : jobsPerPage !== undefined && !isWholeNumber(jobsPerPage, 1, MAX_JOBS_PER_PAGE)
+          ? `jobsPerPage must be a whole number from 1 to ${MAX_JOBS_PER_PAGE}`
+          : undefined;
+  if (problem) {
+    res.status(400).json({ error: problem });
+    return;
+  }
+  next();
+};
+
+function isWholeNumber(value: unknown, min: number, max: number): boolean {
+  return typeof value === 'string' && /^\d{1,7}$/.test(value) && Number(value) >= min && Number(value) <= max;
 }
 
 /** Bull Board's routes that take a job id: `/api/queues/:queueName/:jobId[/<action>]`, per method. */

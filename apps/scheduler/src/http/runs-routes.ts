@@ -1,5 +1,6 @@
-import { Router } from 'express';
+import { Router, type Request } from 'express';
 import { bodyOf, cancelBody, lookupRun, parseInput, requireRunState, runIdParam, type Queues } from '@werkpilot/shared';
+import { jsonBody } from './json-body.js';
 
 export interface RunsRoutesDeps {
   queues: Queues;
@@ -14,7 +15,7 @@ export function runsRoutes({ queues, cancel }: RunsRoutesDeps): Router {
     res.json(await lookupRun(queues.agents, parseInput(runIdParam, req.params.id, 'id')));
   });
   if (cancel) {
-    router.post('/api/runs/:id/cancel', async (req, res) => {
+    router.post('/api/runs/:id/cancel', jsonBody(), async (req: Request<{ id: string }>, res) => {
       const runId = parseInput(runIdParam, req.params.id, 'id');
       const { reason } = parseInput(cancelBody, bodyOf(req.body), 'body');
       // 404 for an id that is not a run (one of BullMQ's own keys) before cancel reads it as one.
