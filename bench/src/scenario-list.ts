@@ -5,7 +5,8 @@ import { dependencyPromotion } from './scenarios/dependency-promotion.js';
 import { redisCommands } from './scenarios/redis-commands.js';
 import { registryScale } from './scenarios/registry-scale.js';
 import { rpcRoundTrip } from './scenarios/rpc-round-trip.js';
+import { sseFlood } from './scenarios/sse-flood.js';
 import { throughput } from './scenarios/throughput.js';
 
 /** Every scenario, in the order they run and print. */
-export const SCENARIOS: readonly Scenario[] = [throughput, addedLatency, cronLateness, dependencyPromotion, rpcRoundTrip, registryScale, redisCommands];
+export const SCENARIOS: readonly Scenario[] = [throughput, addedLatency, cronLateness, dependencyPromotion, rpcRoundTrip, registryScale, redisCommands, sseFlood];

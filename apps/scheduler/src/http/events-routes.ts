@@ -39,7 +39,10 @@ export function eventsRoutes({ bus, log, limits = {} }: EventsRoutesDeps): Event
   });
 
   router.get('/api/events', async (req, res) => {
-    const filter = createEventFilter({ types: queryList(req.query.type, 'type'), agents: queryList(req.query.agent, 'agent') });
+    const types = queryList(req.query.type, 'type');
+    const agents = queryList(req.query.agent, 'agent');
+    // Unfiltered streams (the dashboard's) share one write per burst without testing each event.
+    const filter = types || agents ? createEventFilter({ types, agents }) : undefined;
     if (!streams.hasRoom()) {
       res.set('Retry-After', String(RETRY_AFTER_SECONDS));
       res.status(503).json({

@@ -23,14 +23,15 @@ export const DEFAULT_LIVE_STREAM_LIMITS: LiveStreamLimits = {
 };
 
 /** Events written to the streams in one go, at most. */
-const MAX_BURST = 256;
+const MAX_BURST = 64;
 
 /** How long a refused client is asked to wait before it tries again (`Retry-After`, seconds). */
 export const RETRY_AFTER_SECONDS = 10;
 
 interface Client {
   res: Response;
-  filter: EventFilter;
+  /** Undefined: the stream takes every event. */
+  filter: EventFilter | undefined;
   /** When a write last returned false with no `drain` since; undefined while the client keeps up. */
   blockedSince: number | undefined;
 }
@@ -80,11 +81,11 @@ export class LiveEventStreams {
   }
 
   /**
-   * Turns `res` into an event stream of what `filter` passes. Resolves once the bus subscription is
+   * Turns `res` into an event stream of what `filter` passes (every event without one). Resolves once the bus subscription is
    * live (the `: connected` comment is written then), so no event published afterwards is missed.
    * The caller checks `hasRoom()` first.
    */
-  async open(res: Response, filter: EventFilter): Promise<void> {
+  async open(res: Response, filter?: EventFilter): Promise<void> {
     res.writeHead(200, {
       'Content-Type': 'text/event-stream; charset=utf-8',
       'Cache-Control': 'no-cache, no-transform',
@@ -150,10 +151,11 @@ export class LiveEventStreams {
     const frame = (i: number) => (frames[i] ??= `data: ${JSON.stringify(events[i])}\n\n`);
     let everything: Buffer | undefined;
     for (const client of [...this.clients]) {
-      const wanted = events.flatMap((event, i) => (client.filter(event) ? [i] : []));
-      if (wanted.length === 0) continue;
-      const chunk =
-        wanted.length === events.length ? (everything ??= Buffer.from(events.map((_, i) => frame(i)).join(''))) : Buffer.from(wanted.map(frame).join(''));
+      const { filter } = client;
+      const wanted = filter ? events.flatMap((event, i) => (filter(event) ? [i] : [])) : undefined;
+      if (wanted?.length === 0) continue;
+      const isEverything = wanted === undefined || wanted.length === events.length;
+      const chunk = isEverything ? (everything ??= Buffer.from(events.map((_, i) => frame(i)).join(''))) : Buffer.from(wanted.map(frame).join(''));
       this.write(client, chunk);
     }
   }
