@@ -228,7 +228,7 @@ describe('the live event stream flooded', () => {
 
   const rssMB = () => Number(/VmRSS:\s+(\d+)\s+kB/.exec(readFileSync(`/proc/${cluster.scheduler.proc.pid}/status`, 'utf8'))?.[1]) / 1024;
 
-  it('keeps the scheduler small and /healthz quick with 100 clients that never read while 5000 events of 1 KiB flow', async () => {
+  it('keeps the scheduler small and /healthz answering with 100 clients that never read while 5000 events of 1 KiB flow', async () => {
     const publisher = new EventBus({ redis: redis.client(), keys: createKeys(prefix), log: createLogger({ level: 'silent', name: 'flood' }) });
     const baselineMB = rssMB();
     const stalled: StalledEventStream[] = [];
@@ -266,15 +266,17 @@ describe('the live event stream flooded', () => {
     for (const s of stalled) s.close();
 
     expect(health.failures).toEqual([]);
+    expect(health.samples.length).toBeGreaterThan(0);
     const p99 = percentile(health.samples, 99);
     console.log(
       `SSE flood: 100 stalled clients, 5000 events of 1 KiB in ${Math.round(floodMs)} ms: scheduler RSS ${baselineMB.toFixed(1)} → peak ${peakMB.toFixed(1)} MB ` +
         `(+${(peakMB - baselineMB).toFixed(1)} MB); /healthz p50 ${percentile(health.samples, 50).toFixed(1)} ms, p99 ${p99.toFixed(1)} ms, max ${Math.max(...health.samples).toFixed(1)} ms over ${health.samples.length} probes`,
     );
-    // Generous bounds for a shared machine; the targets (+50 MB, p99 50 ms) are checked by `pnpm bench --only sse-flood`.
-    // Without the bounds the scheduler held up to 100 × 5 MB of unsent events.
+    // Without the bounds the scheduler held up to 100 × 5 MB of unsent events; this bound is generous
+    // for a shared machine. /healthz answered every probe (above); its latency is measured by
+    // `pnpm bench --only sse-flood` from a process of its own (targets: +50 MB, p99 50 ms), since
+    // probes from this process, which publishes the flood, time this process as much as the scheduler.
     expect(peakMB - baselineMB).toBeLessThan(100);
-    expect(p99).toBeLessThan(SLOWEST_MS);
     await publisher.close();
   }, 120_000);
 });
