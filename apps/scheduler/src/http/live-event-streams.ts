@@ -5,8 +5,8 @@ export interface LiveStreamLimits {
   /** Streams served at once (SSE_MAX_CLIENTS); one more is refused with 503 and Retry-After. */
   maxClients: number;
   /**
-   * Bytes a stream may have waiting to be sent (in Node and the socket's user-space buffer): a client
-   * that reads slower than events arrive is dropped when it falls this far behind.
+   * Bytes a stream may have waiting in this process, beyond what the kernel's socket buffers took:
+   * a client that reads slower than events arrive is dropped when it falls this far behind.
    */
   maxBufferedBytes: number;
   /** A stream whose socket has not drained for this long is dropped, however little it holds. */
@@ -81,9 +81,9 @@ export class LiveEventStreams {
   }
 
   /**
-   * Turns `res` into an event stream of what `filter` passes (every event without one). Resolves once the bus subscription is
-   * live (the `: connected` comment is written then), so no event published afterwards is missed.
-   * The caller checks `hasRoom()` first.
+   * Turns `res` into an event stream of what `filter` passes (every event without one). Resolves
+   * once the bus subscription is live (the `: connected` comment is written then), so no event
+   * published afterwards is missed. The caller checks `hasRoom()` first.
    */
   async open(res: Response, filter?: EventFilter): Promise<void> {
     res.writeHead(200, {
@@ -105,13 +105,6 @@ export class LiveEventStreams {
       return;
     }
     if (this.clients.has(client)) this.write(client, 'retry: 3000\n: connected\n\n');
-  }
-
-  /** Ends every stream (shutdown). */
-  closeAll(): void {
-    for (const client of [...this.clients]) client.res.end();
-    this.clients.clear();
-    this.release();
   }
 
   private ensureSubscribed(): Promise<void> {
@@ -175,8 +168,8 @@ export class LiveEventStreams {
 
   /**
    * Writes made in one tick are all counted as unsent until the event loop turns, even to a client
-   * that reads at once: a burst of events (one read from the Redis subscriber connection, at most
-   * 64 KiB) is let through, and the backlog is judged once the sockets have had their turn.
+   * that reads at once: a burst (at most MAX_BURST events) is let through, and the backlog is judged
+   * once the sockets have had their turn.
    */
   private scheduleBacklogCheck(): void {
     if (this.backlogCheck) return;
