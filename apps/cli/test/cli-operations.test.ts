@@ -200,7 +200,7 @@ describe('cancel', () => {
     });
     const cancelled = await cli(['cancel', runId, '--reason', 'operator test']);
     expect(cancelled.code, cancelled.stderr).toBe(0);
-    expect(cancelled.stdout).toMatch(new RegExp(`^cancelled run ${runId} of slow: aborted on worker \\S+`));
+    expect(cancelled.stdout).toMatch(new RegExp(`^cancelling run ${runId} of slow: aborting on worker \\S+`));
     const again = await cli(['cancel', runId]);
     expect(again.code).toBe(1);
     expect(again.stderr.trimEnd().split('\n')).toHaveLength(1);

@@ -165,7 +165,7 @@ export async function runScheduler(): Promise<void> {
     reports: { latest: () => reports.getLatest(), list: () => reports.list(), runNow: () => triggerNightly(queues.system) },
     trigger: (agent, options) => triggerRun({ queue: queues.agents, registry, retention, redis, keys }, agent, options),
     toggle: { enable: (agent) => enableAgent({ redis, keys }, agent), disable: (agent) => disableAgent({ redis, keys }, agent) },
-    cancel: (runId, reason) => cancelRun({ queue: queues.agents, redis, keys, bus }, runId, reason),
+    cancel: (runId, reason) => cancelRun({ queue: queues.agents, redis, keys, bus, registry, lockDurationMs: config.lockDurationMs, log }, runId, reason),
     boot: (agent) => requestBootCheck({ redis, keys }, agent),
     scrapeSources: clusterScrapeSources({ keys, registry, replicaId: leader.id }),
     log,

@@ -14,7 +14,6 @@ import {
   createKeys,
   createLogger,
   createQueues,
-  createRunMetricsRecorder,
   defineAgent,
   disableAgent,
   enableAgent,
@@ -159,12 +158,10 @@ export async function startHttpHarness(testRedis: TestRedis, options: HarnessOpt
         redis,
         keys,
         registry,
-        state,
         bus: workerBus,
         log,
         workerId: `test-worker-${workers.length}`,
         concurrency: 4,
-        outcomeListeners: [createRunMetricsRecorder({ redis, keys })],
       });
       workers.push(worker);
       await worker.waitUntilReady();

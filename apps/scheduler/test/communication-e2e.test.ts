@@ -77,9 +77,11 @@ describe('agent communication through the real processes', () => {
         body: JSON.stringify({ reason: 'e2e says stop' }),
       });
       expect(cancel.status).toBe(200);
-      expect(await cancel.json()).toMatchObject({ runId: longRun, outcome: 'aborted' });
+      expect(await cancel.json()).toMatchObject({ runId: longRun, outcome: 'aborting', state: 'running' });
       await waitFor(() => sse.some((e) => e.type === 'agent:cancelled' && e.data.runId === longRun), { what: 'agent:cancelled over SSE' });
-      expect(sse.find((e) => e.type === 'agent:failed' && e.data.runId === longRun)).toMatchObject({ data: { error: 'cancelled: e2e says stop', willRetry: false } });
+      // Its one outcome: cancelled, not a failure.
+      expect(sse.find((e) => e.type === 'agent:cancelled' && e.data.runId === longRun)).toMatchObject({ data: { reason: 'e2e says stop', state: 'running' } });
+      expect(sse.some((e) => e.type === 'agent:failed' && e.data.runId === longRun)).toBe(false);
 
       const unknown = await fetch(`${base}/api/runs/no-such-run/cancel`, { method: 'POST', headers: auth });
       expect(unknown.status).toBe(404);

@@ -191,7 +191,7 @@ describe('runs API', () => {
     const job = await h.queues.agents.add('alpha', { agent: 'alpha', trigger: 'manual' }, { delay: 60_000 });
     const cancelled = await call(h.url, `/api/runs/${job.id}/cancel`, { method: 'POST', body: { reason: 'not needed' }, headers: AUTH });
     expect(cancelled.status).toBe(200);
-    expect(cancelled.body).toMatchObject({ runId: job.id, agent: 'alpha', outcome: 'removed' });
+    expect(cancelled.body).toEqual({ runId: job.id, agent: 'alpha', outcome: 'cancelled', state: 'delayed' });
     expect(await h.queues.agents.getJob(job.id!)).toBeUndefined();
 
     await h.startWorker();

@@ -143,8 +143,8 @@ describe('Prometheus exporter', () => {
     const queued = await call(h.url, '/api/agents/waiter/run', { method: 'POST', body: {}, headers: AUTH });
     await waitFor(async () => (await h.queues.agents.getJobState(queued.body.runId)) === 'active', { what: 'waiter active' });
     const cancelled = await call(h.url, `/api/runs/${queued.body.runId}/cancel`, { method: 'POST', headers: AUTH });
-    expect(cancelled.body).toMatchObject({ outcome: 'aborted' });
-    await waitFor(async () => (await h.queues.agents.getJobState(queued.body.runId)) === 'failed', { what: 'waiter failed' });
+    expect(cancelled.body).toMatchObject({ outcome: 'aborting', state: 'running' });
+    await waitFor(async () => (await h.queues.agents.getJobState(queued.body.runId)) === 'completed', { what: 'waiter cancelled' });
     await waitFor(async () => series(await prometheusText(h.url)).get('werkpilot_agent_runs_total{agent="waiter",outcome="cancelled"}') === 1);
     const m = series(await prometheusText(h.url));
     expect(m.get('werkpilot_agent_runs_total{agent="waiter",outcome="failure"}')).toBe(0);

@@ -23,12 +23,11 @@ async function serve({ isStopping = (): boolean => false, readiness = (): Availa
 describe('worker HTTP', () => {
   it("exports this worker's own run counters, retries and duration histogram", async () => {
     const { url, metrics } = await serve();
-    const pipeline = undefined as never;
-    metrics.outcomeListener({ agent: 'crm-sync', outcome: 'success', durationMs: 120, at: 1, attempt: 1 }, pipeline);
-    metrics.outcomeListener({ agent: 'crm-sync', outcome: 'failure', durationMs: 40, at: 2, attempt: 2, error: 'x' }, pipeline);
-    metrics.outcomeListener({ agent: 'crm-sync', outcome: 'failure', durationMs: 50, at: 3, attempt: 1, error: 'timeout', timedOut: true }, pipeline);
-    metrics.outcomeListener({ agent: 'crm-sync', outcome: 'failure', durationMs: 5, at: 4, attempt: 1, error: 'cancelled', cancelled: true }, pipeline);
-    metrics.outcomeListener({ agent: 'crm-sync', outcome: 'skipped', at: 5, error: 'disabled' }, pipeline);
+    metrics.outcomeListener({ agent: 'crm-sync', outcome: 'success', durationMs: 120, at: 1, attempt: 1 });
+    metrics.outcomeListener({ agent: 'crm-sync', outcome: 'failure', durationMs: 40, at: 2, attempt: 2, error: 'x' });
+    metrics.outcomeListener({ agent: 'crm-sync', outcome: 'failure', durationMs: 50, at: 3, attempt: 1, error: 'timeout', timedOut: true });
+    metrics.outcomeListener({ agent: 'crm-sync', outcome: 'cancelled', durationMs: 5, at: 4, attempt: 1, error: 'no longer needed' });
+    metrics.outcomeListener({ agent: 'crm-sync', outcome: 'skipped', at: 5, error: 'disabled' });
     const res = await fetch(`${url}/metrics`);
     expect(res.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
     const text = await res.text();
@@ -36,8 +35,9 @@ describe('worker HTTP', () => {
       expect(text).toContain(`werkpilot_worker_runs_total{agent="crm-sync",outcome="${outcome}"} ${n}`);
     }
     expect(text).toContain('werkpilot_worker_retries_total{agent="crm-sync"} 1');
-    expect(text).toContain('werkpilot_worker_run_duration_seconds_count{agent="crm-sync"} 4');
-    expect(text).toContain('werkpilot_worker_run_duration_seconds_bucket{le="0.05",agent="crm-sync"} 3');
+    // Durations of executed attempts only: a cancelled run's is not the agent's work.
+    expect(text).toContain('werkpilot_worker_run_duration_seconds_count{agent="crm-sync"} 3');
+    expect(text).toContain('werkpilot_worker_run_duration_seconds_bucket{le="0.05",agent="crm-sync"} 2');
     expect(text).toContain('werkpilot_worker_active_runs 2');
     expect(text).toContain('nodejs_heap_size_used_bytes');
     if (existsSync(PROMTOOL)) {

@@ -1,47 +1,66 @@
 import { UnrecoverableError, WaitingError, type Job, type Processor } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { AgentContext, AgentSpec, TopicHandler } from './agent.js';
+import type { AgentContext, AgentLogger, AgentSpec, TopicHandler } from './agent.js';
 import { createRunLogger } from './agent-logger.js';
-import type { AgentStateStore, RunRecord } from './agent-state.js';
-import { publishAgentMessage, type BusEvent, type EventBus } from './bus.js';
+import type { RunRecord } from './agent-state.js';
+import { publishAgentMessage, type EventBus } from './bus.js';
+import type { CircuitSettings } from './circuit-breaker.js';
 import { RunTimeoutError } from './errors.js';
-import { RunCancelledError } from './run-cancel.js';
-import { isDependencyReason, type RunGate } from './gating.js';
-import type { FinishedOutcome } from './dependency-waits.js';
-import { gateAndAdmit, type RunAdmission } from './run-admission.js';
+import { isDependencyReason } from './gating.js';
+import type { Keys } from './keys.js';
+import { skipCausesOf } from './nightly.js';
 import type { RunJobData } from './queues.js';
-import { execOrThrow } from './redis-pipeline.js';
-import { isShutdownAbort } from './shutdown.js';
 import { runInScope } from './process-faults.js';
 import { MAX_ERROR_MESSAGE_BYTES, capError, truncateBytes } from './size-limits.js';
 import type { Registry } from './registry.js';
+import type { RunAdmission } from './run-admission.js';
+import { RunCancelledError, type RunPhase } from './run-cancel.js';
+import { createRunCompletion, type Completion } from './run-completion.js';
+import { isShutdownAbort } from './shutdown.js';
 
 /** What a finished `agents` job returns (visible in Bull Board and `GET /api/runs/:id`). */
 export type RunResult =
   | { outcome: 'success'; result: unknown; durationMs: number; workerId: string }
-  | { outcome: 'skipped'; reasons: string[]; workerId: string };
+  | { outcome: 'skipped'; reasons: string[]; workerId: string }
+  | { outcome: 'cancelled'; reason: string; state: 'running'; durationMs: number; workerId: string };
 
-/** The gate (see gating.ts): the reasons to skip a run, empty to run it. */
-export type { RunGate } from './gating.js';
-
-/** Called with every recorded run, to add more state changes to the same round trip. */
-export type OutcomeListener = (record: RunRecord, pipeline: ReturnType<Redis['pipeline']>) => void;
+/** Told of every recorded run, in this process (the worker's own Prometheus figures). */
+export type OutcomeListener = (record: RunRecord) => void;
 
 export interface ExecutorDeps {
+  /** Our command connection (run admission, agents' `ctx.publish`). */
   redis: Redis;
+  /**
+   * BullMQ's connection: each run's completion script is sent on it just before the processor
+   * returns, so it rides with BullMQ's own completion (run-completion.ts). Default `redis`.
+   */
+  bullConnection?: Redis;
+  keys: Keys;
   registry: Registry;
-  state: AgentStateStore;
   bus: EventBus;
   log: Logger;
   workerId: string;
-  gates?: RunGate[];
+  /** The gate, dependency waits, overlap lease and circuit admission (run-admission.ts); without it runs start at once. */
+  admission?: RunAdmission;
+  /** The rules the circuit breaker applies to recorded failures (its window); default the breaker's defaults. */
+  circuit?: CircuitSettings;
+  /** The worker's LOCK_DURATION_MS (lease TTLs depend on it). */
+  lockDurationMs?: number;
   outcomeListeners?: OutcomeListener[];
   /** Serves `ctx.request`; without it, requests reject with a clear error. */
   request?: AgentRequester;
   clock?: () => number;
-  /** Dependency waits and the overlap lease (run-admission.ts); without it runs start at once. */
-  admission?: RunAdmission;
+  /**
+   * Aborts a running run's signal with `reason` (BullMQ's Worker.cancelJob), which the run's
+   * timeout uses instead of an AbortController of its own. Without it, each run gets one.
+   */
+  abortRun?: (runId: string, reason: Error) => boolean;
+  /**
+   * Filled with where each run of this worker stands (for cancels: see RunCancelListenerOptions.phaseOf).
+   * The executor sets the phases; whoever runs the processor deletes a run's entry when it returns.
+   */
+  runPhases?: Map<string, RunPhase>;
   /**
    * Whether this worker hands a run back to the queue untouched (no attempt spent) instead of
    * running it: a reason, or undefined to run it. The memory monitor sheds priority-3 runs here.
@@ -62,138 +81,193 @@ export function isReported(err: unknown): boolean {
 }
 
 /**
- * The processor of the `agents` queue: resolves the agent named by the job, gates it, runs it with
- * its context and timeout, and records the outcome — state and events in one round trip.
+ * The abort reason of a run whose lock renewal failed: its lock may be gone and BullMQ's
+ * stalled-job recovery may already run it elsewhere. The aborted copy records nothing.
+ */
+export class RunLockLostError extends Error {
+  constructor(readonly runId: string) {
+    super(`lost the lock of run ${runId}`);
+    this.name = 'RunLockLostError';
+  }
+}
+
+const NOT_ADMITTED = { isTrial: false, holdsLease: false } as const;
+
+/**
+ * The processor of the `agents` queue: resolves the agent named by the job, admits it (gate,
+ * dependency runs, overlap lease, circuit — one script), runs it with its context and timeout, and
+ * completes it (one script riding with BullMQ's completion). So a run costs one Redis round trip
+ * of ours, its admission.
  *
  * Failures are thrown back to BullMQ, which retries with the agent's exponential backoff; a run that
- * exhausts its attempts stays in the failed set, which is the dead-letter queue.
+ * exhausts its attempts stays in the failed set, which is the dead-letter queue. A cancelled run
+ * completes with outcome `cancelled`: it is not a dead letter. A copy of a run that lost its lock
+ * records nothing (its completion is fenced by the lock token) and hands nothing back.
  */
 export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, RunResult> {
   const clock = deps.clock ?? Date.now;
-  const gates = deps.gates ?? [];
   const listeners = deps.outcomeListeners ?? [];
+  const { bus, workerId, admission } = deps;
+  const phases = deps.runPhases;
+  const completion = createRunCompletion({
+    connection: deps.bullConnection ?? deps.redis,
+    keys: deps.keys,
+    ...(deps.circuit ? { circuit: deps.circuit } : {}),
+    ...(deps.lockDurationMs !== undefined ? { lockDurationMs: deps.lockDurationMs } : {}),
+    historyLength: bus.historySize,
+  });
 
-  /** `finished`: the run ended for good; it is marked so in the same round trip and its waiting dependents promoted. */
-  const commit = async (record: RunRecord, events: BusEvent[], finished?: { spec: AgentSpec; job: Job<RunJobData>; outcome: FinishedOutcome }) => {
-    const pipeline = deps.redis.pipeline();
-    deps.state.addRecordTo(pipeline, record);
-    for (const listener of listeners) listener(record, pipeline);
-    for (const event of events) deps.bus.addTo(pipeline, event);
-    const promoteWaiting = finished && deps.admission?.addFinishTo(pipeline, finished.spec, finished.job, finished.outcome);
-    const replies = await execOrThrow(pipeline);
-    await promoteWaiting?.(replies);
+  /** Sends the completion (not awaited: it rides with BullMQ's) and tells the local listeners. */
+  const complete = (spec: AgentSpec, job: Job<RunJobData>, token: string | undefined, c: Completion) => {
+    phases?.set(job.id!, 'finishing');
+    completion.complete(spec, job, token, c).then(
+      (answer) => {
+        if (answer === 'fenced') {
+          deps.log.error(
+            { agent: spec.name, runId: job.id, attempt: c.record.attempt },
+            `lost the lock of run ${job.id}: another worker runs it again, so this copy recorded nothing (keep synchronous work in an agent under LOCK_DURATION_MS)`,
+          );
+        }
+      },
+      (err: unknown) => deps.log.error({ err, agent: spec.name, runId: job.id }, 'could not record the end of a run'),
+    );
+    for (const listener of listeners) listener(c.record);
   };
 
   return async (job, token, bullSignal) => {
     const spec = deps.registry.get(job.name);
     if (!spec) {
       const reason = `unknown agent ${job.name}`;
-      await deps.bus.publish('agent:dlq', { runId: job.id, error: reason, workerId: deps.workerId }, job.name);
+      await bus.publish('agent:dlq', { runId: job.id, error: reason, workerId }, job.name);
       throw markReported(new UnrecoverableError(reason));
     }
-    const attempt = job.attemptsMade + 1;
-    const base = { runId: job.id!, attempt, workerId: deps.workerId, ...(job.data.pipelineId ? { pipelineId: job.data.pipelineId } : {}) };
-    const log = deps.log.child({ agent: spec.name, runId: job.id, attempt });
-
     const handBackReason = token ? deps.handBack?.(spec, job) : undefined;
     if (handBackReason) {
       await job.moveToWait(token);
-      log.info({ reason: handBackReason }, 'run handed back to the queue');
+      deps.log.info({ agent: spec.name, runId: job.id, reason: handBackReason }, 'run handed back to the queue');
       await new Promise((resolve) => setTimeout(resolve, HAND_BACK_PAUSE_MS));
       throw new WaitingError();
     }
 
-    // Parks the job (throws DelayedError) while dependency runs of its tick or pipeline are pending.
-    const reasons = await gateAndAdmit(gates, deps.admission, spec, job, token);
-    if (reasons.length > 0) {
-      const dependencyReasons = reasons.filter(isDependencyReason);
-      await commit({ agent: spec.name, runId: job.id, outcome: 'skipped', at: clock(), error: reasons.join('; ') }, [
-        ...(dependencyReasons.length > 0 ? [deps.bus.event('dependency:unhealthy', { ...base, reasons: dependencyReasons }, spec.name)] : []),
-        deps.bus.event('agent:skipped', { ...base, reasons }, spec.name),
-      ], { spec, job, outcome: `skipped:${reasons.join('; ')}` });
-      log.info({ reasons }, 'run skipped');
-      return { outcome: 'skipped', reasons, workerId: deps.workerId };
+    const runId = job.id!;
+    const attempt = job.attemptsMade + 1;
+    const base: Record<string, unknown> = job.data.pipelineId ? { runId, attempt, workerId, pipelineId: job.data.pipelineId } : { runId, attempt, workerId };
+    const started = bus.encode('agent:started', { ...base, trigger: job.data.trigger }, spec.name);
+
+    let admitted: { isTrial: boolean; holdsLease: boolean } = NOT_ADMITTED;
+    phases?.set(runId, 'admitting');
+    if (admission) {
+      // Parks the job (throws DelayedError) while dependency runs of its tick are pending or its agent's turn has not come.
+      const decision = await admission.admit(spec, job, token, started);
+      if (decision.kind === 'skip') {
+        const { reasons } = decision;
+        const dependencyReasons = reasons.filter(isDependencyReason);
+        const events = [bus.encode('agent:skipped', { ...base, reasons }, spec.name)];
+        if (dependencyReasons.length > 0) events.unshift(bus.encode('dependency:unhealthy', { ...base, reasons: dependencyReasons }, spec.name));
+        const error = reasons.join('; ');
+        const record: RunRecord = { agent: spec.name, runId, outcome: 'skipped', at: clock(), error };
+        complete(spec, job, token, { record, events, finished: `skipped:${error}`, ...NOT_ADMITTED, skipCauses: skipCausesOf(reasons) });
+        deps.log.info({ agent: spec.name, runId, reasons }, 'run skipped');
+        return { outcome: 'skipped', reasons, workerId };
+      }
+      admitted = { isTrial: decision.isTrial, holdsLease: true };
+    } else {
+      // Without admission nothing published it: do it here, not awaited (commands on one connection stay in order).
+      bus.publish('agent:started', { ...base, trigger: job.data.trigger }, spec.name).catch(() => undefined);
     }
 
+    phases?.set(runId, 'running');
     const startedAt = clock();
-    // Not awaited: the run need not wait a round trip for its own announcement, and commands on one
-    // connection are delivered in order, so `agent:started` still precedes the run's outcome event.
-    deps.bus.publish('agent:started', { ...base, trigger: job.data.trigger }, spec.name).catch((err: unknown) => log.warn({ err }, 'could not publish agent:started'));
-
-    const timeout = new AbortController();
-    const timer = setTimeout(() => timeout.abort(new RunTimeoutError(spec.timeoutMs)), spec.timeoutMs);
-    const signal = bullSignal ? AbortSignal.any([timeout.signal, bullSignal]) : timeout.signal;
+    let ownTimeout: AbortController | undefined;
+    let signal: AbortSignal;
+    if (bullSignal && deps.abortRun) {
+      signal = bullSignal;
+    } else {
+      ownTimeout = new AbortController();
+      signal = bullSignal ? AbortSignal.any([ownTimeout.signal, bullSignal]) : ownTimeout.signal;
+    }
+    const abortRun = deps.abortRun;
+    const timer = setTimeout(() => {
+      const reason = new RunTimeoutError(spec.timeoutMs);
+      if (ownTimeout) ownTimeout.abort(reason);
+      else abortRun!(runId, reason);
+    }, spec.timeoutMs);
     const subscriptions: (() => void)[] = [];
-    const ctx = buildContext(deps, spec, job, attempt, signal, log, subscriptions);
+    const ctx = buildContext(deps, spec, job, attempt, signal, subscriptions);
 
     try {
       // The scope attributes faults the run's code leaves behind (an unawaited rejection, a throw in
       // a timer) to this agent and run; see process-faults.ts.
-      const scope = { agent: spec.name, runId: job.id!, attempt, activity: 'run' as const };
-      const result = await untilAborted(Promise.resolve().then(() => runInScope(scope, () => spec.definition.run(ctx))), signal);
+      const scope = { agent: spec.name, runId, attempt, activity: 'run' as const };
+      const result = await untilAborted(() => runInScope(scope, () => spec.definition.run(ctx)), signal);
       const durationMs = clock() - startedAt;
-      await commit({ agent: spec.name, runId: job.id, outcome: 'success', durationMs, at: clock(), attempt }, [
-        deps.bus.event('agent:completed', { ...base, durationMs }, spec.name),
-      ], { spec, job, outcome: 'ok' });
-      return { outcome: 'success', result: result ?? null, durationMs, workerId: deps.workerId };
+      const record: RunRecord = { agent: spec.name, runId, outcome: 'success', durationMs, at: clock(), attempt };
+      complete(spec, job, token, { record, events: [bus.encode('agent:completed', { ...base, durationMs }, spec.name)], finished: 'ok', ...admitted });
+      return { outcome: 'success', result: result ?? null, durationMs, workerId };
     } catch (thrown) {
-      if (signal.aborted && isShutdownAbort(signal.reason) && token) {
-        // Shutdown step 3: back to the wait list with attemptsMade unchanged, for another worker.
-        await job.moveToWait(token);
-        log.info('run aborted by shutdown and returned to the queue');
+      const aborted = signal.aborted ? (signal.reason as unknown) : undefined;
+      if (aborted instanceof RunLockLostError) {
+        // Another copy may be running: record nothing, release nothing. Should this worker still
+        // hold the lock after all, the run goes back to the queue without spending an attempt.
+        if (token) await job.moveToWait(token).catch(() => undefined);
         throw new WaitingError();
       }
-      const error = toError(signal.aborted ? signal.reason : thrown);
+      if (isShutdownAbort(aborted) && token) {
+        // Shutdown step 3: back to the wait list with attemptsMade unchanged, for another worker;
+        // the run keeps its lease and trial, and takes them up again when it restarts.
+        await job.moveToWait(token);
+        deps.log.info({ agent: spec.name, runId }, 'run aborted by shutdown and returned to the queue');
+        throw new WaitingError();
+      }
       const durationMs = clock() - startedAt;
+      if (aborted instanceof RunCancelledError) {
+        const record: RunRecord = { agent: spec.name, runId, outcome: 'cancelled', at: clock(), error: aborted.reason, attempt };
+        const events = [bus.encode('agent:cancelled', { ...base, reason: aborted.reason, state: 'running' }, spec.name)];
+        complete(spec, job, token, { record, events, finished: `cancelled:${aborted.reason}`, ...admitted });
+        deps.log.info({ agent: spec.name, runId, reason: aborted.reason }, 'run cancelled');
+        return { outcome: 'cancelled', reason: aborted.reason, state: 'running', durationMs, workerId };
+      }
+      const error = toError(aborted ?? thrown);
       const maxAttempts = job.opts.attempts ?? 1;
       const willRetry = !(error instanceof UnrecoverableError) && attempt < maxAttempts;
-      const events: BusEvent[] = [];
-      if (error instanceof RunTimeoutError) events.push(deps.bus.event('agent:timeout', { ...base, timeoutMs: spec.timeoutMs }, spec.name));
-      if (error instanceof RunCancelledError) events.push(deps.bus.event('agent:cancelled', { ...base, reason: error.reason }, spec.name));
-      events.push(deps.bus.event('agent:failed', { ...base, error: error.message, durationMs, willRetry }, spec.name));
+      const events: string[] = [];
+      if (error instanceof RunTimeoutError) events.push(bus.encode('agent:timeout', { ...base, timeoutMs: spec.timeoutMs }, spec.name));
+      events.push(bus.encode('agent:failed', { ...base, error: error.message, durationMs, willRetry }, spec.name));
       if (willRetry) {
-        const delayMs = backoffDelay(job, attempt);
-        events.push(deps.bus.event('agent:retrying', { ...base, nextAttempt: attempt + 1, delayMs }, spec.name));
+        events.push(bus.encode('agent:retrying', { ...base, nextAttempt: attempt + 1, delayMs: backoffDelay(job, attempt) }, spec.name));
       } else {
-        events.push(deps.bus.event('agent:dlq', { ...base, error: error.message, attemptsMade: attempt }, spec.name));
+        events.push(bus.encode('agent:dlq', { ...base, error: error.message, attemptsMade: attempt }, spec.name));
       }
-      await commit(
-        {
-          agent: spec.name,
-          runId: job.id,
-          outcome: 'failure',
-          durationMs,
-          at: clock(),
-          error: error.message,
-          attempt,
-          ...(error instanceof RunTimeoutError ? { timedOut: true } : {}),
-          ...(error instanceof RunCancelledError ? { cancelled: true } : {}),
-        },
-        events,
-        willRetry ? undefined : { spec, job, outcome: `dlq:${error.message}` },
-      );
-      log.warn({ err: error.message, willRetry }, 'run failed');
+      const record: RunRecord = {
+        agent: spec.name,
+        runId,
+        outcome: 'failure',
+        durationMs,
+        at: clock(),
+        error: error.message,
+        attempt,
+        ...(error instanceof RunTimeoutError ? { timedOut: true } : {}),
+      };
+      complete(spec, job, token, { record, events, ...(willRetry ? {} : { finished: `dlq:${error.message}` as const }), ...admitted });
+      deps.log.warn({ agent: spec.name, runId, attempt, err: error.message, willRetry }, 'run failed');
       throw markReported(error);
     } finally {
       clearTimeout(timer);
       for (const unsubscribe of subscriptions) unsubscribe();
-      await deps.admission?.release(spec, job).catch((err: unknown) => log.warn({ err }, 'could not release the overlap lease'));
     }
   };
 }
 
-function buildContext(
-  deps: ExecutorDeps,
-  spec: AgentSpec,
-  job: Job<RunJobData>,
-  attempt: number,
-  signal: AbortSignal,
-  log: Logger,
-  subscriptions: (() => void)[],
-): AgentContext {
+function buildContext(deps: ExecutorDeps, spec: AgentSpec, job: Job<RunJobData>, attempt: number, signal: AbortSignal, subscriptions: (() => void)[]): AgentContext {
+  // The logger is built on first use: most runs never log, and a child logger per run shows in profiles.
+  let log: Logger | undefined;
+  const runLog = () => (log ??= deps.log.child({ agent: spec.name, runId: job.id, attempt }));
+  let agentLog: AgentLogger | undefined;
   return {
     signal,
-    log: createRunLogger(log, job, (err) => log.debug({ err }, 'job log write failed')),
+    get log() {
+      return (agentLog ??= createRunLogger(runLog(), job, (err) => runLog().debug({ err }, 'job log write failed')));
+    },
     data: job.data.data,
     attempt,
     runId: job.id!,
@@ -209,7 +283,7 @@ function buildContext(
         pending.then((unsubscribe) => unsubscribe(), () => undefined);
       });
       const live = pending.then(() => undefined);
-      live.catch((err: unknown) => log.warn({ err, topic }, 'ctx.subscribe could not subscribe to the bus'));
+      live.catch((err: unknown) => runLog().warn({ err, topic }, 'ctx.subscribe could not subscribe to the bus'));
       return live;
     },
     request: <T>(agent: string, payload?: unknown, options?: { timeoutMs?: number }) =>
@@ -219,21 +293,26 @@ function buildContext(
   };
 }
 
-/** Resolves with the work, or rejects with the signal's reason as soon as it aborts. */
-function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+/** Runs the agent and resolves with its result, or rejects with the signal's reason as soon as it aborts. */
+function untilAborted<T>(run: () => T | Promise<T>, signal: AbortSignal): Promise<T> {
   if (signal.aborted) return Promise.reject(signal.reason);
   return new Promise<T>((resolve, reject) => {
     const onAbort = () => reject(signal.reason);
     signal.addEventListener('abort', onAbort, { once: true });
-    work.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (err) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(err);
-      },
+    const settle = (fn: () => void) => {
+      signal.removeEventListener('abort', onAbort);
+      fn();
+    };
+    let work: T | Promise<T>;
+    try {
+      work = run();
+    } catch (err) {
+      settle(() => reject(err));
+      return;
+    }
+    Promise.resolve(work).then(
+      (value) => settle(() => resolve(value)),
+      (err: unknown) => settle(() => reject(err)),
     );
   });
 }

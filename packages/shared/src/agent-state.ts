@@ -3,15 +3,18 @@ import type { Keys } from './keys.js';
 import { percentiles, type Percentiles } from './percentiles.js';
 import { execOrThrow } from './redis-pipeline.js';
 
-/** How a run ended, as far as the agent's state is concerned. */
-export type RunOutcome = 'success' | 'failure' | 'skipped';
+/**
+ * How a run ended, as far as the agent's state is concerned. `cancelled`: an operator cancelled it
+ * (API/CLI); it counts neither as a failure nor as a run of the agent's own doing.
+ */
+export type RunOutcome = 'success' | 'failure' | 'skipped' | 'cancelled';
 
 export interface RunRecord {
   agent: string;
   /** The run (BullMQ job id) this record is about; lets listeners tell one run from another. */
   runId?: string;
   outcome: RunOutcome;
-  /** Wall time of the attempt; not recorded for skipped runs. */
+  /** Wall time of the attempt; not recorded for skipped or cancelled runs. */
   durationMs?: number;
   /** When the run ended (ms since epoch). */
   at: number;
@@ -20,8 +23,6 @@ export interface RunRecord {
   attempt?: number;
   /** The attempt failed because it exceeded the agent's `timeoutMs`. */
   timedOut?: boolean;
-  /** The attempt failed because an operator cancelled the run (no retry follows). */
-  cancelled?: boolean;
 }
 
 /** Per-agent state as read back from Redis. */
@@ -30,6 +31,8 @@ export interface AgentState extends Percentiles {
   successes: number;
   failures: number;
   skipped: number;
+  /** Runs an operator cancelled (not counted in `runs` or `failures`). */
+  cancelled: number;
   consecutiveFailures: number;
   lastRunAt: string | null;
   lastOutcome: RunOutcome | null;
@@ -48,40 +51,99 @@ export interface AgentState extends Percentiles {
 export const DURATION_SAMPLES = 1000;
 export const OUTCOME_WINDOW = 100;
 
+/** Sample lists are trimmed back to their size once they have grown this much past it (one LTRIM per this many runs). */
+export const SAMPLE_TRIM_SLACK = 100;
+
+/** Run-duration buckets (seconds) of the exported histogram: from 10 ms to 10 min, roughly ×2.5 apart. */
+export const RUN_DURATION_BUCKETS_SECONDS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600] as const;
+
+/** Index of the bucket (non-cumulative) a duration falls in; `length` is the +Inf overflow. */
+export function durationBucketIndex(durationMs: number): number {
+  const seconds = durationMs / 1000;
+  const index = RUN_DURATION_BUCKETS_SECONDS.findIndex((upper) => seconds <= upper);
+  return index === -1 ? RUN_DURATION_BUCKETS_SECONDS.length : index;
+}
+
 /**
- * Records one run's outcome. Counters, last-run fields and the sample lists change in one script,
- * so concurrent workers never lose an update (no read-modify-write in the client).
- * KEYS: stats hash, durations list, outcomes list.
- * ARGV: outcome, durationMs ('' for none), atMs, error, maxDurations, maxOutcomes.
+ * Lua: `recordRun(s, r)` records one run in the agent's stats hash and sample lists. `s` = `{ stats,
+ * durations, outcomes }` (keys from KEYS); `r` = `{ outcome, duration ('' none), at, error,
+ * attempt, timedOut ('1'), lastRun ('' none), bucket, maxDurations, maxOutcomes }` (recordArgs).
+ *
+ * The hash keeps the counters (runs, successes, failures, skipped, cancelled, consecutiveFailures),
+ * the last-run fields, and the exported figures Prometheus reads (duration buckets `b<i>`, `sumMs`,
+ * `retries`, `timeout`): read once with HMGET and written back with one HSET — two commands for any
+ * number of fields, inside one script, so concurrent workers never lose an update. Sample lists are
+ * LPUSHed and trimmed only once they are SAMPLE_TRIM_SLACK past their size (readers take the head).
+ * `lastRun` (`<runId>|<outcome>`) is what lone runs of the agent's dependents are judged by.
  */
-const RECORD_RUN_LUA = `
-local stats, durations, outcomes = KEYS[1], KEYS[2], KEYS[3]
-local outcome, duration, at, err = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-if outcome == 'skipped' then
-  redis.call('HINCRBY', stats, 'skipped', 1)
-  redis.call('HSET', stats, 'lastSkippedAt', at, 'lastSkipReason', err)
-  return 0
+export const RECORD_RUN_LUA = `
+local function recordRun(s, r)
+  local fields, adds, sets = {}, {}, {}
+  local function add(field, by) fields[#fields + 1] = field; adds[#adds + 1] = by end
+  local function set(field, value) sets[#sets + 1] = field; sets[#sets + 1] = value end
+  local outcome = r.outcome
+  if outcome == 'skipped' then
+    add('skipped', 1)
+    set('lastSkippedAt', r.at); set('lastSkipReason', r.error)
+  elseif outcome == 'cancelled' then
+    add('cancelled', 1)
+    set('lastCancelledAt', r.at)
+  else
+    add('runs', 1)
+    set('lastRunAt', r.at); set('lastOutcome', outcome)
+    if outcome == 'success' then
+      add('successes', 1)
+      set('consecutiveFailures', 0); set('lastSuccessAt', r.at)
+    else
+      add('failures', 1); add('consecutiveFailures', 1)
+      if r.timedOut == '1' then add('timeout', 1) end
+      set('lastError', r.error); set('lastErrorAt', r.at)
+    end
+    if tonumber(r.attempt) > 1 then add('retries', 1) end
+    if r.duration ~= '' then
+      add('b' .. r.bucket, 1); add('sumMs', tonumber(r.duration))
+      set('lastDurationMs', r.duration)
+    end
+  end
+  if r.lastRun ~= '' then set('lastRun', r.lastRun) end
+  local current = redis.call('HMGET', s.stats, unpack(fields))
+  for i, field in ipairs(fields) do
+    sets[#sets + 1] = field
+    sets[#sets + 1] = string.format('%.0f', (tonumber(current[i]) or 0) + adds[i])
+  end
+  redis.call('HSET', s.stats, unpack(sets))
+  if r.duration ~= '' and (outcome == 'success' or outcome == 'failure') then
+    local maxDurations, maxOutcomes = tonumber(r.maxDurations), tonumber(r.maxOutcomes)
+    if redis.call('LPUSH', s.durations, r.duration) > maxDurations + ${SAMPLE_TRIM_SLACK} then redis.call('LTRIM', s.durations, 0, maxDurations - 1) end
+    if redis.call('LPUSH', s.outcomes, outcome == 'success' and 's' or 'f') > maxOutcomes + ${SAMPLE_TRIM_SLACK} then redis.call('LTRIM', s.outcomes, 0, maxOutcomes - 1) end
+  end
 end
-redis.call('HINCRBY', stats, 'runs', 1)
-redis.call('HSET', stats, 'lastRunAt', at, 'lastOutcome', outcome)
-if duration ~= '' then
-  redis.call('HSET', stats, 'lastDurationMs', duration)
-  redis.call('LPUSH', durations, duration)
-  redis.call('LTRIM', durations, 0, tonumber(ARGV[5]) - 1)
-end
-if outcome == 'success' then
-  redis.call('HINCRBY', stats, 'successes', 1)
-  redis.call('HSET', stats, 'consecutiveFailures', 0, 'lastSuccessAt', at)
-  redis.call('LPUSH', outcomes, 's')
-else
-  redis.call('HINCRBY', stats, 'failures', 1)
-  redis.call('HINCRBY', stats, 'consecutiveFailures', 1)
-  redis.call('HSET', stats, 'lastError', err, 'lastErrorAt', at)
-  redis.call('LPUSH', outcomes, 'f')
-end
-redis.call('LTRIM', outcomes, 0, tonumber(ARGV[6]) - 1)
+`;
+
+/** Records one run outcome on its own (tests, tools). KEYS: stats, durations, outcomes. ARGV: see recordArgs. */
+const RECORD_ONE_LUA = `${RECORD_RUN_LUA}
+recordRun({ stats = KEYS[1], durations = KEYS[2], outcomes = KEYS[3] }, {
+  outcome = ARGV[1], duration = ARGV[2], at = ARGV[3], error = ARGV[4], attempt = ARGV[5], timedOut = ARGV[6],
+  lastRun = ARGV[7], bucket = ARGV[8], maxDurations = ARGV[9], maxOutcomes = ARGV[10] })
 return 1
 `;
+
+/** ARGV of RECORD_RUN_LUA's `r`, in the order the run path and RECORD_ONE_LUA pass them. */
+export function recordArgs(record: RunRecord, lastRun: string): (string | number)[] {
+  const duration = record.durationMs === undefined || record.outcome === 'skipped' || record.outcome === 'cancelled' ? '' : Math.max(0, Math.round(record.durationMs));
+  return [
+    record.outcome,
+    duration,
+    record.at,
+    record.error ?? '',
+    record.attempt ?? 1,
+    record.timedOut ? '1' : '0',
+    lastRun,
+    duration === '' ? 0 : durationBucketIndex(duration),
+    DURATION_SAMPLES,
+    OUTCOME_WINDOW,
+  ];
+}
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
@@ -101,24 +163,17 @@ export class AgentStateStore {
     this.redis = redis;
     this.keys = keys;
     if (typeof (redis as Partial<Redis>).werkpilotRecordRun !== 'function') {
-      redis.defineCommand('werkpilotRecordRun', { numberOfKeys: 3, lua: RECORD_RUN_LUA });
+      redis.defineCommand('werkpilotRecordRun', { numberOfKeys: 3, lua: RECORD_ONE_LUA });
     }
   }
 
-  /** Queues the record on a pipeline the caller executes (to share a round trip with events). */
+  /**
+   * Queues the record on a pipeline the caller executes. The run path records inside its completion
+   * script (run-completion.ts); this is for tools and tests that seed state.
+   */
   addRecordTo(pipeline: ChainableCommander, record: RunRecord): void {
     const k = this.keys;
-    pipeline.werkpilotRecordRun(
-      k.agentStats(record.agent),
-      k.agentDurations(record.agent),
-      k.agentOutcomes(record.agent),
-      record.outcome,
-      record.durationMs === undefined ? '' : Math.round(record.durationMs),
-      record.at,
-      record.error ?? '',
-      DURATION_SAMPLES,
-      OUTCOME_WINDOW,
-    );
+    pipeline.werkpilotRecordRun(k.agentStats(record.agent), k.agentDurations(record.agent), k.agentOutcomes(record.agent), ...recordArgs(record, ''));
   }
 
   async record(record: RunRecord): Promise<void> {
@@ -132,8 +187,8 @@ export class AgentStateStore {
     const pipeline = this.redis.pipeline();
     for (const agent of agents) {
       pipeline.hgetall(this.keys.agentStats(agent));
-      pipeline.lrange(this.keys.agentDurations(agent), 0, -1);
-      pipeline.lrange(this.keys.agentOutcomes(agent), 0, -1);
+      pipeline.lrange(this.keys.agentDurations(agent), 0, DURATION_SAMPLES - 1);
+      pipeline.lrange(this.keys.agentOutcomes(agent), 0, OUTCOME_WINDOW - 1);
     }
     const replies = await execOrThrow(pipeline);
     const states = new Map<string, AgentState>();
@@ -160,6 +215,7 @@ function toState(stats: Record<string, string>, durations: number[], outcomes: s
     successes: int('successes'),
     failures: int('failures'),
     skipped: int('skipped'),
+    cancelled: int('cancelled'),
     consecutiveFailures: int('consecutiveFailures'),
     lastRunAt: iso('lastRunAt'),
     lastOutcome: (stats.lastOutcome as RunOutcome | undefined) ?? null,

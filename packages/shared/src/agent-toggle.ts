@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { dependencyBatchRule, type GateRule } from './gating.js';
+import { dependencyRule, type GateRule } from './gating.js';
 import type { Keys } from './keys.js';
 import type { MetricsSnapshot } from './metrics-snapshot.js';
 
@@ -17,14 +17,20 @@ export interface ToggleDeps {
 /** The set of disabled agent names (the Prometheus scrape reads it in its one pipeline). */
 export const disabledSet = (keys: Keys) => keys.key('agents', 'disabled');
 
-/** Disables `agent`. Idempotent; returns whether it was enabled before. The caller checks the name exists. */
+/**
+ * Disables `agent`. Idempotent; returns whether it was enabled before. The caller checks the name
+ * exists. The gate epoch moves with the flag (one MULTI), so every worker's cached gate sees it on
+ * its next run.
+ */
 export async function disableAgent({ redis, keys }: ToggleDeps, agent: string): Promise<boolean> {
-  return (await redis.sadd(disabledSet(keys), agent)) === 1;
+  const [[, added]] = (await redis.multi().sadd(disabledSet(keys), agent).incr(keys.gateEpoch).exec()) as [[Error | null, number], unknown];
+  return added === 1;
 }
 
 /** Enables `agent`. Idempotent; returns whether it was disabled before. */
 export async function enableAgent({ redis, keys }: ToggleDeps, agent: string): Promise<boolean> {
-  return (await redis.srem(disabledSet(keys), agent)) === 1;
+  const [[, removed]] = (await redis.multi().srem(disabledSet(keys), agent).incr(keys.gateEpoch).exec()) as [[Error | null, number], unknown];
+  return removed === 1;
 }
 
 export async function isEnabled({ redis, keys }: ToggleDeps, agent: string): Promise<boolean> {
@@ -39,13 +45,10 @@ export async function disabledAmong({ redis, keys }: ToggleDeps, agents: readonl
 }
 
 /** Gate rules: the agent itself disabled ⇒ `disabled`; a dependency disabled ⇒ `dependency X disabled`. */
-export function agentToggleRules(deps: ToggleDeps): GateRule[] {
+export function agentToggleRules(): GateRule[] {
   return [
-    async ({ spec }) => ((await isEnabled(deps, spec.name)) ? null : 'disabled'),
-    dependencyBatchRule(async (dependencies) => {
-      const disabled = await disabledAmong(deps, dependencies);
-      return dependencies.map((d) => (disabled.has(d) ? 'disabled' : null));
-    }),
+    ({ spec, view }) => (view.of(spec.name).isDisabled ? 'disabled' : null),
+    dependencyRule((dep, { view }) => (view.of(dep).isDisabled ? 'disabled' : null)),
   ];
 }
 

@@ -3,14 +3,11 @@ import { randomBytes } from 'node:crypto';
 import { Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { createAgentProcessor, isReported, type ExecutorDeps, type RunResult } from './agent-executor.js';
+import { RunLockLostError, createAgentProcessor, isReported, type ExecutorDeps, type RunResult } from './agent-executor.js';
 import type { EventBus } from './bus.js';
 import type { Keys } from './keys.js';
 import { QUEUE_NAMES, type RunJobData } from './queues.js';
 import { isConnectionError } from './redis-connection.js';
-
-/** The abort reason of a run whose lock this worker lost. */
-export const LOCK_LOST_REASON = 'lock lost: the run may be running on another worker';
 
 /**
  * How many times a run may stall (its worker died or froze past its lock) and still be recovered;
@@ -28,9 +25,9 @@ export function makeWorkerId(): string {
   return `${hostname()}:${process.pid}:${randomBytes(2).toString('hex')}`;
 }
 
-export interface AgentWorkerOptions extends ExecutorDeps {
+export interface AgentWorkerOptions extends Omit<ExecutorDeps, 'bullConnection' | 'abortRun'> {
   keys: Keys;
-  /** Connection BullMQ uses (and duplicates for its blocking client). */
+  /** Connection BullMQ uses (and duplicates for its blocking client); run completions ride on it. */
   connection: Redis;
   concurrency: number;
   bus: EventBus;
@@ -39,7 +36,8 @@ export interface AgentWorkerOptions extends ExecutorDeps {
    * BullMQ `lockDuration` (`LOCK_DURATION_MS`): how long a run's lock lasts without renewal (renewed
    * every half of it). A worker killed mid-run has its runs handed to another worker after at most
    * lockDuration + stalledInterval. An agent that blocks the event loop longer than this loses its
-   * lock and may be started a second time elsewhere: keep synchronous work below it.
+   * lock and is started again elsewhere (the copy that lost it records nothing): keep synchronous
+   * work below it.
    */
   lockDurationMs?: number;
   /** BullMQ `stalledInterval` (`STALLED_INTERVAL_MS`): how often this worker looks for stalled runs. */
@@ -50,6 +48,9 @@ export interface AgentWorkerOptions extends ExecutorDeps {
   activeRuns?: Set<string>;
 }
 
+/** BullMQ's messages when a command needed a lock this worker no longer holds. */
+const LOST_LOCK_ERROR = /^(Missing lock for job|Lock mismatch for job)/;
+
 /**
  * A BullMQ Worker on the `agents` queue running agents through the executor. Its `name` is the
  * worker id, which BullMQ stores on each job it takes (`processedBy`), so a dead-lettered run names
@@ -58,19 +59,27 @@ export interface AgentWorkerOptions extends ExecutorDeps {
  */
 export function createAgentWorker(options: AgentWorkerOptions): Worker<RunJobData, RunResult> {
   const log = options.log.child({ component: 'agent-worker', workerId: options.workerId });
-  const processor = createAgentProcessor({ ...options, log });
-  const activeRuns = options.activeRuns;
-  const tracked: typeof processor = activeRuns
-    ? async (job, token, signal) => {
-        activeRuns.add(job.id!);
-        try {
-          return await processor(job, token, signal);
-        } finally {
-          activeRuns.delete(job.id!);
+  let worker: Worker<RunJobData, RunResult> | undefined;
+  const processor = createAgentProcessor({
+    ...options,
+    log,
+    bullConnection: options.connection,
+    abortRun: (runId, reason) => worker?.cancelJob(runId, reason as unknown as string) ?? false,
+  });
+  const { activeRuns, runPhases } = options;
+  const tracked: typeof processor =
+    activeRuns || runPhases
+      ? async (job, token, signal) => {
+          activeRuns?.add(job.id!);
+          try {
+            return await processor(job, token, signal);
+          } finally {
+            activeRuns?.delete(job.id!);
+            runPhases?.delete(job.id!);
+          }
         }
-      }
-    : processor;
-  const worker = new Worker<RunJobData, RunResult>(QUEUE_NAMES.agents, tracked, {
+      : processor;
+  worker = new Worker<RunJobData, RunResult>(QUEUE_NAMES.agents, tracked, {
     connection: options.connection,
     prefix: options.keys.bullPrefix,
     concurrency: options.concurrency,
@@ -93,15 +102,21 @@ export function createAgentWorker(options: AgentWorkerOptions): Worker<RunJobDat
     }
   });
   worker.on('error', (err) => {
-    if (!isConnectionError(err)) log.warn({ err: err.message }, 'worker error');
+    if (isConnectionError(err)) return;
+    // The run's own log line (lost the lock of run ...) already said why BullMQ could not finish it.
+    if (LOST_LOCK_ERROR.test(err.message)) log.debug({ err: err.message }, 'BullMQ could not finish a run whose lock was lost');
+    else log.warn({ err: err.message }, 'worker error');
   });
   // A lock that could not be renewed (the event loop was blocked longer than lockDuration, or Redis
-  // was away that long) may already have been handed to another worker as stalled: stop this copy
-  // and say so, rather than let two copies of one run continue silently.
+  // was away that long) may already have been handed to another worker as stalled: stop this copy,
+  // which then records nothing (agent-executor.ts), and say so.
   worker.on('lockRenewalFailed', (jobIds: string[]) => {
     for (const jobId of jobIds) {
-      log.error({ runId: jobId, lockDurationMs: options.lockDurationMs ?? 30000 }, `lost the lock of run ${jobId}: aborting it here; another worker may run it again (keep synchronous work in an agent under LOCK_DURATION_MS)`);
-      worker.cancelJob(jobId, LOCK_LOST_REASON);
+      log.error(
+        { runId: jobId, lockDurationMs: options.lockDurationMs ?? 30000 },
+        `lost the lock of run ${jobId}: aborting it here, without recording it; another worker runs it again (keep synchronous work in an agent under LOCK_DURATION_MS)`,
+      );
+      worker!.cancelJob(jobId, new RunLockLostError(jobId) as unknown as string);
     }
   });
   return worker;

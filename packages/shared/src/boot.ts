@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { HealthCheckResult } from './agent.js';
 import type { EventBus } from './bus.js';
 import { NotLeaderError } from './errors.js';
-import { dependencyBatchRule, type GateRule } from './gating.js';
+import { dependencyRule, type GateRule } from './gating.js';
 import { createHealthCheckHandler } from './health.js';
 import type { Keys } from './keys.js';
 import { leaderKey, type LeaderFence } from './leader.js';
@@ -79,21 +79,24 @@ export interface BootDeps {
 export const BOOT_RECHECK_MAX_MS = 5 * 60_000;
 export const DEFAULT_BOOT_RECHECK_MS = 5000;
 
+/** Hash agent → AgentBootState (JSON). Written only through bootStateWriter, which bumps the gate epoch. */
 export const bootKey = (keys: Keys) => keys.key('boot');
 /**
  * Invariant: boot state is written only by the replica holding the leader lease at that moment —
- * the lease check and the write are one script. KEYS: boot hash, leader lease.
- * ARGV: holder id ('' = unfenced), agent ('' = clear the whole hash), state JSON. Returns 1 if written.
+ * the lease check and the write are one script — and every write bumps the gate epoch, so workers'
+ * cached gate state (gate-cache.ts) sees it on their next run. KEYS: boot hash, leader lease, gate
+ * epoch. ARGV: holder id ('' = unfenced), agent ('' = clear the whole hash), state JSON. Returns 1 if written.
  */
 const WRITE_BOOT_STATE_LUA = `
 if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('HSET', KEYS[1], ARGV[2], ARGV[3]) end
+redis.call('INCR', KEYS[3])
 return 1
 `;
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    werkpilotWriteBootState(boot: string, lease: string, holder: string, agent: string, json: string): Result<number, Context>;
+    werkpilotWriteBootState(boot: string, lease: string, epoch: string, holder: string, agent: string, json: string): Result<number, Context>;
   }
 }
 
@@ -101,10 +104,10 @@ declare module 'ioredis' {
 export function bootStateWriter(deps: Pick<BootDeps, 'redis' | 'keys' | 'bus' | 'fence'>) {
   const { redis, keys, bus, fence } = deps;
   if (typeof (redis as Partial<Redis>).werkpilotWriteBootState !== 'function') {
-    redis.defineCommand('werkpilotWriteBootState', { numberOfKeys: 2, lua: WRITE_BOOT_STATE_LUA });
+    redis.defineCommand('werkpilotWriteBootState', { numberOfKeys: 3, lua: WRITE_BOOT_STATE_LUA });
   }
   const write = async (agent: string, json: string, what: string) => {
-    const written = await redis.werkpilotWriteBootState(bootKey(keys), fence?.key ?? leaderKey(keys), fence?.id ?? '', agent, json);
+    const written = await redis.werkpilotWriteBootState(bootKey(keys), fence?.key ?? leaderKey(keys), keys.gateEpoch, fence?.id ?? '', agent, json);
     if (written !== 1) throw new NotLeaderError(what);
   };
   return {
@@ -274,17 +277,16 @@ export async function readBootStates({ redis, keys }: { redis: Redis; keys: Keys
  * Gate rules: an agent `blocked` at boot skips its runs with the root cause; an agent whose direct
  * dependency `failed` boot skips with `dependency X failed boot: <reason>`.
  */
-export function bootGateRules({ redis, keys }: { redis: Redis; keys: Keys }): GateRule[] {
-  const read = async (agents: readonly string[]) =>
-    (await redis.hmget(bootKey(keys), ...agents)).map((json) => (json ? (JSON.parse(json) as AgentBootState) : undefined));
+export function bootGateRules(): GateRule[] {
   return [
-    async ({ spec }) => {
-      const [state] = await read([spec.name]);
+    ({ spec, view }) => {
+      const state = view.of(spec.name).boot;
       return state?.status === 'blocked' ? (state.reason ?? 'blocked at boot').split('; ') : null;
     },
-    dependencyBatchRule(async (dependencies) =>
-      (await read(dependencies)).map((state) => (state?.status === 'failed' ? `failed boot: ${state.reason ?? 'no reason given'}` : null)),
-    ),
+    dependencyRule((dep, { view }) => {
+      const state = view.of(dep).boot;
+      return state?.status === 'failed' ? `failed boot: ${state.reason ?? 'no reason given'}` : null;
+    }),
   ];
 }
 

@@ -14,6 +14,23 @@ export interface BusEvent<TData = Record<string, unknown>> {
 
 export type BusHandler = (event: BusEvent) => void;
 
+/**
+ * Lua for scripts that publish as part of their state change (so an event is sent exactly when its
+ * change happens): `emitJson(stream, channel, maxlen, json)` for an event the caller built (cheapest
+ * for Redis: no encoding in the script), `emit(stream, channel, maxlen, type, agent, at, data)` for
+ * one whose data only the script knows (cjson-encoded). Both PUBLISH it and XADD it to the capped
+ * history, as EventBus.addTo does.
+ */
+export const BUS_EMIT_LUA = `
+local function emitJson(stream, channel, maxlen, json)
+  redis.call('PUBLISH', channel, json)
+  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'event', json)
+end
+local function emit(stream, channel, maxlen, kind, agent, at, data)
+  emitJson(stream, channel, maxlen, cjson.encode({ type = kind, agent = agent, at = at, data = data }))
+end
+`;
+
 export interface EventBusOptions {
   /** Connection for PUBLISH / XADD / XREVRANGE. */
   redis: Redis;
@@ -47,6 +64,16 @@ export class EventBus {
     this.log = log.child({ component: 'bus' });
     this.historyLength = historyLength;
     this.clock = clock;
+  }
+
+  /** The capped history's length (the XADD MAXLEN ~ of every event). */
+  get historySize(): number {
+    return this.historyLength;
+  }
+
+  /** The event as it travels: one JSON line (for scripts that publish it, see BUS_EMIT_LUA). */
+  encode(type: string, data: Record<string, unknown>, agent?: string): string {
+    return JSON.stringify(this.event(type, data, agent));
   }
 
   /** Builds an event stamped with the bus clock. */

@@ -1,10 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import type { ChainableCommander, Redis, Result } from 'ioredis';
+import type { Redis, Result } from 'ioredis';
 import type { Logger } from 'pino';
 import type { AgentSpec } from './agent.js';
 import type { RunRecord } from './agent-state.js';
-import type { OutcomeListener } from './agent-executor.js';
-import type { GateRule } from './gating.js';
+import { BUS_EMIT_LUA } from './bus.js';
 import type { Keys } from './keys.js';
 import type { MetricsSnapshot } from './metrics-snapshot.js';
 import { execOrThrow } from './redis-pipeline.js';
@@ -66,102 +65,120 @@ export function restartsKey(keys: Keys, agent: string): string {
   return keys.key('agent', agent, 'restarts');
 }
 
-/** Emits a bus event from inside a script: PUBLISH on the channel and XADD to the capped history. */
-const EMIT_LUA = `
-local function emit(stream, channel, maxlen, kind, agent, at, data)
-  local json = cjson.encode({ type = kind, agent = agent, at = at, data = data })
-  redis.call('PUBLISH', channel, json)
-  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'event', json)
+/**
+ * Lua shared by every script that moves a circuit (the breaker's own, run admission, run completion,
+ * cancel), so the rules live in one place. `c` is `{ circuit = <hash>, restarts = <zset>, epoch =
+ * <gate epoch> }` (all from KEYS). Needs BUS_EMIT_LUA. Every change of state bumps the gate epoch,
+ * so workers' cached gate state (gate-cache.ts) notices it on their next run.
+ *
+ * `circuitDecision` only reads: 'closed', 'trial' (this run holds the trial), 'claim' (this run may
+ * take the trial), 'open' or 'busy' (skip it). Invariant: at most one run holds the half-open
+ * trial, cluster-wide — deciding and `claimTrial` happen in the same script. A trial whose holder
+ * vanished (no outcome within `staleAfter`) can be claimed by the next run.
+ *
+ * `circuitRecord` applies one outcome. Invariants: a restart is counted and the open/close decision
+ * taken on the same count (no other worker's restart slips between); a circuit opens once per
+ * crossing (one `circuit:opened`); only the trial run's outcome moves a half-open circuit; a trial
+ * that ends without running (skipped, cancelled) is handed back. Returns the restarts in the window.
+ */
+export const CIRCUIT_LUA = `
+local function circuitDecision(c, runId, now, window, max, cooldown, staleAfter)
+  local state = redis.call('HGET', c.circuit, 'state')
+  if not state or state == 'closed' then return 'closed' end
+  if state == 'half-open' then
+    local trial = redis.call('HMGET', c.circuit, 'trialRunId', 'trialStartedAt')
+    if trial[1] == runId then return 'trial' end
+    if now - tonumber(trial[2] or '0') < staleAfter then return 'busy' end
+    return 'claim'
+  end
+  local cooled
+  if cooldown == '' then
+    cooled = redis.call('ZCOUNT', c.restarts, string.format('(%d', now - window), '+inf') <= max
+  else
+    cooled = now - tonumber(redis.call('HGET', c.circuit, 'openedAt') or '0') >= tonumber(cooldown)
+  end
+  if cooled then return 'claim' end
+  return 'open'
+end
+local function claimTrial(c, runId, now)
+  redis.call('HSET', c.circuit, 'state', 'half-open', 'trialRunId', runId, 'trialStartedAt', now)
+  redis.call('INCR', c.epoch)
+end
+local function circuitRecord(c, ev, outcome, runId, now, window, max, member, agent, at)
+  local state = redis.call('HGET', c.circuit, 'state') or 'closed'
+  local isTrial = state == 'half-open' and runId ~= '' and redis.call('HGET', c.circuit, 'trialRunId') == runId
+  local count = 0
+  if outcome == 'failure' then
+    redis.call('ZREMRANGEBYSCORE', c.restarts, '-inf', now - window)
+    redis.call('ZADD', c.restarts, now, member)
+    redis.call('PEXPIRE', c.restarts, window)
+    redis.call('HINCRBY', c.circuit, 'restartsTotal', 1)
+    count = redis.call('ZCARD', c.restarts)
+    if isTrial then
+      redis.call('HSET', c.circuit, 'state', 'open', 'openedAt', now, 'openCount', count)
+      redis.call('HDEL', c.circuit, 'trialRunId', 'trialStartedAt')
+      redis.call('INCR', c.epoch)
+      emit(ev.stream, ev.channel, ev.maxlen, 'circuit:opened', agent, at, { count = count, maxRestartsPerHour = max, reason = 'trial run failed', runId = runId })
+    elseif state == 'closed' and count > max then
+      redis.call('HSET', c.circuit, 'state', 'open', 'openedAt', now, 'openCount', count)
+      redis.call('INCR', c.epoch)
+      emit(ev.stream, ev.channel, ev.maxlen, 'circuit:opened', agent, at, { count = count, maxRestartsPerHour = max })
+    end
+  elseif outcome == 'success' and isTrial then
+    count = redis.call('ZCOUNT', c.restarts, string.format('(%d', now - window), '+inf')
+    redis.call('HSET', c.circuit, 'state', 'closed')
+    redis.call('HDEL', c.circuit, 'openedAt', 'openCount', 'trialRunId', 'trialStartedAt')
+    redis.call('INCR', c.epoch)
+    emit(ev.stream, ev.channel, ev.maxlen, 'circuit:closed', agent, at, { reason = 'trial run succeeded', runId = runId, restartsLastHour = count })
+  elseif isTrial and outcome ~= 'success' then
+    redis.call('HSET', c.circuit, 'state', 'open')
+    redis.call('HDEL', c.circuit, 'trialRunId', 'trialStartedAt')
+    redis.call('INCR', c.epoch)
+  end
+  return count
 end
 `;
 
 /**
- * Applies one run outcome to the circuit.
- * Invariants: the restart is counted and the open/close decision taken on the same count (no
- * other worker's restart can slip between); a circuit opens once per crossing, so `circuit:opened`
- * is published once; only the trial run's outcome moves a half-open circuit.
- * KEYS: restarts zset, circuit hash, events stream.
- * ARGV: outcome, now, windowMs, max, member, runId, channel, maxlen, agent, atIso, skippedByOwnCircuit.
- * Returns the restart count in the window.
+ * KEYS: restarts zset, circuit hash, events stream, gate epoch.
+ * ARGV: outcome, now, windowMs, max, member, runId, channel, maxlen, agent, atIso.
  */
-const RECORD_OUTCOME_LUA = `${EMIT_LUA}
-local restarts, circuit, stream = KEYS[1], KEYS[2], KEYS[3]
-local outcome, now, window, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local runId, channel, maxlen, agent, at = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
-local state = redis.call('HGET', circuit, 'state') or 'closed'
-local isTrial = state == 'half-open' and runId ~= '' and redis.call('HGET', circuit, 'trialRunId') == runId
-redis.call('ZREMRANGEBYSCORE', restarts, '-inf', now - window)
-if outcome == 'failure' then
-  redis.call('ZADD', restarts, now, ARGV[5])
-  redis.call('PEXPIRE', restarts, window)
-  redis.call('HINCRBY', circuit, 'restartsTotal', 1)
-end
-local count = redis.call('ZCARD', restarts)
-if outcome == 'failure' then
-  if isTrial then
-    redis.call('HSET', circuit, 'state', 'open', 'openedAt', now, 'openCount', count)
-    redis.call('HDEL', circuit, 'trialRunId', 'trialStartedAt')
-    emit(stream, channel, maxlen, 'circuit:opened', agent, at, { count = count, maxRestartsPerHour = max, reason = 'trial run failed', runId = runId })
-  elseif state == 'closed' and count > max then
-    redis.call('HSET', circuit, 'state', 'open', 'openedAt', now, 'openCount', count)
-    emit(stream, channel, maxlen, 'circuit:opened', agent, at, { count = count, maxRestartsPerHour = max })
-  end
-elseif outcome == 'success' and isTrial then
-  redis.call('HSET', circuit, 'state', 'closed')
-  redis.call('HDEL', circuit, 'openedAt', 'openCount', 'trialRunId', 'trialStartedAt')
-  emit(stream, channel, maxlen, 'circuit:closed', agent, at, { reason = 'trial run succeeded', runId = runId, restartsLastHour = count })
-elseif outcome == 'skipped' and isTrial and ARGV[11] ~= '1' then
-  -- The trial was skipped by another rule (a dependency, overlap): give the trial back.
-  redis.call('HSET', circuit, 'state', 'open')
-  redis.call('HDEL', circuit, 'trialRunId', 'trialStartedAt')
-end
+const RECORD_OUTCOME_LUA = `${BUS_EMIT_LUA}${CIRCUIT_LUA}
+local c = { restarts = KEYS[1], circuit = KEYS[2], epoch = KEYS[4] }
+local ev = { stream = KEYS[3], channel = ARGV[7], maxlen = ARGV[8] }
+local count = circuitRecord(c, ev, ARGV[1], ARGV[6], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5], ARGV[9], ARGV[10])
+if ARGV[1] ~= 'failure' then count = redis.call('ZCOUNT', c.restarts, string.format('(%d', tonumber(ARGV[2]) - tonumber(ARGV[3])), '+inf') end
 return count
 `;
 
 /**
- * Decides whether a run may start under the agent's circuit.
- * Invariant: at most one run holds the half-open trial at a time, across all workers — the
- * transition open → half-open and the claim of the trial are the same atomic step. A trial whose
- * holder vanished (no outcome within `staleAfterMs`) is handed to the next run.
- * KEYS: restarts zset, circuit hash. ARGV: now, windowMs, max, cooldownMs ('' = window rule), runId, staleAfterMs.
+ * KEYS: restarts zset, circuit hash, gate epoch. ARGV: now, windowMs, max, cooldownMs ('' = window rule), runId, staleAfterMs.
  * Returns 'closed' | 'trial' | 'open' | 'busy'.
  */
-const ADMIT_LUA = `
-local restarts, circuit = KEYS[1], KEYS[2]
-local now, window, max, cooldown, runId, staleAfter = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5], tonumber(ARGV[6])
-local state = redis.call('HGET', circuit, 'state')
-if not state or state == 'closed' then return 'closed' end
-if state == 'half-open' then
-  if redis.call('HGET', circuit, 'trialRunId') == runId then return 'trial' end
-  local started = tonumber(redis.call('HGET', circuit, 'trialStartedAt') or '0')
-  if now - started < staleAfter then return 'busy' end
-  redis.call('HSET', circuit, 'trialRunId', runId, 'trialStartedAt', now)
+const ADMIT_LUA = `${CIRCUIT_LUA}
+local c = { restarts = KEYS[1], circuit = KEYS[2], epoch = KEYS[3] }
+local now = tonumber(ARGV[1])
+local decision = circuitDecision(c, ARGV[5], now, tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[6]))
+if decision == 'claim' then
+  claimTrial(c, ARGV[5], now)
   return 'trial'
 end
-redis.call('ZREMRANGEBYSCORE', restarts, '-inf', now - window)
-local cooled
-if cooldown == '' then
-  cooled = redis.call('ZCARD', restarts) <= max
-else
-  cooled = now - tonumber(redis.call('HGET', circuit, 'openedAt') or '0') >= tonumber(cooldown)
-end
-if not cooled then return 'open' end
-redis.call('HSET', circuit, 'state', 'half-open', 'trialRunId', runId, 'trialStartedAt', now)
-return 'trial'
+return decision
 `;
 
 /**
  * Closes the circuit and forgets the window's restarts (operator reset).
- * KEYS: restarts zset, circuit hash, events stream. ARGV: channel, maxlen, agent, atIso.
+ * KEYS: restarts zset, circuit hash, events stream, gate epoch. ARGV: channel, maxlen, agent, atIso.
  * Returns the state it was in.
  */
-const RESET_LUA = `${EMIT_LUA}
+const RESET_LUA = `${BUS_EMIT_LUA}
 local restarts, circuit, stream = KEYS[1], KEYS[2], KEYS[3]
 local previous = redis.call('HGET', circuit, 'state') or 'closed'
 redis.call('DEL', restarts)
 redis.call('HSET', circuit, 'state', 'closed')
 redis.call('HDEL', circuit, 'openedAt', 'openCount', 'trialRunId', 'trialStartedAt')
 if previous ~= 'closed' then
+  redis.call('INCR', KEYS[4])
   emit(stream, ARGV[1], ARGV[2], 'circuit:closed', ARGV[3], ARGV[4], { reason = 'manual reset', previous = previous })
 end
 return previous
@@ -169,13 +186,32 @@ return previous
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    werkpilotCircuitRecord(restarts: string, circuit: string, stream: string, ...args: (string | number)[]): Result<number, Context>;
-    werkpilotCircuitAdmit(restarts: string, circuit: string, ...args: (string | number)[]): Result<string, Context>;
-    werkpilotCircuitReset(restarts: string, circuit: string, stream: string, ...args: (string | number)[]): Result<string, Context>;
+    werkpilotCircuitRecord(restarts: string, circuit: string, stream: string, epoch: string, ...args: (string | number)[]): Result<number, Context>;
+    werkpilotCircuitAdmit(restarts: string, circuit: string, epoch: string, ...args: (string | number)[]): Result<string, Context>;
+    werkpilotCircuitReset(restarts: string, circuit: string, stream: string, epoch: string, ...args: (string | number)[]): Result<string, Context>;
   }
 }
 
 export type AdmitDecision = 'closed' | 'trial' | 'open' | 'busy';
+
+/** A breaker's rules, for the scripts of the run path that apply them (see CIRCUIT_LUA). */
+export interface CircuitSettings {
+  windowMs: number;
+  /** Unset: the window rule (open until the window holds no more than the limit). */
+  cooldownMs: number | undefined;
+  clock: () => number;
+  historyLength: number;
+}
+
+/** A trial holder that died is noticed after its run could have finished with every retry. */
+export function trialStaleAfterMs(spec: Pick<AgentSpec, 'timeoutMs' | 'retry'>): number {
+  return spec.timeoutMs * spec.retry.attempts + 60_000;
+}
+
+/** A unique member of the restarts zset for a restart at `now`. */
+export function restartMember(now: number): string {
+  return `${now}:${randomBytes(6).toString('hex')}`;
+}
 
 export class CircuitBreaker {
   private readonly redis: Redis;
@@ -196,51 +232,36 @@ export class CircuitBreaker {
     this.historyLength = options.historyLength ?? 1000;
     const redis = this.redis as Partial<Redis>;
     if (typeof redis.werkpilotCircuitRecord !== 'function') {
-      this.redis.defineCommand('werkpilotCircuitRecord', { numberOfKeys: 3, lua: RECORD_OUTCOME_LUA });
-      this.redis.defineCommand('werkpilotCircuitAdmit', { numberOfKeys: 2, lua: ADMIT_LUA });
-      this.redis.defineCommand('werkpilotCircuitReset', { numberOfKeys: 3, lua: RESET_LUA });
+      this.redis.defineCommand('werkpilotCircuitRecord', { numberOfKeys: 4, lua: RECORD_OUTCOME_LUA });
+      this.redis.defineCommand('werkpilotCircuitAdmit', { numberOfKeys: 3, lua: ADMIT_LUA });
+      this.redis.defineCommand('werkpilotCircuitReset', { numberOfKeys: 4, lua: RESET_LUA });
     }
   }
 
-  /**
-   * Queues the effect of one run outcome on a pipeline the caller executes (the executor's
-   * outcome pipeline, so state, circuit and events travel in one round trip). Needs the agent's
-   * `maxRestartsPerHour`, hence the spec lookup.
-   */
-  addOutcomeTo(pipeline: ChainableCommander, record: RunRecord, maxRestartsPerHour: number): void {
+  /** What the run path's scripts need to apply this breaker's rules themselves (run-admission.ts, run-completion.ts). */
+  get settings(): CircuitSettings {
+    return { windowMs: this.windowMs, cooldownMs: this.cooldownMs, clock: this.clock, historyLength: this.historyLength };
+  }
+
+  /** Records one outcome on its own round trip; returns the restarts in the window. */
+  async record(record: Pick<RunRecord, 'agent' | 'outcome'> & Partial<RunRecord>, maxRestartsPerHour: number): Promise<number> {
     const now = this.clock();
-    pipeline.werkpilotCircuitRecord(
+    return this.redis.werkpilotCircuitRecord(
       restartsKey(this.keys, record.agent),
       circuitKey(this.keys, record.agent),
       this.keys.eventsStream,
+      this.keys.gateEpoch,
       record.outcome,
       now,
       this.windowMs,
       maxRestartsPerHour,
-      `${now}:${randomBytes(6).toString('hex')}`,
+      restartMember(now),
       record.runId ?? '',
       this.keys.eventsChannel,
       this.historyLength,
       record.agent,
       new Date(now).toISOString(),
-      record.outcome === 'skipped' && isSkippedByOwnCircuit(record.error) ? '1' : '0',
     );
-  }
-
-  /** Records one outcome on its own round trip; returns the restarts in the window. */
-  async record(record: RunRecord, maxRestartsPerHour: number): Promise<number> {
-    const pipeline = this.redis.pipeline();
-    this.addOutcomeTo(pipeline, record, maxRestartsPerHour);
-    const [count] = await execOrThrow(pipeline);
-    return count as number;
-  }
-
-  /** The executor's outcome listener: every recorded run moves the circuit of its agent. */
-  outcomeListener(maxRestartsOf: (agent: string) => number | undefined): OutcomeListener {
-    return (record, pipeline) => {
-      const max = maxRestartsOf(record.agent);
-      if (max !== undefined) this.addOutcomeTo(pipeline, record, max);
-    };
   }
 
   /**
@@ -248,17 +269,16 @@ export class CircuitBreaker {
    * half-open trial), `open` or `busy` (skip it). Mutates: may move open → half-open.
    */
   async admit(spec: Pick<AgentSpec, 'name' | 'maxRestartsPerHour' | 'timeoutMs' | 'retry'>, runId: string): Promise<AdmitDecision> {
-    // A trial holder that died is noticed after its run could have finished with every retry.
-    const staleAfterMs = spec.timeoutMs * spec.retry.attempts + 60_000;
     const decision = (await this.redis.werkpilotCircuitAdmit(
       restartsKey(this.keys, spec.name),
       circuitKey(this.keys, spec.name),
+      this.keys.gateEpoch,
       this.clock(),
       this.windowMs,
       spec.maxRestartsPerHour,
       this.cooldownMs === undefined ? '' : this.cooldownMs,
       runId,
-      staleAfterMs,
+      trialStaleAfterMs(spec),
     )) as AdmitDecision;
     if (decision === 'trial') this.log?.info({ agent: spec.name, runId }, 'circuit half-open: trial run');
     return decision;
@@ -271,6 +291,7 @@ export class CircuitBreaker {
       restartsKey(this.keys, agent),
       circuitKey(this.keys, agent),
       this.keys.eventsStream,
+      this.keys.gateEpoch,
       this.keys.eventsChannel,
       this.historyLength,
       agent,
@@ -313,24 +334,6 @@ export class CircuitBreaker {
     const replies = await execOrThrow(pipeline);
     return new Map(agents.map((agent, i) => [agent, Number(replies[i] ?? 0)]));
   }
-}
-
-function isSkippedByOwnCircuit(error: string | undefined): boolean {
-  if (!error) return false;
-  return error.split('; ').some((r) => r === CIRCUIT_OPEN_REASON || r === CIRCUIT_TRIAL_BUSY_REASON);
-}
-
-/**
- * Gate rule: the agent's own circuit. Open ⇒ `circuit open`; half-open ⇒ only the one trial run
- * passes, the others are skipped with `circuit half-open: a trial run is in progress`.
- */
-export function ownCircuitRule(circuit: CircuitBreaker): GateRule {
-  return async ({ spec, job }) => {
-    const decision = await circuit.admit(spec, job.id!);
-    if (decision === 'open') return CIRCUIT_OPEN_REASON;
-    if (decision === 'busy') return CIRCUIT_TRIAL_BUSY_REASON;
-    return null;
-  };
 }
 
 /** A `SnapshotDeps.extend` entry: `agents.<name>.{circuit, restartsLastHour, circuitOpenedAt}`. */

@@ -1,7 +1,8 @@
-import { Job, Queue } from 'bullmq';
 import type { ChainableCommander, Redis, Result } from 'ioredis';
 import type { AgentSpec } from './agent.js';
+import type { Job } from 'bullmq';
 import type { Keys } from './keys.js';
+import { PARKED_QUEUE_KEY_COUNT, PROMOTE_PARKED_LUA, parkedQueueKeys } from './parked-runs.js';
 import { QUEUE_NAMES, type RunJobData } from './queues.js';
 
 /**
@@ -9,117 +10,158 @@ import { QUEUE_NAMES, type RunJobData } from './queues.js';
  * promoting the waiter the moment its last pending dependency run finishes (event-driven).
  *
  * Protocol (exact under any number of workers; see DESIGN.md › BullMQ facts):
- *  1. The dependent parks itself: `job.moveToDelayed(recheckDeadline, token)`, then throws DelayedError.
- *  2. Between the two, REGISTER (one Lua call) adds it as a waiter of each unfinished dependency run
- *     and stores how many it waits for — or reports that all have finished, and it promotes itself.
- *  3. When a run finishes (success, skipped, or failed for good), FINISH (one Lua call) marks it
- *     finished and hands back the waiters whose count reached zero; the caller promotes them.
- * Both steps are single scripts, so no finish can slip between "is it finished?" and "wait for it":
- * either REGISTER sees the finished marker, or FINISH sees the waiter. The delayed deadline is only a
- * safety net (a dependency that vanished without finishing through us); on waking, the dependent
- * simply runs the protocol again, which is idempotent.
+ *  1. A dependent that must wait is parked (a delayed job with a safety deadline): a pipeline's
+ *     dependents are created parked and registered when the pipeline starts (pipeline.ts); a cron
+ *     tick's dependent finds its dependencies unfinished when it starts (run admission), parks itself
+ *     with `job.moveToDelayed` and then registers (PARK_LUA, one call) — or, when everything
+ *     finished meanwhile, promotes itself in that same call.
+ *  2. Registration adds it to the waiters hash of each unfinished dependency run (field: its run id,
+ *     value: its priority, which the promotion needs) and sets its pending count in one hash of
+ *     counters for the whole queue.
+ *  3. The script that finishes a run (FINISH_RUN_LUA: in run completion, cancel and dead-lettering)
+ *     marks it finished, counts each waiter down and promotes the waiters that reached zero — or all
+ *     of them at once when the run ended badly (they will skip).
+ * Registration and finishing are single scripts, so no finish slips between "is it finished?" and
+ * "wait for it". The deadline is only a safety net (a dependency that vanished without finishing
+ * through us); a dependent woken by it runs the protocol again, which is idempotent.
+ *
+ * Every key those scripts touch is passed in KEYS, although the finishing script cannot know which
+ * runs wait for it: a waiter's counter is a field of one known hash (`runs:pending`), not a key of
+ * its own, and what the promotion needs of the waiter's job (its priority) was recorded when it
+ * registered, so its job hash is never touched (see parked-runs.ts).
  */
 
-/** How a dependency run ended, as REGISTER reports it: `ok`, `skipped:<reasons>`, `dlq:<error>`. */
-export type FinishedOutcome = 'ok' | `skipped:${string}` | `dlq:${string}`;
+/**
+ * How a dependency run ended: `ok`, `skipped:<reasons>`, `dlq:<error>`, `cancelled:<reason>`.
+ * Dependents of a run that did not end `ok` are skipped.
+ */
+export type FinishedOutcome = 'ok' | `skipped:${string}` | `dlq:${string}` | `cancelled:${string}`;
 
 export interface DependencyStatus {
   /** How many dependency runs are still queued, delayed or active. */
   pending: number;
-  /** Skip reasons for dependency runs that ended badly (dead-lettered or skipped). */
+  /** Skip reasons for dependency runs that ended badly (dead-lettered, skipped or cancelled). */
   problems: string[];
 }
 
+/** How long a parked run waits before re-checking by itself, should no promotion come. */
+export const PARKED_RECHECK_MS = 60_000;
+
+/** How long finished markers and waiters hashes live (seconds); see DependencyWaitsOptions.ttlSeconds. */
+export const WAIT_TTL_SECONDS = 3_600;
+
 /**
- * KEYS: 1 dependent's pending counter, 2 BullMQ completed zset, 3 BullMQ failed zset,
- *       4 hash agent -> last executed run (`<runId>|<outcome>`),
- *       then per dependency: its run's finished marker, waiters set, BullMQ job hash.
- * ARGV: 1 dependent run id, 2 '1' to register (else only inspect), 3 ttl seconds,
- *       then per dependency: its run id ('' when it has no run in this tick or pipeline), its agent.
- * Invariant: a dependent is registered on exactly the dependency runs that are unfinished at this
- * instant, and its counter equals their number; nothing is registered if any ended badly.
- * A dependency without a run in the group is judged by its last executed run: still in the DLQ is
- * a problem. Returns { pending, { agent, outcome, agent, outcome, ... } }.
+ * Lua: `dependencyStatus(completed, failed, legacyLast, deps)`: how a run's dependency runs stand.
+ * `deps`: list of `{ done, waiters, job, stats, runId, agent }` (keys from KEYS; runId '' when the
+ * dependency has no run in the tick or pipeline). Returns the pending entries and the problems as a
+ * flat `{ agent, outcome, ... }` list. A dependency without a run in the group is judged by its
+ * last executed run (`lastRun` in its stats hash, or the hash older versions kept): still in the
+ * DLQ is a problem.
  */
-const REGISTER_LUA = `
-local pendingKey, completedKey, failedKey, lastKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local dependent, register, ttl = ARGV[1], ARGV[2] == '1', tonumber(ARGV[3])
-local pendingRuns = {}
-local problems = {}
-local n = (#KEYS - 4) / 3
-for i = 0, n - 1 do
-  local doneKey, waitersKey, jobKey = KEYS[5 + i * 3], KEYS[6 + i * 3], KEYS[7 + i * 3]
-  local runId, agent = ARGV[4 + i * 2], ARGV[5 + i * 2]
-  local done = runId ~= '' and redis.call('GET', doneKey)
-  if done then
-    if done ~= 'ok' then table.insert(problems, agent); table.insert(problems, done) end
-  elseif runId ~= '' and redis.call('ZSCORE', failedKey, runId) then
-    table.insert(problems, agent)
-    table.insert(problems, 'dlq:' .. (redis.call('HGET', jobKey, 'failedReason') or 'failed'))
-  elseif runId ~= '' and redis.call('ZSCORE', completedKey, runId) then
-    -- finished before its marker was written, or the marker expired: done
-  elseif runId ~= '' and redis.call('EXISTS', jobKey) == 1 then
-    table.insert(pendingRuns, waitersKey)
-  else
-    local last = redis.call('HGET', lastKey, agent)
-    if last then
-      local sep = string.find(last, '|', 1, true)
-      local lastRun, outcome = string.sub(last, 1, sep - 1), string.sub(last, sep + 1)
-      if string.sub(outcome, 1, 4) == 'dlq:' and redis.call('ZSCORE', failedKey, lastRun) then
-        table.insert(problems, agent)
-        table.insert(problems, 'last-dlq:' .. string.sub(outcome, 5))
+export const DEPENDENCY_STATUS_LUA = `
+local function dependencyStatus(completed, failed, legacyLast, deps)
+  local pending, problems = {}, {}
+  for _, d in ipairs(deps) do
+    local done = d.runId ~= '' and redis.call('GET', d.done)
+    if done then
+      if done ~= 'ok' then problems[#problems + 1] = d.agent; problems[#problems + 1] = done end
+    elseif d.runId ~= '' and redis.call('ZSCORE', failed, d.runId) then
+      problems[#problems + 1] = d.agent
+      problems[#problems + 1] = 'dlq:' .. (redis.call('HGET', d.job, 'failedReason') or 'failed')
+    elseif d.runId ~= '' and redis.call('ZSCORE', completed, d.runId) then
+      -- finished before its marker was written, or the marker expired: done
+    elseif d.runId ~= '' and redis.call('EXISTS', d.job) == 1 then
+      pending[#pending + 1] = d
+    else
+      local last = redis.call('HGET', d.stats, 'lastRun') or redis.call('HGET', legacyLast, d.agent)
+      if last then
+        local sep = string.find(last, '|', 1, true)
+        local lastRun, outcome = string.sub(last, 1, sep - 1), string.sub(last, sep + 1)
+        if string.sub(outcome, 1, 4) == 'dlq:' and redis.call('ZSCORE', failed, lastRun) then
+          problems[#problems + 1] = d.agent
+          problems[#problems + 1] = 'last-dlq:' .. string.sub(outcome, 5)
+        end
       end
     end
   end
+  return pending, problems
 end
-if register then
-  if #problems == 0 and #pendingRuns > 0 then
-    for _, waitersKey in ipairs(pendingRuns) do
-      redis.call('SADD', waitersKey, dependent)
-      redis.call('EXPIRE', waitersKey, ttl)
-    end
-    redis.call('SET', pendingKey, #pendingRuns, 'EX', ttl)
-  else
-    redis.call('DEL', pendingKey)
+local function dependencyList(keyOffset, argOffset, n)
+  local deps = {}
+  for i = 0, n - 1 do
+    deps[#deps + 1] = { done = KEYS[keyOffset + i * 4], waiters = KEYS[keyOffset + 1 + i * 4], job = KEYS[keyOffset + 2 + i * 4],
+      stats = KEYS[keyOffset + 3 + i * 4], runId = ARGV[argOffset + i * 2], agent = ARGV[argOffset + 1 + i * 2] }
   end
+  return deps
 end
-return { #pendingRuns, problems }
 `;
 
 /**
- * KEYS: 1 the run's finished marker, 2 its waiters set, 3 hash agent -> last executed run.
- * ARGV: 1 outcome, 2 ttl seconds, 3 pending-counter key prefix, 4 pending-counter key suffix,
- *       5 agent, 6 run id, 7 '1' when the run belongs to a tick or pipeline (can have waiters).
- * Invariant: each waiter's counter drops by one per finished dependency run, exactly once (the
- * waiters set is consumed as the marker is set); a waiter is handed back when its counter reaches
- * zero, or at once when this run ended badly (it will skip). Counter keys are derived from the
- * prefix passed in, under the same hash tag as KEYS. Returns the run ids to promote.
+ * Lua: `finishRun(done, waiters, pending, q, outcome, ttl)` marks a run of a tick or pipeline
+ * finished and promotes its waiters (needs PROMOTE_PARKED_LUA). Invariant: each waiter's count drops
+ * by one per finished dependency run, exactly once (the waiters hash is consumed as the marker is
+ * set); a waiter is promoted when its count reaches zero, or at once when this run ended badly.
+ * A count that goes below zero belongs to a waiter already promoted or gone: it is dropped.
  */
-const FINISH_LUA = `
-local outcome, ttl = ARGV[1], tonumber(ARGV[2])
-if string.sub(outcome, 1, 8) ~= 'skipped:' then
-  redis.call('HSET', KEYS[3], ARGV[5], ARGV[6] .. '|' .. outcome)
-end
-if ARGV[7] ~= '1' then return {} end
-redis.call('SET', KEYS[1], outcome, 'EX', ttl)
-local waiters = redis.call('SMEMBERS', KEYS[2])
-redis.call('DEL', KEYS[2])
-local ready = {}
-for _, waiter in ipairs(waiters) do
-  local counter = ARGV[3] .. waiter .. ARGV[4]
-  local left = redis.call('DECR', counter)
-  if left <= 0 or outcome ~= 'ok' then
-    redis.call('DEL', counter)
-    table.insert(ready, waiter)
+export const FINISH_RUN_LUA = `
+local function finishRun(done, waiters, pending, q, outcome, ttl)
+  redis.call('SET', done, outcome, 'EX', ttl)
+  local entries = redis.call('HGETALL', waiters)
+  if #entries == 0 then return 0 end
+  redis.call('DEL', waiters)
+  local promoted = 0
+  for i = 1, #entries, 2 do
+    local waiter = entries[i]
+    if redis.call('HINCRBY', pending, waiter, -1) <= 0 or outcome ~= 'ok' then
+      redis.call('HDEL', pending, waiter)
+      if promoteParked(q, waiter, entries[i + 1]) then promoted = promoted + 1 end
+    end
   end
+  return promoted
 end
-return ready
+`;
+
+/**
+ * Registers a parked run as a waiter of its unfinished dependency runs, or promotes it at once when
+ * none is unfinished any more or one ended badly. Call it only once the job is parked (delayed).
+ * KEYS: 1 completed, 2 failed, 3 legacy last-run hash, 4 pending counters, 5..12 queue keys for the
+ *       promotion, then per dependency: done marker, waiters hash, job hash, stats hash.
+ * ARGV: 1 run id, 2 its priority, 3 ttl seconds, then per dependency: its run id, its agent.
+ * Returns { pending, problems (flat) }.
+ */
+const PARK_LUA = `${PROMOTE_PARKED_LUA}${DEPENDENCY_STATUS_LUA}
+local runId, priority, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local q = slice(KEYS, 5, 12)
+local pending, problems = dependencyStatus(KEYS[1], KEYS[2], KEYS[3], dependencyList(13, 4, (#KEYS - 12) / 4))
+if #problems > 0 or #pending == 0 then
+  redis.call('HDEL', KEYS[4], runId)
+  promoteParked(q, runId, priority)
+  return { 0, problems }
+end
+for _, d in ipairs(pending) do
+  redis.call('HSET', d.waiters, runId, priority)
+  redis.call('EXPIRE', d.waiters, ttl)
+end
+redis.call('HSET', KEYS[4], runId, #pending)
+return { #pending, problems }
+`;
+
+/**
+ * Finishes a run outside the run path (one BullMQ failed without the executor: it stalled too
+ * often): records its last run and, for a run of a tick or pipeline, marks it and promotes its
+ * waiters. KEYS: 1 stats hash, 2 done marker, 3 waiters hash, 4 pending counters, 5..12 queue keys.
+ * ARGV: 1 outcome, 2 ttl seconds, 3 run id, 4 '1' when it can have waiters.
+ */
+const FINISH_ALONE_LUA = `${PROMOTE_PARKED_LUA}${FINISH_RUN_LUA}
+if string.sub(ARGV[1], 1, 8) ~= 'skipped:' then redis.call('HSET', KEYS[1], 'lastRun', ARGV[3] .. '|' .. ARGV[1]) end
+if ARGV[4] ~= '1' then return 0 end
+return finishRun(KEYS[2], KEYS[3], KEYS[4], slice(KEYS, 5, 12), ARGV[1], tonumber(ARGV[2]))
 `;
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    werkpilotRegisterWaiter(numKeys: number, ...args: (string | number)[]): Result<[number, string[]], Context>;
-    werkpilotFinishRun(doneKey: string, waitersKey: string, lastKey: string, ...args: (string | number)[]): Result<string[], Context>;
+    werkpilotParkForDependencies(numKeys: number, ...args: (string | number)[]): Result<[number, string[]], Context>;
+    werkpilotFinishRun(...args: (string | number)[]): Result<number, Context>;
   }
 }
 
@@ -143,12 +185,14 @@ export interface DependencyRun {
  * (`pipeline:<pipelineId>:<dep>`). A lone manual run has none (runId ''); a dependency whose run
  * does not exist (another schedule) is not waited for; either is judged by its last executed run.
  */
-export function dependencyRunsOf(spec: AgentSpec, job: Pick<Job<RunJobData>, 'id' | 'data'>): DependencyRun[] {
+export function dependencyRunsOf(spec: Pick<AgentSpec, 'dependsOn'>, job: Pick<Job<RunJobData>, 'id' | 'data'>): DependencyRun[] {
+  if (spec.dependsOn.length === 0) return [];
   const pipelineId = job.data?.pipelineId;
   const tick = job.id ? CRON_RUN_ID.exec(job.id) : null;
+  const inPipeline = pipelineId !== undefined && job.id !== undefined && PIPELINE_RUN_ID.test(job.id);
   return spec.dependsOn.map((agent) => ({
     agent,
-    runId: pipelineId && job.id && PIPELINE_RUN_ID.test(job.id) ? pipelineRunId(pipelineId, agent) : tick ? `repeat:${agent}:${tick[2]}` : '',
+    runId: inPipeline ? pipelineRunId(pipelineId!, agent) : tick ? `repeat:${agent}:${tick[2]}` : '',
   }));
 }
 
@@ -157,121 +201,131 @@ export function canHaveWaiters(runId: string | undefined): boolean {
   return runId !== undefined && (CRON_RUN_ID.test(runId) || PIPELINE_RUN_ID.test(runId));
 }
 
-export interface DependencyWaitsOptions {
-  redis: Redis;
-  keys: Keys;
-  /**
-   * Connection for the BullMQ Queue that runs BullMQ's promote script; default `redis`. Give it
-   * BullMQ's connection: a Queue loads BullMQ's ~60 scripts onto its connection, and ioredis copies
-   * every loaded script into each pipeline made on it, which costs ~50 µs per pipeline on ours.
-   */
-  queueConnection?: Redis;
-  /**
-   * How long finished markers and registrations live. Default 1 hour: a 1-second cron writes 3600
-   * markers per agent at most. Past it, REGISTER falls back to BullMQ's completed and failed sets,
-   * and a parked run's periodic re-check registers it again, so a longer wait is still correct.
-   */
-  ttlSeconds?: number;
+/** A run's finished marker (`ok`, `dlq:...`, ...), for the dependents of its tick or pipeline. */
+export function runDoneKey(keys: Keys, runId: string): string {
+  return keys.key('run', runId, 'done');
 }
 
-export class DependencyWaits {
-  private readonly redis: Redis;
-  private readonly keys: Keys;
-  private readonly ttlSeconds: number;
-  private readonly queue: Queue<RunJobData>;
-
-  constructor({ redis, keys, queueConnection = redis, ttlSeconds = 3_600 }: DependencyWaitsOptions) {
-    this.redis = redis;
-    this.keys = keys;
-    this.ttlSeconds = ttlSeconds;
-    // Used only to run BullMQ's own promote script.
-    this.queue = new Queue<RunJobData>(QUEUE_NAMES.agents, { connection: queueConnection, prefix: keys.bullPrefix });
-    this.queue.on('error', () => {});
-    if (typeof (redis as Partial<Redis>).werkpilotRegisterWaiter !== 'function') {
-      redis.defineCommand('werkpilotRegisterWaiter', { lua: REGISTER_LUA });
-      redis.defineCommand('werkpilotFinishRun', { numberOfKeys: 3, lua: FINISH_LUA });
-    }
-  }
-
-  /** Reads the dependency runs' status without registering (a cheap first look). */
-  inspect(runId: string, dependencies: readonly DependencyRun[]): Promise<DependencyStatus> {
-    return this.call(runId, dependencies, false);
-  }
-
-  /**
-   * Registers `runId` as a waiter of every unfinished dependency run. Call it only after the job is
-   * parked (delayed): a finish right after this call promotes it. When the result has no pending
-   * run or has problems, nothing was registered and the caller must promote the job itself.
-   */
-  register(runId: string, dependencies: readonly DependencyRun[]): Promise<DependencyStatus> {
-    return this.call(runId, dependencies, true);
-  }
-
-  /**
-   * Queues FINISH on a pipeline the caller executes (to share the round trip that records the
-   * outcome); its reply is the list of run ids to promote. Call it for every finished run: it also
-   * records the agent's last executed run, which gates lone runs of its dependents.
-   */
-  addFinishTo(pipeline: ChainableCommander, agent: string, runId: string, outcome: FinishedOutcome): void {
-    pipeline.werkpilotFinishRun(
-      this.keys.key('run', runId, 'done'),
-      this.keys.key('run', runId, 'waiters'),
-      this.keys.key('agents', 'last-run'),
-      outcome,
-      this.ttlSeconds,
-      this.keys.key('run', ''),
-      ':pending',
-      agent,
-      runId,
-      canHaveWaiters(runId) ? '1' : '0',
-    );
-  }
-
-  /** Marks `runId` finished and promotes the dependents that were waiting only for it. */
-  async finish(agent: string, runId: string, outcome: FinishedOutcome): Promise<string[]> {
-    const pipeline = this.redis.pipeline();
-    this.addFinishTo(pipeline, agent, runId, outcome);
-    const [[err, ready]] = (await pipeline.exec()) as [[Error | null, string[]]];
-    if (err) throw err;
-    await this.promote(ready);
-    return ready;
-  }
-
-  /**
-   * Moves parked runs to the queue at once, with their own priority (BullMQ's promote keeps it).
-   * A run that is no longer delayed (its safety deadline fired, or it was removed) is left alone:
-   * it re-checks its dependencies when it starts.
-   */
-  async promote(runIds: readonly string[]): Promise<void> {
-    await Promise.all(runIds.map((id) => new Job(this.queue, '', {} as RunJobData, {}, id).promote().catch(() => undefined)));
-  }
-
-  async close(): Promise<void> {
-    await this.queue.close();
-  }
-
-  private async call(runId: string, dependencies: readonly DependencyRun[], register: boolean): Promise<DependencyStatus> {
-    const k = this.keys;
-    const bull = (suffix: string) => this.queue.toKey(suffix);
-    const keys = [k.key('run', runId, 'pending'), bull('completed'), bull('failed'), k.key('agents', 'last-run')];
-    const argv: (string | number)[] = [runId, register ? '1' : '0', this.ttlSeconds];
-    for (const dep of dependencies) {
-      // A dependency without a run still needs three KEYS slots; its run keys are never read.
-      const id = dep.runId || '-';
-      keys.push(k.key('run', id, 'done'), k.key('run', id, 'waiters'), bull(id));
-      argv.push(dep.runId, dep.agent);
-    }
-    const [pending, flat] = await this.redis.werkpilotRegisterWaiter(keys.length, ...keys, ...argv);
-    const problems: string[] = [];
-    for (let i = 0; i < flat.length; i += 2) problems.push(describeOutcome(flat[i]!, flat[i + 1]!));
-    return { pending, problems };
-  }
+/** Hash of the runs waiting for run `runId` (field: waiter's run id, value: its priority). */
+export function runWaitersKey(keys: Keys, runId: string): string {
+  return keys.key('run', runId, 'waiters');
 }
 
-/** `dependency crm-sync run dead-lettered: boom`, `dependency crm-sync skipped: disabled`. */
+/** Hash of every parked dependent's count of dependency runs it still waits for. */
+export function pendingCountsKey(keys: Keys): string {
+  return keys.key('runs', 'pending');
+}
+
+/** Hash agent → `<runId>|<outcome>` that versions before `lastRun` in the stats hash kept; still read. */
+export function legacyLastRunKey(keys: Keys): string {
+  return keys.key('agents', 'last-run');
+}
+
+/** KEYS and ARGV of DEPENDENCY_STATUS_LUA's `dependencyList` for `dependencies`. */
+export function dependencyArgs(keys: Keys, dependencies: readonly DependencyRun[]): { keys: string[]; argv: string[] } {
+  const out = { keys: [] as string[], argv: [] as string[] };
+  for (const dep of dependencies) {
+    // A dependency without a run still needs its KEYS slots; its run keys are never read.
+    const id = dep.runId || '-';
+    out.keys.push(runDoneKey(keys, id), runWaitersKey(keys, id), keys.bull(QUEUE_NAMES.agents, id), keys.agentStats(dep.agent));
+    out.argv.push(dep.runId, dep.agent);
+  }
+  return out;
+}
+
+/** `dependency crm-sync run dead-lettered: boom`, `dependency crm-sync skipped: disabled`, `dependency crm-sync cancelled`. */
+export function describeDependencyProblems(flat: readonly string[]): string[] {
+  const problems: string[] = [];
+  for (let i = 0; i < flat.length; i += 2) problems.push(describeOutcome(flat[i]!, flat[i + 1]!));
+  return problems;
+}
+
 function describeOutcome(agent: string, outcome: string): string {
   if (outcome.startsWith('last-dlq:')) return `dependency ${agent} last run dead-lettered: ${outcome.slice(9)}`;
   if (outcome.startsWith('dlq:')) return `dependency ${agent} run dead-lettered: ${outcome.slice(4)}`;
   if (outcome.startsWith('skipped:')) return `dependency ${agent} skipped: ${outcome.slice(8)}`;
+  if (outcome.startsWith('cancelled:')) return `dependency ${agent} cancelled`;
   return `dependency ${agent} ${outcome}`;
+}
+
+export interface DependencyWaitsOptions {
+  redis: Redis;
+  keys: Keys;
+  /**
+   * How long finished markers and waiters hashes live. Default 1 hour: a 1-second cron writes 3600
+   * markers per agent at most. Past it, a dependent falls back to BullMQ's completed and failed
+   * sets, and a parked run's periodic re-check registers it again, so a longer wait is still correct.
+   */
+  ttlSeconds?: number;
+}
+
+/** The calls of the protocol made outside the run's two scripts: parking a tick's dependent, finishing a run BullMQ failed by itself. */
+export class DependencyWaits {
+  private readonly redis: Redis;
+  private readonly keys: Keys;
+  readonly ttlSeconds: number;
+  private readonly queueKeys: string[];
+
+  constructor({ redis, keys, ttlSeconds = WAIT_TTL_SECONDS }: DependencyWaitsOptions) {
+    this.redis = redis;
+    this.keys = keys;
+    this.ttlSeconds = ttlSeconds;
+    this.queueKeys = parkedQueueKeys(keys);
+    if (typeof (redis as Partial<Redis>).werkpilotParkForDependencies !== 'function') {
+      redis.defineCommand('werkpilotParkForDependencies', { lua: PARK_LUA });
+      redis.defineCommand('werkpilotFinishRun', { numberOfKeys: 4 + PARKED_QUEUE_KEY_COUNT, lua: FINISH_ALONE_LUA });
+    }
+  }
+
+  /**
+   * Registers the parked job `runId` as a waiter of every unfinished dependency run, or promotes it
+   * when there is nothing to wait for any more. Call it only after the job is parked (delayed).
+   */
+  async registerParked(runId: string, priority: number, dependencies: readonly DependencyRun[]): Promise<DependencyStatus> {
+    const bull = (suffix: string) => this.keys.bull(QUEUE_NAMES.agents, suffix);
+    const deps = dependencyArgs(this.keys, dependencies);
+    const keys = [bull('completed'), bull('failed'), legacyLastRunKey(this.keys), pendingCountsKey(this.keys), ...this.queueKeys, ...deps.keys];
+    const [pending, flat] = await this.redis.werkpilotParkForDependencies(keys.length, ...keys, runId, priority, this.ttlSeconds, ...deps.argv);
+    return { pending, problems: describeDependencyProblems(flat) };
+  }
+
+  /** Finishes a run that ended without the run path (see FINISH_ALONE_LUA); returns how many waiters it promoted. */
+  async finish(agent: string, runId: string, outcome: FinishedOutcome): Promise<number> {
+    return this.redis.werkpilotFinishRun(
+      this.keys.agentStats(agent),
+      runDoneKey(this.keys, runId),
+      runWaitersKey(this.keys, runId),
+      pendingCountsKey(this.keys),
+      ...this.queueKeys,
+      outcome,
+      this.ttlSeconds,
+      runId,
+      canHaveWaiters(runId) ? '1' : '0',
+    );
+  }
+}
+
+/**
+ * Queues, on the caller's MULTI, the registration of a pipeline's dependents as waiters of their
+ * dependency runs in the same pipeline, before any of those runs exists: the dependents are then
+ * created parked (delayed by PARKED_RECHECK_MS) and the root's finish promotes them. `runs` maps
+ * each agent of the pipeline to its run id and priority.
+ */
+export function addPipelineWaitersTo(
+  multi: ChainableCommander,
+  keys: Keys,
+  runs: readonly { spec: Pick<AgentSpec, 'name' | 'dependsOn' | 'priority'>; runId: string }[],
+  ttlSeconds = WAIT_TTL_SECONDS,
+): void {
+  const runIdOf = new Map(runs.map((r) => [r.spec.name, r.runId]));
+  for (const { spec, runId } of runs) {
+    const inPipeline = spec.dependsOn.filter((dep) => runIdOf.has(dep));
+    if (inPipeline.length === 0) continue;
+    for (const dep of inPipeline) {
+      const waiters = runWaitersKey(keys, runIdOf.get(dep)!);
+      multi.hset(waiters, runId, spec.priority);
+      multi.expire(waiters, ttlSeconds);
+    }
+    multi.hset(pendingCountsKey(keys), runId, inPipeline.length);
+  }
 }

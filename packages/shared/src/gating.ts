@@ -1,38 +1,59 @@
 import type { Job } from 'bullmq';
 import type { AgentSpec } from './agent.js';
+import type { AgentBootState } from './boot.js';
+import type { CircuitState } from './circuit-breaker.js';
+import type { AgentHealth } from './health.js';
 import type { RunJobData } from './queues.js';
 
 /**
  * Dependency health gating: before a run starts, the worker evaluates one list of rules; any
  * reason returned skips the run (outcome `skipped`, not a failure). Each capability contributes its
- * rules in one place (the worker's wiring), e.g. agent-toggle (disabled), boot (blocked), the DLQ
- * rule below, and the circuit breaker / health monitor (`dependency X unhealthy: circuit open`).
+ * rules in one place (the worker's wiring): agent-toggle (disabled), boot (blocked), the circuit
+ * breaker / health monitor (`dependency X unhealthy: circuit open`). The agent's own circuit and the
+ * dependency runs of its tick or pipeline are decided by run admission's script (run-admission.ts).
+ *
+ * Rules are pure functions of a GateView: the gate state of the agent and its dependencies, which
+ * each worker caches and run admission proves current on every run (gate-cache.ts) — so evaluating
+ * the gate costs no Redis call of its own.
  */
 
-/** What a rule sees: the agent about to run and its job. */
+/** The gate state of one agent: what the rules may look at. */
+export interface AgentGateState {
+  isDisabled: boolean;
+  /** Its verdict at the last boot, if any. */
+  boot: AgentBootState | undefined;
+  /** The health monitor's last rating. */
+  health: AgentHealth;
+  circuit: CircuitState;
+}
+
+/** The gate state of the agents a rule may ask about: the run's agent and its dependencies. */
+export interface GateView {
+  of(agent: string): AgentGateState;
+}
+
+/** What a rule sees: the agent about to run, its job, and the gate state. */
 export interface GateContext {
   spec: AgentSpec;
   job: Job<RunJobData>;
+  view: GateView;
 }
 
 /**
  * One gating rule. Returns the reason(s) to skip the run, or null / [] to let it run.
  * Reasons are read by people: `disabled`, `dependency crm-sync disabled`.
  */
-export type GateRule = (ctx: GateContext) => Promise<string | string[] | null>;
+export type GateRule = (ctx: GateContext) => string | string[] | null;
 
 /**
  * Checks one dependency of the run's agent; returns what is wrong with it (`disabled`,
  * `unhealthy: circuit open`, `failed boot: timeout`) or null. `dependencyRule` prefixes
  * `dependency <name> `.
  */
-export type DependencyCheck = (dependency: string, ctx: GateContext) => Promise<string | null>;
+export type DependencyCheck = (dependency: string, ctx: GateContext) => string | null;
 
-/** Checks several dependencies at once (one Redis round trip for all); one entry per dependency, null when fine. */
-export type DependencyBatchCheck = (dependencies: readonly string[], ctx: GateContext) => Promise<(string | null)[]>;
-
-/** The gate the executor calls: every rule's reasons, in rule order; empty means run. */
-export type RunGate = (spec: AgentSpec, job: Job<RunJobData>) => Promise<string[]>;
+/** The gate run admission calls: every rule's reasons, in rule order; empty means run. */
+export type RunGate = (ctx: GateContext) => string[];
 
 const DEPENDENCY_REASON = /^dependency \S+ /;
 
@@ -48,48 +69,36 @@ export function dependencyReason(dependency: string, problem: string): string {
 
 /** A rule applying `check` to each of the agent's direct dependencies. */
 export function dependencyRule(check: DependencyCheck): GateRule {
-  return async (ctx) => {
-    const problems = await Promise.all(ctx.spec.dependsOn.map((dep) => check(dep, ctx)));
-    return reasonsFor(ctx.spec.dependsOn, problems);
+  return (ctx) => {
+    const reasons: string[] = [];
+    for (const dep of ctx.spec.dependsOn) {
+      const problem = check(dep, ctx);
+      if (problem) reasons.push(dependencyReason(dep, problem));
+    }
+    return reasons;
   };
-}
-
-/** A rule checking all dependencies in one call (to batch Redis reads). */
-export function dependencyBatchRule(check: DependencyBatchCheck): GateRule {
-  return async (ctx) => {
-    if (ctx.spec.dependsOn.length === 0) return null;
-    return reasonsFor(ctx.spec.dependsOn, await check(ctx.spec.dependsOn, ctx));
-  };
-}
-
-function reasonsFor(dependencies: readonly string[], problems: (string | null)[]): string[] {
-  const reasons: string[] = [];
-  dependencies.forEach((dep, i) => {
-    const problem = problems[i];
-    if (problem) reasons.push(dependencyReason(dep, problem));
-  });
-  return reasons;
 }
 
 export interface RunGateOptions {
   rules: readonly GateRule[];
 }
 
-/**
- * Builds the gate from a list of rules. Rules run concurrently (each is typically one Redis read);
- * the reasons come back in rule order, duplicates removed. A rule that throws fails the attempt
- * (BullMQ retries it): a gate that cannot be evaluated must not silently let a run through.
- */
+/** Builds the gate from a list of rules: the reasons come back in rule order, duplicates removed. */
 export function createRunGate({ rules }: RunGateOptions): RunGate {
   const list = [...rules];
-  return async (spec, job) => {
-    const ctx: GateContext = { spec, job };
-    const results = await Promise.all(list.map((rule) => rule(ctx)));
-    const reasons = new Set<string>();
-    for (const result of results) {
+  return (ctx) => {
+    let reasons: string[] | undefined;
+    for (const rule of list) {
+      const result = rule(ctx);
       if (result === null) continue;
-      for (const reason of Array.isArray(result) ? result : [result]) if (reason) reasons.add(reason);
+      for (const reason of Array.isArray(result) ? result : [result]) {
+        if (!reason) continue;
+        reasons ??= [];
+        if (!reasons.includes(reason)) reasons.push(reason);
+      }
     }
-    return [...reasons];
+    return reasons ?? NO_REASONS;
   };
 }
+
+const NO_REASONS: string[] = [];

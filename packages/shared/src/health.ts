@@ -5,7 +5,7 @@ import type { AgentSpec, HealthCheckResult } from './agent.js';
 import type { AgentState, AgentStateStore } from './agent-state.js';
 import type { CircuitBreaker, CircuitStatus } from './circuit-breaker.js';
 import { cronIntervalMs } from './cron.js';
-import { dependencyBatchRule, type GateRule } from './gating.js';
+import { dependencyRule, type GateRule } from './gating.js';
 import type { Keys } from './keys.js';
 import type { MetricsSnapshot } from './metrics-snapshot.js';
 import { runInScope } from './process-faults.js';
@@ -103,15 +103,20 @@ function formatMs(ms: number): string {
  * Stores a rating and publishes `health:changed` when the state differs from the stored one.
  * Invariant: compare and write are one step, so however many monitors rate an agent, each change
  * is published once with the state it really replaced. An agent never rated counts as healthy.
- * KEYS: health hash, events stream. ARGV: state, reasonsJson, checkedAt, channel, maxlen, agent, atIso.
+ * A change the gate can see (becoming or ceasing to be unhealthy, an unhealthy agent's reasons) bumps the gate epoch.
+ * KEYS: health hash, events stream, gate epoch. ARGV: state, reasonsJson, checkedAt, channel, maxlen, agent, atIso.
  * Returns 1 when the state changed.
  */
 const WRITE_HEALTH_LUA = `
 local health, stream = KEYS[1], KEYS[2]
 local state, reasons, checkedAt = ARGV[1], ARGV[2], ARGV[3]
-local previous = redis.call('HGET', health, 'state') or 'healthy'
-local previousReasons = redis.call('HGET', health, 'reasons') or '[]'
+local stored = redis.call('HMGET', health, 'state', 'reasons')
+local previous = stored[1] or 'healthy'
+local previousReasons = stored[2] or '[]'
 redis.call('HSET', health, 'state', state, 'reasons', reasons, 'checkedAt', checkedAt)
+if (previous == 'unhealthy') ~= (state == 'unhealthy') or (state == 'unhealthy' and previousReasons ~= reasons) then
+  redis.call('INCR', KEYS[3])
+end
 if previous == state then return 0 end
 local json = '{"type":"health:changed","agent":' .. cjson.encode(ARGV[6]) .. ',"at":' .. cjson.encode(ARGV[7]) ..
   ',"data":{"from":' .. cjson.encode(previous) .. ',"to":' .. cjson.encode(state) ..
@@ -123,7 +128,7 @@ return 1
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    werkpilotWriteHealth(health: string, stream: string, ...args: (string | number)[]): Result<number, Context>;
+    werkpilotWriteHealth(health: string, stream: string, epoch: string, ...args: (string | number)[]): Result<number, Context>;
   }
 }
 
@@ -138,7 +143,7 @@ export class HealthStore {
     this.keys = keys;
     this.historyLength = historyLength;
     if (typeof (redis as Partial<Redis>).werkpilotWriteHealth !== 'function') {
-      redis.defineCommand('werkpilotWriteHealth', { numberOfKeys: 2, lua: WRITE_HEALTH_LUA });
+      redis.defineCommand('werkpilotWriteHealth', { numberOfKeys: 3, lua: WRITE_HEALTH_LUA });
     }
   }
 
@@ -152,6 +157,7 @@ export class HealthStore {
       pipeline.werkpilotWriteHealth(
         healthKey(this.keys, agent),
         this.keys.eventsStream,
+        this.keys.gateEpoch,
         rating.state,
         JSON.stringify(rating.reasons),
         now,
@@ -370,23 +376,19 @@ export function createHealthCheckHandler({ registry, log }: { registry: Registry
 
 /**
  * Gate rule: a dependency whose circuit is open (or half-open), or which the monitor rated
- * unhealthy, skips the run: `dependency crm-sync unhealthy: circuit open`. The circuit is read
- * live (an operator's reset takes effect at once); the stored rating's circuit and `disabled`
- * reasons are therefore ignored (the toggle rule reads `disabled` live), so a stale rating cannot
- * keep skipping after a reset, and degraded-only reasons never skip.
+ * unhealthy, skips the run: `dependency crm-sync unhealthy: circuit open`. The circuit is taken from
+ * its own state (an operator's reset takes effect at once); the stored rating's circuit and
+ * `disabled` reasons are therefore ignored (the toggle rule reads `disabled` itself), so a stale
+ * rating cannot keep skipping after a reset, and degraded-only reasons never skip.
  */
-export function dependencyHealthRule({ circuit, health }: { circuit: CircuitBreaker; health: HealthStore }): GateRule {
-  return dependencyBatchRule(async (dependencies) => {
-    const [circuits, ratings] = await Promise.all([circuit.getMany(dependencies), health.getMany(dependencies)]);
-    return dependencies.map((dep) => {
-      const state = circuits.get(dep)!.state;
-      if (state === 'open') return 'unhealthy: circuit open';
-      if (state === 'half-open') return 'unhealthy: circuit half-open';
-      const rating = ratings.get(dep)!;
-      if (rating.state !== 'unhealthy') return null;
-      const reasons = rating.reasons.filter((r) => !isCoveredLive(r) && !isDegradedReason(r));
-      return reasons.length > 0 ? `unhealthy: ${reasons.join(', ')}` : null;
-    });
+export function dependencyHealthRule(): GateRule {
+  return dependencyRule((dep, { view }) => {
+    const { circuit, health } = view.of(dep);
+    if (circuit === 'open') return 'unhealthy: circuit open';
+    if (circuit === 'half-open') return 'unhealthy: circuit half-open';
+    if (health.state !== 'unhealthy') return null;
+    const reasons = health.reasons.filter((r) => !isCoveredLive(r) && !isDegradedReason(r));
+    return reasons.length > 0 ? `unhealthy: ${reasons.join(', ')}` : null;
   });
 }
 

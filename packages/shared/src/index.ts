@@ -57,3 +57,6 @@ export * from './memory-shedding.js';
 export * from './glob.js';
 export * from './run-summaries.js';
 export * from './redaction.js';
+export * from './gate-cache.js';
+export * from './parked-runs.js';
+export * from './run-completion.js';

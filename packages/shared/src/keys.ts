@@ -19,6 +19,13 @@ export interface Keys {
   agentDurations(agent: string): string;
   /** List of an agent's most recent outcomes (`s`, `f`), newest first. */
   agentOutcomes(agent: string): string;
+  /**
+   * Counter bumped by every change of gate state (enabled flags, boot verdicts, health ratings,
+   * circuit states). Workers cache that state and check this one key per run (gate-cache.ts).
+   */
+  readonly gateEpoch: string;
+  /** A key of BullMQ's (queue `<queue>`), as BullMQ builds it: `{prefix}:<queue>:<suffix>`. */
+  bull(queue: string, suffix: string): string;
   /** Any other key of ours, under the same hash tag: `{prefix}:<parts joined by :>`. */
   key(...parts: string[]): string;
 }
@@ -43,6 +50,8 @@ export function createKeys(prefix: string): Keys {
     agentStats: (agent) => key('agent', agent, 'stats'),
     agentDurations: (agent) => key('agent', agent, 'durations'),
     agentOutcomes: (agent) => key('agent', agent, 'outcomes'),
+    gateEpoch: key('gate', 'epoch'),
+    bull: (queue, suffix) => `${tag}:${queue}:${suffix}`,
     key,
   };
 }

@@ -1,8 +1,7 @@
 import { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { ChainableCommander, Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { OutcomeListener } from './agent-executor.js';
-import { DURATION_SAMPLES, OUTCOME_WINDOW, type AgentStateStore } from './agent-state.js';
+import { DURATION_SAMPLES, OUTCOME_WINDOW, type AgentStateStore, type RunRecord } from './agent-state.js';
 import type { EventBus } from './bus.js';
 import { restartsKey, type CircuitBreaker } from './circuit-breaker.js';
 import type { Keys } from './keys.js';
@@ -39,13 +38,23 @@ export function skipCausesKey(keys: Keys, agent: string): string {
 
 const DEPENDENCY_SKIP = /^dependency (\S+) /;
 
-/** Outcome listener: counts, per skipped run, the dependencies named in its reasons (for the report's advice). */
-export function skipCauseListener(keys: Keys): OutcomeListener {
-  return (record, pipeline) => {
-    if (record.outcome !== 'skipped' || !record.error) return;
-    const dependencies = new Set(record.error.split('; ').flatMap((reason) => DEPENDENCY_SKIP.exec(reason)?.[1] ?? []));
-    for (const dependency of dependencies) pipeline.hincrby(skipCausesKey(keys, record.agent), dependency, 1);
-  };
+/**
+ * The dependencies a skipped run's reasons name, once each: what the run's completion counts in the
+ * agent's skip causes (for the report's advice).
+ */
+export function skipCausesOf(reasons: readonly string[]): string[] {
+  const causes: string[] = [];
+  for (const reason of reasons) {
+    const dependency = DEPENDENCY_SKIP.exec(reason)?.[1];
+    if (dependency && !causes.includes(dependency)) causes.push(dependency);
+  }
+  return causes;
+}
+
+/** Counts a skipped run's causes on a pipeline the caller executes (tools and tests; the run path does it in its completion). */
+export function addSkipCausesTo(pipeline: ChainableCommander, keys: Keys, record: RunRecord): void {
+  if (record.outcome !== 'skipped' || !record.error) return;
+  for (const dependency of skipCausesOf(record.error.split('; '))) pipeline.hincrby(skipCausesKey(keys, record.agent), dependency, 1);
 }
 
 /**

@@ -1,114 +1,129 @@
 import type { Redis, Result } from 'ioredis';
 import type { Keys } from './keys.js';
+import { PARKED_QUEUE_KEY_COUNT, PROMOTE_PARKED_LUA, parkedQueueKeys } from './parked-runs.js';
 
 /**
  * "Never two runs of one agent at once, across all workers": a per-agent lease in Redis, held by
- * the run id for the run's duration (its TTL outlives the agent's timeout, so a crashed worker's
- * lease expires by itself). An agent with `overlap: 'skip'` skips a run that finds the lease held
- * (reason `overlap`); with `'queue'` the run parks (delayed, no worker slot) as a waiter and the
- * releasing run promotes the first waiter — the same park-then-register protocol as
- * dependency-waits.ts, so no release is missed.
+ * the run id for the run's duration (its TTL outlives the run, so a crashed worker's lease expires
+ * by itself). An agent with `overlap: 'skip'` skips a run that finds the lease held (reason
+ * `overlap`); with `'queue'` the run parks (delayed, no worker slot) as a waiter, and the run that
+ * releases the lease hands it straight to the first waiter and promotes it (FIFO: no other run can
+ * take the lease between the two).
+ *
+ * The lease's value is the holder's run id, with `|q` appended while waiters may be queued behind
+ * it — so a release with nobody waiting (nearly all of them) costs one command.
+ * A run re-entering with the lease it holds keeps it: a retry, a run handed back by shutdown or by
+ * memory shedding, or the copy BullMQ recovers after a lost lock (the copy that lost it releases
+ * nothing: run completion is fenced by the job's lock token).
  */
 
+/** How much longer than the agent's timeout (and the worker's lock duration) a lease lives. */
+export const LEASE_MARGIN_MS = 30_000;
+
 /**
- * KEYS: 1 lease, 2 waiters list. ARGV: 1 run id, 2 ttl ms, 3 '1' to register as a waiter when busy.
- * Invariant: the lease has one holder; a run re-entering with the lease it holds keeps it (a retry
- * or stalled-job recovery of the same run). When registering, a free lease is NOT taken (the caller
- * is parked and must promote itself), and a run is queued at most once.
- * Returns { 'acquired' | 'busy' | 'free', lease pttl ms }.
+ * The lease's TTL for a run of an agent with `timeoutMs`, on workers with `lockDurationMs`. A run
+ * that still holds its job lock has been running at most `timeoutMs` (it is aborted then) plus one
+ * event-loop stall shorter than the lock duration (a longer one loses the lock), so its lease cannot
+ * have expired when it releases it.
  */
-const ACQUIRE_LUA = `
-local holder = redis.call('GET', KEYS[1])
-local register = ARGV[3] == '1'
-if not holder then
-  if register then return { 'free', 0 } end
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  redis.call('LREM', KEYS[2], 0, ARGV[1])
-  return { 'acquired', tonumber(ARGV[2]) }
+export function leaseTtlMs(timeoutMs: number, lockDurationMs: number): number {
+  return timeoutMs + lockDurationMs + LEASE_MARGIN_MS;
+}
+
+export function leaseKey(keys: Keys, agent: string): string {
+  return keys.key('agent', agent, 'lease');
+}
+
+export function leaseWaitersKey(keys: Keys, agent: string): string {
+  return keys.key('agent', agent, 'lease-waiters');
+}
+
+/**
+ * Lua shared by run admission, run completion and cancel (needs PROMOTE_PARKED_LUA).
+ *
+ * `leaseTake(lease, waiters, runId, ttl, wasParked)`: takes the lease when free or already this
+ * run's; returns true, or false when another run holds it. A run that was parked before drops out of
+ * the waiters list (it may have woken by its deadline instead of by a hand-off).
+ *
+ * `leaseRelease(lease, waiters, runId, ttl, priority, q)`: releases the lease if this run holds it
+ * and hands it to the first waiter, which it promotes. Invariants: only the holder releases; each
+ * release hands the turn to exactly one waiter, in the order they queued. Finding another run's
+ * lease (only possible if Redis lost ours) it puts that one back untouched.
+ */
+export const LEASE_LUA = `
+local function leaseTake(lease, waiters, runId, ttl, wasParked)
+  local holder = redis.call('SET', lease, runId, 'NX', 'PX', ttl, 'GET')
+  if holder then
+    if holder ~= runId and holder ~= runId .. '|q' then return false end
+    redis.call('PEXPIRE', lease, ttl)
+  end
+  if wasParked then redis.call('LREM', waiters, 0, runId) end
+  return true
 end
-if holder == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return { 'acquired', tonumber(ARGV[2]) }
+local function leaseRelease(lease, waiters, runId, ttl, priority, q)
+  local holder = redis.call('GETDEL', lease)
+  if not holder or holder == runId then return false end
+  if holder ~= runId .. '|q' then
+    redis.call('SET', lease, holder, 'PX', ttl)
+    return false
+  end
+  local nextRun = redis.call('LPOP', waiters)
+  if not nextRun then return false end
+  local value = nextRun
+  if redis.call('LLEN', waiters) > 0 then value = nextRun .. '|q' end
+  redis.call('SET', lease, value, 'PX', ttl)
+  promoteParked(q, nextRun, priority)
+  return nextRun
 end
-if register and not redis.call('LPOS', KEYS[2], ARGV[1]) then
-  redis.call('RPUSH', KEYS[2], ARGV[1])
-  redis.call('PEXPIRE', KEYS[2], 86400000)
-end
-return { 'busy', redis.call('PTTL', KEYS[1]) }
 `;
 
 /**
- * KEYS: 1 lease, 2 waiters list. ARGV: 1 run id.
- * Invariant: only the holder releases; each release hands the turn to exactly one waiter (FIFO).
- * Returns the waiter to promote, or false.
+ * Queues a parked run behind the lease's holder, or promotes it at once when the lease was
+ * released meanwhile. Call it only once the job is parked (delayed). Invariant: a run is queued at
+ * most once, and the holder's value says that waiters may be queued.
+ * KEYS: 1 lease, 2 waiters list, 3..10 queue keys for the promotion. ARGV: 1 run id, 2 its priority.
+ * Returns 'queued' or 'free'.
  */
-const RELEASE_LUA = `
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
-redis.call('DEL', KEYS[1])
-return redis.call('LPOP', KEYS[2])
+const PARK_LUA = `${PROMOTE_PARKED_LUA}
+local holder = redis.call('GET', KEYS[1])
+if not holder or holder == ARGV[1] or holder == ARGV[1] .. '|q' then
+  promoteParked(slice(KEYS, 3, 10), ARGV[1], ARGV[2])
+  return 'free'
+end
+if not redis.call('LPOS', KEYS[2], ARGV[1]) then
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+  redis.call('PEXPIRE', KEYS[2], 86400000)
+end
+if string.sub(holder, -2) ~= '|q' then redis.call('SET', KEYS[1], holder .. '|q', 'KEEPTTL') end
+return 'queued'
 `;
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    werkpilotOverlapAcquire(lease: string, waiters: string, runId: string, ttlMs: number, register: string): Result<[string, number], Context>;
-    werkpilotOverlapRelease(lease: string, waiters: string, runId: string): Result<string | null, Context>;
+    werkpilotParkForLease(...args: (string | number)[]): Result<'queued' | 'free', Context>;
   }
 }
 
-export type OverlapAcquire = { status: 'acquired' } | { status: 'busy'; leaseLeftMs: number } | { status: 'free' };
-
-/** How much longer than the agent's timeout a lease lives (the run's own bookkeeping after it). */
-export const LEASE_MARGIN_MS = 30_000;
-
+/** Parks runs of `overlap: 'queue'` agents behind their agent's lease (admission takes and completion releases it). */
 export class OverlapGuard {
   private readonly redis: Redis;
   private readonly keys: Keys;
+  private readonly queueKeys: string[];
 
   constructor({ redis, keys }: { redis: Redis; keys: Keys }) {
     this.redis = redis;
     this.keys = keys;
-    if (typeof (redis as Partial<Redis>).werkpilotOverlapAcquire !== 'function') {
-      redis.defineCommand('werkpilotOverlapAcquire', { numberOfKeys: 2, lua: ACQUIRE_LUA });
-      redis.defineCommand('werkpilotOverlapRelease', { numberOfKeys: 2, lua: RELEASE_LUA });
+    this.queueKeys = parkedQueueKeys(keys);
+    if (typeof (redis as Partial<Redis>).werkpilotParkForLease !== 'function') {
+      redis.defineCommand('werkpilotParkForLease', { numberOfKeys: 2 + PARKED_QUEUE_KEY_COUNT, lua: PARK_LUA });
     }
   }
 
-  /** Takes the agent's lease for `runId` when free (or already its own). */
-  tryAcquire(agent: string, runId: string, timeoutMs: number): Promise<OverlapAcquire> {
-    return this.acquire(agent, runId, timeoutMs, false);
-  }
-
   /**
-   * Queues `runId` as a waiter for the lease. Call only once the job is parked (delayed). Answers
-   * `free` when the lease was released meanwhile: then nothing was queued and the caller promotes
-   * its job itself.
+   * Queues the parked run `runId` behind the lease's holder; answers `free` (and has promoted the
+   * run) when the lease was released meanwhile.
    */
-  enqueueWaiter(agent: string, runId: string, timeoutMs: number): Promise<OverlapAcquire> {
-    return this.acquire(agent, runId, timeoutMs, true);
-  }
-
-  /** Releases the lease if `runId` holds it; returns the waiter whose turn it is, to promote. */
-  async release(agent: string, runId: string): Promise<string | null> {
-    return this.redis.werkpilotOverlapRelease(this.leaseKey(agent), this.waitersKey(agent), runId);
-  }
-
-  private async acquire(agent: string, runId: string, timeoutMs: number, register: boolean): Promise<OverlapAcquire> {
-    const [status, ttl] = await this.redis.werkpilotOverlapAcquire(
-      this.leaseKey(agent),
-      this.waitersKey(agent),
-      runId,
-      timeoutMs + LEASE_MARGIN_MS,
-      register ? '1' : '0',
-    );
-    if (status === 'busy') return { status, leaseLeftMs: Math.max(0, Number(ttl)) };
-    return { status: status as 'acquired' | 'free' };
-  }
-
-  private leaseKey(agent: string): string {
-    return this.keys.key('agent', agent, 'lease');
-  }
-
-  private waitersKey(agent: string): string {
-    return this.keys.key('agent', agent, 'lease-waiters');
+  registerParked(agent: string, runId: string, priority: number): Promise<'queued' | 'free'> {
+    return this.redis.werkpilotParkForLease(leaseKey(this.keys, agent), leaseWaitersKey(this.keys, agent), ...this.queueKeys, runId, priority);
   }
 }

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { pipelineRunId } from './dependency-waits.js';
+import { PARKED_RECHECK_MS, addPipelineWaitersTo, pipelineRunId } from './dependency-waits.js';
 import { RunNotFoundError } from './errors.js';
 import type { Keys } from './keys.js';
 import { runJobOptions, type Retention, type RunJobData } from './queues.js';
@@ -12,7 +12,9 @@ import type { Registry } from './registry.js';
  * all carrying one pipeline id. Each run's job id is `pipeline:<pipelineId>:<agent>`, so a dependent
  * names its dependencies' runs of the same pipeline without a lookup and waits for them
  * (dependency-waits.ts): the subgraph runs in dependency order, each run with its own priority.
- * The pipeline's record (root, agents, start) is kept for `PIPELINE_TTL_SECONDS`.
+ * The dependents are created parked — delayed, already registered as waiters of their dependency
+ * runs — so no worker takes one before its turn, and each is promoted by the script that finishes
+ * its last dependency run. The pipeline's record (root, agents, start) is kept for `PIPELINE_TTL_SECONDS`.
  */
 export const PIPELINE_TTL_SECONDS = 7 * 86_400;
 
@@ -23,6 +25,8 @@ export interface PipelineDeps {
   redis: Redis;
   keys: Keys;
   clock?: () => number;
+  /** Safety deadline of the parked dependents (see PARKED_RECHECK_MS); tests make it long so a lost promotion shows. */
+  parkedRecheckMs?: number;
 }
 
 export interface StartedPipeline {
@@ -37,9 +41,9 @@ export interface StartedPipeline {
 export interface PipelineRun {
   agent: string;
   runId: string;
-  /** BullMQ state (`waiting`, `prioritized`, `delayed` (parked or backing off), `active`, `completed`, `failed`), or `unknown` once removed by retention. */
+  /** BullMQ state (`waiting`, `prioritized`, `delayed` (parked or backing off), `active`, `completed`, `failed`), or `unknown` once removed (by retention, or cancelled while queued). */
   state: string;
-  outcome: 'success' | 'skipped' | 'failed' | null;
+  outcome: 'success' | 'skipped' | 'cancelled' | 'failed' | null;
   reasons?: string[];
   error?: string;
   startedAt: string | null;
@@ -58,8 +62,10 @@ export interface PipelineStatus {
 const pipelineKey = (keys: Keys, pipelineId: string) => keys.key('pipeline', pipelineId);
 
 /**
- * Queues the root's run and every transitive dependent's run, in one `addBulk`, all carrying a new
- * pipeline id; each gets `data`. The record is written first, so a listing never misses a run.
+ * Queues the root's run and every transitive dependent's run, all carrying a new pipeline id; each
+ * gets `data`. First, in one MULTI, the record (so a listing never misses a run) and the dependents'
+ * registrations as waiters; then one `addBulk` with the dependents parked and the root last, so the
+ * root cannot finish before its dependents exist to be promoted.
  */
 export async function startPipeline(deps: PipelineDeps, root: string, data?: unknown): Promise<StartedPipeline> {
   const spec = deps.registry.require(root);
@@ -67,16 +73,18 @@ export async function startPipeline(deps: PipelineDeps, root: string, data?: unk
   const agents = [spec.name, ...deps.registry.dependentsOf(spec.name)];
   const runs = agents.map((agent) => ({ agent, runId: pipelineRunId(pipelineId, agent) }));
   const clock = deps.clock ?? Date.now;
-  await deps.redis
+  const multi = deps.redis
     .multi()
     .hset(pipelineKey(deps.keys, pipelineId), { root: spec.name, agents: JSON.stringify(agents), createdAt: String(clock()) })
-    .expire(pipelineKey(deps.keys, pipelineId), PIPELINE_TTL_SECONDS)
-    .exec();
+    .expire(pipelineKey(deps.keys, pipelineId), PIPELINE_TTL_SECONDS);
+  addPipelineWaitersTo(multi, deps.keys, runs.map(({ agent, runId }) => ({ spec: deps.registry.require(agent), runId })));
+  await multi.exec();
+  const parkedFor = deps.parkedRecheckMs ?? PARKED_RECHECK_MS;
   await deps.queue.addBulk(
-    runs.map(({ agent, runId }) => ({
+    [...runs.slice(1), runs[0]!].map(({ agent, runId }) => ({
       name: agent,
       data: { agent, trigger: agent === spec.name ? 'manual' : 'pipeline', pipelineId, ...(data !== undefined ? { data } : {}) },
-      opts: { ...runJobOptions(deps.registry.require(agent), deps.retention), jobId: runId },
+      opts: { ...runJobOptions(deps.registry.require(agent), deps.retention), jobId: runId, ...(agent === spec.name ? {} : { delay: parkedFor }) },
     })),
   );
   return { pipelineId, runId: runs[0]!.runId, runs };
@@ -98,10 +106,10 @@ export async function getPipeline(deps: Pick<PipelineDeps, 'queue' | 'redis' | '
       const base = { agent, runId, state, startedAt: iso(job.processedOn), finishedAt: iso(job.finishedOn) };
       if (state === 'failed') return { ...base, outcome: 'failed', error: job.failedReason };
       if (state !== 'completed') return { ...base, outcome: null };
-      const result = job.returnvalue as { outcome?: string; reasons?: string[] } | null;
-      return result?.outcome === 'skipped'
-        ? { ...base, outcome: 'skipped', reasons: result.reasons ?? [] }
-        : { ...base, outcome: 'success' };
+      const result = job.returnvalue as { outcome?: string; reasons?: string[]; reason?: string } | null;
+      if (result?.outcome === 'skipped') return { ...base, outcome: 'skipped', reasons: result.reasons ?? [] };
+      if (result?.outcome === 'cancelled') return { ...base, outcome: 'cancelled', ...(result.reason ? { reasons: [result.reason] } : {}) };
+      return { ...base, outcome: 'success' };
     }),
   );
   return {

@@ -1,7 +1,7 @@
 import type { ChainableCommander, Redis, Result } from 'ioredis';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { OutcomeListener } from './agent-executor.js';
-import type { RunRecord } from './agent-state.js';
+import { RUN_DURATION_BUCKETS_SECONDS, type RunRecord } from './agent-state.js';
 import type { Keys } from './keys.js';
 import type { Queues } from './queues.js';
 import { execOrThrow } from './redis-pipeline.js';
@@ -14,8 +14,6 @@ import type { Registry as AgentRegistry } from './registry.js';
  * process (tests) never collide.
  */
 
-/** Run-duration buckets (seconds): from 10 ms to 10 min, roughly ×2.5 apart. */
-export const RUN_DURATION_BUCKETS_SECONDS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600] as const;
 
 /** The outcome label of `werkpilot_agent_runs_total`; the values are mutually exclusive. */
 export const EXPORTED_OUTCOMES = ['success', 'failure', 'skipped', 'timeout', 'cancelled'] as const;
@@ -45,67 +43,18 @@ export function wantsPrometheusFormat(accept: string | undefined, format: unknow
 
 /** How a run record counts in `werkpilot_agent_runs_total`. */
 export function exportedOutcomeOf(record: RunRecord): ExportedOutcome {
-  if (record.cancelled) return 'cancelled';
   if (record.timedOut) return 'timeout';
   return record.outcome;
 }
 
-/** Index of the bucket (non-cumulative) a duration falls in; `length` is the +Inf overflow. */
-export function durationBucketIndex(durationMs: number): number {
-  const seconds = durationMs / 1000;
-  const index = RUN_DURATION_BUCKETS_SECONDS.findIndex((upper) => seconds <= upper);
-  return index === -1 ? RUN_DURATION_BUCKETS_SECONDS.length : index;
-}
-
-/** Hash of one agent's exported run figures: duration bucket counts, duration sum, outcome and retry counters. */
+/**
+ * The hash where versions before the one-script run path kept each agent's exported figures
+ * (duration buckets, sum, retries, timeout and cancelled counts; both of the latter were also
+ * counted in `failures`). Those figures now live in the agent's stats hash (agent-state.ts); the
+ * scrape adds this frozen hash to them so the counters carry on across the upgrade.
+ */
 export function runMetricsKey(keys: Keys, agent: string): string {
   return keys.key('agent', agent, 'run-metrics');
-}
-
-/**
- * Adds one run to the agent's exported figures. One script, so a scrape never sees a bucket
- * counted without its sum (the hash is only ever changed here).
- * KEYS: run-metrics hash. ARGV: bucket index ('' when the run has no duration), duration ms,
- * exclusive outcome field ('' / 'timeout' / 'cancelled'), whether this attempt was a retry ('1'/'0').
- */
-const RECORD_RUN_METRICS_LUA = `
-local key = KEYS[1]
-if ARGV[1] ~= '' then
-  redis.call('HINCRBY', key, 'b' .. ARGV[1], 1)
-  redis.call('HINCRBY', key, 'sumMs', ARGV[2])
-end
-if ARGV[3] ~= '' then redis.call('HINCRBY', key, ARGV[3], 1) end
-if ARGV[4] == '1' then redis.call('HINCRBY', key, 'retries', 1) end
-return 1
-`;
-
-declare module 'ioredis' {
-  interface RedisCommander<Context> {
-    werkpilotRecordRunMetrics(key: string, ...args: (string | number)[]): Result<number, Context>;
-  }
-}
-
-/**
- * The executor's outcome listener that keeps the cluster-wide exported figures in Redis, in the
- * same round trip as the run's state: every worker adds to the same hash, so every scheduler
- * replica reports the same totals. Counts of success/failure/skipped come from the agent state
- * itself (agent-state.ts); this hash adds what that state does not keep.
- */
-export function createRunMetricsRecorder({ redis, keys }: { redis: Redis; keys: Keys }): OutcomeListener {
-  if (typeof (redis as Partial<Redis>).werkpilotRecordRunMetrics !== 'function') {
-    redis.defineCommand('werkpilotRecordRunMetrics', { numberOfKeys: 1, lua: RECORD_RUN_METRICS_LUA });
-  }
-  return (record, pipeline) => {
-    const outcome = exportedOutcomeOf(record);
-    const hasDuration = record.durationMs !== undefined && record.outcome !== 'skipped';
-    pipeline.werkpilotRecordRunMetrics(
-      runMetricsKey(keys, record.agent),
-      hasDuration ? durationBucketIndex(record.durationMs!) : '',
-      hasDuration ? Math.max(0, Math.round(record.durationMs!)) : 0,
-      outcome === 'timeout' || outcome === 'cancelled' ? outcome : '',
-      (record.attempt ?? 1) > 1 && record.outcome !== 'skipped' ? '1' : '0',
-    );
-  };
 }
 
 /**
@@ -233,19 +182,20 @@ export function createSchedulerMetrics({ redis, keys, registry: agents, queues, 
       const s = stats.get(spec.name) ?? {};
       const e = exported.get(spec.name) ?? {};
       const int = (h: Record<string, string>, f: string) => Number(h[f] ?? 0);
-      const timeouts = int(e, 'timeout');
-      const cancelled = int(e, 'cancelled');
+      // Stats hash (today's figures) plus the legacy run-metrics hash (see runMetricsKey).
+      const both = (f: string) => int(s, f) + int(e, f);
+      const timeouts = both('timeout');
       const labels = { agent: spec.name };
       runs.inc({ ...labels, outcome: 'success' }, int(s, 'successes'));
-      runs.inc({ ...labels, outcome: 'failure' }, Math.max(0, int(s, 'failures') - timeouts - cancelled));
+      runs.inc({ ...labels, outcome: 'failure' }, Math.max(0, int(s, 'failures') - timeouts - int(e, 'cancelled')));
       runs.inc({ ...labels, outcome: 'skipped' }, int(s, 'skipped'));
       runs.inc({ ...labels, outcome: 'timeout' }, timeouts);
-      runs.inc({ ...labels, outcome: 'cancelled' }, cancelled);
-      retries.inc(labels, int(e, 'retries'));
+      runs.inc({ ...labels, outcome: 'cancelled' }, both('cancelled'));
+      retries.inc(labels, both('retries'));
       durations.set(
         labels,
-        Array.from({ length: RUN_DURATION_BUCKETS_SECONDS.length + 1 }, (_, i) => int(e, `b${i}`)),
-        int(e, 'sumMs') / 1000,
+        Array.from({ length: RUN_DURATION_BUCKETS_SECONDS.length + 1 }, (_, i) => both(`b${i}`)),
+        both('sumMs') / 1000,
       );
       priority.set(labels, spec.priority);
       depth.set(labels, spec.depth);
@@ -318,7 +268,7 @@ function collectProcessMetrics(registry: Registry): void {
 export interface WorkerMetrics {
   readonly registry: Registry;
   readonly contentType: string;
-  /** Give to the executor's `outcomeListeners`; it records in memory and adds nothing to the pipeline. */
+  /** Give to the executor's `outcomeListeners`: it records in this process's memory only. */
   readonly outcomeListener: OutcomeListener;
   /** Counts an unhandled promise rejection of `agent`'s code (undefined: outside any agent). */
   countUnhandledRejection(agent: string | undefined): void;
@@ -368,8 +318,9 @@ export function createWorkerMetrics({ activeRuns }: { activeRuns?: () => number 
   });
   const outcomeListener: OutcomeListener = (record) => {
     runs.inc({ agent: record.agent, outcome: exportedOutcomeOf(record) });
-    if ((record.attempt ?? 1) > 1 && record.outcome !== 'skipped') retries.inc({ agent: record.agent });
-    if (record.durationMs !== undefined && record.outcome !== 'skipped') durations.observe({ agent: record.agent }, record.durationMs / 1000);
+    const isExecuted = record.outcome === 'success' || record.outcome === 'failure';
+    if ((record.attempt ?? 1) > 1 && isExecuted) retries.inc({ agent: record.agent });
+    if (record.durationMs !== undefined && isExecuted) durations.observe({ agent: record.agent }, record.durationMs / 1000);
   };
   return {
     registry,

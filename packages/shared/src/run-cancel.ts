@@ -1,30 +1,45 @@
 /**
  * Cancelling a run from any process (API `POST /api/runs/:id/cancel`, CLI `cancel <runId>`).
+ * Whatever state the run is in, it ends the way a dead-lettered run ends for its dependents — they
+ * are skipped at once with `dependency <agent> cancelled` — but it is not a dead letter: it is
+ * counted as `cancelled` (not a failure, no circuit restart), never enters the failed set (so no
+ * DLQ count, alert or retry-all sees it), and `agent:cancelled` is its one outcome event, carrying
+ * the state it was cancelled in.
  *
- * - A queued, prioritised or delayed run is removed from the queue; event `agent:cancelled`.
- * - A running run: only the worker running it can abort it (BullMQ's `Worker.cancelJob` acts in
- *   its own process), so the request is broadcast on the control channel `<prefix>:control:cancel`;
- *   every worker's RunCancelListener tries `cancelJob(runId, RunCancelledError)` and the one that
- *   holds the run pushes its worker id onto a short-lived ack list the caller BLPOPs. The run's
- *   AbortSignal fires with the RunCancelledError; the executor records it as failed with
- *   `cancelled: <reason>`, publishes `agent:cancelled` and BullMQ does not retry it (it is an
- *   UnrecoverableError).
- * - Unknown run: RunNotFoundError; completed or failed: RunFinishedError. An active run whose
- *   worker does not answer in time (it died; BullMQ's stalled check will hand the run to another
- *   worker) is a RunCancelTimeoutError, and nothing changed.
+ * - Queued, delayed (retry backoff) or parked (waiting for a dependency run or its agent's turn):
+ *   CANCEL_LUA takes it out of its queue list and finishes it in one step — outcome recorded,
+ *   dependents promoted to be skipped, its place among the lease waiters or dependency waiters
+ *   dropped, the lease or half-open trial it held (a run handed back keeps them) released — then
+ *   BullMQ removes the job. Answer: `cancelled`.
+ * - Running: only the worker running it can abort it (BullMQ's `Worker.cancelJob` acts in its own
+ *   process), so the request is broadcast on the control channel `<prefix>:control:cancel`; the
+ *   worker holding the run fires its AbortSignal with a RunCancelledError and pushes its answer on
+ *   a short-lived ack list the caller BLPOPs. The run completes (BullMQ's completed set) with
+ *   outcome `cancelled` through the ordinary completion script. Answer: `aborting` — the signal
+ *   fired and the run will end as cancelled, whatever its code does with the signal.
+ * - Finished (or finishing as the cancel arrives): RunFinishedError, `already completed`/`failed`.
+ * - Unknown run: RunNotFoundError. A running run whose worker does not answer in time (it died;
+ *   BullMQ's stalled check will hand the run to another worker) is a RunCancelTimeoutError, and
+ *   nothing changed.
  */
 import { randomBytes } from 'node:crypto';
 import { UnrecoverableError, type Job, type Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { Redis, Result } from 'ioredis';
 import type { Logger } from 'pino';
-import type { EventBus } from './bus.js';
+import { RECORD_RUN_LUA, recordArgs } from './agent-state.js';
+import { BUS_EMIT_LUA, type EventBus } from './bus.js';
+import { CIRCUIT_LUA, circuitKey, restartsKey } from './circuit-breaker.js';
+import { FINISH_RUN_LUA, WAIT_TTL_SECONDS, canHaveWaiters, pendingCountsKey, runDoneKey, runWaitersKey } from './dependency-waits.js';
 import { InvalidInputError, RunFinishedError, RunNotFoundError, WerkpilotError } from './errors.js';
 import type { Keys } from './keys.js';
-import type { RunJobData } from './queues.js';
+import { LEASE_LUA, leaseKey, leaseTtlMs, leaseWaitersKey } from './overlap.js';
+import { PROMOTE_PARKED_LUA, parkedQueueKeys } from './parked-runs.js';
+import { QUEUE_NAMES, type RunJobData } from './queues.js';
+import type { Registry } from './registry.js';
 
 /**
- * The reason a cancelled run's AbortSignal carries. An UnrecoverableError, so BullMQ fails the run
- * at once without retrying it; its message is what the DLQ shows: `cancelled: <reason>`.
+ * The reason a cancelled run's AbortSignal carries. An UnrecoverableError, so nothing retries it
+ * should it escape as a failure; the executor completes the run as `cancelled`.
  */
 export class RunCancelledError extends UnrecoverableError {
   constructor(readonly reason: string) {
@@ -50,7 +65,6 @@ export function cancelChannel(keys: Keys): string {
   return `${keys.prefix}:control:cancel`;
 }
 
-const QUEUED_STATES = new Set(['waiting', 'wait', 'prioritized', 'delayed', 'waiting-children']);
 const MAX_REASON_LENGTH = 500;
 const ACK_TTL_SECONDS = 60;
 
@@ -60,24 +74,89 @@ interface CancelMessage {
   ackKey: string;
 }
 
+/** Where a run stands on the worker executing it (for cancels). */
+export type RunPhase = 'admitting' | 'running' | 'finishing';
+
+/** The state a run was cancelled in (`agent:cancelled`'s `data.state`). */
+export type CancelledState = 'queued' | 'delayed' | 'parked' | 'running';
+
+/**
+ * Takes a run that no worker holds out of the queue and finishes it as cancelled.
+ * KEYS: 1 its lock, 2 its job hash, 3 the job schedulers zset, 4 wait, 5 paused, 6 prioritized,
+ *       7 delayed, 8 completed, 9 failed, 10 active, 11 stats, 12 durations, 13 outcomes,
+ *       14 circuit, 15 restarts, 16 gate epoch, 17 events stream, 18 done marker, 19 waiters hash,
+ *       20 pending counters, 21 lease, 22 lease waiters, 23..30 queue keys for promotions.
+ * ARGV: 1 run id, 2 reason, 3 '1' when it can have waiters, 4 marker ttl s, 5 lease ttl ms,
+ *       6 its priority, 7 agent, 8 now ms, 9 now ISO, 10 channel, 11 history length.
+ * Invariants: a run is cancelled here only while no worker holds it (it could not be fetched
+ * between the check and the removal); its dependents move on exactly as after a dead letter; the
+ * lease and trial it held are handed on; one outcome, one `agent:cancelled`.
+ * Returns { 'cancelled', state } | { 'running' } | { 'finished', state } | { 'scheduled' } | { 'unknown' }.
+ */
+const CANCEL_LUA = `${BUS_EMIT_LUA}${PROMOTE_PARKED_LUA}${RECORD_RUN_LUA}${CIRCUIT_LUA}${FINISH_RUN_LUA}${LEASE_LUA}
+local runId = ARGV[1]
+if redis.call('EXISTS', KEYS[1]) == 1 then return { 'running' } end
+local schedulerKey = redis.call('HGET', KEYS[2], 'rjk')
+if schedulerKey then
+  local tick = redis.call('ZSCORE', KEYS[3], schedulerKey)
+  if tick and runId == 'repeat:' .. schedulerKey .. ':' .. tick then return { 'scheduled' } end
+end
+local state
+if redis.call('ZREM', KEYS[7], runId) == 1 then state = 'delayed'
+elseif redis.call('ZREM', KEYS[6], runId) == 1 then state = 'queued'
+elseif redis.call('LREM', KEYS[4], 0, runId) > 0 then state = 'queued'
+elseif redis.call('LREM', KEYS[5], 0, runId) > 0 then state = 'queued'
+elseif redis.call('ZSCORE', KEYS[8], runId) then return { 'finished', 'completed' }
+elseif redis.call('ZSCORE', KEYS[9], runId) then return { 'finished', 'failed' }
+elseif redis.call('LPOS', KEYS[10], runId) then return { 'running' }
+else return { 'unknown' } end
+if redis.call('HDEL', KEYS[20], runId) == 1 and state == 'delayed' then state = 'parked' end
+if redis.call('LREM', KEYS[22], 0, runId) > 0 and state == 'delayed' then state = 'parked' end
+local reason, agent = ARGV[2], ARGV[7]
+local outcome = 'cancelled:' .. reason
+recordRun({ stats = KEYS[11], durations = KEYS[12], outcomes = KEYS[13] }, {
+  outcome = 'cancelled', duration = '', at = ARGV[8], error = reason, attempt = '1', timedOut = '0',
+  lastRun = runId .. '|' .. outcome, bucket = '0', maxDurations = '1000', maxOutcomes = '100' })
+local ev = { stream = KEYS[17], channel = ARGV[10], maxlen = ARGV[11] }
+local now = tonumber(ARGV[8])
+circuitRecord({ circuit = KEYS[14], restarts = KEYS[15], epoch = KEYS[16] }, ev, 'cancelled', runId, now, 0, 0, '', agent, ARGV[9])
+local q = slice(KEYS, 23, 30)
+leaseRelease(KEYS[21], KEYS[22], runId, ARGV[5], ARGV[6], q)
+if ARGV[3] == '1' then finishRun(KEYS[18], KEYS[19], KEYS[20], q, outcome, tonumber(ARGV[4])) end
+emit(ev.stream, ev.channel, ev.maxlen, 'agent:cancelled', agent, ARGV[9], { runId = runId, reason = reason, state = state })
+return { 'cancelled', state }
+`;
+
+type CancelReply = ['cancelled', CancelledState] | ['running'] | ['finished', string] | ['scheduled'] | ['unknown'];
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    werkpilotCancelRun(...args: (string | number)[]): Result<CancelReply, Context>;
+  }
+}
+
 export interface CancelRunDeps {
   queue: Queue<RunJobData>;
   /** Command connection; duplicated for the short blocking wait on the worker's acknowledgement. */
   redis: Redis;
   keys: Keys;
   bus: EventBus;
+  /** The agents (their timeouts size the lease a cancelled holder hands on); without it, 1 hour. */
+  registry?: Registry;
+  /** The workers' LOCK_DURATION_MS (see leaseTtlMs). Default 30000. */
+  lockDurationMs?: number;
   /** How long to wait for the worker running the run to confirm. Default 5000. */
   ackTimeoutMs?: number;
+  log?: Logger;
 }
 
 export type CancelRunResult =
-  | { runId: string; agent: string; outcome: 'removed'; state: string }
-  | { runId: string; agent: string; outcome: 'aborted'; workerId: string };
+  | { runId: string; agent: string; outcome: 'cancelled'; state: Exclude<CancelledState, 'running'> }
+  | { runId: string; agent: string; outcome: 'aborting'; state: 'running'; workerId: string };
 
 /**
- * Cancels run `runId` with `reason`: removes it when it is queued, aborts it on whichever worker
- * runs it when it is active. Throws RunNotFoundError, RunFinishedError, RunCancelTimeoutError or
- * InvalidInputError (bad id or reason).
+ * Cancels run `runId` with `reason` (see above). Throws RunNotFoundError, RunFinishedError,
+ * RunCancelTimeoutError or InvalidInputError (bad id or reason, or the next tick of a schedule).
  */
 export async function cancelRun(deps: CancelRunDeps, runId: string, reason = 'cancelled by operator'): Promise<CancelRunResult> {
   if (typeof runId !== 'string' || runId.length === 0) throw new InvalidInputError('cancel: a run id is required');
@@ -86,40 +165,93 @@ export async function cancelRun(deps: CancelRunDeps, runId: string, reason = 'ca
   }
   const job = await deps.queue.getJob(runId);
   if (!job) throw new RunNotFoundError(runId);
-  const state = await job.getState();
-  if (state === 'completed' || state === 'failed') throw new RunFinishedError(runId, state);
-  if (state === 'unknown') throw new RunNotFoundError(runId);
-
-  if (QUEUED_STATES.has(state)) {
-    const removed = await tryRemove(job);
-    if (removed) {
-      await deps.bus.publish('agent:cancelled', { runId, reason, state }, job.name);
-      return { runId, agent: job.name, outcome: 'removed', state };
+  const agent = job.name;
+  // A run caught while a worker admits it may still park or be skipped: then look again.
+  for (let attempt = 1; ; attempt++) {
+    const result = await cancelOnce(deps, job, agent, reason);
+    if (result !== 'retry' || attempt === MAX_LOOKS) {
+      if (result === 'retry') throw new RunCancelTimeoutError(runId, deps.ackTimeoutMs ?? 5000);
+      return result;
     }
-    // It became active between the state read and the removal: abort it where it runs.
-  }
-  const workerId = await abortOnOwningWorker(deps, runId, reason);
-  return { runId, agent: job.name, outcome: 'aborted', workerId };
-}
-
-/** Removes a job that is not locked; false when a worker took it meanwhile. */
-async function tryRemove(job: Job<RunJobData>): Promise<boolean> {
-  try {
-    await job.remove();
-    return true;
-  } catch (err) {
-    const message = (err as Error).message;
-    if (/locked/.test(message)) return false;
-    if (/job scheduler/i.test(message)) {
-      throw new InvalidInputError(
-        `run ${job.id} is the next scheduled tick of agent ${job.name} and cannot be cancelled; disable the agent to stop its schedule`,
-      );
-    }
-    throw err;
+    await new Promise((resolve) => setTimeout(resolve, 20 * attempt));
   }
 }
 
-async function abortOnOwningWorker(deps: CancelRunDeps, runId: string, reason: string): Promise<string> {
+/** How often a cancel looks at a run that was being admitted before it gives up. */
+const MAX_LOOKS = 5;
+
+async function cancelOnce(deps: CancelRunDeps, job: Job<RunJobData>, agent: string, reason: string): Promise<CancelRunResult | 'retry'> {
+  const runId = job.id!;
+  const reply = await finishQueuedRun(deps, runId, agent, job.priority, reason);
+  switch (reply[0]) {
+    case 'cancelled':
+      // The job is out of every queue list already; this deletes its hash and logs.
+      await job.remove().catch((err: unknown) => deps.log?.warn({ err, runId }, 'cancelled run could not be deleted; it stays as an orphan job'));
+      return { runId, agent, outcome: 'cancelled', state: reply[1] as Exclude<CancelledState, 'running'> };
+    case 'finished':
+      throw new RunFinishedError(runId, reply[1]);
+    case 'scheduled':
+      throw new InvalidInputError(`run ${runId} is the next scheduled tick of agent ${agent} and cannot be cancelled; disable the agent to stop its schedule`);
+    case 'unknown':
+      throw new RunNotFoundError(runId);
+    case 'running': {
+      const answer = await abortOnOwningWorker(deps, runId, reason);
+      if (answer.kind === 'aborting') return { runId, agent, outcome: 'aborting', state: 'running', workerId: answer.workerId };
+      if (answer.kind === 'retry') return 'retry';
+      const state = await deps.queue.getJobState(runId);
+      throw new RunFinishedError(runId, state === 'failed' ? 'failed' : 'completed');
+    }
+  }
+}
+
+function finishQueuedRun(deps: CancelRunDeps, runId: string, agent: string, priority: number, reason: string): Promise<CancelReply> {
+  const { redis, keys } = deps;
+  if (typeof (redis as Partial<Redis>).werkpilotCancelRun !== 'function') redis.defineCommand('werkpilotCancelRun', { numberOfKeys: 30, lua: CANCEL_LUA });
+  const bull = (suffix: string) => keys.bull(QUEUE_NAMES.agents, suffix);
+  const spec = deps.registry?.get(agent);
+  const now = Date.now();
+  return redis.werkpilotCancelRun(
+    bull(`${runId}:lock`),
+    bull(runId),
+    bull('repeat'),
+    bull('wait'),
+    bull('paused'),
+    bull('prioritized'),
+    bull('delayed'),
+    bull('completed'),
+    bull('failed'),
+    bull('active'),
+    keys.agentStats(agent),
+    keys.agentDurations(agent),
+    keys.agentOutcomes(agent),
+    circuitKey(keys, agent),
+    restartsKey(keys, agent),
+    keys.gateEpoch,
+    keys.eventsStream,
+    runDoneKey(keys, runId),
+    runWaitersKey(keys, runId),
+    pendingCountsKey(keys),
+    leaseKey(keys, agent),
+    leaseWaitersKey(keys, agent),
+    ...parkedQueueKeys(keys),
+    runId,
+    reason,
+    canHaveWaiters(runId) ? '1' : '0',
+    WAIT_TTL_SECONDS,
+    spec ? leaseTtlMs(spec.timeoutMs, deps.lockDurationMs ?? 30_000) : 3_600_000,
+    priority,
+    agent,
+    now,
+    new Date(now).toISOString(),
+    keys.eventsChannel,
+    deps.bus.historySize,
+  );
+}
+
+/** A worker's answer: it aborted the run, the run had finished, or the run was still being admitted (look again). */
+type AckKind = 'aborting' | 'finished' | 'retry';
+
+async function abortOnOwningWorker(deps: CancelRunDeps, runId: string, reason: string): Promise<{ kind: AckKind; workerId: string }> {
   const timeoutMs = deps.ackTimeoutMs ?? 5000;
   const ackKey = deps.keys.key('cancel', randomBytes(8).toString('hex'), 'ack');
   // The wait blocks a connection, so it gets its own; cancels are rare operator actions.
@@ -129,8 +261,14 @@ async function abortOnOwningWorker(deps: CancelRunDeps, runId: string, reason: s
     const message: CancelMessage = { runId, reason, ackKey };
     await deps.redis.publish(cancelChannel(deps.keys), JSON.stringify(message));
     const ack = await waiter.blpop(ackKey, timeoutMs / 1000);
-    if (!ack) throw new RunCancelTimeoutError(runId, timeoutMs);
-    return ack[1];
+    if (!ack) {
+      // No worker holds it any more: it may have finished meanwhile.
+      const state = await deps.queue.getJobState(runId);
+      if (state === 'completed' || state === 'failed') return { kind: 'finished', workerId: '' };
+      throw new RunCancelTimeoutError(runId, timeoutMs);
+    }
+    const separator = ack[1].indexOf(':');
+    return { kind: ack[1].slice(0, separator) as AckKind, workerId: ack[1].slice(separator + 1) };
   } finally {
     waiter.disconnect();
     await deps.redis.del(ackKey).catch(() => undefined);
@@ -149,6 +287,12 @@ export interface RunCancelListenerOptions {
   log: Logger;
   worker: CancellableWorker;
   workerId: string;
+  /**
+   * Where run `runId` stands on this worker (ExecutorDeps.runPhases). Only a `running` run is
+   * aborted; one still `admitting` may yet park or be skipped, so the canceller is told to look
+   * again; a `finishing` one has sent its outcome, so it is told the run finished.
+   */
+  phaseOf?: (runId: string) => RunPhase | undefined;
 }
 
 export interface RunCancelListener {
@@ -161,6 +305,7 @@ export interface RunCancelListener {
  */
 export async function startRunCancelListener(options: RunCancelListenerOptions): Promise<RunCancelListener> {
   const { redis, keys, worker, workerId } = options;
+  const phaseOf = options.phaseOf ?? (() => 'running' as const);
   const log = options.log.child({ component: 'run-cancel', workerId });
   const subscriber = redis.duplicate({ connectionName: `${redis.options.connectionName ?? 'werkpilot'}:cancel-sub` });
   subscriber.on('error', () => {});
@@ -171,13 +316,15 @@ export async function startRunCancelListener(options: RunCancelListenerOptions):
     } catch {
       return;
     }
+    const phase = phaseOf(message.runId);
+    if (phase === undefined) return;
     // BullMQ hands `reason` to AbortController.abort unchanged; an Error tells the executor why.
-    const cancelled = worker.cancelJob(message.runId, new RunCancelledError(message.reason) as unknown as string);
-    if (!cancelled) return;
-    log.info({ runId: message.runId, reason: message.reason }, 'run cancelled');
+    if (phase === 'running' && !worker.cancelJob(message.runId, new RunCancelledError(message.reason) as unknown as string)) return;
+    const answer = phase === 'running' ? 'aborting' : phase === 'admitting' ? 'retry' : 'finished';
+    log.info({ runId: message.runId, reason: message.reason, answer }, 'cancel request for a run of this worker');
     redis
       .multi()
-      .rpush(message.ackKey, workerId)
+      .rpush(message.ackKey, `${answer}:${workerId}`)
       .expire(message.ackKey, ACK_TTL_SECONDS)
       .exec()
       .catch((err: unknown) => log.warn({ err }, 'could not acknowledge a cancel'));

@@ -13,6 +13,8 @@ export interface TriggerDeps {
   /** Needed for `withDependents` (the pipeline's record). */
   redis?: Redis;
   keys?: Keys;
+  /** Safety deadline of a pipeline's parked dependents (PipelineDeps.parkedRecheckMs). */
+  parkedRecheckMs?: number;
 }
 
 export interface TriggerOptions {

@@ -8,25 +8,29 @@ import type { RunResult } from './agent-executor.js';
 import { createAgentWorker } from './agent-worker.js';
 import { bootGateRules } from './boot.js';
 import type { EventBus } from './bus.js';
-import { CircuitBreaker, ownCircuitRule } from './circuit-breaker.js';
-import { createRunGate } from './gating.js';
-import { HealthStore, dependencyHealthRule } from './health.js';
+import { CircuitBreaker } from './circuit-breaker.js';
+import type { GateRule } from './gating.js';
+import { dependencyHealthRule } from './health.js';
 import type { Keys } from './keys.js';
-import { createRunMetricsRecorder, createWorkerMetrics, type WorkerMetrics } from './prometheus-metrics.js';
+import { createWorkerMetrics, type WorkerMetrics } from './prometheus-metrics.js';
 import type { RunJobData } from './queues.js';
 import type { Registry } from './registry.js';
-import { skipCauseListener } from './nightly.js';
 import { RpcClient, startRpcResponder } from './rpc.js';
 import { createRunAdmission, type RunAdmission } from './run-admission.js';
-import { startRunCancelListener } from './run-cancel.js';
+import { startRunCancelListener, type RunPhase } from './run-cancel.js';
+
+/** The gate every worker applies (gating.ts), in the order its reasons are reported. */
+export function workerGateRules(): GateRule[] {
+  return [...agentToggleRules(), ...bootGateRules(), dependencyHealthRule()];
+}
 
 export interface WorkerRuntimeOptions {
-  /** Our command connection: run records, events, gate reads (pipelines and our Lua). */
+  /** Our command connection: run admission, gate reads, agents' events. */
   redis: Redis;
   /**
-   * BullMQ's connection (Worker, promote Queue). Kept apart from `redis` on purpose: BullMQ loads
-   * its ~60 scripts onto the connection it is given, and ioredis copies every loaded script into
-   * each pipeline made on that connection — ~50 µs per pipeline, twice per run, on ours.
+   * BullMQ's connection (the Worker); each run's completion script rides on it with BullMQ's own
+   * completion. Kept apart from `redis`: BullMQ loads its ~60 scripts onto the connection it is
+   * given, and ioredis copies every loaded script into each pipeline made on that connection.
    */
   bullConnection: Redis;
   keys: Keys;
@@ -35,6 +39,7 @@ export interface WorkerRuntimeOptions {
   workerId: string;
   concurrency: number;
   bus: EventBus;
+  /** Agent state (read by other parts of the process; the run path records in its completion script). */
   state: AgentStateStore;
   lockDurationMs: number;
   stalledIntervalMs: number;
@@ -59,26 +64,26 @@ export interface WorkerRuntime {
 }
 
 /**
- * Builds the agents worker with everything a run goes through: the gate (enable flag, boot, dependency
- * health, own circuit — one rule list), admission (dependency waits, overlap lease), the outcome
- * listeners (circuit, skip causes, cluster-wide and local metrics), `ctx.request`, and memory
- * hand-back. The worker app and the benchmark both use it, so the bench measures the path that runs.
+ * Builds the agents worker with everything a run goes through: admission (the gate — enable flag,
+ * boot, dependency health —, dependency waits, overlap lease, own circuit: one script), completion
+ * (state, metrics, circuit, events, dependents, lease: one script riding with BullMQ's), the local
+ * metrics, `ctx.request`, cancels and memory hand-back. The worker app and the benchmark both use
+ * it, so the bench measures the path that runs.
  */
 export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntime {
   const { redis, bullConnection, keys, registry, log, workerId } = options;
   const activeRuns = new Set<string>();
+  const runPhases = new Map<string, RunPhase>();
   const circuit = new CircuitBreaker({ redis, keys, log });
-  const health = new HealthStore({ redis, keys });
-  const gate = createRunGate({
-    rules: [
-      ...agentToggleRules({ redis, keys }),
-      ...bootGateRules({ redis, keys }),
-      dependencyHealthRule({ circuit, health }),
-      // May hand this run the half-open trial; should another rule skip it, the circuit hands the trial back.
-      ownCircuitRule(circuit),
-    ],
+  const admission = createRunAdmission({
+    redis,
+    keys,
+    log,
+    rules: workerGateRules(),
+    circuit: circuit.settings,
+    lockDurationMs: options.lockDurationMs,
+    historyLength: options.bus.historySize,
   });
-  const admission = createRunAdmission({ redis, keys, log, queueConnection: bullConnection });
   const metrics = createWorkerMetrics({ activeRuns: () => activeRuns.size });
   const rpc = new RpcClient({ redis, keys, log });
   const worker = createAgentWorker({
@@ -87,22 +92,16 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntim
     redis,
     keys,
     registry,
-    state: options.state,
     bus: options.bus,
     log,
     workerId,
     concurrency: options.concurrency,
-    gates: [gate],
     admission,
-    outcomeListeners: [
-      circuit.outcomeListener((agent) => registry.get(agent)?.maxRestartsPerHour),
-      skipCauseListener(keys),
-      // Cluster-wide exported figures (duration buckets, retries, timeouts) in Redis, and this process's own.
-      createRunMetricsRecorder({ redis, keys }),
-      metrics.outcomeListener,
-    ],
+    circuit: circuit.settings,
+    outcomeListeners: [metrics.outcomeListener],
     ...(options.handBack ? { handBack: options.handBack } : {}),
     activeRuns,
+    runPhases,
     lockDurationMs: options.lockDurationMs,
     stalledIntervalMs: options.stalledIntervalMs,
     ...(options.maxStalledCount !== undefined ? { maxStalledCount: options.maxStalledCount } : {}),
@@ -116,7 +115,7 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntim
     activeRuns,
     async startServices() {
       const responder = startRpcResponder({ redis, keys, log, agents: registry.list(), workerId });
-      const cancelListener = await startRunCancelListener({ redis, keys, log, worker, workerId });
+      const cancelListener = await startRunCancelListener({ redis, keys, log, worker, workerId, phaseOf: (runId) => runPhases.get(runId) });
       return async () => {
         await Promise.all([responder.close(), cancelListener.close(), rpc.close()]);
       };

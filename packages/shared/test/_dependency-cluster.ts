@@ -5,7 +5,6 @@ import {
   bootGateRules,
   createLogger,
   createRunAdmission,
-  createRunGate,
   type AgentDefinition,
   type AgentStateStore,
   type BusEvent,
@@ -63,12 +62,8 @@ export async function dependencyCluster(testRedis: TestRedis, agents: Partial<Ag
         concurrency,
         wire: (own) => {
           // A safety re-check far beyond any test: a lost promotion would hang the test, not hide.
-          const admission = createRunAdmission({ redis: own, keys, log, recheckMs: 10 * 60_000 });
-          return {
-            gates: [createRunGate({ rules: [...agentToggleRules({ redis: own, keys }), ...bootGateRules({ redis: own, keys })] })],
-            admission,
-            cleanup: () => admission.close(),
-          };
+          const admission = createRunAdmission({ redis: own, keys, log, recheckMs: 10 * 60_000, rules: [...agentToggleRules(), ...bootGateRules()] });
+          return { admission, cleanup: () => admission.close() };
         },
       }),
     // The state is read before the job: a job read first may be a snapshot from before it finished.

@@ -1,18 +1,21 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   CircuitBreaker,
+  DeadLetterQueue,
   EventBus,
   HealthStore,
   createKeys,
   createLogger,
-  createRunGate,
+  cancelRun,
+  createRunAdmission,
+  startRunCancelListener,
+  type RunPhase,
   dependencyHealthRule,
-  ownCircuitRule,
   triggerRun,
   type AgentDefinition,
   type BusEvent,
 } from '@werkpilot/shared';
-import { createAgentCluster, uniquePrefix, useTestRedis, waitFor } from '@werkpilot/test-support';
+import { createAgentCluster, sleep, uniquePrefix, useTestRedis, waitFor } from '@werkpilot/test-support';
 
 const redis = useTestRedis();
 const log = createLogger({ level: 'silent', name: 'test' });
@@ -146,23 +149,25 @@ describe('circuit breaker', () => {
 });
 
 describe('circuit breaker in the executor', () => {
-  async function cluster(agents: Partial<AgentDefinition>[]) {
+  async function cluster(agents: Partial<AgentDefinition>[], { cooldownMs }: { cooldownMs?: number } = {}) {
     const c = await createAgentCluster(redis, agents, { log });
     cleanups.push(() => c.close());
     const { keys, queues, events, registry } = c;
-    const circuit = new CircuitBreaker({ redis: c.redis, keys, log });
+    const circuit = new CircuitBreaker({ redis: c.redis, keys, log, ...(cooldownMs !== undefined ? { cooldownMs } : {}) });
+    /** A worker with the breaker's rules and a cancel listener, as a worker process wires them. */
     const startWorker = async (id: string) => {
-      await c.startWorker({
+      const runPhases = new Map<string, RunPhase>();
+      const worker = await c.startWorker({
         id,
         concurrency: 4,
-        wire: (own) => {
-          const ownCircuit = new CircuitBreaker({ redis: own, keys });
-          return {
-            gates: [createRunGate({ rules: [dependencyHealthRule({ circuit: ownCircuit, health: new HealthStore({ redis: own, keys }) }), ownCircuitRule(ownCircuit)] })],
-            outcomeListeners: [ownCircuit.outcomeListener((agent) => registry.get(agent)?.maxRestartsPerHour)],
-          };
-        },
+        wire: (own) => ({
+          admission: createRunAdmission({ redis: own, keys, log, rules: [dependencyHealthRule()], circuit: circuit.settings }),
+          circuit: circuit.settings,
+          runPhases,
+        }),
       });
+      const listener = await startRunCancelListener({ redis: redis.client(), keys, log, worker, workerId: id, phaseOf: (runId) => runPhases.get(runId) });
+      cleanups.push(() => listener.close());
     };
     const run = async (agent: string) => {
       const { runId } = await triggerRun({ queue: queues.agents, registry, retention: { dlqRetain: 100, completedRetain: 1000 } }, agent);
@@ -172,7 +177,8 @@ describe('circuit breaker in the executor', () => {
       }, { what: `run ${runId} of ${agent} to finish` });
       return job;
     };
-    return { keys, queues, events, circuit, startWorker, run };
+    const cancel = (runId: string) => cancelRun({ queue: queues.agents, redis: c.redis, keys, bus: c.bus, registry }, runId, 'operator said stop');
+    return { keys, queues, events, registry, circuit, startWorker, run, cancel };
   }
 
   it('skips the agent and its dependents while its circuit is open, and runs them again after a reset', async () => {
@@ -194,7 +200,47 @@ describe('circuit breaker in the executor', () => {
     await waitFor(() => c.events.some((e) => e.type === 'dependency:unhealthy' && e.agent === 'dependent'));
 
     await c.circuit.reset('flaky');
+    // flaky's last runs are dead letters, which skip its lone dependents by themselves (gating.test.ts) until they leave the DLQ.
+    await new DeadLetterQueue(c.queues.agents).purge();
     const ran = await c.run('dependent');
     expect(ran.returnvalue).toMatchObject({ outcome: 'success' });
+  });
+
+  it('hands the half-open trial back when the trial run is cancelled, so the next run after the cooldown is the trial', async () => {
+    let mode: 'fail' | 'hang' | 'succeed' = 'fail';
+    const c = await cluster(
+      [
+        {
+          name: 'flaky',
+          maxRestartsPerHour: 1,
+          retry: { attempts: 1 },
+          run: async (ctx) => {
+            if (mode === 'fail') throw new Error('503');
+            if (mode === 'hang') await new Promise((resolve) => ctx.signal.addEventListener('abort', resolve));
+            return 'ok';
+          },
+        },
+      ],
+      { cooldownMs: 200 },
+    );
+    await c.startWorker('w1');
+    await c.run('flaky');
+    await c.run('flaky'); // 2 > 1: open
+    expect((await c.circuit.get('flaky')).state).toBe('open');
+
+    mode = 'hang';
+    await sleep(250);
+    const { runId } = await triggerRun({ queue: c.queues.agents, registry: c.registry, retention: { dlqRetain: 100, completedRetain: 1000 } }, 'flaky');
+    await waitFor(async () => (await c.circuit.get('flaky')).trialRunId === runId, { what: 'the run to hold the trial' });
+    await expect(c.cancel(runId)).resolves.toMatchObject({ outcome: 'aborting' });
+    await waitFor(async () => (await c.queues.agents.getJobState(runId)) === 'completed', { what: 'the trial run to end' });
+    expect((await c.queues.agents.getJob(runId))!.returnvalue).toMatchObject({ outcome: 'cancelled' });
+    expect(await c.circuit.get('flaky')).toMatchObject({ state: 'open', trialRunId: null });
+
+    mode = 'succeed';
+    await sleep(250);
+    const next = await c.run('flaky');
+    expect(next.returnvalue).toMatchObject({ outcome: 'success' });
+    expect((await c.circuit.get('flaky')).state).toBe('closed');
   });
 });

@@ -144,7 +144,7 @@ describe('priority', () => {
       { name: 'normal', priority: 3, run: record('normal') },
     ]);
     await c.startWorker({ concurrency: 1 });
-    const deps = { queue: c.queues.agents, registry: c.registry, retention, redis: c.redis, keys: c.keys };
+    const deps = { queue: c.queues.agents, registry: c.registry, retention, redis: c.redis, keys: c.keys, parkedRecheckMs: 10 * 60_000 };
     await triggerRun(deps, 'root', { withDependents: true, data: { n: 0 } });
     await waitFor(() => isRootRunning, { what: 'root to start' });
     // The backlog arrives while the dependent is parked: it must still go first when promoted.

@@ -9,6 +9,7 @@ import {
   isEnabled,
   triggerRun,
   type AgentSpec,
+  type GateView,
   type RunJobData,
 } from '@werkpilot/shared';
 import { useTestRedis, waitFor } from '@werkpilot/test-support';
@@ -91,13 +92,13 @@ describe('dependency health gating', () => {
   it('evaluates every rule of the list and reports all reasons, in rule order, once each', async () => {
     const gate = createRunGate({
       rules: [
-        async () => 'disabled',
-        dependencyRule(async (dep) => (dep === 'b' ? 'unhealthy: circuit open' : null)),
-        async () => ['disabled', 'overlap'],
-        async () => null,
+        () => 'disabled',
+        dependencyRule((dep) => (dep === 'b' ? 'unhealthy: circuit open' : null)),
+        () => ['disabled', 'overlap'],
+        () => null,
       ],
     });
     const spec = { name: 'x', dependsOn: ['a', 'b'] } as AgentSpec;
-    expect(await gate(spec, {} as Job<RunJobData>)).toEqual(['disabled', 'dependency b unhealthy: circuit open', 'overlap']);
+    expect(gate({ spec, job: {} as Job<RunJobData>, view: {} as GateView })).toEqual(['disabled', 'dependency b unhealthy: circuit open', 'overlap']);
   });
 });

@@ -4,6 +4,7 @@ import {
   AgentStateStore,
   CircuitBreaker,
   EventBus,
+  GateCache,
   HealthMonitor,
   HealthStore,
   buildRegistry,
@@ -193,7 +194,7 @@ describe('health monitor', () => {
   });
 
   it('skips a dependent of an unhealthy agent, but not of a degraded one or for a stale "no live worker"', async () => {
-    const { store, circuit, registry } = await setup([
+    const { store, registry, keys, connection } = await setup([
       { name: 'broken' },
       { name: 'slow' },
       { name: 'was-alone' },
@@ -210,10 +211,12 @@ describe('health monitor', () => {
       ]),
       NOW,
     );
-    const liveRule = dependencyHealthRule({ circuit, health: store });
+    const rule = dependencyHealthRule();
+    const view = new GateCache({ redis: connection, keys });
+    await view.load(['broken', 'slow', 'was-alone']);
     const job = { id: '1', data: {} } as Job<RunJobData>;
-    expect(await liveRule({ spec: registry.require('uses-broken'), job })).toEqual(['dependency broken unhealthy: 3 consecutive failures']);
-    expect(await liveRule({ spec: registry.require('uses-slow'), job })).toEqual([]);
-    expect(await liveRule({ spec: registry.require('uses-was-alone'), job })).toEqual([]);
+    expect(rule({ spec: registry.require('uses-broken'), job, view })).toEqual(['dependency broken unhealthy: 3 consecutive failures']);
+    expect(rule({ spec: registry.require('uses-slow'), job, view })).toEqual([]);
+    expect(rule({ spec: registry.require('uses-was-alone'), job, view })).toEqual([]);
   });
 });

@@ -15,7 +15,7 @@ import {
   listReports,
   registerNightlySchedule,
   runNightly,
-  skipCauseListener,
+  addSkipCausesTo,
   triggerNightly,
   type AgentDefinition,
   type BusEvent,
@@ -48,17 +48,16 @@ async function setup(agents: Partial<AgentDefinition>[]) {
   cleanups.push(() => bus.close());
   let now = NIGHT;
   const deps: NightlyDeps = { redis: client, keys, registry, state, circuit, bus, log, timezone: 'Europe/Zurich', completedRetain: 1000, clock: () => now };
-  const listener = skipCauseListener(keys);
-  /** Records runs as a worker would: state, circuit and skip causes in one pipeline. */
+  /** Records runs as a worker would: state, skip causes and circuit. */
   const record = async (agent: string, outcome: RunRecord['outcome'], count: number, extra: Partial<RunRecord> = {}) => {
-    const pipeline = client.pipeline();
     for (let i = 0; i < count; i++) {
       const run: RunRecord = { agent, outcome, at: now, ...(outcome === 'skipped' ? {} : { durationMs: 100 }), ...extra };
+      const pipeline = client.pipeline();
       state.addRecordTo(pipeline, run);
-      circuit.addOutcomeTo(pipeline, run, registry.require(agent).maxRestartsPerHour);
-      listener(run, pipeline);
+      addSkipCausesTo(pipeline, keys, run);
+      await pipeline.exec();
+      await circuit.record(run, registry.require(agent).maxRestartsPerHour);
     }
-    await pipeline.exec();
   };
   return { keys, client, registry, deps, events, record, setNow: (t: number) => (now = t) };
 }

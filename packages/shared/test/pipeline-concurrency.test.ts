@@ -26,7 +26,7 @@ describe('many pipelines at once', () => {
       { name: 'report', overlap: 'queue', dependsOn: ['load', 'source'], priority: 2, run: work('report') },
     ]);
     await Promise.all(['w1', 'w2', 'w3'].map((id) => c.startWorker({ id, concurrency: 10 })));
-    const deps = { queue: c.queues.agents, registry: c.registry, retention: { ...retention, completedRetain: 10_000 }, redis: c.redis, keys: c.keys };
+    const deps = { queue: c.queues.agents, registry: c.registry, retention: { ...retention, completedRetain: 10_000 }, redis: c.redis, keys: c.keys, parkedRecheckMs: 10 * 60_000 };
     const ids = await Promise.all(Array.from({ length: PIPELINES }, async () => (await triggerRun(deps, 'source', { withDependents: true })).pipelineId!));
 
     // Parked runs re-check only after 10 minutes here, so a lost promotion would hang this wait.

@@ -73,7 +73,6 @@ export async function createAgentCluster(
         redis: own,
         keys,
         registry,
-        state: new AgentStateStore({ redis: own, keys }),
         bus: new EventBus({ redis: own, keys, log }),
         log,
         workerId: id,

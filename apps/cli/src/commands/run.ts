@@ -68,17 +68,18 @@ const RESULT_COLUMNS = [
   { header: 'DETAIL', value: (r: RunView) => detailOf(r) },
 ];
 
-/** success, skipped, failed (or cancelled), from BullMQ's state and the executor's result. */
+/** success, skipped, cancelled or failed, from BullMQ's state and the executor's result. */
 export function outcomeOf(run: RunView): string {
-  if (run.state === 'failed') return /cancel/i.test(run.error ?? '') ? 'cancelled' : 'failed';
+  if (run.state === 'failed') return 'failed';
   const result = run.result as { outcome?: string } | null | undefined;
-  return result?.outcome === 'skipped' ? 'skipped' : 'success';
+  return result?.outcome === 'skipped' || result?.outcome === 'cancelled' ? result.outcome : 'success';
 }
 
 function detailOf(run: RunView): string {
-  const result = run.result as { outcome?: string; reasons?: string[] } | null | undefined;
+  const result = run.result as { outcome?: string; reasons?: string[]; reason?: string } | null | undefined;
   if (run.state === 'failed') return formatValue(run.error);
   if (result?.outcome === 'skipped') return (result.reasons ?? []).join('; ');
+  if (result?.outcome === 'cancelled') return formatValue(result.reason);
   return '';
 }
 
