@@ -65,16 +65,19 @@ export function durationBucketIndex(durationMs: number): number {
 }
 
 /**
- * Lua: `recordRun(s, r)` records one run in the agent's stats hash and sample lists. `s` = `{ stats,
- * durations, outcomes }` (keys from KEYS); `r` = `{ outcome, duration ('' none), at, error,
- * attempt, timedOut ('1'), lastRun ('' none), bucket, maxDurations, maxOutcomes }` (recordArgs).
+ * Lua: `recordRun(s, r)` records one run in the agent's stats hash and duration samples. `s` =
+ * `{ stats, durations, outcomes }` (keys from KEYS; `outcomes` is only read, see below); `r` =
+ * `{ outcome, duration ('' none), at, error, attempt, timedOut ('1'), lastRun ('' none), bucket,
+ * maxDurations, maxOutcomes }` (recordArgs).
  *
  * The hash keeps the counters (runs, successes, failures, skipped, cancelled, consecutiveFailures),
- * the last-run fields, and the exported figures Prometheus reads (duration buckets `b<i>`, `sumMs`,
- * `retries`, `timeout`): read once with HMGET and written back with one HSET — two commands for any
- * number of fields, inside one script, so concurrent workers never lose an update. Sample lists are
- * LPUSHed and trimmed only once they are SAMPLE_TRIM_SLACK past their size (readers take the head).
- * `lastRun` (`<runId>|<outcome>`) is what lone runs of the agent's dependents are judged by.
+ * the last-run fields, the exported figures Prometheus reads (duration buckets `b<i>`, `sumMs`,
+ * `retries`, `timeout`) and `recent`, the last OUTCOME_WINDOW outcomes of executed runs (`s`/`f`,
+ * newest first): read once with HMGET and written back with one HSET — two commands for any number
+ * of fields, in one script, so concurrent workers never lose an update. Versions before kept the
+ * outcomes in a list (`outcomes`): the first run after the upgrade carries its window over.
+ * Durations are LPUSHed and trimmed only once SAMPLE_TRIM_SLACK past their size (readers take the
+ * head). `lastRun` (`<runId>|<outcome>`) is what lone runs of the agent's dependents are judged by.
  */
 export const RECORD_RUN_LUA = `
 local function recordRun(s, r)
@@ -82,6 +85,7 @@ local function recordRun(s, r)
   local function add(field, by) fields[#fields + 1] = field; adds[#adds + 1] = by end
   local function set(field, value) sets[#sets + 1] = field; sets[#sets + 1] = value end
   local outcome = r.outcome
+  local isExecuted = outcome == 'success' or outcome == 'failure'
   if outcome == 'skipped' then
     add('skipped', 1)
     set('lastSkippedAt', r.at); set('lastSkipReason', r.error)
@@ -106,19 +110,35 @@ local function recordRun(s, r)
     end
   end
   if r.lastRun ~= '' then set('lastRun', r.lastRun) end
-  local current = redis.call('HMGET', s.stats, unpack(fields))
+  local reads = { unpack(fields) }
+  if isExecuted then reads[#reads + 1] = 'recent' end
+  local current = redis.call('HMGET', s.stats, unpack(reads))
   for i, field in ipairs(fields) do
     sets[#sets + 1] = field
     sets[#sets + 1] = string.format('%.0f', (tonumber(current[i]) or 0) + adds[i])
   end
+  if isExecuted then
+    local maxOutcomes = tonumber(r.maxOutcomes)
+    local recent = current[#reads]
+    if not recent then recent = table.concat(redis.call('LRANGE', s.outcomes, 0, maxOutcomes - 1)) end
+    set('recent', (outcome == 'success' and 's' or 'f') .. string.sub(recent, 1, maxOutcomes - 1))
+  end
   redis.call('HSET', s.stats, unpack(sets))
-  if r.duration ~= '' and (outcome == 'success' or outcome == 'failure') then
-    local maxDurations, maxOutcomes = tonumber(r.maxDurations), tonumber(r.maxOutcomes)
+  if isExecuted and r.duration ~= '' then
+    local maxDurations = tonumber(r.maxDurations)
     if redis.call('LPUSH', s.durations, r.duration) > maxDurations + ${SAMPLE_TRIM_SLACK} then redis.call('LTRIM', s.durations, 0, maxDurations - 1) end
-    if redis.call('LPUSH', s.outcomes, outcome == 'success' and 's' or 'f') > maxOutcomes + ${SAMPLE_TRIM_SLACK} then redis.call('LTRIM', s.outcomes, 0, maxOutcomes - 1) end
   end
 end
 `;
+
+/**
+ * The last OUTCOME_WINDOW outcomes of executed runs (`s`/`f`, newest first): the stats hash's
+ * `recent`, or — for an agent that has not run since versions that kept them in a list — that list.
+ */
+export function recentOutcomes(stats: Record<string, string> | string | null | undefined, legacyList: readonly string[]): string[] {
+  const recent = typeof stats === 'string' || stats === null || stats === undefined ? stats : stats.recent;
+  return recent ? recent.split('') : legacyList.slice(0, OUTCOME_WINDOW);
+}
 
 /** Records one run outcome on its own (tests, tools). KEYS: stats, durations, outcomes. ARGV: see recordArgs. */
 const RECORD_ONE_LUA = `${RECORD_RUN_LUA}
@@ -195,7 +215,7 @@ export class AgentStateStore {
     agents.forEach((agent, i) => {
       const stats = replies[i * 3] as Record<string, string>;
       const durations = (replies[i * 3 + 1] as string[]).map(Number);
-      const outcomes = replies[i * 3 + 2] as string[];
+      const outcomes = recentOutcomes(stats, replies[i * 3 + 2] as string[]);
       states.set(agent, toState(stats, durations, outcomes));
     });
     return states;

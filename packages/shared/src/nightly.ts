@@ -178,7 +178,8 @@ async function readSkipCauses(redis: Redis, keys: Keys, agents: readonly string[
 }
 
 /**
- * Drops what retention no longer covers: duration and outcome samples beyond their windows,
+ * Drops what retention no longer covers: duration samples (and the outcome list older versions
+ * kept) beyond their windows,
  * restarts outside the hour, and completed jobs beyond COMPLETED_RETAIN per queue (oldest first;
  * BullMQ's `removeOnComplete` normally keeps to it, jobs added without it are caught here).
  */

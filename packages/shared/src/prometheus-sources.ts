@@ -1,4 +1,4 @@
-import { OUTCOME_WINDOW } from './agent-state.js';
+import { OUTCOME_WINDOW, recentOutcomes } from './agent-state.js';
 import { disabledSet } from './agent-toggle.js';
 import { RESTART_WINDOW_MS, circuitKey, restartsKey, type CircuitState } from './circuit-breaker.js';
 import { healthKey, type HealthState } from './health.js';
@@ -35,11 +35,13 @@ export function clusterScrapeSources({ keys, registry, replicaId, clock = Date.n
       const agent = spec.name;
       let state: string | null = null;
       let restarts = 0;
+      let recent: string | null = null;
       let outcomes: string[] = [];
       let durations: number[] = [];
       read((p) => p.hget(circuitKey(keys, agent), 'state'), (r) => (state = r as string | null));
       read((p) => p.zcount(restartsKey(keys, agent), `(${now - RESTART_WINDOW_MS}`, '+inf'), (r) => (restarts = Number(r)));
-      read((p) => p.lrange(keys.agentOutcomes(agent), 0, OUTCOME_WINDOW - 1), (r) => (outcomes = r as string[]));
+      read((p) => p.hget(keys.agentStats(agent), 'recent'), (r) => (recent = r as string | null));
+      read((p) => p.lrange(keys.agentOutcomes(agent), 0, OUTCOME_WINDOW - 1), (r) => (outcomes = recentOutcomes(recent, r as string[])));
       read(
         (p) => p.lrange(keys.agentDurations(agent), 0, OUTCOME_WINDOW - 1),
         (r) => {

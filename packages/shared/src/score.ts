@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { OUTCOME_WINDOW } from './agent-state.js';
+import { OUTCOME_WINDOW, recentOutcomes } from './agent-state.js';
 import type { AgentSpec } from './agent.js';
 import type { CircuitBreaker } from './circuit-breaker.js';
 import type { Keys } from './keys.js';
@@ -44,14 +44,15 @@ export async function readScores(
 ): Promise<Map<string, number | null>> {
   const pipeline = redis.pipeline();
   for (const spec of specs) {
+    pipeline.hget(keys.agentStats(spec.name), 'recent');
     pipeline.lrange(keys.agentOutcomes(spec.name), 0, OUTCOME_WINDOW - 1);
     pipeline.lrange(keys.agentDurations(spec.name), 0, OUTCOME_WINDOW - 1);
   }
   const [replies, circuits] = await Promise.all([execOrThrow(pipeline), circuit.getMany(specs.map((s) => s.name))]);
   const scores = new Map<string, number | null>();
   specs.forEach((spec, i) => {
-    const outcomes = replies[i * 2] as string[];
-    const durations = (replies[i * 2 + 1] as string[]).map(Number).sort((a, b) => a - b);
+    const outcomes = recentOutcomes(replies[i * 3] as string | null, replies[i * 3 + 1] as string[]);
+    const durations = (replies[i * 3 + 2] as string[]).map(Number).sort((a, b) => a - b);
     scores.set(
       spec.name,
       computeScore({

@@ -44,4 +44,22 @@ describe('performance score', () => {
     // 0.6·0.8 + 0.25·(1 − 500/1000) + 0.15·(1 − 5/10) = 0.48 + 0.125 + 0.075 = 0.68
     expect((await readScores({ redis: client, keys, circuit }, [spec])).get('lead-scoring')).toBe(68);
   });
+
+  it('carries over the outcome window older versions kept in a list, on the first run after the upgrade', async () => {
+    const keys = createKeys(uniquePrefix());
+    const client = redis.client();
+    const state = new AgentStateStore({ redis: client, keys });
+    const circuit = new CircuitBreaker({ redis: client, keys });
+    const spec = { name: 'lead-scoring', timeoutMs: 1000, maxRestartsPerHour: 10 };
+    // As versions before the one-script run path left it: 99 runs, newest first, 9 of them failed.
+    await client.rpush(keys.agentOutcomes(spec.name), ...Array.from({ length: 99 }, (_, i) => (i % 11 === 0 ? 'f' : 's')));
+    expect((await state.get(spec.name)).recentRuns).toBe(99);
+    await state.record({ agent: spec.name, outcome: 'failure', durationMs: 100, at: 1 });
+    // 100 runs, 10 failed: 0.6·0.9 + 0.25·(1 − 100/1000) + 0.15·(1 − 0/10) = 0.54 + 0.225 + 0.15 = 0.915
+    expect(await state.get(spec.name)).toMatchObject({ recentRuns: 100, recentSuccessRate: 0.9 });
+    expect((await readScores({ redis: client, keys, circuit }, [spec])).get('lead-scoring')).toBe(92);
+    // The window keeps its size: the oldest (a success) drops out as a success comes in.
+    await state.record({ agent: spec.name, outcome: 'success', durationMs: 100, at: 2 });
+    expect(await state.get(spec.name)).toMatchObject({ recentRuns: 100, recentSuccessRate: 0.9 });
+  });
 });
