@@ -65,68 +65,59 @@ export function durationBucketIndex(durationMs: number): number {
 }
 
 /**
- * Lua: `recordRun(s, r)` records one run in the agent's stats hash and duration samples. `s` =
- * `{ stats, durations, outcomes }` (keys from KEYS; `outcomes` is only read, see below); `r` =
- * `{ outcome, duration ('' none), at, error, attempt, timedOut ('1'), lastRun ('' none), bucket,
- * maxDurations, maxOutcomes }` (recordArgs).
+ * Lua: `recordRun(stats, durations, outcomes, ...record)` records one run in the agent's stats hash
+ * and duration samples; the keys come from KEYS (`outcomes` is only read, see below), the record is
+ * the 8 values of recordArgs: outcome, duration ('' none), at, error, attempt, timedOut ('1'),
+ * lastRun ('' none), duration bucket.
  *
  * The hash keeps the counters (runs, successes, failures, skipped, cancelled, consecutiveFailures),
  * the last-run fields, the exported figures Prometheus reads (duration buckets `b<i>`, `sumMs`,
  * `retries`, `timeout`) and `recent`, the last OUTCOME_WINDOW outcomes of executed runs (`s`/`f`,
- * newest first): read once with HMGET and written back with one HSET — two commands for any number
- * of fields, in one script, so concurrent workers never lose an update. Versions before kept the
- * outcomes in a list (`outcomes`): the first run after the upgrade carries its window over.
+ * newest first): for an executed run read once with HMGET and written back with one HSET — two
+ * commands for any number of fields, in one script, so concurrent workers never lose an update.
+ * Written as straight-line code: this runs inside Redis on every run, where Lua's own work (tables,
+ * closures, string formatting) costs as much as the commands. Versions before kept the outcomes in
+ * a list (`outcomes`): the first run after the upgrade carries its window over.
  * Durations are LPUSHed and trimmed only once SAMPLE_TRIM_SLACK past their size (readers take the
  * head). `lastRun` (`<runId>|<outcome>`) is what lone runs of the agent's dependents are judged by.
  */
 export const RECORD_RUN_LUA = `
-local function recordRun(s, r)
-  local fields, adds, sets = {}, {}, {}
-  local function add(field, by) fields[#fields + 1] = field; adds[#adds + 1] = by end
-  local function set(field, value) sets[#sets + 1] = field; sets[#sets + 1] = value end
-  local outcome = r.outcome
-  local isExecuted = outcome == 'success' or outcome == 'failure'
-  if outcome == 'skipped' then
-    add('skipped', 1)
-    set('lastSkippedAt', r.at); set('lastSkipReason', r.error)
-  elseif outcome == 'cancelled' then
-    add('cancelled', 1)
-    set('lastCancelledAt', r.at)
-  else
-    add('runs', 1)
-    set('lastRunAt', r.at); set('lastOutcome', outcome)
-    if outcome == 'success' then
-      add('successes', 1)
-      set('consecutiveFailures', 0); set('lastSuccessAt', r.at)
+local function recordRun(stats, durations, outcomes, outcome, duration, at, err, attempt, timedOut, lastRun, bucketIndex)
+  if outcome == 'skipped' or outcome == 'cancelled' then
+    redis.call('HINCRBY', stats, outcome, 1)
+    if outcome == 'skipped' then
+      redis.call('HSET', stats, 'lastSkippedAt', at, 'lastSkipReason', err)
+    elseif lastRun ~= '' then
+      redis.call('HSET', stats, 'lastCancelledAt', at, 'lastRun', lastRun)
     else
-      add('failures', 1); add('consecutiveFailures', 1)
-      if r.timedOut == '1' then add('timeout', 1) end
-      set('lastError', r.error); set('lastErrorAt', r.at)
+      redis.call('HSET', stats, 'lastCancelledAt', at)
     end
-    if tonumber(r.attempt) > 1 then add('retries', 1) end
-    if r.duration ~= '' then
-      add('b' .. r.bucket, 1); add('sumMs', tonumber(r.duration))
-      set('lastDurationMs', r.duration)
-    end
+    return
   end
-  if r.lastRun ~= '' then set('lastRun', r.lastRun) end
-  local reads = { unpack(fields) }
-  if isExecuted then reads[#reads + 1] = 'recent' end
-  local current = redis.call('HMGET', s.stats, unpack(reads))
-  for i, field in ipairs(fields) do
-    sets[#sets + 1] = field
-    sets[#sets + 1] = string.format('%.0f', (tonumber(current[i]) or 0) + adds[i])
+  local isSuccess = outcome == 'success'
+  local hasDuration = duration ~= ''
+  local bucket = 'b' .. bucketIndex
+  local cur = redis.call('HMGET', stats, 'runs', isSuccess and 'successes' or 'failures', 'consecutiveFailures', 'recent', bucket, 'sumMs', 'retries', 'timeout')
+  local recent = cur[4]
+  if not recent then recent = table.concat(redis.call('LRANGE', outcomes, 0, ${OUTCOME_WINDOW - 1})) end
+  local h = { 'runs', (tonumber(cur[1]) or 0) + 1, 'lastRunAt', at, 'lastOutcome', outcome,
+    'recent', (isSuccess and 's' or 'f') .. string.sub(recent, 1, ${OUTCOME_WINDOW - 1}) }
+  if isSuccess then
+    h[9], h[10], h[11], h[12], h[13], h[14] = 'successes', (tonumber(cur[2]) or 0) + 1, 'consecutiveFailures', 0, 'lastSuccessAt', at
+  else
+    h[9], h[10], h[11], h[12], h[13], h[14], h[15], h[16] = 'failures', (tonumber(cur[2]) or 0) + 1,
+      'consecutiveFailures', (tonumber(cur[3]) or 0) + 1, 'lastError', err, 'lastErrorAt', at
+    if timedOut == '1' then h[#h + 1] = 'timeout'; h[#h + 1] = (tonumber(cur[8]) or 0) + 1 end
   end
-  if isExecuted then
-    local maxOutcomes = tonumber(r.maxOutcomes)
-    local recent = current[#reads]
-    if not recent then recent = table.concat(redis.call('LRANGE', s.outcomes, 0, maxOutcomes - 1)) end
-    set('recent', (outcome == 'success' and 's' or 'f') .. string.sub(recent, 1, maxOutcomes - 1))
+  if hasDuration then
+    local n = #h
+    h[n + 1], h[n + 2], h[n + 3], h[n + 4], h[n + 5], h[n + 6] = bucket, (tonumber(cur[5]) or 0) + 1, 'sumMs', (tonumber(cur[6]) or 0) + tonumber(duration), 'lastDurationMs', duration
   end
-  redis.call('HSET', s.stats, unpack(sets))
-  if isExecuted and r.duration ~= '' then
-    local maxDurations = tonumber(r.maxDurations)
-    if redis.call('LPUSH', s.durations, r.duration) > maxDurations + ${SAMPLE_TRIM_SLACK} then redis.call('LTRIM', s.durations, 0, maxDurations - 1) end
+  if tonumber(attempt) > 1 then h[#h + 1] = 'retries'; h[#h + 1] = (tonumber(cur[7]) or 0) + 1 end
+  if lastRun ~= '' then h[#h + 1] = 'lastRun'; h[#h + 1] = lastRun end
+  redis.call('HSET', stats, unpack(h))
+  if hasDuration and redis.call('LPUSH', durations, duration) > ${DURATION_SAMPLES + SAMPLE_TRIM_SLACK} then
+    redis.call('LTRIM', durations, 0, ${DURATION_SAMPLES - 1})
   end
 end
 `;
@@ -142,13 +133,11 @@ export function recentOutcomes(stats: Record<string, string> | string | null | u
 
 /** Records one run outcome on its own (tests, tools). KEYS: stats, durations, outcomes. ARGV: see recordArgs. */
 const RECORD_ONE_LUA = `${RECORD_RUN_LUA}
-recordRun({ stats = KEYS[1], durations = KEYS[2], outcomes = KEYS[3] }, {
-  outcome = ARGV[1], duration = ARGV[2], at = ARGV[3], error = ARGV[4], attempt = ARGV[5], timedOut = ARGV[6],
-  lastRun = ARGV[7], bucket = ARGV[8], maxDurations = ARGV[9], maxOutcomes = ARGV[10] })
+recordRun(KEYS[1], KEYS[2], KEYS[3], unpack(ARGV))
 return 1
 `;
 
-/** ARGV of RECORD_RUN_LUA's `r`, in the order the run path and RECORD_ONE_LUA pass them. */
+/** ARGV of RECORD_RUN_LUA's `r` (8 values), in the order the run path and RECORD_ONE_LUA pass them. */
 export function recordArgs(record: RunRecord, lastRun: string): (string | number)[] {
   const duration = record.durationMs === undefined || record.outcome === 'skipped' || record.outcome === 'cancelled' ? '' : Math.max(0, Math.round(record.durationMs));
   return [
@@ -160,8 +149,6 @@ export function recordArgs(record: RunRecord, lastRun: string): (string | number
     record.timedOut ? '1' : '0',
     lastRun,
     duration === '' ? 0 : durationBucketIndex(duration),
-    DURATION_SAMPLES,
-    OUTCOME_WINDOW,
   ];
 }
 

@@ -30,6 +30,7 @@ import type { Keys } from './keys.js';
 import { LEASE_LUA, OverlapGuard, leaseKey, leaseTtlMs, leaseWaitersKey } from './overlap.js';
 import { PROMOTE_PARKED_LUA } from './parked-runs.js';
 import { QUEUE_NAMES, type RunJobData } from './queues.js';
+import { createWriteBatcher } from './write-batching.js';
 
 /**
  * Everything asked before a run starts, in one script (ADMIT_LUA, one round trip): is the gate
@@ -79,47 +80,59 @@ export interface RunAdmissionOptions {
 }
 
 /**
- * KEYS: 1 gate epoch, 2 lease, 3 lease waiters, 4 circuit, 5 restarts, 6 events stream, 7 BullMQ
- *       completed, 8 BullMQ failed, 9 legacy last-run hash, 10 pending counters,
- *       then per dependency: its run's done marker, waiters hash, job hash, stats hash.
- * ARGV: 1 '1' to check the epoch, 2 the epoch the gate was evaluated at, 3 run id, 4 '1' when the
- *       gate skips the run, 5 overlap ('skip' | 'queue'), 6 lease ttl ms, 7 '1' when the run was
- *       parked before, 8 '1' when its circuit is not closed, 9 now, 10 window ms, 11 max restarts,
- *       12 cooldown ms ('' = window rule), 13 trial stale after ms, 14 channel, 15 history length,
- *       16 the `agent:started` event, then per dependency: its run id ('' none), its agent.
+ * Laid out so that a run pays only for what its admission asks (each argument costs both this
+ * process and Redis): fixed keys and values, then optional groups named by `flags`.
+ * KEYS: 1 gate epoch, 2 lease, 3 lease waiters, 4 events stream; then, if flags has 'C' (its circuit
+ *       is not closed), circuit and restarts; if it has dependencies, BullMQ completed, BullMQ
+ *       failed, the legacy last-run hash, the pending counters, and per dependency its run's done
+ *       marker, waiters hash, job hash and its agent's stats hash.
+ * ARGV: 1 flags ('E' check the epoch, 'G' the gate skips the run, 'Q' overlap 'queue', 'P' the run
+ *       was parked before, 'C'), 2 the epoch the gate was evaluated at, 3 run id, 4 lease ttl ms,
+ *       5 channel, 6 history length, 7 the `agent:started` event; then, if 'C': now, window ms, max
+ *       restarts, cooldown ms ('' = window rule), trial stale after ms; then per dependency: its
+ *       run id ('' none), its agent.
  * Invariants: the gate is judged on the state current at this instant (epoch); one overlap lease
  * holder; at most one half-open trial; nothing is written unless the run starts.
  * Returns { 'stale', epoch } | { 'gate' } | { 'dependencies', problems } | { 'pending', n } |
  *         { 'circuit', 'open' | 'busy' } | { 'overlap', lease ms left } | { 'run', 1 if trial }.
  */
 const ADMIT_LUA = `${BUS_EMIT_LUA}${PROMOTE_PARKED_LUA}${DEPENDENCY_STATUS_LUA}${CIRCUIT_LUA}${LEASE_LUA}
-if ARGV[1] == '1' then
+local flags = ARGV[1]
+local function has(flag) return string.find(flags, flag, 1, true) ~= nil end
+if has('E') then
   local epoch = redis.call('GET', KEYS[1]) or ''
   if epoch ~= ARGV[2] then return { 'stale', epoch } end
 end
-if ARGV[4] == '1' then return { 'gate' } end
+if has('G') then return { 'gate' } end
 local runId = ARGV[3]
-local n = (#KEYS - 10) / 4
-if n > 0 then
-  local pending, problems = dependencyStatus(KEYS[7], KEYS[8], KEYS[9], dependencyList(11, 17, n))
+local k, a = 5, 8
+local c, circuitArgs
+if has('C') then
+  c = { circuit = KEYS[5], restarts = KEYS[6], epoch = KEYS[1] }
+  circuitArgs = a
+  k, a = 7, 13
+end
+local pendingKey
+if #KEYS >= k then
+  pendingKey = KEYS[k + 3]
+  local pending, problems = dependencyStatus(KEYS[k], KEYS[k + 1], KEYS[k + 2], dependencyList(k + 4, a, (#KEYS - k - 3) / 4))
   if #problems > 0 then return { 'dependencies', problems } end
   if #pending > 0 then return { 'pending', #pending } end
 end
-local now = tonumber(ARGV[9])
-local c = { circuit = KEYS[4], restarts = KEYS[5], epoch = KEYS[1] }
 local decision = 'closed'
-if ARGV[8] == '1' then
-  decision = circuitDecision(c, runId, now, tonumber(ARGV[10]), tonumber(ARGV[11]), ARGV[12], tonumber(ARGV[13]))
+if c then
+  decision = circuitDecision(c, runId, tonumber(ARGV[circuitArgs]), tonumber(ARGV[circuitArgs + 1]), tonumber(ARGV[circuitArgs + 2]),
+    ARGV[circuitArgs + 3], tonumber(ARGV[circuitArgs + 4]))
   if decision == 'open' or decision == 'busy' then return { 'circuit', decision } end
 end
-local wasParked = ARGV[7] == '1'
-if not leaseTake(KEYS[2], KEYS[3], runId, ARGV[6], wasParked) then
-  if ARGV[5] == 'queue' then return { 'overlap', redis.call('PTTL', KEYS[2]) } end
+local wasParked = has('P')
+if not leaseTake(KEYS[2], KEYS[3], runId, ARGV[4], wasParked) then
+  if has('Q') then return { 'overlap', redis.call('PTTL', KEYS[2]) } end
   return { 'overlap', 0 }
 end
-if decision == 'claim' then claimTrial(c, runId, now) end
-if wasParked and n > 0 then redis.call('HDEL', KEYS[10], runId) end
-emitJson(KEYS[6], ARGV[14], ARGV[15], ARGV[16])
+if decision == 'claim' then claimTrial(c, runId, tonumber(ARGV[circuitArgs])) end
+if wasParked and pendingKey then redis.call('HDEL', pendingKey, runId) end
+emitJson(KEYS[4], ARGV[5], ARGV[6], ARGV[7])
 if decision == 'claim' or decision == 'trial' then return { 'run', 1 } end
 return { 'run', 0 }
 `;
@@ -159,9 +172,11 @@ export function createRunAdmission(options: RunAdmissionOptions): RunAdmission {
   const waits = new DependencyWaits({ redis, keys });
   const overlap = new OverlapGuard({ redis, keys });
   if (typeof (redis as Partial<Redis>).werkpilotAdmitRun !== 'function') redis.defineCommand('werkpilotAdmitRun', { lua: ADMIT_LUA });
+  // Runs whose jobs arrived together are admitted in one socket write.
+  const holdWrites = createWriteBatcher(redis);
 
   const bull = (suffix: string) => keys.bull(QUEUE_NAMES.agents, suffix);
-  const fixedKeys = [bull('completed'), bull('failed'), legacyLastRunKey(keys), pendingCountsKey(keys)];
+  const dependencyKeys = [bull('completed'), bull('failed'), legacyLastRunKey(keys), pendingCountsKey(keys)];
   const argsOf = new Map<AgentSpec, AgentArgs>();
   const agentArgs = (spec: AgentSpec): AgentArgs => {
     let args = argsOf.get(spec);
@@ -198,29 +213,23 @@ export function createRunAdmission(options: RunAdmissionOptions): RunAdmission {
       for (let attempt = 0; ; attempt++) {
         if (!cache.has(a.gateAgents)) await cache.load(a.gateAgents);
         const reasons = gate({ spec, job, view: cache });
-        const scriptKeys = [keys.gateEpoch, a.lease, a.leaseWaiters, a.circuit, a.restarts, keys.eventsStream, ...fixedKeys];
-        const argv: (string | number)[] = [
-          attempt < MAX_STALE_RETRIES ? '1' : '0',
-          cache.epoch,
-          runId,
-          reasons.length > 0 ? '1' : '0',
-          spec.overlap,
-          a.leaseTtl,
-          wasParked ? '1' : '0',
-          cache.of(spec.name).circuit === 'closed' ? '0' : '1',
-          clock(),
-          circuit.windowMs,
-          spec.maxRestartsPerHour,
-          cooldown,
-          a.staleAfter,
-          keys.eventsChannel,
-          historyLength,
-          startedEvent,
-        ];
+        const isCircuitClosed = cache.of(spec.name).circuit === 'closed';
+        let flags = attempt < MAX_STALE_RETRIES ? 'E' : '';
+        if (reasons.length > 0) flags += 'G';
+        if (spec.overlap === 'queue') flags += 'Q';
+        if (wasParked) flags += 'P';
+        if (!isCircuitClosed) flags += 'C';
+        const scriptKeys = [keys.gateEpoch, a.lease, a.leaseWaiters, keys.eventsStream];
+        const argv: (string | number)[] = [flags, cache.epoch, runId, a.leaseTtl, keys.eventsChannel, historyLength, startedEvent];
+        if (!isCircuitClosed) {
+          scriptKeys.push(a.circuit, a.restarts);
+          argv.push(clock(), circuit.windowMs, spec.maxRestartsPerHour, cooldown, a.staleAfter);
+        }
         if (deps) {
-          scriptKeys.push(...deps.keys);
+          scriptKeys.push(...dependencyKeys, ...deps.keys);
           argv.push(...deps.argv);
         }
+        holdWrites();
         const reply = await redis.werkpilotAdmitRun(scriptKeys.length, ...scriptKeys, ...argv);
         switch (reply[0]) {
           case 'stale':

@@ -114,9 +114,7 @@ if redis.call('HDEL', KEYS[20], runId) == 1 and state == 'delayed' then state = 
 if redis.call('LREM', KEYS[22], 0, runId) > 0 and state == 'delayed' then state = 'parked' end
 local reason, agent = ARGV[2], ARGV[7]
 local outcome = 'cancelled:' .. reason
-recordRun({ stats = KEYS[11], durations = KEYS[12], outcomes = KEYS[13] }, {
-  outcome = 'cancelled', duration = '', at = ARGV[8], error = reason, attempt = '1', timedOut = '0',
-  lastRun = runId .. '|' .. outcome, bucket = '0', maxDurations = '1000', maxOutcomes = '100' })
+recordRun(KEYS[11], KEYS[12], KEYS[13], 'cancelled', '', ARGV[8], reason, '1', '0', runId .. '|' .. outcome, '0')
 local ev = { stream = KEYS[17], channel = ARGV[10], maxlen = ARGV[11] }
 local now = tonumber(ARGV[8])
 circuitRecord({ circuit = KEYS[14], restarts = KEYS[15], epoch = KEYS[16] }, ev, 'cancelled', runId, now, 0, 0, '', agent, ARGV[9])

@@ -8,8 +8,9 @@ import { FINISH_RUN_LUA, WAIT_TTL_SECONDS, canHaveWaiters, pendingCountsKey, run
 import type { Keys } from './keys.js';
 import { skipCausesKey } from './nightly.js';
 import { LEASE_LUA, leaseKey, leaseTtlMs, leaseWaitersKey } from './overlap.js';
-import { PARKED_QUEUE_KEY_COUNT, PROMOTE_PARKED_LUA, parkedQueueKeys } from './parked-runs.js';
+import { PROMOTE_PARKED_LUA, parkedQueueKeys } from './parked-runs.js';
 import { QUEUE_NAMES, type RunJobData } from './queues.js';
+import { createWriteBatcher } from './write-batching.js';
 
 /**
  * Everything that happens when a run's attempt ends, in one script (COMPLETE_LUA): the agent's
@@ -64,71 +65,75 @@ export interface RunCompletion {
 }
 
 /**
- * KEYS: 1 the job's lock, 2 stats, 3 durations, 4 outcomes, 5 circuit, 6 restarts, 7 gate epoch,
- *       8 events stream, 9 done marker, 10 waiters hash, 11 pending counters, 12 lease,
- *       13 lease waiters, 14 skip causes, 15..22 queue keys for promotions (parked-runs.ts).
- * ARGV: 1 lock token ('' = unfenced), 2 run id, 3..12 the record (agent-state.ts recordArgs),
- *       13 finished outcome ('' = not finished), 14 '1' when it can have waiters, 15 marker ttl s,
- *       16 '1' when it holds the lease, 17 lease ttl ms, 18 the agent's priority (for the hand-off),
- *       19 '1' to apply the outcome to the circuit, 20 now, 21 window ms, 22 max restarts,
- *       23 restart member, 24 agent, 25 at (ISO), 26 channel, 27 history length,
- *       28 n skip causes, then the skip causes, then the events (JSON).
+ * The arguments are laid out so that a run pays only for what its completion does (each argument
+ * costs both this process and Redis): fixed keys and values, then optional groups named by `flags`.
+ * KEYS: 1 the job's lock, 2 stats, 3 durations, 4 outcomes (read once, see agent-state.ts),
+ *       5 events stream, 6 lease, 7 lease waiters, 8..15 queue keys for promotions (parked-runs.ts);
+ *       then, if flags has 'C', circuit, restarts, gate epoch; if 'W', the run's done marker, its
+ *       waiters hash, the pending counters; if 'S', the skip causes hash.
+ * ARGV: 1 lock token ('' = unfenced), 2 run id, 3..10 the record (agent-state.ts recordArgs),
+ *       11 finished outcome ('' = not finished), 12 flags ('L' holds the lease, 'C', 'W', 'S'),
+ *       13 lease ttl ms, 14 the agent's priority (for the hand-off), 15 channel, 16 history length;
+ *       then, if 'C': now, window ms, max restarts, restart member, agent, at (ISO); if 'S': how
+ *       many skip causes, and they; then the events (JSON).
  * Invariants: only the attempt holding the job's lock records anything; one outcome per attempt;
  * each waiter promoted once; the lease released only by its holder and handed to one waiter.
  * Returns 'ok' or 'fenced'.
  */
 const COMPLETE_LUA = `${BUS_EMIT_LUA}${PROMOTE_PARKED_LUA}${RECORD_RUN_LUA}${CIRCUIT_LUA}${FINISH_RUN_LUA}${LEASE_LUA}
 if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'fenced' end
-local runId = ARGV[2]
-recordRun({ stats = KEYS[2], durations = KEYS[3], outcomes = KEYS[4] }, {
-  outcome = ARGV[3], duration = ARGV[4], at = ARGV[5], error = ARGV[6], attempt = ARGV[7], timedOut = ARGV[8],
-  lastRun = ARGV[9], bucket = ARGV[10], maxDurations = ARGV[11], maxOutcomes = ARGV[12] })
-local ev = { stream = KEYS[8], channel = ARGV[26], maxlen = ARGV[27] }
-if ARGV[19] == '1' then
-  circuitRecord({ circuit = KEYS[5], restarts = KEYS[6], epoch = KEYS[7] }, ev, ARGV[3], runId,
-    tonumber(ARGV[20]), tonumber(ARGV[21]), tonumber(ARGV[22]), ARGV[23], ARGV[24], ARGV[25])
+local runId, outcome, finished, flags = ARGV[2], ARGV[3], ARGV[11], ARGV[12]
+recordRun(KEYS[2], KEYS[3], KEYS[4], outcome, ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10])
+local ev = { stream = KEYS[5], channel = ARGV[15], maxlen = ARGV[16] }
+local k, a = 16, 17
+if string.find(flags, 'C', 1, true) then
+  circuitRecord({ circuit = KEYS[k], restarts = KEYS[k + 1], epoch = KEYS[k + 2] }, ev, outcome, runId,
+    tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3], ARGV[a + 4], ARGV[a + 5])
+  k, a = k + 3, a + 6
 end
-local causes = tonumber(ARGV[28])
-for i = 29, 28 + causes do redis.call('HINCRBY', KEYS[14], ARGV[i], 1) end
-for i = 29 + causes, #ARGV do emitJson(ev.stream, ev.channel, ev.maxlen, ARGV[i]) end
-local q = slice(KEYS, 15, 22)
-if ARGV[13] ~= '' and ARGV[14] == '1' then finishRun(KEYS[9], KEYS[10], KEYS[11], q, ARGV[13], tonumber(ARGV[15])) end
-if ARGV[16] == '1' then leaseRelease(KEYS[12], KEYS[13], runId, ARGV[17], ARGV[18], q) end
+local waits = k
+if string.find(flags, 'W', 1, true) then k = k + 3 end
+if string.find(flags, 'S', 1, true) then
+  for i = a + 1, a + tonumber(ARGV[a]) do redis.call('HINCRBY', KEYS[k], ARGV[i], 1) end
+  a = a + 1 + tonumber(ARGV[a])
+end
+for i = a, #ARGV do emitJson(ev.stream, ev.channel, ev.maxlen, ARGV[i]) end
+local q = slice(KEYS, 8, 15)
+if waits < k then finishRun(KEYS[waits], KEYS[waits + 1], KEYS[waits + 2], q, finished, ${WAIT_TTL_SECONDS}) end
+if string.find(flags, 'L', 1, true) then leaseRelease(KEYS[6], KEYS[7], runId, ARGV[13], ARGV[14], q) end
 return 'ok'
 `;
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    werkpilotCompleteRun(...args: (string | number)[]): Result<'ok' | 'fenced', Context>;
+    werkpilotCompleteRun(numKeys: number, ...args: (string | number)[]): Result<'ok' | 'fenced', Context>;
   }
 }
 
-const COMPLETE_KEY_COUNT = 14 + PARKED_QUEUE_KEY_COUNT;
-
 /** Per agent, the keys and figures every completion of its runs passes unchanged. */
 interface AgentKeys {
-  head: string[];
-  tail: string[];
+  fixed: string[];
+  circuit: string[];
+  skipCauses: string;
   leaseTtl: number;
   priority: number;
 }
 
 export function createRunCompletion({ connection, keys, circuit, lockDurationMs = 30_000, historyLength }: RunCompletionOptions): RunCompletion {
-  if (typeof (connection as Partial<Redis>).werkpilotCompleteRun !== 'function') {
-    connection.defineCommand('werkpilotCompleteRun', { numberOfKeys: COMPLETE_KEY_COUNT, lua: COMPLETE_LUA });
-  }
+  if (typeof (connection as Partial<Redis>).werkpilotCompleteRun !== 'function') connection.defineCommand('werkpilotCompleteRun', { lua: COMPLETE_LUA });
   const windowMs = circuit?.windowMs ?? RESTART_WINDOW_MS;
   const clock = circuit?.clock ?? Date.now;
   const history = historyLength ?? circuit?.historyLength ?? 1000;
   const queueKeys = parkedQueueKeys(keys);
-  const noRun = [runDoneKey(keys, '-'), runWaitersKey(keys, '-')];
+  const pending = pendingCountsKey(keys);
   const byAgent = new Map<AgentSpec, AgentKeys>();
   const agentKeys = (spec: AgentSpec): AgentKeys => {
     let found = byAgent.get(spec);
     if (!found) {
       found = {
-        head: [keys.agentStats(spec.name), keys.agentDurations(spec.name), keys.agentOutcomes(spec.name), circuitKey(keys, spec.name), restartsKey(keys, spec.name), keys.gateEpoch, keys.eventsStream],
-        tail: [pendingCountsKey(keys), leaseKey(keys, spec.name), leaseWaitersKey(keys, spec.name), skipCausesKey(keys, spec.name), ...queueKeys],
+        fixed: [keys.agentStats(spec.name), keys.agentDurations(spec.name), keys.agentOutcomes(spec.name), keys.eventsStream, leaseKey(keys, spec.name), leaseWaitersKey(keys, spec.name), ...queueKeys],
+        circuit: [circuitKey(keys, spec.name), restartsKey(keys, spec.name), keys.gateEpoch],
+        skipCauses: skipCausesKey(keys, spec.name),
         leaseTtl: leaseTtlMs(spec.timeoutMs, lockDurationMs),
         priority: spec.priority,
       };
@@ -136,45 +141,40 @@ export function createRunCompletion({ connection, keys, circuit, lockDurationMs 
     }
     return found;
   };
+  const holdWrites = createWriteBatcher(connection);
 
   return {
     complete(spec, job, token, c) {
+      // BullMQ's moveToFinished follows in this turn: both leave in one socket write.
+      holdWrites();
       const runId = job.id!;
       const k = agentKeys(spec);
-      const hasWaiters = c.finished !== undefined && canHaveWaiters(runId);
-      const run = hasWaiters ? [runDoneKey(keys, runId), runWaitersKey(keys, runId)] : noRun;
-      const lastRun = c.finished !== undefined && c.record.outcome !== 'skipped' ? `${runId}|${c.finished}` : '';
       const { outcome } = c.record;
+      const lastRun = c.finished !== undefined && outcome !== 'skipped' ? `${runId}|${c.finished}` : '';
       const touchesCircuit = outcome === 'failure' || (c.isTrial && outcome !== 'skipped');
-      const now = touchesCircuit ? clock() : 0;
+      const hasWaiters = c.finished !== undefined && canHaveWaiters(runId);
       const causes = c.skipCauses ?? [];
-      return connection.werkpilotCompleteRun(
-        keys.bull(QUEUE_NAMES.agents, `${runId}:lock`),
-        ...k.head,
-        ...run,
-        ...k.tail,
-        token ?? '',
-        runId,
-        ...recordArgs(c.record, lastRun),
-        c.finished ?? '',
-        hasWaiters ? '1' : '0',
-        WAIT_TTL_SECONDS,
-        c.holdsLease ? '1' : '0',
-        k.leaseTtl,
-        k.priority,
-        touchesCircuit ? '1' : '0',
-        now,
-        windowMs,
-        spec.maxRestartsPerHour,
-        touchesCircuit ? restartMember(now) : '',
-        spec.name,
-        touchesCircuit ? new Date(now).toISOString() : '',
-        keys.eventsChannel,
-        history,
-        causes.length,
-        ...causes,
-        ...c.events,
-      );
+      const scriptKeys = [keys.bull(QUEUE_NAMES.agents, `${runId}:lock`), ...k.fixed];
+      let flags = c.holdsLease ? 'L' : '';
+      const argv: (string | number)[] = [token ?? '', runId, ...recordArgs(c.record, lastRun), c.finished ?? ''];
+      const optional: (string | number)[] = [];
+      if (touchesCircuit) {
+        flags += 'C';
+        scriptKeys.push(...k.circuit);
+        const now = clock();
+        optional.push(now, windowMs, spec.maxRestartsPerHour, restartMember(now), spec.name, new Date(now).toISOString());
+      }
+      if (hasWaiters) {
+        flags += 'W';
+        scriptKeys.push(runDoneKey(keys, runId), runWaitersKey(keys, runId), pending);
+      }
+      if (causes.length > 0) {
+        flags += 'S';
+        scriptKeys.push(k.skipCauses);
+        optional.push(causes.length, ...causes);
+      }
+      argv.push(flags, k.leaseTtl, k.priority, keys.eventsChannel, history, ...optional, ...c.events);
+      return connection.werkpilotCompleteRun(scriptKeys.length, ...scriptKeys, ...argv);
     },
   };
 }

@@ -27,8 +27,10 @@ describe('waiting for dependency runs of the same tick', () => {
       { timeoutMs: 15_000, what: 'both agents to run for one tick' },
     );
     expect(spanOf(`lead-scorer@${tick}`)!.start).toBeGreaterThanOrEqual(spanOf(`crm-sync@${tick}`)!.end);
-    const completed = c.events.filter((e) => e.type === 'agent:completed' && String(e.data.runId).endsWith(`:${tick}`));
-    expect(completed.map((e) => e.agent)).toEqual(['crm-sync', 'lead-scorer']);
+    // The spans are written inside the runs; each run's completion (and its event) follows.
+    const completedOf = () => c.events.filter((e) => e.type === 'agent:completed' && String(e.data.runId).endsWith(`:${tick}`));
+    await waitFor(() => completedOf().length === 2, { what: 'both runs of the tick to complete' });
+    expect(completedOf().map((e) => e.agent)).toEqual(['crm-sync', 'lead-scorer']);
   });
 
   it('runs a diamond dependent once, after both of its dependencies', async () => {
