@@ -13,6 +13,8 @@ export interface BenchRedis {
   client(): Redis;
   /** Cumulative `calls` per command from INFO commandstats. */
   commandCounts(): Promise<Map<string, number>>;
+  /** Microseconds Redis spent in each command so far (a script's includes the commands it called). */
+  commandMicros(): Promise<Map<string, number>>;
   /** CPU seconds the Redis server has used (user + system, all threads), from INFO cpu. */
   cpuSeconds(): Promise<number>;
   close(): Promise<void>;
@@ -48,6 +50,7 @@ export async function openBenchRedis(): Promise<BenchRedis> {
     },
     client,
     commandCounts: async () => parseCommandStats(await admin.info('commandstats')),
+    commandMicros: async () => parseCommandStats(await admin.info('commandstats'), 'usec'),
     cpuSeconds: async () => {
       const info = await admin.info('cpu');
       const field = (name: string) => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(info)?.[1] ?? NaN);
@@ -72,10 +75,11 @@ async function deleteKeys(redis: Redis, pattern: string): Promise<void> {
 }
 
 /** `cmdstat_evalsha:calls=12,usec=...` lines into a map of command → calls. */
-export function parseCommandStats(info: string): Map<string, number> {
+export function parseCommandStats(info: string, field: 'calls' | 'usec' = 'calls'): Map<string, number> {
   const counts = new Map<string, number>();
+  const pattern = new RegExp(`^cmdstat_([^:]+):.*\\b${field}=(\\d+)`);
   for (const line of info.split('\n')) {
-    const match = /^cmdstat_([^:]+):calls=(\d+)/.exec(line.trim());
+    const match = pattern.exec(line.trim());
     if (match) counts.set(match[1]!, Number(match[2]));
   }
   return counts;

@@ -81,6 +81,8 @@ export interface OrchestratorWorker {
   worker: Worker<RunJobData, RunResult>;
   /** The process's RPC client (what `ctx.request` uses). */
   rpc: RpcClient;
+  /** Its two command connections, ours and BullMQ's (BullMQ's blocking duplicate aside), for counting round trips. */
+  connections: Redis[];
   close(): Promise<void>;
 }
 
@@ -131,6 +133,7 @@ export async function startOrchestratorWorker({
   return {
     worker,
     rpc,
+    connections: [redis, bullConnection],
     close: async () => {
       await worker.close();
       await Promise.all([closeServices(), admission.close()]);
