@@ -72,6 +72,8 @@ describe('overlap across workers', () => {
     await waitFor(() => order.length === 4 && active === 0, { timeoutMs: 15_000, what: 'all four queued runs' });
     expect(maxActive).toBe(1);
     expect(order).toEqual([0, 1, 2, 3]);
+    // The last run's record follows its return.
+    await waitFor(async () => (await c.state.get('ledger-close')).runs === 4, { what: 'the fourth run recorded' });
     expect(await c.state.get('ledger-close')).toMatchObject({ runs: 4, successes: 4, skipped: 0 });
   });
 });
