@@ -53,12 +53,13 @@ export const dependencyPromotion: Scenario = {
     const producer = openOrchestratorQueues(redis.url, prefix);
     const workers = await Promise.all(Array.from({ length: WORKERS }, () => startOrchestratorWorker({ url: redis.url, prefix, registry, concurrency: CONCURRENCY })));
     const waiters = workers.map((w) => completionWaiter(w.worker as unknown as Worker));
-    // A dependent that was fetched before its dependency finished parks and is started again on
-    // promotion: BullMQ counts that second start in attemptsStarted.
+    // A pipeline's dependent is created parked (delayed) and promoted by the script that finishes
+    // its dependency; our promotion leaves the job's `delay` field set (parked-runs.ts), so a
+    // dependent that ran with it set was promoted, not woken by its safety deadline (60 s).
     let promoted = 0;
     for (const w of workers) {
       w.worker.on('completed', (job) => {
-        if (job.name === 'dependent' && (job.attemptsStarted ?? 0) >= 2) promoted += 1;
+        if (job.name === 'dependent' && job.delay > 0) promoted += 1;
       });
     }
     const deps = { queue: producer.queues.agents, registry, retention: RETENTION, redis: producer.redis, keys: producer.keys };
