@@ -50,8 +50,10 @@ describe('sizes an agent decides', () => {
     // A 5 MB error: the DLQ keeps 4 KiB of the message and 16 KiB of the stack, each marked.
     const failed = await runToEnd('loud-failure');
     expect(failed.state).toBe('failed');
-    const { entries } = (await api('/api/dlq')) as { entries: { agent: string; error: string; stacktrace: string[] }[] };
-    const entry = entries.find((e) => e.agent === 'loud-failure')!;
+    // The list shows previews of at most 2 KiB per field; the entry itself is complete.
+    const { entries } = (await api('/api/dlq')) as { entries: { id: string; agent: string }[] };
+    const { id } = entries.find((e) => e.agent === 'loud-failure')!;
+    const entry = (await api(`/api/dlq/${encodeURIComponent(id)}`)) as { error: string; stacktrace: string[] };
     expect(bytes(entry.error)).toBeLessThanOrEqual(MAX_ERROR_MESSAGE_BYTES);
     expect(entry.error).toMatch(/^disk full: x+… \[truncated \d+ bytes\]$/);
     expect(entry.stacktrace.length).toBeGreaterThan(0);
