@@ -87,7 +87,7 @@ describe('a failed boot heals', () => {
     const healed = await waitFor(async () => {
       const states = await bootStates(url);
       return ['crm-sync', 'lead-scoring', 'campaign-planner'].every((a) => states[a]?.status === 'ok') ? states : undefined;
-    }, { timeoutMs: 20_000, what: 'crm-sync and its dependents ok' });
+    }, { timeoutMs: 60_000, what: 'crm-sync and its dependents ok' });
     const failedAt = Date.parse(booted['crm-sync']!.at);
     const passedAt = Date.parse(healed['crm-sync']!.at);
     const unblockedAt = Date.parse(healed['campaign-planner']!.at);

@@ -167,8 +167,10 @@ async function probeHealthz(url: string, { count = 1_000_000, until = () => fals
   child.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
   child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  // The prober may finish its samples and exit between two ticks: a write then meets a closed pipe.
+  child.stdin!.on('error', () => {});
   const stopper = setInterval(() => {
-    if (until()) child.stdin!.write('stop\n');
+    if (until() && child.exitCode === null) child.stdin!.write('stop\n');
   }, 20);
   const code = await exited;
   clearInterval(stopper);

@@ -219,7 +219,10 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
         deps.log.info({ agent: spec.name, runId }, 'run aborted by shutdown and returned to the queue');
         throw new WaitingError();
       }
-      const durationMs = clock() - startedAt;
+      // A timer may fire up to a millisecond before the wall clock says its time has passed; a
+      // timed-out attempt lasted its whole timeout.
+      const elapsedMs = clock() - startedAt;
+      const durationMs = aborted instanceof RunTimeoutError ? Math.max(elapsedMs, spec.timeoutMs) : elapsedMs;
       if (aborted instanceof RunCancelledError) {
         const record: RunRecord = { agent: spec.name, runId, outcome: 'cancelled', at: clock(), error: aborted.reason, attempt };
         const events = [bus.encode('agent:cancelled', { ...base, reason: aborted.reason, state: 'running' }, spec.name)];
