@@ -22,12 +22,11 @@ import {
   registerNightlySchedule,
   triggerNightly,
   cancelRun,
-  clusterScrapeSources,
+  createSnapshotService,
   disableAgent,
   enableAgent,
   startBoot,
   triggerRun,
-  clusterSnapshotExtensions,
   bindPort,
   BootHealer,
   BOUNDED_RETRIES_PER_REQUEST,
@@ -151,13 +150,22 @@ export async function runScheduler(): Promise<void> {
   };
 
   const availability = new RedisAvailability({ redis });
+  const snapshots = createSnapshotService({
+    redis,
+    keys,
+    registry,
+    queues,
+    leader,
+    agentHistograms: config.metricsAgentHistograms,
+    maxAgeMs: config.metricsSnapshotMaxAgeMs,
+    log,
+  });
+  shutdown.register(5, 'metrics snapshot', () => snapshots.close());
+  snapshots.warmUp();
   const app = createHttpApp({
-    snapshot: {
-      queues,
-      registry,
-      state,
-      extend: clusterSnapshotExtensions({ redis, keys, registry, circuit, health, leader }),
-    },
+    queues,
+    registry,
+    snapshots,
     resetCircuit: async (agent) => {
       await circuit.reset(agent);
       return (await circuit.get(agent)).state;
@@ -167,7 +175,6 @@ export async function runScheduler(): Promise<void> {
     toggle: { enable: (agent) => enableAgent({ redis, keys }, agent), disable: (agent) => disableAgent({ redis, keys }, agent) },
     cancel: (runId, reason) => cancelRun({ queue: queues.agents, redis, keys, bus, registry, lockDurationMs: config.lockDurationMs, log }, runId, reason),
     boot: (agent) => requestBootCheck({ redis, keys }, agent),
-    scrapeSources: clusterScrapeSources({ keys, registry, replicaId: leader.id }),
     log,
     isReady: async () => (await availability.check()).available,
     redisAvailability: availability,

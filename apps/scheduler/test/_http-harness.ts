@@ -5,15 +5,13 @@ import {
   CircuitBreaker,
   EventBus,
   ReportStore,
-  agentToggleSnapshot,
   buildRegistry,
   cancelRun,
-  circuitSnapshot,
-  clusterScrapeSources,
   createAgentWorker,
   createKeys,
   createLogger,
   createQueues,
+  createSnapshotService,
   defineAgent,
   disableAgent,
   enableAgent,
@@ -24,6 +22,7 @@ import {
   type Queues,
   type Redis,
   type Registry,
+  type SnapshotService,
 } from '@werkpilot/shared';
 import { uniquePrefix, type TestRedis } from '@werkpilot/test-support';
 import { createHttpApp } from '../src/http/app.js';
@@ -35,7 +34,7 @@ export const log = createLogger({ level: 'silent', name: 'http-test' });
 
 /**
  * The test agents: a small DAG (alpha → beta → gamma) plus agents that time out, fail once, or
- * always fail. `beta` fails when its data says so, so the DLQ can be filled on demand.
+ * always fail. `beta` fails when its data says so (with its `message`, if given), so the DLQ can be filled on demand.
  */
 export const TEST_AGENTS: AgentDefinition[] = [
   defineAgent({ name: 'alpha', priority: 1, run: async () => ({ ok: true }) }),
@@ -45,7 +44,8 @@ export const TEST_AGENTS: AgentDefinition[] = [
     dependsOn: ['alpha'],
     retry: { attempts: 1 },
     run: async (ctx) => {
-      if ((ctx.data as { fail?: boolean } | undefined)?.fail) throw new Error('beta was told to fail');
+      const data = ctx.data as { fail?: boolean; message?: string } | undefined;
+      if (data?.fail) throw new Error(data.message ?? 'beta was told to fail');
       return { ok: true };
     },
   }),
@@ -93,6 +93,12 @@ export interface HarnessOptions {
   isReady?: () => Promise<boolean>;
   /** The app's logger (default: silent). */
   log?: Logger;
+  /** METRICS_SNAPSHOT_MAX_AGE_MS of each replica (default 0: every read reflects every write before it). */
+  snapshotMaxAgeMs?: number;
+  /** METRICS_AGENT_HISTOGRAMS (default true). */
+  agentHistograms?: boolean;
+  /** Agents the snapshot re-reads per build unmarked (default: the builder's); 0 leaves only the change feed. */
+  sweepPerBuild?: number;
 }
 
 /**
@@ -113,10 +119,24 @@ export async function startHttpHarness(testRedis: TestRedis, options: HarnessOpt
   const workers: Worker[] = [];
   const buses: EventBus[] = [bus];
   const listeners: { close(): Promise<void> }[] = [];
+  const snapshotServices: SnapshotService[] = [];
 
   const listen = async (): Promise<string> => {
+    const snapshots = createSnapshotService({
+      redis,
+      keys,
+      registry,
+      queues,
+      agentHistograms: options.agentHistograms ?? true,
+      maxAgeMs: options.snapshotMaxAgeMs ?? 0,
+      ...(options.sweepPerBuild !== undefined ? { sweepPerBuild: options.sweepPerBuild } : {}),
+      log,
+    });
+    snapshotServices.push(snapshots);
     const app = createHttpApp({
-      snapshot: { queues, registry, state, extend: [circuitSnapshot(circuit), agentToggleSnapshot({ redis, keys })] },
+      queues,
+      registry,
+      snapshots,
       log: options.log ?? log,
       isReady: options.isReady ?? (async () => (await redis.ping()) === 'PONG'),
       redis,
@@ -131,7 +151,6 @@ export async function startHttpHarness(testRedis: TestRedis, options: HarnessOpt
       },
       reports: { latest: () => reports.getLatest(), list: () => reports.list() },
       cancel: (runId, reason) => cancelRun({ queue: queues.agents, redis, keys, bus, ackTimeoutMs: 2000 }, runId, reason),
-      scrapeSources: clusterScrapeSources({ keys, registry }),
     });
     const server: Server = await new Promise((resolve) => {
       const s = app.listen(0, '127.0.0.1', () => resolve(s));
@@ -180,6 +199,7 @@ export async function startHttpHarness(testRedis: TestRedis, options: HarnessOpt
             }),
         ),
       );
+      await Promise.all(snapshotServices.map((s) => s.close()));
       await Promise.all(buses.map((b) => b.close()));
       await queues.close();
     },

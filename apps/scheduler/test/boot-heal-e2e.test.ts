@@ -63,6 +63,9 @@ async function start(recheckMs: number): Promise<AppCluster> {
     WERKPILOT_AGENTS: agentsDir,
     DASHBOARD_TOKEN: TOKEN,
     BOOT_RECHECK_MS: String(recheckMs),
+    // Every read of /api/metrics reflects every change before it: the test watches boot states
+    // that last less than the default snapshot age (2 s).
+    METRICS_SNAPSHOT_MAX_AGE_MS: '0',
     HEALTH_CHECK_TIMEOUT_MS: '2000',
   });
   clusters.push(cluster);

@@ -71,7 +71,11 @@ describe('dependency-aware execution across real processes', () => {
     });
     const unhealthy = (await events()).filter((e) => e.type === 'dependency:unhealthy' && e.agent === 'load');
     expect(unhealthy.at(-1)!.data.reasons).toEqual(['dependency transform disabled']);
-    const metrics = (await api('/api/metrics')).body;
+    // The snapshot behind /api/metrics may be up to METRICS_SNAPSHOT_MAX_AGE_MS (2 s) old.
+    const metrics = await waitFor(async () => {
+      const { body } = await api('/api/metrics');
+      return body.agents.transform.skipped === 1 ? body : undefined;
+    }, { what: 'the skipped run of transform in /api/metrics' });
     expect(metrics.agents.transform).toMatchObject({ enabled: false, skipped: 1, failures: 0 });
     expect(metrics.deadLetterQueueSize).toBe(0);
 

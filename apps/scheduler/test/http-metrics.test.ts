@@ -1,9 +1,11 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { get as httpGet } from 'node:http';
+import { gunzipSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import { RUN_DURATION_BUCKETS_SECONDS, wantsPrometheusFormat } from '@werkpilot/shared';
 import { useTestRedis, waitFor } from '@werkpilot/test-support';
-import { basic, call, startHttpHarness, type Harness } from './_http-harness.js';
+import { basic, call, startHttpHarness, type Harness, type HarnessOptions } from './_http-harness.js';
 
 const redis = useTestRedis();
 const harnesses: Harness[] = [];
@@ -16,8 +18,8 @@ const AUTH = basic(CREDENTIALS.user, CREDENTIALS.password);
 const PROMETHEUS_ACCEPT = 'application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1';
 const PROMTOOL = process.env.PROMTOOL ?? '/usr/bin/promtool';
 
-async function start(): Promise<Harness> {
-  const h = await startHttpHarness(redis, { credentials: CREDENTIALS });
+async function start(options: Omit<HarnessOptions, 'credentials'> = {}): Promise<Harness> {
+  const h = await startHttpHarness(redis, { credentials: CREDENTIALS, ...options });
   harnesses.push(h);
   return h;
 }
@@ -183,16 +185,113 @@ describe('Prometheus exporter', () => {
     expect(pick(await prometheusText(other))).toBe(pick(await prometheusText(h.url)));
   });
 
-  it.runIf(existsSync(PROMTOOL))('passes promtool check metrics', async () => {
-    const h = await start();
+  it.runIf(existsSync(PROMTOOL)).each([true, false])('passes promtool check metrics with METRICS_AGENT_HISTOGRAMS=%s', async (agentHistograms) => {
+    const h = await start({ agentHistograms });
     await h.startWorker();
     await runAndWait(h, 'alpha', 'completed');
     await runAndWait(h, 'sleepy', 'failed');
     const text = await prometheusText(h.url);
+    expect(text.includes('werkpilot_agent_run_duration_seconds_bucket{')).toBe(agentHistograms);
     const result = spawnSync(PROMTOOL, ['check', 'metrics'], { input: text, encoding: 'utf8' });
     expect(result.stdout + result.stderr).toBe('');
     expect(result.status).toBe(0);
   });
 
   it.skipIf(existsSync(PROMTOOL))(`promtool check metrics (skipped: ${PROMTOOL} is not installed; apt-get install prometheus)`, () => {});
+});
+
+describe('cardinality: METRICS_AGENT_HISTOGRAMS', () => {
+  it('leaves out the per-agent histograms when off, keeps every per-agent counter and gauge, and always exports histograms by priority', async () => {
+    const [on, off] = [await start({ agentHistograms: true }), await start({ agentHistograms: false })];
+    for (const h of [on, off]) {
+      await h.startWorker();
+      await runAndWait(h, 'alpha', 'completed');
+      await runAndWait(h, 'beta', 'completed');
+      await runAndWait(h, 'flaky', 'completed');
+    }
+    const [withHistograms, without] = [series(await prometheusText(on.url)), series(await prometheusText(off.url))];
+    const names = (m: Map<string, number>) => new Set([...m.keys()].map((k) => k.replace(/\{.*$/, '')));
+    expect([...names(withHistograms)].filter((n) => !names(without).has(n)).sort()).toEqual([
+      'werkpilot_agent_run_duration_seconds_bucket',
+      'werkpilot_agent_run_duration_seconds_count',
+      'werkpilot_agent_run_duration_seconds_sum',
+    ]);
+    for (const h of [on, off]) {
+      const m = h === on ? withHistograms : without;
+      // Histograms by priority: alpha is priority 1, beta 2, flaky 3 (two attempts).
+      expect(m.get('werkpilot_priority_run_duration_seconds_count{priority="1"}')).toBe(1);
+      expect(m.get('werkpilot_priority_run_duration_seconds_count{priority="2"}')).toBe(1);
+      expect(m.get('werkpilot_priority_run_duration_seconds_count{priority="3"}')).toBe(2);
+      expect(m.get('werkpilot_priority_run_duration_seconds_bucket{priority="3",le="+Inf"}')).toBe(2);
+      expect(m.get('werkpilot_agent_runs_total{agent="flaky",outcome="failure"}')).toBe(1);
+      expect(m.get('werkpilot_agent_score{agent="alpha"}')).toBeGreaterThan(90);
+    }
+    // The per-agent series that remain: 18 per agent without histograms, 36 with.
+    const perAgent = (m: Map<string, number>) => [...m.keys()].filter((k) => k.includes('agent="alpha"')).length;
+    expect(perAgent(without)).toBe(18);
+    expect(perAgent(withHistograms)).toBe(36);
+  });
+});
+
+describe('serving the snapshot', () => {
+  /** A raw GET that does not decompress, to see what travels. */
+  function rawGet(url: string, headers: Record<string, string>): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }> {
+    return new Promise((resolve, reject) => {
+      httpGet(url, { headers }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }));
+      }).on('error', reject);
+    });
+  }
+
+  it('gzips for clients that ask, answers plain curl in plain text, and 304 for a body the client has', async () => {
+    const h = await start({ snapshotMaxAgeMs: 60_000 });
+    for (const [path, accept] of [['/metrics', 'text/plain'], ['/metrics', '*/*'], ['/api/metrics', 'application/json']] as const) {
+      const headers = { accept, ...AUTH };
+      const plain = await rawGet(`${h.url}${path}`, headers);
+      expect(plain.headers['content-encoding'], path).toBeUndefined();
+      expect(Number(plain.headers['content-length'])).toBe(plain.body.length);
+      const gzipped = await rawGet(`${h.url}${path}`, { ...headers, 'accept-encoding': 'gzip, deflate, br' });
+      expect(gzipped.headers['content-encoding']).toBe('gzip');
+      expect(gzipped.headers.vary).toMatch(/Accept-Encoding/);
+      expect(gunzipSync(gzipped.body).toString()).toBe(plain.body.toString());
+      expect(gzipped.headers.etag).toBe(plain.headers.etag);
+      const again = await rawGet(`${h.url}${path}`, { ...headers, 'if-none-match': String(plain.headers.etag) });
+      expect(again.status).toBe(304);
+      expect(again.body.length).toBe(0);
+    }
+  });
+
+  it('shows an operator action at once, however old a snapshot may be', async () => {
+    const h = await start({ snapshotMaxAgeMs: 60_000 });
+    expect((await call(h.url, '/api/metrics', { headers: AUTH })).body.agents.gamma.enabled).toBe(true);
+    expect((await call(h.url, '/api/agents/gamma/disable', { method: 'POST', headers: AUTH })).status).toBe(200);
+    expect((await call(h.url, '/api/metrics', { headers: AUTH })).body.agents.gamma.enabled).toBe(false);
+    expect((await call(h.url, '/api/agents/gamma', { headers: AUTH })).body.enabled).toBe(false);
+  });
+
+  it('serves the same figures from two schedulers, each updating its own snapshot from the change feed', async () => {
+    const h = await start({ sweepPerBuild: 0 });
+    const other = await h.replica();
+    // Both replicas have built a snapshot before anything runs: what follows reaches them as changes.
+    for (const url of [h.url, other]) expect((await call(url, '/api/metrics', { headers: AUTH })).body.agents.alpha.runs).toBe(0);
+    await h.startWorker();
+    await runAndWait(h, 'alpha', 'completed');
+    await runAndWait(h, 'flaky', 'completed');
+    await runAndWait(h, 'doomed', 'failed');
+    await runAndWait(h, 'sleepy', 'failed');
+
+    const cluster = async (url: string) => {
+      const { body } = await call(url, '/api/metrics', { headers: AUTH });
+      return { agents: body.agents, queues: body.queues, deadLetterQueue: body.deadLetterQueue, sizes: [body.executionQueueSize, body.deadLetterQueueSize] };
+    };
+    const [one, two] = [await cluster(h.url), await cluster(other)];
+    expect(one.agents.alpha).toMatchObject({ runs: 1, samples: 1 });
+    expect(one.agents.flaky).toMatchObject({ runs: 2, failures: 1, successes: 1 });
+    expect(one.deadLetterQueue.map((e: { agent: string }) => e.agent).sort()).toEqual(['doomed', 'sleepy']);
+    expect(two).toEqual(one);
+    const figures = (text: string) => text.split('\n').filter((l) => l.startsWith('werkpilot_')).join('\n');
+    expect(figures(await prometheusText(other))).toBe(figures(await prometheusText(h.url)));
+  });
 });

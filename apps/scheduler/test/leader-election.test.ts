@@ -79,9 +79,15 @@ describe('scheduler leader election (real processes)', () => {
     started.push(...replicas);
 
     const leaderId = await waitFor(() => currentLeader(prefix), { timeoutMs: 10_000, what: 'a leader' });
-    const statuses = await Promise.all(replicas.map((r) => schedulerStatus(r.port)));
+    // /api/metrics is a snapshot up to METRICS_SNAPSHOT_MAX_AGE_MS old: a replica may still show the moment before the election.
+    const statuses = await waitFor(
+      async () => {
+        const all = await Promise.all(replicas.map((r) => schedulerStatus(r.port)));
+        return all.every((s) => s.leaderId === leaderId) ? all : undefined;
+      },
+      { what: 'every replica to name the leader' },
+    );
     expect(statuses.filter((s) => s.isLeader).map((s) => s.replicaId)).toEqual([leaderId]);
-    expect(statuses.every((s) => s.leaderId === leaderId)).toBe(true);
     await waitFor(async () => (await jobSchedulerIds(prefix)).length === 3, { what: 'job schedulers reconciled by the leader' });
     expect(await jobSchedulerIds(prefix)).toEqual(['crm-sync', 'lead-scoring', 'nightly']);
     // Only the leader plans: followers never reconcile nor run the health monitor.

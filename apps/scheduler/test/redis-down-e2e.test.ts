@@ -29,7 +29,9 @@ async function timed(url: string): Promise<{ status: number; body: unknown; ms: 
 /** A scheduler and a worker, both with HTTP ports, on `redisUrl`; resolves once both listen. */
 async function startPair(redisUrl: string) {
   const [port, workerPort] = [await freePort(), await freePort()];
-  const env = { REDIS_URL: redisUrl, WERKPILOT_PREFIX: uniquePrefix(), WERKPILOT_AGENTS: agentsDir, HEARTBEAT_INTERVAL_MS: '500' };
+  // METRICS_SNAPSHOT_MAX_AGE_MS=0: every read goes to Redis, as these checks need (with the default,
+  // a read in the first 2 s of a freeze is answered from the metrics snapshot, without Redis).
+  const env = { REDIS_URL: redisUrl, WERKPILOT_PREFIX: uniquePrefix(), WERKPILOT_AGENTS: agentsDir, HEARTBEAT_INTERVAL_MS: '500', METRICS_SNAPSHOT_MAX_AGE_MS: '0' };
   const scheduler = startApp('scheduler', { ...env, PORT: String(port) });
   const worker = startApp('worker', { ...env, WORKER_HTTP_PORT: String(workerPort) });
   const url = `http://127.0.0.1:${port}`;

@@ -214,9 +214,22 @@ export class AgentStateStore {
 }
 
 function toState(stats: Record<string, string>, durations: number[], outcomes: string[]): AgentState {
+  const successesInWindow = outcomes.filter((o) => o === 's').length;
+  return stateFromStats(stats, {
+    recentSuccessRate: outcomes.length === 0 ? null : successesInWindow / outcomes.length,
+    recentRuns: outcomes.length,
+    samples: durations.length,
+    ...percentiles(durations),
+  });
+}
+
+/** What the sample lists contribute to an agent's state (computed by whoever holds the samples). */
+export type SampleFigures = Pick<AgentState, 'recentSuccessRate' | 'recentRuns' | 'samples' | 'p50' | 'p95' | 'p99'>;
+
+/** An agent's state from its stats hash (as HGETALL returns it) and the figures of its samples. */
+export function stateFromStats(stats: Record<string, string>, samples: SampleFigures): AgentState {
   const int = (field: string) => Number(stats[field] ?? 0);
   const iso = (field: string) => (stats[field] ? new Date(Number(stats[field])).toISOString() : null);
-  const successesInWindow = outcomes.filter((o) => o === 's').length;
   return {
     runs: int('runs'),
     successes: int('successes'),
@@ -230,9 +243,11 @@ function toState(stats: Record<string, string>, durations: number[], outcomes: s
     lastSuccessAt: iso('lastSuccessAt'),
     lastError: stats.lastError || null,
     lastErrorAt: iso('lastErrorAt'),
-    recentSuccessRate: outcomes.length === 0 ? null : successesInWindow / outcomes.length,
-    recentRuns: outcomes.length,
-    samples: durations.length,
-    ...percentiles(durations),
+    recentSuccessRate: samples.recentSuccessRate,
+    recentRuns: samples.recentRuns,
+    samples: samples.samples,
+    p50: samples.p50,
+    p95: samples.p95,
+    p99: samples.p99,
   };
 }

@@ -1,7 +1,6 @@
 import type { Redis } from 'ioredis';
 import { dependencyRule, type GateRule } from './gating.js';
 import type { Keys } from './keys.js';
-import type { MetricsSnapshot } from './metrics-snapshot.js';
 
 /**
  * The operator's enabled/disabled flag per agent, cluster-wide: one Redis set of disabled agents
@@ -52,11 +51,3 @@ export function agentToggleRules(): GateRule[] {
   ];
 }
 
-/** Snapshot extension: `agents.<name>.enabled`. */
-export function agentToggleSnapshot(deps: ToggleDeps): (snapshot: MetricsSnapshot) => Promise<void> {
-  return async (snapshot) => {
-    const names = Object.keys(snapshot.agents);
-    const disabled = await disabledAmong(deps, names);
-    for (const name of names) snapshot.agents[name]!.enabled = !disabled.has(name);
-  };
-}

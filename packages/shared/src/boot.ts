@@ -8,8 +8,8 @@ import { dependencyRule, type GateRule } from './gating.js';
 import { createHealthCheckHandler } from './health.js';
 import type { Keys } from './keys.js';
 import { leaderKey, type LeaderFence } from './leader.js';
-import type { MetricsSnapshot } from './metrics-snapshot.js';
 import type { Registry } from './registry.js';
+import { snapshotGenerationsKey } from './snapshot-changes.js';
 import type { SystemJobHandler } from './system-worker.js';
 
 /**
@@ -84,19 +84,22 @@ export const bootKey = (keys: Keys) => keys.key('boot');
 /**
  * Invariant: boot state is written only by the replica holding the leader lease at that moment —
  * the lease check and the write are one script — and every write bumps the gate epoch, so workers'
- * cached gate state (gate-cache.ts) sees it on their next run. KEYS: boot hash, leader lease, gate
- * epoch. ARGV: holder id ('' = unfenced), agent ('' = clear the whole hash), state JSON. Returns 1 if written.
+ * cached gate state (gate-cache.ts) sees it on their next run, and the boot generation, so the
+ * metrics snapshot re-reads boot state (snapshot-changes.ts). KEYS: boot hash, leader lease, gate
+ * epoch, snapshot generations. ARGV: holder id ('' = unfenced), agent ('' = clear the whole hash),
+ * state JSON. Returns 1 if written.
  */
 const WRITE_BOOT_STATE_LUA = `
 if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('HSET', KEYS[1], ARGV[2], ARGV[3]) end
 redis.call('INCR', KEYS[3])
+redis.call('HINCRBY', KEYS[4], 'boot', 1)
 return 1
 `;
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    werkpilotWriteBootState(boot: string, lease: string, epoch: string, holder: string, agent: string, json: string): Result<number, Context>;
+    werkpilotWriteBootState(boot: string, lease: string, epoch: string, generations: string, holder: string, agent: string, json: string): Result<number, Context>;
   }
 }
 
@@ -104,10 +107,10 @@ declare module 'ioredis' {
 export function bootStateWriter(deps: Pick<BootDeps, 'redis' | 'keys' | 'bus' | 'fence'>) {
   const { redis, keys, bus, fence } = deps;
   if (typeof (redis as Partial<Redis>).werkpilotWriteBootState !== 'function') {
-    redis.defineCommand('werkpilotWriteBootState', { numberOfKeys: 3, lua: WRITE_BOOT_STATE_LUA });
+    redis.defineCommand('werkpilotWriteBootState', { numberOfKeys: 4, lua: WRITE_BOOT_STATE_LUA });
   }
   const write = async (agent: string, json: string, what: string) => {
-    const written = await redis.werkpilotWriteBootState(bootKey(keys), fence?.key ?? leaderKey(keys), keys.gateEpoch, fence?.id ?? '', agent, json);
+    const written = await redis.werkpilotWriteBootState(bootKey(keys), fence?.key ?? leaderKey(keys), keys.gateEpoch, snapshotGenerationsKey(keys), fence?.id ?? '', agent, json);
     if (written !== 1) throw new NotLeaderError(what);
   };
   return {
@@ -290,10 +293,3 @@ export function bootGateRules(): GateRule[] {
   ];
 }
 
-/** Snapshot extension: `agents.<name>.boot` = `{ status, layer, reason?, at, durationMs? }` or null before the first boot. */
-export function bootSnapshot(deps: { redis: Redis; keys: Keys }): (snapshot: MetricsSnapshot) => Promise<void> {
-  return async (snapshot) => {
-    const states = await readBootStates(deps);
-    for (const [name, entry] of Object.entries(snapshot.agents)) entry.boot = states.get(name) ?? null;
-  };
-}

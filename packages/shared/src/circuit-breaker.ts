@@ -5,8 +5,8 @@ import type { AgentSpec } from './agent.js';
 import type { RunRecord } from './agent-state.js';
 import { BUS_EMIT_LUA } from './bus.js';
 import type { Keys } from './keys.js';
-import type { MetricsSnapshot } from './metrics-snapshot.js';
 import { execOrThrow } from './redis-pipeline.js';
+import { markAgentsChanged } from './snapshot-changes.js';
 
 /**
  * The circuit breaker, cluster-wide. A restart is a failed attempt of an agent (one that will be
@@ -280,7 +280,11 @@ export class CircuitBreaker {
       runId,
       trialStaleAfterMs(spec),
     )) as AdmitDecision;
-    if (decision === 'trial') this.log?.info({ agent: spec.name, runId }, 'circuit half-open: trial run');
+    if (decision === 'trial') {
+      this.log?.info({ agent: spec.name, runId }, 'circuit half-open: trial run');
+      // open → half-open happens here, at the gate, not in a run's outcome: tell the snapshot.
+      await markAgentsChanged({ redis: this.redis, keys: this.keys }, [spec.name]);
+    }
     return decision;
   }
 
@@ -297,6 +301,7 @@ export class CircuitBreaker {
       agent,
       new Date(now).toISOString(),
     )) as CircuitState;
+    await markAgentsChanged({ redis: this.redis, keys: this.keys }, [agent]);
     this.log?.info({ agent, previous }, 'circuit reset');
     return previous;
   }
@@ -336,15 +341,3 @@ export class CircuitBreaker {
   }
 }
 
-/** A `SnapshotDeps.extend` entry: `agents.<name>.{circuit, restartsLastHour, circuitOpenedAt}`. */
-export function circuitSnapshot(circuit: CircuitBreaker): (snapshot: MetricsSnapshot) => Promise<void> {
-  return async (snapshot) => {
-    const statuses = await circuit.getMany(Object.keys(snapshot.agents));
-    for (const [agent, status] of statuses) {
-      const entry = snapshot.agents[agent]!;
-      entry.circuit = status.state;
-      entry.restartsLastHour = status.restartsLastHour;
-      entry.circuitOpenedAt = status.openedAt;
-    }
-  };
-}

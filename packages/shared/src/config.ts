@@ -37,6 +37,13 @@ export interface Config {
   bootRecheckMs: number;
   nightlyCron: string;
   nightlyTz: string;
+  /**
+   * Per-agent run-duration histograms on the scheduler's /metrics (18 series per agent). The
+   * histograms by priority are always exported.
+   */
+  metricsAgentHistograms: boolean;
+  /** How old the cluster snapshot behind /metrics and /api/metrics may be when served. */
+  metricsSnapshotMaxAgeMs: number;
   dashboardToken: string | undefined;
   dashboardUser: string | undefined;
   dashboardPassword: string | undefined;
@@ -86,6 +93,15 @@ function stringVar(name: string, dflt: string, allowed: string, check: (v: strin
   return { name, default: dflt, schema: z.string().refine(check) as unknown as z.ZodType<string>, allowed };
 }
 
+function booleanVar(name: string, dflt: boolean): Variable<boolean> {
+  return {
+    name,
+    default: dflt,
+    schema: z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1') as unknown as z.ZodType<boolean>,
+    allowed: 'true or false',
+  };
+}
+
 function optionalVar(name: string, { isSecret = false } = {}): Variable<string | undefined> {
   return {
     name,
@@ -129,6 +145,8 @@ const VARIABLES = {
   bootRecheckMs: msVar('BOOT_RECHECK_MS', 5000, 100),
   nightlyCron: stringVar('NIGHTLY_CRON', '0 23 * * *', 'a 5- or 6-field cron expression', (v) => cronProblem(v) === null),
   nightlyTz: stringVar('NIGHTLY_TZ', 'Europe/Zurich', 'an IANA time zone such as Europe/Zurich', (v) => timezoneProblem(v) === null),
+  metricsAgentHistograms: booleanVar('METRICS_AGENT_HISTOGRAMS', true),
+  metricsSnapshotMaxAgeMs: intVar('METRICS_SNAPSHOT_MAX_AGE_MS', 2000, 0, 'a whole number of milliseconds from 0 to 60000', 60000),
   dashboardToken: optionalVar('DASHBOARD_TOKEN', { isSecret: true }),
   dashboardUser: optionalVar('DASHBOARD_USER'),
   dashboardPassword: optionalVar('DASHBOARD_PASSWORD', { isSecret: true }),

@@ -48,6 +48,11 @@ export class DeadLetterQueue {
     return (await readRunSummaries(this.queue, runs)).map(summaryToEntry);
   }
 
+  /** The named runs as `list` shows them, in the order given; runs that are gone are left out. */
+  async entries(ids: readonly string[]): Promise<DeadLetterEntry[]> {
+    return (await readRunSummaries(this.queue, ids.map((id) => ({ id, state: 'failed' as const })))).map(summaryToEntry);
+  }
+
   async get(id: string): Promise<DeadLetterEntry> {
     return toEntry(await this.requireFailed(id));
   }

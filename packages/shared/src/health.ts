@@ -7,11 +7,11 @@ import type { CircuitBreaker, CircuitStatus } from './circuit-breaker.js';
 import { cronIntervalMs } from './cron.js';
 import { dependencyRule, type GateRule } from './gating.js';
 import type { Keys } from './keys.js';
-import type { MetricsSnapshot } from './metrics-snapshot.js';
 import { runInScope } from './process-faults.js';
 import { execOrThrow } from './redis-pipeline.js';
 import { MAX_ERROR_MESSAGE_BYTES, truncateBytes } from './size-limits.js';
 import type { Registry } from './registry.js';
+import { addGenerationBumpTo } from './snapshot-changes.js';
 import type { SystemJobHandler } from './system-worker.js';
 
 /**
@@ -167,6 +167,8 @@ export class HealthStore {
         new Date(now).toISOString(),
       );
     }
+    // Every rating rewrites checkedAt: the snapshot re-reads health whole when the generation moves.
+    addGenerationBumpTo(pipeline, this.keys, 'health');
     const replies = await execOrThrow(pipeline);
     return agents.filter((_, i) => replies[i] === 1);
   }
@@ -400,15 +402,3 @@ function isCoveredLive(reason: string): boolean {
   return reason.startsWith('circuit ') || reason === 'disabled' || reason === 'no live worker';
 }
 
-/** A `SnapshotDeps.extend` entry: `agents.<name>.{health, healthReasons, healthCheckedAt}`. */
-export function healthSnapshot(health: HealthStore): (snapshot: MetricsSnapshot) => Promise<void> {
-  return async (snapshot) => {
-    const ratings = await health.getMany(Object.keys(snapshot.agents));
-    for (const [agent, rating] of ratings) {
-      const entry = snapshot.agents[agent]!;
-      entry.health = rating.state;
-      entry.healthReasons = rating.reasons;
-      entry.healthCheckedAt = rating.checkedAt;
-    }
-  };
-}

@@ -1,7 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Keys } from './keys.js';
-import type { MetricsSnapshot } from './metrics-snapshot.js';
 
 /** What a worker says about itself in each heartbeat (and what `system.workers[]` lists). */
 export interface WorkerInfo {
@@ -75,12 +74,6 @@ export async function hasLiveWorker(deps: { redis: Redis; keys: Keys; clock?: ()
   return (await listLiveWorkers(deps)).length > 0;
 }
 
-/** A `SnapshotDeps.extend` entry adding `system.workers` (the live workers) to `/api/metrics`. */
-export function liveWorkersSnapshot(deps: { redis: Redis; keys: Keys; clock?: () => number }): (snapshot: MetricsSnapshot) => Promise<void> {
-  return async (snapshot) => {
-    snapshot.system.workers = await listLiveWorkers(deps);
-  };
-}
 
 export interface WorkerHeartbeatOptions {
   redis: Redis;

@@ -1,7 +1,6 @@
 import type { Redis, Result } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Keys } from './keys.js';
-import type { MetricsSnapshot } from './metrics-snapshot.js';
 
 /**
  * Leader election among scheduler replicas: a Redis lease (`SET key id NX PX ttl`) renewed every
@@ -189,10 +188,3 @@ export class LeaderElection {
   }
 }
 
-/** A `SnapshotDeps.extend` entry: `system.scheduler.{isLeader, leaderId, replicaId}`. */
-export function leaderSnapshot(election: LeaderElection): (snapshot: MetricsSnapshot) => Promise<void> {
-  return async (snapshot) => {
-    const leaderId = await election.currentLeader();
-    snapshot.system.scheduler = { isLeader: leaderId === election.id && election.isLeader, leaderId, replicaId: election.id };
-  };
-}

@@ -1,11 +1,9 @@
-import type { AgentState, AgentStateStore } from './agent-state.js';
-import { DeadLetterQueue, type DeadLetterEntry } from './dlq.js';
-import { readProcessMemory, type ProcessMemory } from './process-memory.js';
-import type { Queues } from './queues.js';
-import type { Registry } from './registry.js';
+import type { AgentState } from './agent-state.js';
+import type { DeadLetterEntry } from './dlq.js';
+import type { ProcessMemory } from './process-memory.js';
 
-const JOB_STATES = ['waiting', 'prioritized', 'delayed', 'active', 'completed', 'failed'] as const;
-export type QueueCounts = Record<(typeof JOB_STATES)[number], number>;
+/** Job counts of one queue by state, as BullMQ's getJobCounts reports them. */
+export type QueueCounts = Record<'waiting' | 'prioritized' | 'delayed' | 'active' | 'completed' | 'failed', number>;
 
 export interface AgentSnapshot extends AgentState {
   priority: number;
@@ -15,7 +13,10 @@ export interface AgentSnapshot extends AgentState {
   timeoutMs: number;
 }
 
-/** The JSON snapshot of `/api/metrics` (and `/metrics` for JSON clients): the predecessor's shape. */
+/**
+ * The JSON snapshot of `/api/metrics` (and `/metrics` for JSON clients): the predecessor's shape.
+ * cluster-snapshot.ts builds it.
+ */
 export interface MetricsSnapshot {
   /** Runs waiting to execute (waiting + prioritized) on the agents queue. */
   executionQueueSize: number;
@@ -29,44 +30,4 @@ export interface MetricsSnapshot {
   agents: Record<string, AgentSnapshot & Record<string, unknown>>;
   /** The last 20 dead-lettered runs, newest first. */
   deadLetterQueue: DeadLetterEntry[];
-}
-
-export interface SnapshotDeps {
-  queues: Queues;
-  registry: Registry;
-  state: AgentStateStore;
-  /** Adds fields from parts that exist in this process (workers, leader, health, ...). */
-  extend?: ((snapshot: MetricsSnapshot) => Promise<void>)[];
-}
-
-export async function buildMetricsSnapshot({ queues, registry, state, extend = [] }: SnapshotDeps): Promise<MetricsSnapshot> {
-  const dlq = new DeadLetterQueue(queues.agents);
-  const names = registry.names();
-  const [agentCounts, systemCounts, states, recentFailures] = await Promise.all([
-    queues.agents.getJobCounts(...JOB_STATES) as Promise<QueueCounts>,
-    queues.system.getJobCounts(...JOB_STATES) as Promise<QueueCounts>,
-    state.getMany(names),
-    dlq.list(0, 20),
-  ]);
-  const agents: MetricsSnapshot['agents'] = {};
-  for (const spec of registry.list()) {
-    agents[spec.name] = {
-      priority: spec.priority,
-      dependencyDepth: spec.depth,
-      dependsOn: spec.dependsOn,
-      schedule: spec.schedule ?? null,
-      timeoutMs: spec.timeoutMs,
-      ...states.get(spec.name)!,
-    };
-  }
-  const snapshot: MetricsSnapshot = {
-    executionQueueSize: agentCounts.waiting + agentCounts.prioritized,
-    deadLetterQueueSize: agentCounts.failed,
-    queues: { agents: agentCounts, system: systemCounts },
-    system: { memory: readProcessMemory(), uptimeSeconds: Math.round(process.uptime()) },
-    agents,
-    deadLetterQueue: recentFailures,
-  };
-  for (const add of extend) await add(snapshot);
-  return snapshot;
 }

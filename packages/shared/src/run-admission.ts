@@ -30,6 +30,7 @@ import type { Keys } from './keys.js';
 import { LEASE_LUA, OverlapGuard, leaseKey, leaseTtlMs, leaseWaitersKey } from './overlap.js';
 import { PROMOTE_PARKED_LUA } from './parked-runs.js';
 import { QUEUE_NAMES, type RunJobData } from './queues.js';
+import { markAgentsChanged } from './snapshot-changes.js';
 import { createWriteBatcher } from './write-batching.js';
 
 /**
@@ -249,7 +250,11 @@ export function createRunAdmission(options: RunAdmissionOptions): RunAdmission {
             log.debug({ agent: spec.name, runId }, 'queued behind the running run of the same agent');
             return park(job, token, clock() + Math.min(Math.max(0, reply[1]) + 100, recheckMs), () => overlap.registerParked(spec.name, runId, job.priority));
           case 'run':
-            if (reply[1] === 1) log.info({ agent: spec.name, runId }, 'circuit half-open: trial run');
+            if (reply[1] === 1) {
+              log.info({ agent: spec.name, runId }, 'circuit half-open: trial run');
+              // open → half-open happens here, not in a run's completion: the metrics snapshot hears of it (rare, off the common path).
+              markAgentsChanged({ redis, keys }, [spec.name]).catch((err: unknown) => log.warn({ err }, 'could not mark the agent changed for the metrics snapshot'));
+            }
             return { kind: 'run', isTrial: reply[1] === 1 };
         }
       }

@@ -10,14 +10,16 @@ import { skipCausesKey } from './nightly.js';
 import { LEASE_LUA, leaseKey, leaseTtlMs, leaseWaitersKey } from './overlap.js';
 import { PROMOTE_PARKED_LUA, parkedQueueKeys } from './parked-runs.js';
 import { QUEUE_NAMES, type RunJobData } from './queues.js';
+import { MARK_CHANGED_FN_LUA, changeSequenceKey, changedAgentsKey } from './snapshot-changes.js';
 import { createWriteBatcher } from './write-batching.js';
 
 /**
  * Everything that happens when a run's attempt ends, in one script (COMPLETE_LUA): the agent's
  * counters, last-run fields, samples and exported figures; the circuit, only when it matters (a
  * failure, or the end of the half-open trial); the outcome's events; for a run that ended for good,
- * its finished marker and the promotion of the dependents waiting for it; and the release of the
- * agent's overlap lease with its hand-off to the next queued run.
+ * its finished marker and the promotion of the dependents waiting for it; the release of the
+ * agent's overlap lease with its hand-off to the next queued run; and the agent's mark in the
+ * metrics snapshot's change feed (snapshot-changes.ts).
  *
  * It is sent on BullMQ's connection right before the processor returns (or throws), without
  * waiting for its reply: BullMQ's own completion (moveToFinished) follows on the same connection,
@@ -68,24 +70,25 @@ export interface RunCompletion {
  * The arguments are laid out so that a run pays only for what its completion does (each argument
  * costs both this process and Redis): fixed keys and values, then optional groups named by `flags`.
  * KEYS: 1 the job's lock, 2 stats, 3 durations, 4 outcomes (read once, see agent-state.ts),
- *       5 events stream, 6 lease, 7 lease waiters, 8..15 queue keys for promotions (parked-runs.ts);
+ *       5 events stream, 6 lease, 7 lease waiters, 8..15 queue keys for promotions (parked-runs.ts),
+ *       16 change sequence, 17 changed agents (snapshot-changes.ts);
  *       then, if flags has 'C', circuit, restarts, gate epoch; if 'W', the run's done marker, its
  *       waiters hash, the pending counters; if 'S', the skip causes hash.
  * ARGV: 1 lock token ('' = unfenced), 2 run id, 3..10 the record (agent-state.ts recordArgs),
  *       11 finished outcome ('' = not finished), 12 flags ('L' holds the lease, 'C', 'W', 'S'),
- *       13 lease ttl ms, 14 the agent's priority (for the hand-off), 15 channel, 16 history length;
- *       then, if 'C': now, window ms, max restarts, restart member, agent, at (ISO); if 'S': how
- *       many skip causes, and they; then the events (JSON).
+ *       13 lease ttl ms, 14 the agent's priority (for the hand-off), 15 channel, 16 history length,
+ *       17 the agent; then, if 'C': now, window ms, max restarts, restart member, agent, at (ISO);
+ *       if 'S': how many skip causes, and they; then the events (JSON).
  * Invariants: only the attempt holding the job's lock records anything; one outcome per attempt;
  * each waiter promoted once; the lease released only by its holder and handed to one waiter.
  * Returns 'ok' or 'fenced'.
  */
-const COMPLETE_LUA = `${BUS_EMIT_LUA}${PROMOTE_PARKED_LUA}${RECORD_RUN_LUA}${CIRCUIT_LUA}${FINISH_RUN_LUA}${LEASE_LUA}
+const COMPLETE_LUA = `${BUS_EMIT_LUA}${PROMOTE_PARKED_LUA}${RECORD_RUN_LUA}${CIRCUIT_LUA}${FINISH_RUN_LUA}${LEASE_LUA}${MARK_CHANGED_FN_LUA}
 if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'fenced' end
 local runId, outcome, finished, flags = ARGV[2], ARGV[3], ARGV[11], ARGV[12]
 recordRun(KEYS[2], KEYS[3], KEYS[4], outcome, ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10])
 local ev = { stream = KEYS[5], channel = ARGV[15], maxlen = ARGV[16] }
-local k, a = 16, 17
+local k, a = 18, 18
 if string.find(flags, 'C', 1, true) then
   circuitRecord({ circuit = KEYS[k], restarts = KEYS[k + 1], epoch = KEYS[k + 2] }, ev, outcome, runId,
     tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3], ARGV[a + 4], ARGV[a + 5])
@@ -101,6 +104,7 @@ for i = a, #ARGV do emitJson(ev.stream, ev.channel, ev.maxlen, ARGV[i]) end
 local q = slice(KEYS, 8, 15)
 if waits < k then finishRun(KEYS[waits], KEYS[waits + 1], KEYS[waits + 2], q, finished, ${WAIT_TTL_SECONDS}) end
 if string.find(flags, 'L', 1, true) then leaseRelease(KEYS[6], KEYS[7], runId, ARGV[13], ARGV[14], q) end
+markChanged(KEYS[16], KEYS[17], ARGV[17])
 return 'ok'
 `;
 
@@ -131,7 +135,17 @@ export function createRunCompletion({ connection, keys, circuit, lockDurationMs 
     let found = byAgent.get(spec);
     if (!found) {
       found = {
-        fixed: [keys.agentStats(spec.name), keys.agentDurations(spec.name), keys.agentOutcomes(spec.name), keys.eventsStream, leaseKey(keys, spec.name), leaseWaitersKey(keys, spec.name), ...queueKeys],
+        fixed: [
+          keys.agentStats(spec.name),
+          keys.agentDurations(spec.name),
+          keys.agentOutcomes(spec.name),
+          keys.eventsStream,
+          leaseKey(keys, spec.name),
+          leaseWaitersKey(keys, spec.name),
+          ...queueKeys,
+          changeSequenceKey(keys),
+          changedAgentsKey(keys),
+        ],
         circuit: [circuitKey(keys, spec.name), restartsKey(keys, spec.name), keys.gateEpoch],
         skipCauses: skipCausesKey(keys, spec.name),
         leaseTtl: leaseTtlMs(spec.timeoutMs, lockDurationMs),
@@ -173,7 +187,7 @@ export function createRunCompletion({ connection, keys, circuit, lockDurationMs 
         scriptKeys.push(k.skipCauses);
         optional.push(causes.length, ...causes);
       }
-      argv.push(flags, k.leaseTtl, k.priority, keys.eventsChannel, history, ...optional, ...c.events);
+      argv.push(flags, k.leaseTtl, k.priority, keys.eventsChannel, history, spec.name, ...optional, ...c.events);
       return connection.werkpilotCompleteRun(scriptKeys.length, ...scriptKeys, ...argv);
     },
   };

@@ -3,7 +3,6 @@ import { OUTCOME_WINDOW, recentOutcomes } from './agent-state.js';
 import type { AgentSpec } from './agent.js';
 import type { CircuitBreaker } from './circuit-breaker.js';
 import type { Keys } from './keys.js';
-import type { MetricsSnapshot } from './metrics-snapshot.js';
 import { percentileOfSorted } from './percentiles.js';
 import { execOrThrow } from './redis-pipeline.js';
 
@@ -68,10 +67,3 @@ export async function readScores(
   return scores;
 }
 
-/** A `SnapshotDeps.extend` entry: `agents.<name>.score`. */
-export function scoreSnapshot(deps: { redis: Redis; keys: Keys; circuit: CircuitBreaker; specs: () => readonly AgentSpec[] }): (snapshot: MetricsSnapshot) => Promise<void> {
-  return async (snapshot) => {
-    const scores = await readScores(deps, deps.specs().filter((s) => snapshot.agents[s.name]));
-    for (const [agent, score] of scores) snapshot.agents[agent]!.score = score;
-  };
-}

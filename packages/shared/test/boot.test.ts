@@ -1,16 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import {
-  AgentStateStore,
   BOOT_CHECK_JOB,
   BootHealer,
   NotLeaderError,
   bootKey,
   leaderKey,
   requestBootCheck,
+  ClusterSnapshotBuilder,
   EventBus,
   bootAgents,
-  bootSnapshot,
-  buildMetricsSnapshot,
   createBootCheckHandler,
   createSystemWorker,
   readBootStates,
@@ -142,12 +140,7 @@ describe('layered boot', () => {
     // Blocked agents get no check; the others do.
     expect([...checks.keys()].sort()).toEqual(['calendar-digest', 'calendar-sync', 'crm-sync']);
 
-    const snapshot = await buildMetricsSnapshot({
-      queues: c.queues,
-      registry: c.registry,
-      state: new AgentStateStore({ redis: c.redis, keys: c.keys }),
-      extend: [bootSnapshot({ redis: c.redis, keys: c.keys })],
-    });
+    const { view: snapshot } = await new ClusterSnapshotBuilder({ redis: c.redis, keys: c.keys, queues: c.queues, registry: c.registry, agentHistograms: false }).build();
     expect(snapshot.agents['email-drafter']!.boot).toMatchObject({ status: 'blocked', layer: 3, reason });
     expect(snapshot.agents['crm-sync']!.boot).toMatchObject({ status: 'failed', layer: 0 });
 

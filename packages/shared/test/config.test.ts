@@ -32,9 +32,18 @@ describe('configuration', () => {
       nightlyTz: 'Europe/Zurich',
       sseMaxClients: 100,
       logLevel: 'info',
+      metricsAgentHistograms: true,
+      metricsSnapshotMaxAgeMs: 2000,
     });
     expect(loadConfig({ SSE_MAX_CLIENTS: '5' }).sseMaxClients).toBe(5);
     expect(errorOf({ SSE_MAX_CLIENTS: '0' })).toBe('SSE_MAX_CLIENTS must be a positive integer, got "0"');
+  });
+
+  it('reads the metrics settings', () => {
+    expect(loadConfig({ METRICS_AGENT_HISTOGRAMS: 'false', METRICS_SNAPSHOT_MAX_AGE_MS: '0' })).toMatchObject({ metricsAgentHistograms: false, metricsSnapshotMaxAgeMs: 0 });
+    expect(loadConfig({ METRICS_AGENT_HISTOGRAMS: '1' }).metricsAgentHistograms).toBe(true);
+    expect(errorOf({ METRICS_AGENT_HISTOGRAMS: 'maybe' })).toBe('METRICS_AGENT_HISTOGRAMS must be true or false, got "maybe"');
+    expect(errorOf({ METRICS_SNAPSHOT_MAX_AGE_MS: '90000' })).toBe('METRICS_SNAPSHOT_MAX_AGE_MS must be a whole number of milliseconds from 0 to 60000, got "90000"');
   });
 
   it('names the variable, the value and what is allowed', () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { WorkerHeartbeat, createKeys, createLogger, hasLiveWorker, listLiveWorkers, liveWorkersSnapshot, type MetricsSnapshot } from '@werkpilot/shared';
+import { ClusterSnapshotBuilder, WorkerHeartbeat, buildRegistry, createKeys, createLogger, createQueues, hasLiveWorker, listLiveWorkers } from '@werkpilot/shared';
 import { uniquePrefix, useTestRedis } from '@werkpilot/test-support';
 
 const redis = useTestRedis();
@@ -55,9 +55,11 @@ describe('worker heartbeats', () => {
     const keys = createKeys(uniquePrefix());
     const heartbeat = new WorkerHeartbeat({ redis: client, keys, log, describe: describeWorker('w9') });
     await heartbeat.beat();
-    const snapshot = { system: { memory: {}, uptimeSeconds: 0 } } as unknown as MetricsSnapshot;
-    await liveWorkersSnapshot({ redis: client, keys })(snapshot);
+    const queues = createQueues({ connection: client, keys });
+    const registry = buildRegistry([]);
+    const { view: snapshot } = await new ClusterSnapshotBuilder({ redis: client, keys, queues, registry, agentHistograms: false }).build();
     expect((snapshot.system.workers as { id: string }[]).map((w) => w.id)).toEqual(['w9']);
     await heartbeat.remove();
+    await queues.close();
   });
 });

@@ -1,17 +1,16 @@
-import express, { type Express } from 'express';
+import express, { type Express, type RequestHandler } from 'express';
 import {
-  buildMetricsSnapshot,
-  createSchedulerMetrics,
   triggerRun,
   type EventBus,
   type Keys,
   type Logger,
   type MetricsSnapshot,
+  type Queues,
   type Redis,
   type RedisAvailability,
+  type Registry,
   type Retention,
-  type ScrapeSource,
-  type SnapshotDeps,
+  type SnapshotService,
 } from '@werkpilot/shared';
 import { agentsRoutes, type AgentsRoutesDeps, type TriggerAgent } from './agents-routes.js';
 import { createDashboardAuth, type DashboardCredentials } from './auth.js';
@@ -29,7 +28,10 @@ import { runsRoutes, type RunsRoutesDeps } from './runs-routes.js';
 import { securityHeaders } from './security-headers.js';
 
 export interface HttpDeps {
-  snapshot: SnapshotDeps;
+  queues: Queues;
+  registry: Registry;
+  /** The cluster snapshot behind /metrics, /api/metrics and the agent views (snapshot-service.ts). */
+  snapshots: SnapshotService;
   log: Logger;
   /** Whether the process is ready to serve (Redis reachable, registry loaded). */
   isReady: () => Promise<boolean>;
@@ -52,8 +54,6 @@ export interface HttpDeps {
   boot?: AgentsRoutesDeps['boot'];
   cancel?: RunsRoutesDeps['cancel'];
   reports?: ReportsSource;
-  /** Extra cluster figures for the Prometheus scrape (circuit, health, score, workers, leader). */
-  scrapeSources?: ScrapeSource[];
   /** Bounds of the live event streams; `maxClients` is SSE_MAX_CLIENTS. */
   liveStreams?: Partial<LiveStreamLimits>;
 }
@@ -77,10 +77,8 @@ export function createHttpApp(deps: HttpDeps): Express {
         'set DASHBOARD_TOKEN or DASHBOARD_USER/DASHBOARD_PASSWORD to protect them and enable actions',
     );
   }
-  const { queues, registry } = deps.snapshot;
-  const snapshotDeps: SnapshotDeps = { ...deps.snapshot, extend: [...(deps.snapshot.extend ?? []), queuesByPriority(deps.snapshot)] };
-  const snapshot = (): Promise<MetricsSnapshot> => buildMetricsSnapshot(snapshotDeps);
-  const prometheus = createSchedulerMetrics({ redis: deps.redis, keys: deps.keys, registry, queues, sources: deps.scrapeSources ?? [] });
+  const { queues, registry } = deps;
+  const snapshot = async (): Promise<MetricsSnapshot> => (await deps.snapshots.current()).view;
   const trigger: TriggerAgent =
     deps.trigger ??
     ((agent, options) => triggerRun({ queue: queues.agents, registry, retention: deps.retention, redis: deps.redis, keys: deps.keys }, agent, options));
@@ -101,8 +99,9 @@ export function createHttpApp(deps: HttpDeps): Express {
   app.use(auth.middleware);
   app.use(requireJson());
   if (deps.redisAvailability) app.use(['/api', '/metrics', `${BULL_BOARD_PATH}/api`], redisGuard(deps.redisAvailability));
+  app.use(seeOwnChanges(deps.snapshots));
 
-  app.use(metricsRoutes({ snapshot, prometheus }));
+  app.use(metricsRoutes({ snapshots: deps.snapshots, canSeeEverything: (req) => !auth.canMutate || auth.isAuthorised(req.headers.authorization) }));
   app.get('/api/session', (_req, res) => {
     res.json({ authMode: auth.mode, canMutate: auth.canMutate });
   });
@@ -129,10 +128,23 @@ export function createHttpApp(deps: HttpDeps): Express {
   return app;
 }
 
-/** Adds `queues.agentsByPriority`: runs waiting per priority (1 critical, 2 important, 3 normal). */
-function queuesByPriority({ queues }: SnapshotDeps): (snapshot: MetricsSnapshot) => Promise<void> {
-  return async (snapshot) => {
-    const counts = await queues.agents.getCountsPerPriority([1, 2, 3]);
-    (snapshot.queues as Record<string, unknown>).agentsByPriority = counts;
+const MUTATING_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+
+/**
+ * Read-your-writes for operators: when a mutating request succeeds, the snapshot is marked
+ * outdated before the answer leaves, so the dashboard's next read (or the CLI's) shows the change
+ * instead of a snapshot up to METRICS_SNAPSHOT_MAX_AGE_MS old. Hooked on `res.json`, which every
+ * API answer goes through, because the mutation is done by then.
+ */
+function seeOwnChanges(snapshots: Pick<SnapshotService, 'invalidate'>): RequestHandler {
+  return (req, res, next) => {
+    if (MUTATING_METHODS.has(req.method)) {
+      const json = res.json.bind(res);
+      res.json = (body) => {
+        if (res.statusCode < 400) snapshots.invalidate();
+        return json(body);
+      };
+    }
+    next();
   };
 }

@@ -23,6 +23,8 @@ export interface DashboardAuth {
   /** Whether operator actions (and Bull Board's buttons) are allowed at all. */
   canMutate: boolean;
   middleware: RequestHandler;
+  /** Whether an Authorization header carries valid credentials (false when none are configured). */
+  isAuthorised(authorization: string | undefined): boolean;
 }
 
 /**
@@ -69,7 +71,7 @@ export function createDashboardAuth(credentials: DashboardCredentials): Dashboar
     res.setHeader('WWW-Authenticate', 'Basic realm="werkpilot", charset="UTF-8"');
     res.status(401).json({ error: 'authentication required: send Authorization: Bearer <DASHBOARD_TOKEN> or HTTP Basic credentials' });
   };
-  return { mode, canMutate: mode !== 'none', middleware };
+  return { mode, canMutate: mode !== 'none', middleware, isAuthorised };
 }
 
 function digest(text: string): Buffer {
