@@ -10,7 +10,9 @@ import { DEPLOY_DIR, REPO_ROOT, hasTool, run, warnMissing } from './tools.js';
 /**
  * The Grafana dashboard and the alert rules must not silently rot: every metric name their queries
  * read must be one that a live scheduler or worker really exports on /metrics (scraped here with
- * Prometheus's Accept header from real processes on a real Redis).
+ * Prometheus's Accept header from real processes on a real Redis) — with either setting of
+ * METRICS_AGENT_HISTOGRAMS. With it off, only the panels that say they need it may read a name no
+ * process exports (the per-agent histogram); no alert rule may.
  */
 
 const redis = useTestRedis();
@@ -22,6 +24,7 @@ const PROMETHEUS_ACCEPT = 'application/openmetrics-text;version=1.0.0;q=0.5,text
 
 interface Panel {
   title?: string;
+  description?: string;
   type: string;
   targets?: { expr?: string }[];
   panels?: Panel[];
@@ -36,8 +39,12 @@ function allPanels(panels: Panel[]): Panel[] {
   return panels.flatMap((p) => [p, ...allPanels(p.panels ?? [])]);
 }
 
-function dashboardQueries(): { where: string; expr: string }[] {
-  const queries = allPanels(dashboard.panels).flatMap((p) => (p.targets ?? []).filter((t) => t.expr).map((t) => ({ where: `panel "${p.title}"`, expr: t.expr! })));
+/** Panels that read the per-agent histograms say so in their description, and are empty without them. */
+const needsAgentHistograms = (p: Panel) => (p.description ?? '').includes('METRICS_AGENT_HISTOGRAMS=true');
+
+function dashboardQueries({ agentHistograms = true } = {}): { where: string; expr: string }[] {
+  const panels = allPanels(dashboard.panels).filter((p) => agentHistograms || !needsAgentHistograms(p));
+  const queries = panels.flatMap((p) => (p.targets ?? []).filter((t) => t.expr).map((t) => ({ where: `panel "${p.title}"`, expr: t.expr! })));
   for (const v of dashboard.templating.list) {
     if (v.type !== 'query') continue;
     const expr = typeof v.query === 'string' ? v.query : v.query?.query;
@@ -63,11 +70,19 @@ describe('PromQL name extraction', () => {
 describe('dashboard structure', () => {
   it('shows what operators asked for', () => {
     const titles = allPanels(dashboard.panels).map((p) => p.title ?? '').join('\n');
-    for (const wanted of [/runs by outcome/i, /p50 \/ p95 \/ p99 per agent/i, /queue depth by priority/i, /dead-letter queue/i, /circuit/i, /health/i, /live workers/i, /memory/i]) {
+    for (const wanted of [/runs by outcome/i, /p50 \/ p95 \/ p99 per agent/i, /p50 \/ p95 \/ p99 by priority/i, /queue depth by priority/i, /dead-letter queue/i, /circuit/i, /health/i, /live workers/i, /memory/i]) {
       expect(titles).toMatch(wanted);
     }
     const quantiles = dashboardQueries().filter((q) => q.expr.includes('histogram_quantile'));
-    expect(quantiles.map((q) => /histogram_quantile\(([\d.]+)/.exec(q.expr)?.[1])).toEqual(['0.5', '0.95', '0.99']);
+    expect(quantiles.map((q) => /histogram_quantile\(([\d.]+)/.exec(q.expr)?.[1])).toEqual(['0.5', '0.95', '0.99', '0.5', '0.95', '0.99']);
+  });
+
+  it('reads the per-agent histograms only in panels that say they need METRICS_AGENT_HISTOGRAMS=true, and never in an alert', () => {
+    const readers = allPanels(dashboard.panels).filter((p) => (p.targets ?? []).some((t) => t.expr?.includes('werkpilot_agent_run_duration_seconds')));
+    expect(readers.map((p) => p.title)).toEqual(['Run duration p50 / p95 / p99 per agent']);
+    expect(readers.every(needsAgentHistograms)).toBe(true);
+    expect(dashboardQueries({ agentHistograms: false }).some((q) => q.expr.includes('werkpilot_priority_run_duration_seconds_bucket'))).toBe(true);
+    expect(alertQueries().filter((q) => q.expr.includes('run_duration'))).toEqual([]);
   });
 
   it('uses the provisioned datasource and is loaded from the directory compose mounts', () => {
@@ -98,24 +113,27 @@ describe('dashboard structure', () => {
   });
 });
 
-describe('metric names against a live scrape', () => {
-  let scheduler: AppProcess;
+describe('metric names against a live scrape, with either setting of METRICS_AGENT_HISTOGRAMS', () => {
+  const schedulers: { app: AppProcess; port: number; agentHistograms: boolean }[] = [];
   let worker: AppProcess;
-  let schedulerPort: number;
   let workerPort: number;
 
   beforeAll(async () => {
     if (!hasTool('promtool')) warnMissing('promtool', 'apt-get install prometheus');
-    [schedulerPort, workerPort] = [await freePort(), await freePort()];
+    workerPort = await freePort();
     const agentsDir = writeAgentsDir({ 'ticker.ts': agentSource({ name: 'ticker', schedule: { cron: '* * * * * *' } }, 'return { ok: true };') });
     const env = { REDIS_URL: redis.url, WERKPILOT_PREFIX: uniquePrefix(), WERKPILOT_AGENTS: agentsDir, LOG_LEVEL: 'warn' };
-    scheduler = startApp('scheduler', { ...env, PORT: String(schedulerPort) });
+    // Two scheduler replicas of one cluster, one per setting.
+    for (const agentHistograms of [true, false]) {
+      const port = await freePort();
+      schedulers.push({ app: startApp('scheduler', { ...env, PORT: String(port), METRICS_AGENT_HISTOGRAMS: String(agentHistograms) }), port, agentHistograms });
+    }
     worker = startApp('worker', { ...env, WORKER_HTTP_PORT: String(workerPort) });
   }, 60_000);
 
   afterAll(async () => {
-    for (const app of [worker, scheduler]) app?.kill('SIGTERM');
-    await Promise.all([worker?.exited, scheduler?.exited]);
+    for (const app of [worker, ...schedulers.map((s) => s.app)]) app?.kill('SIGTERM');
+    await Promise.all([worker?.exited, ...schedulers.map((s) => s.app.exited)]);
   }, 60_000);
 
   /** Scrapes like Prometheus does, once the process has run at least one agent run. */
@@ -131,28 +149,33 @@ describe('metric names against a live scrape', () => {
     );
   }
 
-  let exposition = '';
+  const expositions = new Map<boolean, string>();
 
-  it('exports every metric the dashboard and the alert rules read', async () => {
-    exposition = `${await scrape(schedulerPort, 'scheduler', scheduler)}\n${await scrape(workerPort, 'worker', worker)}`;
-    const exported = exportedNames(exposition);
-    const queries = [...dashboardQueries(), ...alertQueries()];
-    expect(alertQueries().length).toBeGreaterThanOrEqual(4);
-    const used = new Set(queries.flatMap((q) => metricNamesIn(q.expr)));
-    expect(used.size).toBeGreaterThanOrEqual(10);
-    const missing = queries.flatMap((q) => metricNamesIn(q.expr).filter((n) => !exported.has(n) && !SYNTHETIC.has(n)).map((n) => `${n} (${q.where})`));
-    expect(missing, `metric names no process exports; exported werkpilot_*: ${[...exported].filter((n) => n.startsWith('werkpilot_')).join(', ')}`).toEqual([]);
-  });
+  for (const agentHistograms of [true, false]) {
+    it(`exports every metric the dashboard and the alert rules read (METRICS_AGENT_HISTOGRAMS=${agentHistograms})`, async () => {
+      const scheduler = schedulers.find((s) => s.agentHistograms === agentHistograms)!;
+      const exposition = `${await scrape(scheduler.port, 'scheduler', scheduler.app)}\n${await scrape(workerPort, 'worker', worker)}`;
+      expositions.set(agentHistograms, exposition);
+      const exported = exportedNames(exposition);
+      expect(exported.has('werkpilot_agent_run_duration_seconds_bucket')).toBe(agentHistograms);
+      const queries = [...dashboardQueries({ agentHistograms }), ...alertQueries()];
+      expect(alertQueries().length).toBeGreaterThanOrEqual(4);
+      const used = new Set(queries.flatMap((q) => metricNamesIn(q.expr)));
+      expect(used.size).toBeGreaterThanOrEqual(10);
+      const missing = queries.flatMap((q) => metricNamesIn(q.expr).filter((n) => !exported.has(n) && !SYNTHETIC.has(n)).map((n) => `${n} (${q.where})`));
+      expect(missing, `metric names no process exports; exported werkpilot_*: ${[...exported].filter((n) => n.startsWith('werkpilot_')).join(', ')}`).toEqual([]);
+    });
 
-  it('exports the label values the queries select exactly (state="open", queue="agents", ...)', () => {
-    expect(exposition, 'needs the scrape of the previous test').not.toBe('');
-    const matchers = [...dashboardQueries(), ...alertQueries()].flatMap((q) => exactMatchersIn(q.expr).map((m) => ({ ...m, where: q.where })));
-    expect(matchers.length).toBeGreaterThanOrEqual(5);
-    const unmatched = matchers
-      .filter((m) => !SYNTHETIC.has(m.name))
-      .filter((m) => !new RegExp(`^${m.name}\\{[^}]*\\b${m.label}="${m.value.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}"`, 'm').test(exposition))
-      .map((m) => `${m.name}{${m.label}="${m.value}"} (${m.where})`);
-    expect(unmatched, 'selectors no exported series matches').toEqual([]);
-  });
+    it(`exports the label values the queries select exactly (state="open", queue="agents", ...) (METRICS_AGENT_HISTOGRAMS=${agentHistograms})`, () => {
+      const exposition = expositions.get(agentHistograms);
+      expect(exposition, 'needs the scrape of the previous test').toBeDefined();
+      const matchers = [...dashboardQueries({ agentHistograms }), ...alertQueries()].flatMap((q) => exactMatchersIn(q.expr).map((m) => ({ ...m, where: q.where })));
+      expect(matchers.length).toBeGreaterThanOrEqual(5);
+      const unmatched = matchers
+        .filter((m) => !SYNTHETIC.has(m.name))
+        .filter((m) => !new RegExp(`^${m.name}\\{[^}]*\\b${m.label}="${m.value.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}"`, 'm').test(exposition!))
+        .map((m) => `${m.name}{${m.label}="${m.value}"} (${m.where})`);
+      expect(unmatched, 'selectors no exported series matches').toEqual([]);
+    });
+  }
 });
-
