@@ -83,6 +83,37 @@ describe.skipIf(!compose)('docker-compose.yml', () => {
     expect(worker).toMatch(/WORKER_HTTP_PORT: '?"?3002/);
   });
 
+  it('builds the image once, in the scheduler service; worker and cli run that tag and never pull it', () => {
+    const blocks = config();
+    const withBuild = [...blocks].filter(([, block]) => /^ {4}build:/m.test(block)).map(([name]) => name);
+    expect(withBuild).toEqual(['scheduler']);
+    const image = /^ {4}image: (\S+)/m.exec(blocks.get('scheduler')!)?.[1];
+    expect(image).toBe('werkpilot:latest');
+    for (const service of ['worker', 'cli']) {
+      expect(blocks.get(service)).toMatch(new RegExp(`^ {4}image: ${image}$`, 'm'));
+      expect(blocks.get(service)).toMatch(/^ {4}pull_policy: never$/m);
+    }
+  });
+
+  it('keeps WORKER_REPLICAS workers across plain `up`s', () => {
+    const result = run(compose![0]!, [...compose!.slice(1), '-f', 'docker-compose.yml', 'config'], { env: { WORKER_REPLICAS: '3' } });
+    expect(result.status).toBe(0);
+    expect(serviceBlocks(result.stdout).get('worker')).toMatch(/replicas: 3/);
+  });
+
+  it('mounts the agents directory as a bind that must exist, so a mistyped WERKPILOT_AGENTS_DIR fails `up` naming the host path', () => {
+    const result = run(compose![0]!, [...compose!.slice(1), '-f', 'docker-compose.yml', 'config'], { env: { WERKPILOT_AGENTS_DIR: './my-agnets' } });
+    expect(result.status).toBe(0);
+    for (const service of ['scheduler', 'worker']) {
+      const block = serviceBlocks(result.stdout).get(service)!;
+      expect(block).toMatch(/type: bind/);
+      expect(block).toMatch(new RegExp(`source: ${REPO_ROOT}/my-agnets`));
+      expect(block).toMatch(/target: \/app\/agents/);
+      // The short syntax (and create_host_path: true) would create an empty directory instead.
+      expect(block).not.toMatch(/create_host_path: true/);
+    }
+  });
+
   it('mounts the Prometheus config and alert rules, and provisions Grafana for anonymous viewers on 3000', () => {
     const blocks = config();
     expect(blocks.get('prometheus')).toMatch(/deploy\/prometheus\.yml:\/etc\/prometheus\/prometheus\.yml|source: .*deploy\/prometheus\.yml/);
@@ -142,6 +173,11 @@ describe('Prometheus discovery', () => {
     expect(prometheusYml).toMatch(/job_name: werkpilot-scheduler[\s\S]*?dns_sd_configs:\s*\n\s*- names: \[scheduler\]\s*\n\s*type: A\s*\n\s*port: 3001/);
   });
 
+  it('names each worker target by its worker id instead of its container IP', () => {
+    const workerJob = prometheusYml.slice(prometheusYml.indexOf('job_name: werkpilot-worker'));
+    expect(workerJob).toMatch(/metric_relabel_configs:\s*\n\s*- source_labels: \[worker\]\s*\n\s*regex: \(\.\+\)\s*\n\s*target_label: instance/);
+  });
+
   it('has a runbook in docs/operations.md for every alert', () => {
     const alerts = [...readFileSync(path.join(DEPLOY_DIR, 'alerts.yml'), 'utf8').matchAll(/- alert: (\w+)/g)].map((m) => m[1]!);
     expect(alerts.length).toBeGreaterThanOrEqual(4);
@@ -185,8 +221,27 @@ describe('Dockerfile', () => {
     expect(runtime.join('\n')).toMatch(/CMD \["scheduler"\]/);
   });
 
+  it('compiles in a build stage and runs the compiled binary with plain node', () => {
+    expect(instructions.join('\n')).toMatch(/FROM pnpm AS build[\s\S]*pnpm build/);
+    const runtimeFrom = instructions.findLastIndex((l) => l.startsWith('FROM '));
+    const deps = instructions.slice(instructions.findIndex((l) => l.startsWith('FROM pnpm AS deps')), runtimeFrom).join('\n');
+    for (const dist of ['packages/shared/dist', 'apps/worker/dist', 'apps/scheduler/dist', 'apps/cli/dist']) {
+      expect(deps).toContain(`COPY --from=build /app/${dist} ${dist}`);
+    }
+    const entrypoint = readFileSync(path.join(DEPLOY_DIR, 'docker-entrypoint.sh'), 'utf8');
+    expect(entrypoint).toMatch(/exec node "\$bin" "\$role" "\$@"/);
+    expect(entrypoint).not.toMatch(/tsx/);
+    expect(dockerfile).not.toMatch(/tsx/);
+  });
+
+  it('sets pnpm-only settings after npm ran, so npm has nothing to warn about', () => {
+    const npmInstall = instructions.findIndex((l) => /npm i -g pnpm/.test(l));
+    const setting = instructions.findIndex((l) => /npm_config_manage_package_manager_versions/.test(l));
+    expect(setting).toBeGreaterThan(npmInstall);
+  });
+
   it('has shell scripts that parse (`sh -n`)', () => {
-    for (const script of ['docker-entrypoint.sh', 'install-production.sh', 'compose-smoke.sh']) {
+    for (const script of ['docker-entrypoint.sh', 'install-production.sh', 'check-production.sh', 'compose-smoke.sh']) {
       const result = run('sh', ['-n', path.join(DEPLOY_DIR, script)]);
       expect(result.stderr, script).toBe('');
       expect(result.status, script).toBe(0);

@@ -1,6 +1,6 @@
 import { freePort } from '@werkpilot/shared';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,9 +10,14 @@ import { REPO_ROOT, run } from './tools.js';
 /**
  * What the container image holds, without a Docker engine: the workspace is copied as the build
  * context would be, deploy/install-production.sh (the Dockerfile's own install step) installs
- * production dependencies only, and the image's entry point and HEALTHCHECK script then start and
- * probe a scheduler and a worker with a user's agent directory, and run the CLI.
+ * production dependencies only, the compiled output is added as the Dockerfile copies it from its
+ * build stage (here: this checkout's, which vitest's global setup built), and the image's entry
+ * point and HEALTHCHECK script then start and probe a scheduler and a worker — the compiled
+ * `werkpilot` binary on plain node — with a user's agent directory, and run the CLI.
  */
+
+/** The compiled output the Dockerfile copies from its build stage. */
+const DIST_DIRS = ['packages/shared/dist', 'apps/worker/dist', 'apps/scheduler/dist', 'apps/cli/dist'];
 
 const redis = useTestRedis();
 
@@ -50,11 +55,11 @@ function exitOf(child: ChildProcess): Promise<number | string> {
 beforeAll(() => {
   home = mkdtempSync(path.join(tmpdir(), 'werkpilot-image-'));
   // The build context, as .dockerignore shapes it: sources and manifests, no node_modules, tests or docs.
-  const entries = ['package.json', 'pnpm-lock.yaml', 'pnpm-workspace.yaml', '.npmrc', 'apps', 'packages', 'examples', 'deploy'];
+  const entries = ['package.json', 'pnpm-lock.yaml', 'pnpm-workspace.yaml', '.npmrc', '.pnpmfile.cjs', 'apps', 'packages', 'examples', 'deploy'];
   if (existsSync(path.join(REPO_ROOT, 'bench', 'package.json'))) entries.push('bench/package.json');
   const copy = run('sh', [
     '-c',
-    `tar --exclude=node_modules --exclude=test --exclude='*.test.ts' -cf - ${entries.join(' ')} | tar -xf - -C "${home}"`,
+    `tar --exclude=node_modules --exclude=test --exclude='*.test.ts' --exclude=dist -cf - ${entries.join(' ')} | tar -xf - -C "${home}"`,
   ]);
   expect(copy.status, copy.stderr).toBe(0);
   const install = run('sh', ['deploy/install-production.sh'], {
@@ -62,6 +67,8 @@ beforeAll(() => {
     env: { CI: 'true', npm_config_manage_package_manager_versions: 'false' },
   });
   expect(install.status, `${install.stdout}\n${install.stderr}`).toBe(0);
+  const dist = run('sh', ['-c', `tar -cf - ${DIST_DIRS.join(' ')} | tar -xf - -C "${home}"`]);
+  expect(dist.status, dist.stderr).toBe(0);
   // An operator's own agents, mounted outside the workspace packages (compose mounts /app/agents).
   mkdirSync(path.join(home, 'agents'));
   writeFileSync(
@@ -78,11 +85,23 @@ afterAll(async () => {
 });
 
 describe('the production image contents', () => {
-  it('ship no development tools', () => {
-    for (const dir of ['node_modules/typescript', 'node_modules/vitest', 'packages/test-support/node_modules']) {
-      expect(existsSync(path.join(home, dir)), dir).toBe(false);
+  it('ship no development tools, and the production check catches one that slips in', () => {
+    const packages = readdirSync(path.join(home, 'node_modules', '.pnpm'));
+    for (const tool of ['typescript', 'vitest', 'vite', 'rollup', 'chai', 'playwright-core', 'testcontainers']) {
+      expect(packages.filter((p) => p.startsWith(`${tool}@`)), tool).toEqual([]);
     }
-    expect(existsSync(path.join(home, 'apps/scheduler/node_modules/tsx'))).toBe(true);
+    expect(existsSync(path.join(home, 'packages/test-support/node_modules'))).toBe(false);
+    expect(run('sh', ['deploy/check-production.sh'], { cwd: home }).status).toBe(0);
+
+    const planted = path.join(home, 'node_modules', '.pnpm', 'vitest@3.2.7');
+    mkdirSync(planted);
+    try {
+      const check = run('sh', ['deploy/check-production.sh'], { cwd: home });
+      expect(check.status).toBe(1);
+      expect(check.stderr).toMatch(/development packages were installed: vitest;/);
+    } finally {
+      rmSync(planted, { recursive: true });
+    }
   });
 
   it('start a scheduler and a worker through the entry point, pass the HEALTHCHECK, run the CLI and stop gracefully', async () => {
@@ -101,6 +120,11 @@ describe('the production image contents', () => {
     const healthcheck = (env: Record<string, string>) => run(process.execPath, [path.join(home, 'deploy', 'healthcheck.mjs')], { env });
     await waitFor(() => healthcheck(schedulerEnv).status === 0, { timeoutMs: 45_000, what: `scheduler healthy; output:\n${scheduler.output()}` });
     await waitFor(() => healthcheck(workerEnv).status === 0, { timeoutMs: 45_000, what: `worker healthy; output:\n${worker.output()}` });
+    // The entry point execs the compiled binary on plain node: no loader, no process in between.
+    for (const app of [scheduler, worker]) {
+      const commandLine = readFileSync(`/proc/${app.pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+      expect(commandLine.slice(1)).toEqual([path.join(home, 'apps/cli/bin/werkpilot.js'), app === scheduler ? 'scheduler' : 'worker']);
+    }
     // The worker's HEALTHCHECK asks WORKER_HTTP_PORT: nothing listening there is unhealthy.
     const dead = healthcheck({ ...workerEnv, WORKER_HTTP_PORT: String(await freePort()) });
     expect(dead.status).toBe(1);

@@ -1,5 +1,5 @@
 import { defineAgent } from '@werkpilot/shared';
-import { simulateWork } from './_simulate.js';
+import { simulateWork } from './_simulate.ts';
 
 /** Layer 2: plans outreach from scored leads and classified mail. */
 export default defineAgent({

@@ -1,5 +1,5 @@
 import { defineAgent } from '@werkpilot/shared';
-import { simulateWork } from './_simulate.js';
+import { simulateWork } from './_simulate.ts';
 
 /** Layer 0: pulls changed contacts from the CRM. */
 export default defineAgent({

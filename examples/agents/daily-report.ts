@@ -1,5 +1,5 @@
 import { defineAgent } from '@werkpilot/shared';
-import { simulateWork } from './_simulate.js';
+import { simulateWork } from './_simulate.ts';
 
 /** Layer 3: compiles the report from everything upstream. */
 export default defineAgent({

@@ -1,5 +1,5 @@
 import { defineAgent } from '@werkpilot/shared';
-import { simulateWork } from './_simulate.js';
+import { simulateWork } from './_simulate.ts';
 
 /** Layer 0: fetches new mail from the shared inbox. */
 export default defineAgent({

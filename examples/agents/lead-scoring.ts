@@ -1,5 +1,5 @@
 import { defineAgent } from '@werkpilot/shared';
-import { simulateWork } from './_simulate.js';
+import { simulateWork } from './_simulate.ts';
 
 /** The latest scoring this worker process did, for requests from other agents. */
 let latest: { hotLeads: number; scoredAt: string } | undefined;

@@ -9,6 +9,7 @@ import { registerCancel } from './commands/cancel.js';
 import { registerDlq } from './commands/dlq.js';
 import { registerEvents } from './commands/events.js';
 import { registerReport } from './commands/report.js';
+import { registerRoles } from './commands/roles.js';
 import { registerRun } from './commands/run.js';
 import { registerStatus } from './commands/status.js';
 
@@ -29,6 +30,7 @@ Exit codes:
      destructive command (dlq purge, dlq delete) without --yes when there is no terminal
 
 Examples:
+  werkpilot worker                      (under systemd, pm2, Docker or Kubernetes: SIGTERM drains it)
   werkpilot status
   werkpilot run crm-sync --with-dependents --wait
   werkpilot boot crm-sync
@@ -39,7 +41,7 @@ Examples:
 /** The `werkpilot` command tree (commander), writing through `io` and throwing instead of exiting. */
 export function buildProgram(io: CliIo): Command {
   const program = new Command('werkpilot')
-    .description('Operate a Werkpilot cluster through its HTTP API (the scheduler on port 3001).')
+    .description('Run the Werkpilot processes, and operate a cluster through its HTTP API (the scheduler on port 3001).')
     .option('--url <url>', `API base URL (env WERKPILOT_URL, default ${DEFAULT_URL})`)
     .option('--token <token>', 'bearer token (env WERKPILOT_TOKEN or DASHBOARD_TOKEN; visible in ps: prefer those or --token-file)')
     .option('--token-file <path>', 'read the bearer token from this file (env WERKPILOT_TOKEN_FILE)')
@@ -54,6 +56,7 @@ export function buildProgram(io: CliIo): Command {
       outputError: (text, write) => write(`${oneLine(text)}\n`),
     })
     .addHelpText('after', HELP_AFTER);
+  registerRoles(program);
   registerStatus(program, io);
   registerAgents(program, io);
   registerRun(program, io);

@@ -6,6 +6,7 @@ import {
   createQueues,
   createRedisConnection,
   GracefulShutdown,
+  SCHEDULER_SHUTDOWN_STEPS,
   closeRedisConnection,
   MemoryMonitor,
   loadConfig,
@@ -64,6 +65,7 @@ export async function runScheduler(): Promise<void> {
     isRedisUp: () => redis.status === 'ready',
     publish: (type, data) => bus.publish(type, data),
     identity: { process: 'scheduler', pid: process.pid },
+    stepNames: SCHEDULER_SHUTDOWN_STEPS,
   });
   shutdown.listen();
   const reportFault = createFaultReporter({ publish: (type, data, agent) => bus.publish(type, data, agent), isRedisUp: () => redis.status === 'ready', identity: { process: 'scheduler' }, log });

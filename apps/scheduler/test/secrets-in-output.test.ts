@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { freePort } from '@werkpilot/shared';
-import { REPO_ROOT, startApp, uniquePrefix, waitFor } from '@werkpilot/test-support';
+import { REPO_ROOT, WERKPILOT_BIN, startApp, uniquePrefix, waitFor } from '@werkpilot/test-support';
 
 /**
  * What the processes print never holds a secret: `pnpm start` against a Redis with a password, and
@@ -30,7 +30,8 @@ describe('secrets in output', () => {
     const redis = run('redis-server', ['--port', String(redisPort), '--save', '', '--appendonly', 'no', '--requirepass', PASSWORD], {});
     await waitFor(() => /Ready to accept connections/.test(redis.output()), { what: 'redis-server to start' });
     const port = await freePort();
-    const start = run(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'scripts', 'start.ts')], {
+    // `pnpm start` execs `werkpilot start` once the build is fresh.
+    const start = run(WERKPILOT_BIN, ['start'], {
       REDIS_URL: `redis://:${PASSWORD}@127.0.0.1:${redisPort}/0`,
       WERKPILOT_PREFIX: uniquePrefix(),
       PORT: String(port),

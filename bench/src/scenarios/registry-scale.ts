@@ -12,6 +12,8 @@ import { measureSnapshot, measureThroughputWithDashboard } from '../snapshot-loa
 import type { Scenario } from '../scenario.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+/** The production binary (plain node on apps/cli/dist; `pnpm bench` builds it first). */
+const WERKPILOT_BIN = path.join(REPO_ROOT, 'apps/cli/bin/werkpilot.js');
 
 /**
  * How the control plane scales with the registry: validating and reconciling 1k and 10k scheduled
@@ -55,7 +57,7 @@ export const registryScale: Scenario = {
     progress(`registry-scale: runs/s with and without a dashboard polling, ${largest!.size} agents`);
     rows.push(...(await measureThroughputWithDashboard(redis, largest!, quick)));
     if (!quick) {
-      // The fixed cost (Node, the tsx loader, bullmq, express, Bull Board) apart from the agents'.
+      // The fixed cost (Node, bullmq, ioredis, express, pino) apart from the agents'.
       progress('registry-scale: scheduler process with 1 agent');
       const { target: _noTarget, ...fixedCost } = await schedulerRss(redis, 1);
       rows.push(fixedCost);
@@ -66,11 +68,11 @@ export const registryScale: Scenario = {
   },
 };
 
-/** RSS of a real scheduler process (`apps/scheduler/src/main.ts` via tsx) serving `count` agents. */
+/** RSS of a real scheduler process (`werkpilot scheduler`, the compiled binary) serving `count` agents. */
 async function schedulerRss(redis: BenchRedis, count: number): Promise<Measurement> {
   const fleet = writeFleetDir(count);
   const port = await freePort();
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'apps/scheduler/src/main.ts')], {
+  const child = spawn(process.execPath, [WERKPILOT_BIN, 'scheduler'], {
     cwd: REPO_ROOT,
     env: {
       ...process.env,

@@ -103,7 +103,8 @@ interface SchedulerProcess {
 
 async function startScheduler(redis: BenchRedis, prefix: string): Promise<SchedulerProcess> {
   const port = await freePort();
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'apps/scheduler/src/main.ts')], {
+  // The production binary (plain node on apps/cli/dist; `pnpm bench` builds it first).
+  const child = spawn(process.execPath, [path.join(REPO_ROOT, 'apps/cli/bin/werkpilot.js'), 'scheduler'], {
     cwd: REPO_ROOT,
     env: { ...process.env, REDIS_URL: redis.url, WERKPILOT_PREFIX: prefix, PORT: String(port), LOG_LEVEL: 'warn', SSE_MAX_CLIENTS: '100' },
     stdio: ['ignore', 'pipe', 'pipe'],

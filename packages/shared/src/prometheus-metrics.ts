@@ -90,8 +90,14 @@ export interface WorkerMetrics {
 /** The `agent` label of a fault that happened outside any agent's code (not a valid agent name). */
 export const NO_AGENT_LABEL = '(none)';
 
-export function createWorkerMetrics({ activeRuns }: { activeRuns?: () => number } = {}): WorkerMetrics {
+/**
+ * `workerId`, when given, labels every series `worker="<id>"`: the id `werkpilot status` and the
+ * dashboard list (host, i.e. the container ID under Docker, and PID), which Prometheus copies into
+ * `instance` (deploy/prometheus.yml) so a graph names the worker rather than its container's IP.
+ */
+export function createWorkerMetrics({ activeRuns, workerId }: { activeRuns?: () => number; workerId?: string } = {}): WorkerMetrics {
   const registry = new Registry();
+  if (workerId) registry.setDefaultLabels({ worker: workerId });
   collectProcessMetrics(registry);
   const runs = new Counter({
     name: 'werkpilot_worker_runs_total',

@@ -6,6 +6,7 @@ import { cronProblem, timezoneProblem } from './cron.js';
 import { computeDepths, findCycles, layersOf, topologicalOrder, transitiveDependents } from './dag.js';
 import { AgentNotFoundError, RegistryError } from './errors.js';
 import { MAX_TIMER_MS } from './size-limits.js';
+import { enableTypeScriptAgents } from './typescript-agents.js';
 
 /**
  * The set of agents a process knows, validated as a whole before anything touches Redis.
@@ -69,8 +70,8 @@ export interface AgentModule {
 }
 
 /**
- * Imports every agent module in `dir` (`.js`, `.mjs`, `.ts`; TypeScript runs without a build
- * through the process's tsx loader) and validates them together. Throws RegistryError listing
+ * Imports every agent module in `dir` (`.js`, `.mjs`, `.ts`; TypeScript runs without a build, see
+ * typescript-agents.ts) and validates them together. Throws RegistryError listing
  * every problem; touches no Redis.
  */
 export async function loadRegistry(dir: string): Promise<Registry> {
@@ -84,6 +85,7 @@ export async function loadRegistry(dir: string): Promise<Registry> {
   }
   const problems: string[] = [];
   const modules: AgentModule[] = [];
+  if (files.some((file) => file.endsWith('.ts'))) await enableTypeScriptAgents();
   for (const file of files) {
     const source = path.join(absolute, file);
     try {

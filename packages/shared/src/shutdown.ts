@@ -1,5 +1,6 @@
 import type { Worker } from 'bullmq';
 import type { Logger } from 'pino';
+import { listenForTermination, stopWithParent } from './termination-signals.js';
 
 /**
  * The six steps of a graceful shutdown (DESIGN.md › Processes), in order. Every process runs all
@@ -15,6 +16,19 @@ export const SHUTDOWN_STEPS = {
 } as const;
 
 export type ShutdownStep = keyof typeof SHUTDOWN_STEPS;
+
+/**
+ * The same six steps as a scheduler logs them: it runs no agents and has no heartbeat, so the
+ * worker's names would describe work it does not do.
+ */
+export const SCHEDULER_SHUTDOWN_STEPS: Record<ShutdownStep, string> = {
+  1: 'stop intake and timers, release the leader lease',
+  2: 'wait for in-flight work',
+  3: 'abort what still runs',
+  4: 'final state flush',
+  5: 'close bus, queues and HTTP',
+  6: 'close Redis',
+};
 
 /** The most a cleanup may take while Redis is unreachable (it cannot finish its Redis work anyway). */
 export const OFFLINE_CLEANUP_TIMEOUT_MS = 1000;
@@ -65,6 +79,8 @@ export interface GracefulShutdownOptions {
   isRedisUp?: () => boolean;
   exit?: (code: number) => void;
   clock?: () => number;
+  /** What each step is called in the log and on the bus; default `SHUTDOWN_STEPS` (a worker's). */
+  stepNames?: Record<ShutdownStep, string>;
 }
 
 interface Registered {
@@ -114,19 +130,24 @@ export class GracefulShutdown {
     };
   }
 
-  /** Starts the shutdown on SIGTERM and SIGINT; a second signal exits at once. */
+  /**
+   * Starts the shutdown on SIGTERM and SIGINT (a relayed copy of the same signal counts once, see
+   * `listenForTermination`), or when the supervising parent process goes away; a second signal
+   * exits at once.
+   */
   listen(signals: NodeJS.Signals[] = ['SIGTERM', 'SIGINT']): void {
-    const onSignal = (signal: NodeJS.Signals) => {
-      if (this.running) {
+    const stopSignals = listenForTermination({
+      signals,
+      onFirst: (signal) => void this.run(signal),
+      onRepeat: (signal) => {
         this.options.log.warn({ signal }, `second ${signal} during shutdown: exiting now without finishing the remaining steps`);
         this.exit(1);
-        return;
-      }
-      void this.run(signal);
-    };
-    for (const signal of signals) process.on(signal, onSignal);
+      },
+    });
+    const stopWatchingParent = stopWithParent(() => void this.run('parent process exited'));
     this.listening = () => {
-      for (const signal of signals) process.off(signal, onSignal);
+      stopSignals();
+      stopWatchingParent();
     };
   }
 
@@ -149,7 +170,7 @@ export class GracefulShutdown {
     log.info({ reason, graceMs }, `shutting down on ${reason} (grace ${graceMs} ms)`);
 
     for (const step of [1, 2, 3, 4, 5, 6] as ShutdownStep[]) {
-      const name = SHUTDOWN_STEPS[step];
+      const name = (this.options.stepNames ?? SHUTDOWN_STEPS)[step];
       const stepStart = this.clock();
       if (step === 6) await this.publishStep({ step, name, phase: 'starting' });
       const extra = step === 2 ? await this.runGraceStep(ctx, grace) : await this.runInReverse(step, ctx);

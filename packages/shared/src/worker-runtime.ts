@@ -84,7 +84,7 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntim
     lockDurationMs: options.lockDurationMs,
     historyLength: options.bus.historySize,
   });
-  const metrics = createWorkerMetrics({ activeRuns: () => activeRuns.size });
+  const metrics = createWorkerMetrics({ activeRuns: () => activeRuns.size, workerId });
   const rpc = new RpcClient({ redis, keys, log });
   const worker = createAgentWorker({
     request: (from, agent, payload, requestOptions) => rpc.request(agent, payload, { ...requestOptions, from }),

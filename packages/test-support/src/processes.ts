@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll } from 'vitest';
 import { REPO_ROOT } from './agents-dir.js';
@@ -23,13 +24,16 @@ afterAll(() => {
   for (const proc of running) if (proc.exitCode === null) proc.kill('SIGKILL');
 });
 
+/** The `werkpilot` binary as a user or a process manager runs it: pnpm's shim, which execs node. */
+export const WERKPILOT_BIN = path.join(REPO_ROOT, 'node_modules', '.bin', 'werkpilot');
+
 /**
- * Starts `apps/<app>/src/main.ts` through tsx, as `pnpm scheduler` / `pnpm worker` do, with `env`
- * added to this process's environment (LOG_LEVEL defaults to info, pretty-printing off).
+ * Starts `werkpilot <app>` — the compiled binary, plain node, as production runs it; the PID is the
+ * role's own process — with `env` added to this process's environment (LOG_LEVEL defaults to info,
+ * pretty-printing off). vitest's global setup builds the binary first (vitest.build-setup.ts).
  */
 export function startApp(app: 'scheduler' | 'worker', env: Record<string, string>): AppProcess {
-  const entry = path.join(REPO_ROOT, 'apps', app, 'src', 'main.ts');
-  const proc = spawn(process.execPath, ['--import', 'tsx', entry], {
+  const proc = spawn(WERKPILOT_BIN, [app], {
     cwd: REPO_ROOT,
     env: { ...process.env, LOG_LEVEL: 'info', WORKER_HTTP_PORT: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -101,4 +105,40 @@ export async function startAppCluster(env: Record<string, string>, { workerEnv =
       await Promise.all([worker.exited, scheduler.exited]);
     },
   };
+}
+
+/** The PIDs of every process below `pid` (children, their children, ...), read from /proc. */
+export function descendantsOf(pid: number): number[] {
+  const parents = new Map<number, number>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      // Field 4 of /proc/<pid>/stat is the parent PID; the command name before it may hold spaces.
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      parents.set(Number(entry), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const found: number[] = [];
+  const queue = [pid];
+  while (queue.length > 0) {
+    const parent = queue.shift()!;
+    for (const [child, ppid] of parents) {
+      if (ppid === parent && !found.includes(child)) {
+        found.push(child);
+        queue.push(child);
+      }
+    }
+  }
+  return found;
+}
+
+/** Whether a process with this PID still exists (a zombie counts as gone). */
+export function isRunning(pid: number): boolean {
+  try {
+    return !/^\S+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
 }

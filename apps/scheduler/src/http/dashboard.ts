@@ -1,7 +1,9 @@
 import { fileURLToPath } from 'node:url';
 import express, { Router } from 'express';
 
-const PUBLIC_DIR = fileURLToPath(new URL('./public', import.meta.url));
+// The page's files stay in src/ (they need no build); this module sits at the same depth in src/
+// and dist/, so one path serves both.
+const PUBLIC_DIR = fileURLToPath(new URL('../../src/http/public', import.meta.url));
 
 /**
  * The overview page at `/`: a small static page (vanilla JS and CSS, no build step) that reads the

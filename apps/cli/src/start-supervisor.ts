@@ -1,0 +1,88 @@
+/**
+ * `werkpilot start` (and `pnpm start`): the whole system on one machine — a Redis (found or
+ * started), the scheduler, one worker and the demo agents, dashboard on http://localhost:3001.
+ * Ctrl-C stops everything, the Redis it started last, after the processes have drained into it.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createLogger, listenForTermination, loadConfig, maskUrlCredentials, provisionRedis } from '@werkpilot/shared';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+
+/** How long past `SHUTDOWN_GRACE_MS` a child may take to exit before it is killed. */
+const STOP_MARGIN_MS = 15_000;
+
+export async function runStart(): Promise<void> {
+  const config = loadConfig();
+  const log = createLogger({ level: config.logLevel, name: 'start' });
+  const redis = await provisionRedis({
+    url: config.redisUrl,
+    dataDir: path.join(root, '.data', 'redis'),
+    preferredPort: Number(new URL(config.redisUrl).port || 6379),
+    hz: 100,
+  });
+  // The logger masks the `url` field; the message masks its own copy (a REDIS_URL may hold a password).
+  const shownUrl = maskUrlCredentials(redis.url);
+  if (redis.source === 'external') log.info({ url: redis.url }, `using the Redis at ${shownUrl}`);
+  else log.info({ url: redis.url }, `started ${redis.source === 'docker' ? 'a redis:7 container' : 'redis-server'} at ${shownUrl} (data in .data/redis, AOF on); it stops when you press Ctrl-C`);
+
+  const env = { ...process.env, REDIS_URL: redis.url };
+  const children = new Map<string, ChildProcess>();
+  for (const role of ['scheduler', 'worker'] as const) {
+    // The same binary, in the same mode (compiled, or the sources under tsx in development), runs
+    // each role. Own process groups: one Ctrl-C reaches only us, and we send each child exactly one
+    // SIGTERM (a second signal would make it exit at once, skipping its graceful shutdown). The IPC
+    // channel is how a child notices that we are gone, however we ended (see stopWithParent).
+    const child = spawn(process.execPath, [...process.execArgv, process.argv[1]!, role], {
+      cwd: root,
+      env,
+      stdio: ['inherit', 'inherit', 'inherit', 'ipc'],
+      detached: true,
+    });
+    children.set(role, child);
+  }
+
+  let stopping = false;
+  const exits = [...children.entries()].map(
+    ([role, child]) =>
+      new Promise<number>((resolve) =>
+        child.once('exit', (code, signal) => {
+          children.delete(role);
+          if (!stopping) {
+            log.error({ role, code, signal }, `${role} exited; stopping the rest`);
+            void stop(typeof code === 'number' && code !== 0 ? code : 1);
+          }
+          resolve(code ?? 1);
+        }),
+      ),
+  );
+
+  const stop = async (exitCode: number) => {
+    if (stopping) return;
+    stopping = true;
+    for (const child of children.values()) child.kill('SIGTERM');
+    // A child that does not finish its shutdown in time (its event loop blocked) is killed: nothing
+    // outlives `werkpilot start`.
+    const deadline = setTimeout(() => {
+      for (const [role, child] of children) {
+        log.warn({ role }, `${role} did not stop within ${config.shutdownGraceMs + STOP_MARGIN_MS} ms; killing it`);
+        child.kill('SIGKILL');
+      }
+    }, config.shutdownGraceMs + STOP_MARGIN_MS);
+    await Promise.all(exits);
+    clearTimeout(deadline);
+    await redis.stop();
+    process.exit(exitCode);
+  };
+  listenForTermination({
+    onFirst: () => {
+      log.info('stopping (press Ctrl-C again to stop at once)');
+      void stop(0);
+    },
+    onRepeat: () => {
+      for (const child of children.values()) child.kill('SIGKILL');
+      void redis.stop().finally(() => process.exit(1));
+    },
+  });
+}

@@ -1,0 +1,2 @@
+/** The scheduler role, run by the `werkpilot scheduler` binary (apps/cli). */
+export { runScheduler } from './scheduler-process.js';

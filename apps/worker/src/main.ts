@@ -1,4 +1,0 @@
-import { runProcess } from '@werkpilot/shared';
-import { runWorker } from './worker-process.js';
-
-runProcess('werkpilot worker', runWorker);
