@@ -1,15 +1,27 @@
 import { defineAgent } from '@werkpilot/shared';
-import { demoFailRate, simulateWork } from './_simulate.js';
+import { demoFailRate, simulateWork } from './_simulate.ts';
 
-/** Runs whose batch holds a message the classifier cannot parse: every attempt of them fails. */
+/** Every this many runs (of one worker, the first included), a batch holds a message the classifier cannot parse. */
+export const POISON_EVERY = 120;
+/** Every this many runs, the model endpoint fails the first attempt; the retry succeeds. */
+export const FLAKY_EVERY = 45;
+const ATTEMPTS = 2;
+
+/** Runs whose batch holds the poison message: every attempt of them fails. */
 const poisonedRuns = new Set<string>();
+/** Runs whose first attempt fails. */
+const flakyRuns = new Set<string>();
 let runsSeen = 0;
 
 /**
- * Layer 1: classifies fetched mail. It is the demo's flaky agent, so retries and the dead-letter
- * queue have something to show: every 4th batch (the first one included) holds a poison message
- * that fails all attempts and lands in the DLQ, and any attempt fails with probability
- * DEMO_FAIL_RATE (default 0.1). Set DEMO_FAIL_RATE=1 to watch its circuit breaker open.
+ * Layer 1: classifies fetched mail. It is the demo's flaky agent, so the dead-letter queue and
+ * retries have something to show without looking broken: the first batch and then one in
+ * POISON_EVERY (about every 10 minutes at one run per 5 s) holds a poison message that fails both
+ * attempts and lands in the DLQ; one run in FLAKY_EVERY fails its first attempt and succeeds on the
+ * retry. That is about 28 failed attempts an hour, under the circuit's limit of 40, so the circuit
+ * stays closed. DEMO_FAIL_RATE (0–1, default 0) makes any attempt fail with that probability:
+ * DEMO_FAIL_RATE=1 fails all of them (24 an hour's worth a minute) and opens the circuit within two
+ * minutes, and its dependent campaign-planner is skipped while it is open.
  */
 export default defineAgent({
   name: 'email-classifier',
@@ -17,15 +29,22 @@ export default defineAgent({
   priority: 3,
   dependsOn: ['inbox-fetch'],
   timeoutMs: 10_000,
-  retry: { attempts: 2, backoff: { type: 'exponential', delayMs: 500 } },
-  // Low for the demo: with DEMO_FAIL_RATE=1 (two failed attempts per tick) the circuit opens
-  // within a minute, and its dependent campaign-planner is skipped while it is open.
-  maxRestartsPerHour: 10,
+  retry: { attempts: ATTEMPTS, backoff: { type: 'exponential', delayMs: 500 } },
+  maxRestartsPerHour: 40,
   async run(ctx) {
-    if (ctx.attempt === 1 && runsSeen++ % 4 === 0) poisonedRuns.add(ctx.runId);
+    if (ctx.attempt === 1) {
+      const seen = runsSeen++;
+      if (seen % POISON_EVERY === 0) poisonedRuns.add(ctx.runId);
+      else if (seen % FLAKY_EVERY === FLAKY_EVERY - 1) flakyRuns.add(ctx.runId);
+    }
+    const isLastAttempt = ctx.attempt >= ATTEMPTS;
     await simulateWork(ctx.signal, 60, 200);
-    if (poisonedRuns.has(ctx.runId)) throw new Error('message 4711 has an unparseable MIME body');
-    if (Math.random() < demoFailRate(0.1)) throw new Error('classifier model endpoint returned 503');
+    if (poisonedRuns.has(ctx.runId)) {
+      if (isLastAttempt) poisonedRuns.delete(ctx.runId);
+      throw new Error('message 4711 has an unparseable MIME body');
+    }
+    if (flakyRuns.delete(ctx.runId)) throw new Error('classifier model endpoint returned 503');
+    if (Math.random() < demoFailRate(0)) throw new Error('classifier model endpoint returned 503');
     const classified = Math.floor(Math.random() * 12);
     ctx.log.info({ classified }, 'classified messages');
     return { classified };
