@@ -1,7 +1,4 @@
-import { createBullBoard } from '@bull-board/api';
-import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
-import { ExpressAdapter } from '@bull-board/express';
-import { Router, type Express, type RequestHandler } from 'express';
+import { Router, type Express, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import { requireRunState, type Queues } from '@werkpilot/shared';
 
 export const BULL_BOARD_PATH = '/queues';
@@ -9,8 +6,30 @@ export const BULL_BOARD_PATH = '/queues';
 /**
  * Bull Board for the `agents` and `system` queues at /queues. Without dashboard credentials it is
  * read-only (its buttons are hidden; the auth middleware refuses its mutating calls anyway).
+ *
+ * Loaded on the first request, not at start: its modules (@bull-board/api and /ui, valibot, lodash,
+ * ejs, redis-info) are a fixed cost of every scheduler replica that most never pay back, since
+ * people open Bull Board now and then, while Prometheus and the dashboard poll the rest.
  */
 export function bullBoardRouter({ queues, readOnly }: { queues: Queues; readOnly: boolean }): Router {
+  let board: Promise<Router> | undefined;
+  const router = Router();
+  router.use((req: Request, res: Response, next: NextFunction) => {
+    board ??= createBullBoardRouter({ queues, readOnly });
+    board.then((handler) => handler(req, res, next), (err: unknown) => {
+      board = undefined; // a failed load is retried on the next request
+      next(err);
+    });
+  });
+  return router;
+}
+
+async function createBullBoardRouter({ queues, readOnly }: { queues: Queues; readOnly: boolean }): Promise<Router> {
+  const [{ createBullBoard }, { BullMQAdapter }, { ExpressAdapter }] = await Promise.all([
+    import('@bull-board/api'),
+    import('@bull-board/api/bullMQAdapter'),
+    import('@bull-board/express'),
+  ]);
   const serverAdapter = new ExpressAdapter();
   serverAdapter.setBasePath(BULL_BOARD_PATH);
   createBullBoard({
