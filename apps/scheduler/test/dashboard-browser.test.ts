@@ -110,10 +110,12 @@ describe.runIf(existsSync(CHROMIUM))('dashboard in headless Chromium', () => {
   it("serves the worker's own /metrics and /healthz on WORKER_HTTP_PORT", async () => {
     const health = await fetch(`${workerUrl}/healthz`);
     expect(health.status).toBe(200);
-    expect(await health.json()).toMatchObject({ status: 'ok' });
+    const { workerId } = (await health.json()) as { workerId: string };
     const metrics = await (await fetch(`${workerUrl}/metrics`)).text();
-    expect(metrics).toMatch(/^werkpilot_worker_runs_total\{agent="crm-sync",outcome="success"\} [1-9]/m);
-    expect(metrics).toMatch(/^werkpilot_worker_run_duration_seconds_bucket\{le="\+Inf",agent="crm-sync"\} [1-9]/m);
+    // Every series names its worker (Prometheus turns it into the instance label).
+    const worker = `worker="${workerId}"`;
+    expect(metrics).toMatch(new RegExp(`^werkpilot_worker_runs_total\\{agent="crm-sync",outcome="success",${worker}\\} [1-9]`, 'm'));
+    expect(metrics).toMatch(new RegExp(`^werkpilot_worker_run_duration_seconds_bucket\\{le="\\+Inf",${worker},agent="crm-sync"\\} [1-9]`, 'm'));
     expect(metrics).toContain('process_cpu_user_seconds_total');
   });
 });
