@@ -13,12 +13,12 @@ export interface ToolResult {
 }
 
 /** Runs a command synchronously from the repository root. */
-export function run(command: string, args: string[], options: { cwd?: string; env?: Record<string, string> } = {}): ToolResult {
+export function run(command: string, args: string[], options: { cwd?: string; env?: Record<string, string>; timeoutMs?: number } = {}): ToolResult {
   const result = spawnSync(command, args, {
     cwd: options.cwd ?? REPO_ROOT,
     env: { ...process.env, ...options.env },
     encoding: 'utf8',
-    timeout: 60_000,
+    timeout: options.timeoutMs ?? 60_000,
   });
   return { status: result.status, stdout: result.stdout ?? '', stderr: result.stderr ?? '' };
 }
