@@ -75,7 +75,8 @@ describe('an agent that leaves a promise rejection unawaited', () => {
     expect(line).toMatchObject({ agent: 'careless', runId: careless.id, activity: 'run', err: { message: 'forgot to await this' } });
     // Counted on the worker's /metrics, and published on the bus.
     const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-    expect(metrics).toContain('werkpilot_unhandled_rejections_total{agent="careless"} 1');
+    // Every series of a worker also names it (`worker="<id>"`, which Prometheus makes the instance).
+    expect(metrics).toContain(`werkpilot_unhandled_rejections_total{agent="careless",worker="${String(worker.logs().find((l) => l.msg === 'worker online')?.workerId)}"} 1`);
     const event = await waitFor(() => events.find((e) => e.type === 'agent:unhandled-rejection'), { what: 'agent:unhandled-rejection' });
     expect(event).toMatchObject({ agent: 'careless', data: { runId: careless.id, error: 'forgot to await this', activity: 'run' } });
 
