@@ -16,11 +16,24 @@ export interface CliIo {
   signal: AbortSignal;
 }
 
-/** The process's own terminal, stdout and stderr; Ctrl-C aborts a following or waiting command. */
+/**
+ * The process's own terminal, stdout and stderr; Ctrl-C aborts a following or waiting command.
+ *
+ * The signal handlers are installed only when a command asks for `signal`: a handler makes Node
+ * ignore a signal's default action, so one installed here would swallow a SIGTERM that reaches
+ * `werkpilot worker` while it is still starting, before its graceful shutdown listens.
+ */
 export function processIo(): CliIo {
-  const controller = new AbortController();
-  process.once('SIGINT', () => controller.abort());
-  process.once('SIGTERM', () => controller.abort());
+  let controller: AbortController | undefined;
+  const abortSignal = () => {
+    if (!controller) {
+      const created = new AbortController();
+      process.once('SIGINT', () => created.abort());
+      process.once('SIGTERM', () => created.abort());
+      controller = created;
+    }
+    return controller.signal;
+  };
   // `werkpilot agents | head`: the reader went away, so stop quietly, as Unix tools do, instead of
   // dying on an unhandled EPIPE with a stack trace.
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
@@ -40,6 +53,8 @@ export function processIo(): CliIo {
       }
     },
     env: process.env,
-    signal: controller.signal,
+    get signal() {
+      return abortSignal();
+    },
   };
 }

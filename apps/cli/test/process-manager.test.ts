@@ -94,6 +94,23 @@ describe('SIGTERM to the main PID of the werkpilot binary', () => {
     expect(await worker.exited).toBe(0);
   }, 60_000);
 
+  it('stops a worker told to stop while it is still loading its agents, instead of ignoring the signal', async () => {
+    const slowToLoad = writeAgentsDir({
+      'slow.mjs': `import { defineAgent } from '@werkpilot/shared';
+process.stdout.write('slow agent loading\\n');
+await new Promise((resolve) => setTimeout(resolve, 4000));
+export default defineAgent({ name: 'slow', async run() { return null; } });
+`,
+    });
+    const worker = startApp('worker', env(uniquePrefix(), { WERKPILOT_AGENTS: slowToLoad }));
+    await worker.waitForLog(/slow agent loading/);
+    process.kill(worker.proc.pid!, 'SIGTERM');
+    // Gone before the agent even finished loading; nothing swallowed the signal.
+    const exit = await Promise.race([worker.exited, new Promise((resolve) => setTimeout(() => resolve('still running'), 3000))]);
+    expect(exit).not.toBe('still running');
+    expect(worker.output()).not.toMatch(/worker online/);
+  }, 30_000);
+
   it('an idle worker is gone within a second', async () => {
     const worker = startApp('worker', env(uniquePrefix()));
     await worker.waitForLog(/worker online/);
