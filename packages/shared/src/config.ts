@@ -4,6 +4,7 @@ import { cronProblem, timezoneProblem } from './cron.js';
 import { isValidPrefix } from './keys.js';
 import { hideUrlUserInfo } from './redaction.js';
 import { MAX_TIMER_MS } from './size-limits.js';
+import { tracingSettings, type TracingSettings } from './tracing.js';
 
 /**
  * Process configuration, read from the environment and validated in one place.
@@ -50,6 +51,11 @@ export interface Config {
   /** Live event streams (`GET /api/events`) one scheduler serves at once. */
   sseMaxClients: number;
   logLevel: LogLevel;
+  /**
+   * OpenTelemetry tracing (tracing.ts), from the standard OTEL_* variables: undefined (off) unless
+   * OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set.
+   */
+  tracing: TracingSettings | undefined;
 }
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -157,7 +163,7 @@ const VARIABLES = {
     schema: z.enum(LOG_LEVELS),
     allowed: `one of ${LOG_LEVELS.join(', ')}`,
   } as Variable<LogLevel>,
-} satisfies { [K in keyof Config]: Variable<Config[K]> };
+} satisfies { [K in Exclude<keyof Config, 'tracing'>]: Variable<Config[K]> };
 
 /**
  * Reads and validates the configuration. Throws one ConfigError listing every bad variable,
@@ -168,7 +174,7 @@ const VARIABLES = {
 export function loadConfig(env: Env = process.env): Config {
   const problems: string[] = [];
   const config: Record<string, unknown> = {};
-  for (const [field, variable] of Object.entries(VARIABLES) as [keyof Config, Variable<unknown>][]) {
+  for (const [field, variable] of Object.entries(VARIABLES) as [Exclude<keyof Config, 'tracing'>, Variable<unknown>][]) {
     const raw = env[variable.name];
     if (raw === undefined || raw === '') {
       config[field] = variable.default;
@@ -177,6 +183,12 @@ export function loadConfig(env: Env = process.env): Config {
     const parsed = variable.schema.safeParse(raw.trim());
     if (parsed.success) config[field] = parsed.data;
     else problems.push(`${variable.name} must be ${variable.allowed}, got ${(variable.shown ?? JSON.stringify)(raw)}`);
+  }
+  try {
+    config.tracing = tracingSettings(env);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    problems.push(err.message);
   }
   const cfg = config as unknown as Config;
   if (problems.length === 0 && Boolean(cfg.dashboardUser) !== Boolean(cfg.dashboardPassword)) {
@@ -187,7 +199,7 @@ export function loadConfig(env: Env = process.env): Config {
 }
 
 /** The environment variable behind each config field, for documentation and error messages. */
-export const CONFIG_VARIABLES: { [K in keyof Config]: { name: string; default: Config[K]; allowed: string } } =
+export const CONFIG_VARIABLES: { [K in Exclude<keyof Config, 'tracing'>]: { name: string; default: Config[K]; allowed: string } } =
   Object.fromEntries(
     Object.entries(VARIABLES).map(([k, v]) => [k, { name: v.name, default: v.default, allowed: v.allowed }]),
   ) as never;

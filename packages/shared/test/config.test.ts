@@ -77,4 +77,33 @@ describe('configuration', () => {
   it('needs dashboard user and password together', () => {
     expect(errorOf({ DASHBOARD_USER: 'ops' })).toBe('DASHBOARD_USER and DASHBOARD_PASSWORD must be set together (or neither)');
   });
+
+  it('turns tracing on only with an OTLP endpoint, from the standard OpenTelemetry variables', () => {
+    expect(loadConfig({}).tracing).toBeUndefined();
+    expect(loadConfig({ OTEL_SERVICE_NAME: 'crm' }).tracing).toBeUndefined();
+    expect(loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318' }).tracing).toEqual({ endpoint: 'http://collector:4318/v1/traces', protocol: 'http/protobuf' });
+    expect(loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'https://collector/otlp/', OTEL_SERVICE_NAME: 'crm', OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json' }).tracing).toEqual({
+      endpoint: 'https://collector/otlp/v1/traces',
+      protocol: 'http/json',
+      serviceName: 'crm',
+    });
+    // The signal's own endpoint is used as given, and its own protocol wins.
+    expect(
+      loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://a:4318', OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://b:4318/traces', OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc', OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json' }).tracing,
+    ).toEqual({ endpoint: 'http://b:4318/traces', protocol: 'http/json' });
+    expect(loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318', OTEL_SDK_DISABLED: 'true' }).tracing).toBeUndefined();
+    expect(loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318', OTEL_TRACES_EXPORTER: 'none' }).tracing).toBeUndefined();
+  });
+
+  it('names the tracing variable that is wrong, with the other problems on the same line', () => {
+    expect(errorOf({ OTEL_EXPORTER_OTLP_ENDPOINT: 'collector:4318' })).toBe(
+      'OTEL_EXPORTER_OTLP_ENDPOINT must be an http:// or https:// URL such as http://otel-collector:4318, got "collector:4318"',
+    );
+    expect(errorOf({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4317', OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' })).toBe(
+      "OTEL_EXPORTER_OTLP_PROTOCOL must be http/protobuf or http/json (OTLP over HTTP, a collector's port 4318; gRPC is not built in), got \"grpc\"",
+    );
+    expect(errorOf({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://c:4318/v1/traces', OTEL_TRACES_EXPORTER: 'zipkin', WORKER_CONCURRENCY: 'ten' })).toBe(
+      'WORKER_CONCURRENCY must be a positive integer, got "ten"; OTEL_TRACES_EXPORTER must be otlp or none, got "zipkin"',
+    );
+  });
 });
