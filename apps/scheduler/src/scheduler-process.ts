@@ -36,6 +36,8 @@ import {
   installProcessFaultPolicy,
   RedisAvailability,
   requestBootCheck,
+  createTriggerTracer,
+  startTracing,
 } from '@werkpilot/shared';
 import { createHttpApp } from './http/app.js';
 
@@ -55,6 +57,11 @@ export async function runScheduler(): Promise<void> {
   const http = await bindPort({ port: config.port, variable: 'PORT' });
   log.info({ agents: registry.size, layers: registry.layers.length }, 'registry loaded');
 
+  const replicaId = makeWorkerId();
+  // Only loaded when an OTLP endpoint is configured (tracing.ts).
+  const tracing = config.tracing ? await startTracing({ settings: config.tracing, defaultServiceName: 'werkpilot-scheduler', log, instanceId: replicaId }) : undefined;
+  const triggerTracer = tracing ? createTriggerTracer(tracing.tracer) : undefined;
+
   const keys = createKeys(config.prefix);
   // Serves requests, not runs: its offline queue is bounded (see BOUNDED_RETRIES_PER_REQUEST).
   const redis = createRedisConnection({ url: config.redisUrl, role: 'scheduler', log }, { maxRetriesPerRequest: BOUNDED_RETRIES_PER_REQUEST });
@@ -71,7 +78,8 @@ export async function runScheduler(): Promise<void> {
   const reportFault = createFaultReporter({ publish: (type, data, agent) => bus.publish(type, data, agent), isRedisUp: () => redis.status === 'ready', identity: { process: 'scheduler' }, log });
   installProcessFaultPolicy({ log, shutdown, crashGraceMs: Math.min(config.shutdownGraceMs, CRASH_GRACE_MS), onUnhandledRejection: reportFault });
   shutdown.register(6, 'redis connection', () => closeRedisConnection(redis));
-  const queues = createQueues({ connection: redis, keys });
+  if (tracing) shutdown.register(6, 'tracing: export the last spans', () => tracing.shutdown());
+  const queues = createQueues({ connection: redis, keys, telemetry: tracing?.telemetry });
   shutdown.register(5, 'queues', () => queues.close());
   const bus = new EventBus({ redis, keys, log });
   shutdown.register(5, 'event bus', () => bus.close());
@@ -96,7 +104,7 @@ export async function runScheduler(): Promise<void> {
     redis,
     keys,
     log,
-    id: makeWorkerId(),
+    id: replicaId,
     ttlMs: config.leaderLeaseMs,
     onElected: () => lead(),
     onDeposed: () => {
@@ -173,7 +181,7 @@ export async function runScheduler(): Promise<void> {
       return (await circuit.get(agent)).state;
     },
     reports: { latest: () => reports.getLatest(), list: () => reports.list(), runNow: () => triggerNightly(queues.system) },
-    trigger: (agent, options) => triggerRun({ queue: queues.agents, registry, retention, redis, keys }, agent, options),
+    trigger: (agent, options) => triggerRun({ queue: queues.agents, registry, retention, redis, keys, ...(triggerTracer ? { tracer: triggerTracer } : {}) }, agent, options),
     toggle: { enable: (agent) => enableAgent({ redis, keys }, agent), disable: (agent) => disableAgent({ redis, keys }, agent) },
     cancel: (runId, reason) => cancelRun({ queue: queues.agents, redis, keys, bus, registry, lockDurationMs: config.lockDurationMs, log }, runId, reason),
     boot: (agent) => requestBootCheck({ redis, keys }, agent),

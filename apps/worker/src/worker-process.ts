@@ -32,6 +32,7 @@ import {
   UncaughtAgentError,
   type Availability,
   type WorkerRuntime,
+  startTracing,
 } from '@werkpilot/shared';
 import { createWorkerHttpApp } from './worker-http.js';
 
@@ -52,6 +53,9 @@ export async function runWorker(): Promise<void> {
   // Bound before anything connects: a port clash exits 2 (one line naming the port and the
   // variable) having fetched no job.
   const http = config.workerHttpPort > 0 ? await bindPort({ port: config.workerHttpPort, variable: 'WORKER_HTTP_PORT' }) : undefined;
+
+  // Only loaded when an OTLP endpoint is configured (tracing.ts).
+  const tracing = config.tracing ? await startTracing({ settings: config.tracing, defaultServiceName: 'werkpilot-worker', log, instanceId: workerId }) : undefined;
 
   const keys = createKeys(config.prefix);
   const redis = createRedisConnection({ url: config.redisUrl, role: 'worker', log });
@@ -82,6 +86,7 @@ export async function runWorker(): Promise<void> {
     },
   });
   shutdown.register(6, 'redis connection', () => closeRedisConnection(redis));
+  if (tracing) shutdown.register(6, 'tracing: export the last spans', () => tracing.shutdown());
   const availability = new RedisAvailability({ redis });
   if (http) {
     http.serve(
@@ -132,6 +137,7 @@ export async function runWorker(): Promise<void> {
     lockDurationMs: config.lockDurationMs,
     stalledIntervalMs: config.stalledIntervalMs,
     maxStalledCount: config.maxStalledCount,
+    ...(tracing ? { tracing } : {}),
   });
   const { worker, admission, circuit, activeRuns, startServices } = runtime;
   shedding.attach(worker);

@@ -1,3 +1,4 @@
+import { INVALID_SPAN_CONTEXT, ROOT_CONTEXT, trace } from '@opentelemetry/api';
 import { UnrecoverableError, WaitingError, type Job, type Processor } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -17,13 +18,18 @@ import type { Registry } from './registry.js';
 import type { RunAdmission } from './run-admission.js';
 import { RunCancelledError, type RunPhase } from './run-cancel.js';
 import { createRunCompletion, type Completion } from './run-completion.js';
+import type { RunTrace, RunTracer } from './run-tracing.js';
 import { isShutdownAbort } from './shutdown.js';
 
-/** What a finished `agents` job returns (visible in Bull Board and `GET /api/runs/:id`). */
-export type RunResult =
+/**
+ * What a finished `agents` job returns (visible in Bull Board and `GET /api/runs/:id`); with
+ * tracing on, the attempt's trace id too.
+ */
+export type RunResult = (
   | { outcome: 'success'; result: unknown; durationMs: number; workerId: string }
   | { outcome: 'skipped'; reasons: string[]; workerId: string }
-  | { outcome: 'cancelled'; reason: string; state: 'running'; durationMs: number; workerId: string };
+  | { outcome: 'cancelled'; reason: string; state: 'running'; durationMs: number; workerId: string }
+) & { traceId?: string };
 
 /** Told of every recorded run, in this process (the worker's own Prometheus figures). */
 export type OutcomeListener = (record: RunRecord) => void;
@@ -66,6 +72,8 @@ export interface ExecutorDeps {
    * running it: a reason, or undefined to run it. The memory monitor sheds priority-3 runs here.
    */
   handBack?: (spec: AgentSpec, job: Job<RunJobData>) => string | undefined;
+  /** Traces each attempt (run-tracing.ts); none when tracing is off, and then nothing of it runs. */
+  tracer?: RunTracer;
 }
 
 /** How long a slot rests after handing a run back, so a worker under pressure does not spin on it. */
@@ -93,6 +101,9 @@ export class RunLockLostError extends Error {
 
 const NOT_ADMITTED = { isTrial: false, holdsLease: false } as const;
 
+/** `ctx.span` with tracing off: OpenTelemetry's non-recording span, which ignores every call. */
+const NO_SPAN = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
+
 /**
  * The processor of the `agents` queue: resolves the agent named by the job, admits it (gate,
  * dependency runs, overlap lease, circuit — one script), runs it with its context and timeout, and
@@ -118,9 +129,9 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
   });
 
   /** Sends the completion (not awaited: it rides with BullMQ's) and tells the local listeners. */
-  const complete = (spec: AgentSpec, job: Job<RunJobData>, token: string | undefined, c: Completion) => {
+  const complete = (spec: AgentSpec, job: Job<RunJobData>, token: string | undefined, c: Completion, traced: RunTrace | undefined) => {
     phases?.set(job.id!, 'finishing');
-    completion.complete(spec, job, token, c).then(
+    completion.complete(spec, job, token, c, traced?.traceId).then(
       (answer) => {
         if (answer === 'fenced') {
           deps.log.error(
@@ -134,13 +145,30 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
     for (const listener of listeners) listener(c.record);
   };
 
+  const { tracer } = deps;
+  const failUnknownAgent = async (job: Job<RunJobData>): Promise<never> => {
+    const reason = `unknown agent ${job.name}`;
+    await bus.publish('agent:dlq', { runId: job.id, error: reason, workerId }, job.name);
+    throw markReported(new UnrecoverableError(reason));
+  };
+
   return async (job, token, bullSignal) => {
     const spec = deps.registry.get(job.name);
-    if (!spec) {
-      const reason = `unknown agent ${job.name}`;
-      await bus.publish('agent:dlq', { runId: job.id, error: reason, workerId }, job.name);
-      throw markReported(new UnrecoverableError(reason));
-    }
+    if (!spec) return failUnknownAgent(job);
+    const attempt = job.attemptsMade + 1;
+    if (tracer) return tracer.trace(spec, job, attempt, (traced) => runAttempt(spec, job, token, bullSignal, attempt, traced));
+    return runAttempt(spec, job, token, bullSignal, attempt, undefined);
+  };
+
+  /** One attempt of a run of `spec`; `traced` is its span when tracing is on. */
+  async function runAttempt(
+    spec: AgentSpec,
+    job: Job<RunJobData>,
+    token: string | undefined,
+    bullSignal: AbortSignal | undefined,
+    attempt: number,
+    traced: RunTrace | undefined,
+  ): Promise<RunResult> {
     const handBackReason = token ? deps.handBack?.(spec, job) : undefined;
     if (handBackReason) {
       await job.moveToWait(token);
@@ -150,15 +178,17 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
     }
 
     const runId = job.id!;
-    const attempt = job.attemptsMade + 1;
     const base: Record<string, unknown> = job.data.pipelineId ? { runId, attempt, workerId, pipelineId: job.data.pipelineId } : { runId, attempt, workerId };
+    if (traced) base.traceId = traced.traceId;
     const started = bus.encode('agent:started', { ...base, trigger: job.data.trigger }, spec.name);
 
     let admitted: { isTrial: boolean; holdsLease: boolean } = NOT_ADMITTED;
     phases?.set(runId, 'admitting');
     if (admission) {
       // Parks the job (throws DelayedError) while dependency runs of its tick are pending or its agent's turn has not come.
+      traced?.gateStarted();
       const decision = await admission.admit(spec, job, token, started);
+      traced?.gated(decision.kind, decision.kind === 'skip' ? decision.reasons : undefined);
       if (decision.kind === 'skip') {
         const { reasons } = decision;
         const dependencyReasons = reasons.filter(isDependencyReason);
@@ -166,7 +196,7 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
         if (dependencyReasons.length > 0) events.unshift(bus.encode('dependency:unhealthy', { ...base, reasons: dependencyReasons }, spec.name));
         const error = reasons.join('; ');
         const record: RunRecord = { agent: spec.name, runId, outcome: 'skipped', at: clock(), error };
-        complete(spec, job, token, { record, events, finished: `skipped:${error}`, ...NOT_ADMITTED, skipCauses: skipCausesOf(reasons) });
+        complete(spec, job, token, { record, events, finished: `skipped:${error}`, ...NOT_ADMITTED, skipCauses: skipCausesOf(reasons) }, traced);
         deps.log.info({ agent: spec.name, runId, reasons }, 'run skipped');
         return { outcome: 'skipped', reasons, workerId };
       }
@@ -193,7 +223,7 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
       else abortRun!(runId, reason);
     }, spec.timeoutMs);
     const subscriptions: (() => void)[] = [];
-    const ctx = buildContext(deps, spec, job, attempt, signal, subscriptions);
+    const ctx = buildContext(deps, spec, job, attempt, signal, subscriptions, traced);
 
     try {
       // The scope attributes faults the run's code leaves behind (an unawaited rejection, a throw in
@@ -202,7 +232,7 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
       const result = await untilAborted(() => runInScope(scope, () => spec.definition.run(ctx)), signal);
       const durationMs = clock() - startedAt;
       const record: RunRecord = { agent: spec.name, runId, outcome: 'success', durationMs, at: clock(), attempt };
-      complete(spec, job, token, { record, events: [bus.encode('agent:completed', { ...base, durationMs }, spec.name)], finished: 'ok', ...admitted });
+      complete(spec, job, token, { record, events: [bus.encode('agent:completed', { ...base, durationMs }, spec.name)], finished: 'ok', ...admitted }, traced);
       return { outcome: 'success', result: result ?? null, durationMs, workerId };
     } catch (thrown) {
       const aborted = signal.aborted ? (signal.reason as unknown) : undefined;
@@ -226,7 +256,7 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
       if (aborted instanceof RunCancelledError) {
         const record: RunRecord = { agent: spec.name, runId, outcome: 'cancelled', at: clock(), error: aborted.reason, attempt };
         const events = [bus.encode('agent:cancelled', { ...base, reason: aborted.reason, state: 'running' }, spec.name)];
-        complete(spec, job, token, { record, events, finished: `cancelled:${aborted.reason}`, ...admitted });
+        complete(spec, job, token, { record, events, finished: `cancelled:${aborted.reason}`, ...admitted }, traced);
         deps.log.info({ agent: spec.name, runId, reason: aborted.reason }, 'run cancelled');
         return { outcome: 'cancelled', reason: aborted.reason, state: 'running', durationMs, workerId };
       }
@@ -251,20 +281,33 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
         attempt,
         ...(error instanceof RunTimeoutError ? { timedOut: true } : {}),
       };
-      complete(spec, job, token, { record, events, ...(willRetry ? {} : { finished: `dlq:${error.message}` as const }), ...admitted });
+      complete(spec, job, token, { record, events, ...(willRetry ? {} : { finished: `dlq:${error.message}` as const }), ...admitted }, traced);
       deps.log.warn({ agent: spec.name, runId, attempt, err: error.message, willRetry }, 'run failed');
       throw markReported(error);
     } finally {
       clearTimeout(timer);
       for (const unsubscribe of subscriptions) unsubscribe();
     }
-  };
+  }
 }
 
-function buildContext(deps: ExecutorDeps, spec: AgentSpec, job: Job<RunJobData>, attempt: number, signal: AbortSignal, subscriptions: (() => void)[]): AgentContext {
+function buildContext(
+  deps: ExecutorDeps,
+  spec: AgentSpec,
+  job: Job<RunJobData>,
+  attempt: number,
+  signal: AbortSignal,
+  subscriptions: (() => void)[],
+  traced: RunTrace | undefined,
+): AgentContext {
   // The logger is built on first use: most runs never log, and a child logger per run shows in profiles.
   let log: Logger | undefined;
-  const runLog = () => (log ??= deps.log.child({ agent: spec.name, runId: job.id, attempt }));
+  const runLog = () =>
+    (log ??= deps.log.child(
+      traced
+        ? { agent: spec.name, runId: job.id, attempt, trace_id: traced.traceId, span_id: traced.span.spanContext().spanId }
+        : { agent: spec.name, runId: job.id, attempt },
+    ));
   let agentLog: AgentLogger | undefined;
   return {
     signal,
@@ -275,6 +318,8 @@ function buildContext(deps: ExecutorDeps, spec: AgentSpec, job: Job<RunJobData>,
     attempt,
     runId: job.id!,
     agent: spec.name,
+    span: traced?.span ?? NO_SPAN,
+    otelContext: traced?.context ?? ROOT_CONTEXT,
     publish: (topic, payload) => publishAgentMessage(deps.bus, spec.name, topic, payload),
     subscribe: (topic: string, handler: TopicHandler) => {
       let active = true;

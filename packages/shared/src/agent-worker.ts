@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { Worker } from 'bullmq';
+import { Worker, type Telemetry } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { RunLockLostError, createAgentProcessor, isReported, type ExecutorDeps, type RunResult } from './agent-executor.js';
@@ -46,6 +46,8 @@ export interface AgentWorkerOptions extends Omit<ExecutorDeps, 'bullConnection' 
   maxStalledCount?: number;
   /** Filled with the ids of the runs executing on this worker (for heartbeats and shutdown). */
   activeRuns?: Set<string>;
+  /** BullMQ's telemetry (tracing on, tracing.ts): its `process` span around each attempt. */
+  telemetry?: Telemetry;
 }
 
 /** BullMQ's messages when a command needed a lock this worker no longer holds. */
@@ -87,6 +89,7 @@ export function createAgentWorker(options: AgentWorkerOptions): Worker<RunJobDat
     ...(options.lockDurationMs !== undefined ? { lockDuration: options.lockDurationMs } : {}),
     ...(options.stalledIntervalMs !== undefined ? { stalledInterval: options.stalledIntervalMs } : {}),
     maxStalledCount: options.maxStalledCount ?? DEFAULT_MAX_STALLED_COUNT,
+    ...(options.telemetry ? { telemetry: options.telemetry } : {}),
   });
   worker.on('failed', (job, err) => {
     if (!job || isReported(err)) return;

@@ -1,3 +1,4 @@
+import type { Context, Span } from '@opentelemetry/api';
 import type { Logger } from 'pino';
 
 /**
@@ -37,6 +38,19 @@ export interface AgentContext<TData = unknown> {
   runId: string;
   /** This agent's name. */
   agent: string;
+  /**
+   * This attempt's OpenTelemetry span (`run <agent>`), in the run's trace: add attributes and events
+   * to it, or start child spans under `otelContext`. With tracing off (no OTEL_EXPORTER_OTLP_ENDPOINT)
+   * it is OpenTelemetry's non-recording span, which ignores every call, so agents need no check.
+   */
+  span: Span;
+  /**
+   * The OpenTelemetry context with `span` active. It is already the active context while `run`
+   * executes, so instrumented clients (HTTP, LLM SDKs) and `tracer.startActiveSpan` join the run's
+   * trace by themselves; pass it explicitly where the async context is lost (a callback queued
+   * elsewhere): `context.with(ctx.otelContext, fn)`, `propagation.inject(ctx.otelContext, headers)`.
+   */
+  otelContext: Context;
   /** Publish a message on the event bus under `topic` (agents' own topics). */
   publish(topic: string, payload?: unknown): Promise<void>;
   /** Ask another agent's `onRequest` for an answer; rejects on error or timeout. */

@@ -196,6 +196,12 @@ export function dependencyRunsOf(spec: Pick<AgentSpec, 'dependsOn'>, job: Pick<J
   }));
 }
 
+/** The tick time (ms) of a cron run's id (`repeat:<agent>:<tickMillis>`), or undefined for other runs. */
+export function cronTickOf(runId: string | undefined): number | undefined {
+  const tick = runId ? CRON_RUN_ID.exec(runId) : null;
+  return tick ? Number(tick[2]) : undefined;
+}
+
 /** Whether a finished run of this id can have waiters (it belongs to a tick or a pipeline). */
 export function canHaveWaiters(runId: string | undefined): boolean {
   return runId !== undefined && (CRON_RUN_ID.test(runId) || PIPELINE_RUN_ID.test(runId));

@@ -68,3 +68,5 @@ export * from './prepared-body.js';
 export * from './snapshot-service.js';
 export * from './fragment-blocks.js';
 export * from './typescript-agents.js';
+export * from './tracing.js';
+export * from './run-tracing.js';

@@ -1,4 +1,4 @@
-import { Queue, type JobsOptions } from 'bullmq';
+import { Queue, type JobsOptions, type Telemetry } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { AgentSpec } from './agent.js';
 import type { Keys } from './keys.js';
@@ -34,9 +34,13 @@ export interface Queues {
   close(): Promise<void>;
 }
 
-/** Both queues on one shared connection (BullMQ duplicates what it needs for blocking calls). */
-export function createQueues({ connection, keys }: { connection: Redis; keys: Keys }): Queues {
-  const agents = new Queue<RunJobData>(QUEUE_NAMES.agents, { connection, prefix: keys.bullPrefix });
+/**
+ * Both queues on one shared connection (BullMQ duplicates what it needs for blocking calls). With
+ * `telemetry` (tracing on), enqueuing a run opens BullMQ's `add` span and carries the caller's trace
+ * context to the worker in the job's options; the `system` queue's internal jobs are not traced.
+ */
+export function createQueues({ connection, keys, telemetry }: { connection: Redis; keys: Keys; telemetry?: Telemetry | undefined }): Queues {
+  const agents = new Queue<RunJobData>(QUEUE_NAMES.agents, { connection, prefix: keys.bullPrefix, ...(telemetry ? { telemetry } : {}) });
   const system = new Queue(QUEUE_NAMES.system, { connection, prefix: keys.bullPrefix });
   // A Queue re-emits connection errors; the connection itself logs them once per outage.
   agents.on('error', () => {});

@@ -61,10 +61,17 @@ export interface RunCompletionOptions {
 export interface RunCompletion {
   /**
    * Sends the completion of `job`'s attempt (not awaited by the run path). Resolves to `fenced`
-   * when this copy no longer held the run's lock, so nothing was recorded.
+   * when this copy no longer held the run's lock, so nothing was recorded. With `traceId` (tracing
+   * on), the job's hash records it (TRACE_ID_FIELD).
    */
-  complete(spec: AgentSpec, job: Job<RunJobData>, token: string | undefined, completion: Completion): Promise<'ok' | 'fenced'>;
+  complete(spec: AgentSpec, job: Job<RunJobData>, token: string | undefined, completion: Completion, traceId?: string): Promise<'ok' | 'fenced'>;
 }
+
+/**
+ * The field of a run's BullMQ job hash holding the trace id of its last recorded attempt (tracing
+ * on): `GET /api/runs/:id` shows it for every run, cron runs and failed ones included.
+ */
+export const TRACE_ID_FIELD = 'werkpilotTraceId';
 
 /**
  * The arguments are laid out so that a run pays only for what its completion does (each argument
@@ -73,12 +80,13 @@ export interface RunCompletion {
  *       5 events stream, 6 lease, 7 lease waiters, 8..15 queue keys for promotions (parked-runs.ts),
  *       16 change sequence, 17 changed agents (snapshot-changes.ts);
  *       then, if flags has 'C', circuit, restarts, gate epoch; if 'W', the run's done marker, its
- *       waiters hash, the pending counters; if 'S', the skip causes hash.
+ *       waiters hash, the pending counters; if 'S', the skip causes hash; if 'T', the job's hash.
  * ARGV: 1 lock token ('' = unfenced), 2 run id, 3..10 the record (agent-state.ts recordArgs),
- *       11 finished outcome ('' = not finished), 12 flags ('L' holds the lease, 'C', 'W', 'S'),
- *       13 lease ttl ms, 14 the agent's priority (for the hand-off), 15 channel, 16 history length,
- *       17 the agent; then, if 'C': now, window ms, max restarts, restart member, agent, at (ISO);
- *       if 'S': how many skip causes, and they; then the events (JSON).
+ *       11 finished outcome ('' = not finished), 12 flags ('L' holds the lease, 'C', 'W', 'S', 'T'
+ *       traced), 13 lease ttl ms, 14 the agent's priority (for the hand-off), 15 channel, 16 history
+ *       length, 17 the agent; then, if 'C': now, window ms, max restarts, restart member, agent, at
+ *       (ISO); if 'S': how many skip causes, and they; if 'T': the attempt's trace id; then the
+ *       events (JSON).
  * Invariants: only the attempt holding the job's lock records anything; one outcome per attempt;
  * each waiter promoted once; the lease released only by its holder and handed to one waiter.
  * Returns 'ok' or 'fenced'.
@@ -94,15 +102,19 @@ if string.find(flags, 'C', 1, true) then
     tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3], ARGV[a + 4], ARGV[a + 5])
   k, a = k + 3, a + 6
 end
-local waits = k
-if string.find(flags, 'W', 1, true) then k = k + 3 end
+local waits = string.find(flags, 'W', 1, true) and k
+if waits then k = k + 3 end
 if string.find(flags, 'S', 1, true) then
   for i = a + 1, a + tonumber(ARGV[a]) do redis.call('HINCRBY', KEYS[k], ARGV[i], 1) end
-  a = a + 1 + tonumber(ARGV[a])
+  k, a = k + 1, a + 1 + tonumber(ARGV[a])
+end
+if string.find(flags, 'T', 1, true) then
+  redis.call('HSET', KEYS[k], '${TRACE_ID_FIELD}', ARGV[a])
+  k, a = k + 1, a + 1
 end
 for i = a, #ARGV do emitJson(ev.stream, ev.channel, ev.maxlen, ARGV[i]) end
 local q = slice(KEYS, 8, 15)
-if waits < k then finishRun(KEYS[waits], KEYS[waits + 1], KEYS[waits + 2], q, finished, ${WAIT_TTL_SECONDS}) end
+if waits then finishRun(KEYS[waits], KEYS[waits + 1], KEYS[waits + 2], q, finished, ${WAIT_TTL_SECONDS}) end
 if string.find(flags, 'L', 1, true) then leaseRelease(KEYS[6], KEYS[7], runId, ARGV[13], ARGV[14], q) end
 markChanged(KEYS[16], KEYS[17], ARGV[17])
 return 'ok'
@@ -158,7 +170,7 @@ export function createRunCompletion({ connection, keys, circuit, lockDurationMs 
   const holdWrites = createWriteBatcher(connection);
 
   return {
-    complete(spec, job, token, c) {
+    complete(spec, job, token, c, traceId) {
       // BullMQ's moveToFinished follows in this turn: both leave in one socket write.
       holdWrites();
       const runId = job.id!;
@@ -186,6 +198,11 @@ export function createRunCompletion({ connection, keys, circuit, lockDurationMs 
         flags += 'S';
         scriptKeys.push(k.skipCauses);
         optional.push(causes.length, ...causes);
+      }
+      if (traceId !== undefined) {
+        flags += 'T';
+        scriptKeys.push(keys.bull(QUEUE_NAMES.agents, runId));
+        optional.push(traceId);
       }
       argv.push(flags, k.leaseTtl, k.priority, keys.eventsChannel, history, spec.name, ...optional, ...c.events);
       return connection.werkpilotCompleteRun(scriptKeys.length, ...scriptKeys, ...argv);

@@ -1,6 +1,9 @@
 import type { Job, JobState, Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
 import { RunNotFoundError } from './errors.js';
 import type { RunJobData } from './queues.js';
+import { TRACE_ID_FIELD } from './run-completion.js';
+import { traceIdOfMetadata } from './run-tracing.js';
 
 /** One run as `GET /api/runs/:id` shows it. */
 export interface RunView {
@@ -25,6 +28,11 @@ export interface RunView {
   error: string | null;
   stacktrace: string[];
   workerId: string | null;
+  /**
+   * The OpenTelemetry trace the run is in (tracing on; null otherwise): its last recorded attempt's,
+   * else its trigger's (a queued manual or pipeline run). Open it in Jaeger or Tempo by this id.
+   */
+  traceId: string | null;
 }
 
 /** Job ids are BullMQ's: counters, `repeat:<agent>:<tick>`, or custom ids of the same alphabet. */
@@ -60,12 +68,16 @@ export async function lookupRun(queue: Queue<RunJobData>, id: string): Promise<R
     job = await queue.getJob(id);
     if (!job) throw new RunNotFoundError(id);
   }
-  return toRunView(job, state);
+  // BullMQ types its client as its own interface; it is the ioredis connection the queue was given.
+  const redis = (await queue.getBackend().client) as unknown as Redis;
+  const recordedTraceId = await redis.hget(queue.toKey(id), TRACE_ID_FIELD);
+  return toRunView(job, state, recordedTraceId ?? undefined);
 }
 
 const iso = (ms: number | undefined) => (ms ? new Date(ms).toISOString() : null);
 
-export function toRunView(job: Job<RunJobData>, state: JobState | 'unknown'): RunView {
+/** `recordedTraceId`: the job hash's TRACE_ID_FIELD (run-completion.ts), which BullMQ's Job does not read. */
+export function toRunView(job: Job<RunJobData>, state: JobState | 'unknown', recordedTraceId?: string): RunView {
   const hasEnded = job.finishedOn !== undefined && job.finishedOn > 0;
   return {
     id: job.id!,
@@ -85,5 +97,6 @@ export function toRunView(job: Job<RunJobData>, state: JobState | 'unknown'): Ru
     error: job.failedReason || null,
     stacktrace: job.stacktrace ?? [],
     workerId: job.processedBy ?? null,
+    traceId: recordedTraceId ?? traceIdOfMetadata(job.opts.telemetry?.metadata) ?? null,
   };
 }

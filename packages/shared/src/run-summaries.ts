@@ -2,6 +2,8 @@ import type { JobState, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { parse as parsePartialJson } from 'partial-json';
 import type { RunView } from './run-lookup.js';
+import { TRACE_ID_FIELD } from './run-completion.js';
+import { traceIdOfMetadata } from './run-tracing.js';
 
 /**
  * Runs as lists show them (an agent's last runs, the dead-letter queue's pages and the snapshot's
@@ -40,13 +42,14 @@ for i, key in ipairs(KEYS) do
     local name = redis.call('HGET', key, 'name')
     if name and (only == '' or name == only) then
       local f = redis.call('HMGET', key, 'timestamp', 'processedOn', 'finishedOn', 'atm', 'ats', 'pb', 'opts',
-        'data', 'returnvalue', 'failedReason', 'stacktrace')
+        'data', 'returnvalue', 'failedReason', 'stacktrace', '${TRACE_ID_FIELD}')
       local row = { i, name, f[1] or '', f[2] or '', f[3] or '', f[4] or '', f[5] or '', f[6] or '', f[7] or '' }
       for j = 8, 11 do
         local value = f[j] or ''
         row[#row + 1] = string.sub(value, 1, limit)
         row[#row + 1] = #value
       end
+      row[#row + 1] = f[12] or ''
       out[#out + 1] = row
     end
   end
@@ -72,6 +75,7 @@ type SummaryRow = [
   failedReasonBytes: number,
   stacktrace: string,
   stacktraceBytes: number,
+  recordedTraceId: string,
 ];
 
 interface SummaryCommands {
@@ -109,7 +113,7 @@ export async function readRunSummaries(queue: Queue, runs: ListedRun[], { agent,
 }
 
 function toSummary(run: ListedRun, row: SummaryRow): RunSummary {
-  const [, name, timestamp, processedOn, finishedOn, attemptsMade, attemptsStarted, processedBy, opts, data, dataBytes, result, resultBytes, failedReason, failedReasonBytes, stacktrace, stacktraceBytes] = row;
+  const [, name, timestamp, processedOn, finishedOn, attemptsMade, attemptsStarted, processedBy, opts, data, dataBytes, result, resultBytes, failedReason, failedReasonBytes, stacktrace, stacktraceBytes, recordedTraceId] = row;
   const truncated: TruncatedField[] = [];
   const read = (field: TruncatedField, text: string, bytes: number): unknown => {
     const isCut = bytes > LIST_FIELD_BYTES;
@@ -134,7 +138,7 @@ function toSummary(run: ListedRun, row: SummaryRow): RunSummary {
     trigger: typeof wrapper.trigger === 'string' ? wrapper.trigger : null,
     pipelineId: typeof wrapper.pipelineId === 'string' ? wrapper.pipelineId : null,
     data: wrapper.data ?? null,
-    attempts: { made: Number(attemptsMade) || 0, started: Number(attemptsStarted) || Number(attemptsMade) || 0, max: maxAttempts(opts) },
+    attempts: { made: Number(attemptsMade) || 0, started: Number(attemptsStarted) || Number(attemptsMade) || 0, max: jobOptions(opts).attempts ?? 1 },
     timings: {
       queuedAt: iso(Number(timestamp)),
       startedAt: iso(started),
@@ -145,6 +149,7 @@ function toSummary(run: ListedRun, row: SummaryRow): RunSummary {
     error: failedReason || null,
     stacktrace: Array.isArray(trace) ? trace.filter((line): line is string => typeof line === 'string') : [],
     workerId: processedBy || null,
+    traceId: recordedTraceId || traceIdOfMetadata(jobOptions(opts).telemetry?.metadata) || null,
     truncated,
     dataBytes,
   };
@@ -154,11 +159,11 @@ function asObject(value: unknown): Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : {};
 }
 
-function maxAttempts(opts: string): number {
+function jobOptions(opts: string): { attempts?: number; telemetry?: { metadata?: string } } {
   try {
-    return (JSON.parse(opts) as { attempts?: number }).attempts ?? 1;
+    return asObject(JSON.parse(opts));
   } catch {
-    return 1;
+    return {};
   }
 }
 

@@ -1,10 +1,12 @@
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
+import type { AgentSpec } from './agent.js';
 import { InvalidInputError } from './errors.js';
 import type { Keys } from './keys.js';
 import { startPipeline } from './pipeline.js';
 import { runJobOptions, type Retention, type RunJobData } from './queues.js';
 import type { Registry } from './registry.js';
+import type { TraceParent, TriggerTracer } from './run-tracing.js';
 
 export interface TriggerDeps {
   queue: Queue<RunJobData>;
@@ -15,6 +17,8 @@ export interface TriggerDeps {
   keys?: Keys;
   /** Safety deadline of a pipeline's parked dependents (PipelineDeps.parkedRecheckMs). */
   parkedRecheckMs?: number;
+  /** Tracing on: the trigger's span, whose trace every run it queues joins (run-tracing.ts). */
+  tracer?: TriggerTracer;
 }
 
 export interface TriggerOptions {
@@ -22,6 +26,8 @@ export interface TriggerOptions {
   data?: unknown;
   /** Also run every transitive dependent after it, in dependency order (a pipeline run; see pipeline.ts). */
   withDependents?: boolean;
+  /** The caller's W3C trace context (HTTP `traceparent`/`tracestate`): with tracing on, the runs join its trace. */
+  traceParent?: TraceParent;
 }
 
 /** Largest `data` a manual run accepts, serialised. */
@@ -39,6 +45,12 @@ export async function triggerRun(
 ): Promise<{ runId: string; pipelineId?: string; runs?: { agent: string; runId: string }[] }> {
   const spec = deps.registry.require(agent);
   checkRunData(options.data);
+  // Validated first: a span is named after the agent, so only known agents name one.
+  if (deps.tracer) return deps.tracer.trace(spec.name, { isPipeline: options.withDependents === true, parent: options.traceParent }, () => enqueueRun(deps, spec, options));
+  return enqueueRun(deps, spec, options);
+}
+
+async function enqueueRun(deps: TriggerDeps, spec: AgentSpec, options: TriggerOptions): Promise<{ runId: string; pipelineId?: string; runs?: { agent: string; runId: string }[] }> {
   if (options.withDependents) {
     if (!deps.redis || !deps.keys) throw new Error('triggerRun with withDependents needs TriggerDeps.redis and .keys');
     // `runs` lets API clients (the CLI's `run --with-dependents --wait`) follow every run of the pipeline.

@@ -18,6 +18,8 @@ import type { Registry } from './registry.js';
 import { RpcClient, startRpcResponder } from './rpc.js';
 import { createRunAdmission, type RunAdmission } from './run-admission.js';
 import { startRunCancelListener, type RunPhase } from './run-cancel.js';
+import { createRunTracer } from './run-tracing.js';
+import type { Tracing } from './tracing.js';
 
 /** The gate every worker applies (gating.ts), in the order its reasons are reported. */
 export function workerGateRules(): GateRule[] {
@@ -47,6 +49,8 @@ export interface WorkerRuntimeOptions {
   maxStalledCount?: number;
   /** The memory monitor's hand-back (priority-3 shedding under pressure); none when not given. */
   handBack?: (spec: AgentSpec) => string | undefined;
+  /** OpenTelemetry (tracing.ts) when it is on: BullMQ's spans and ours around every attempt. */
+  tracing?: Tracing;
 }
 
 /** The per-run parts of a worker process, wired as every worker runs them. */
@@ -105,6 +109,7 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntim
     lockDurationMs: options.lockDurationMs,
     stalledIntervalMs: options.stalledIntervalMs,
     ...(options.maxStalledCount !== undefined ? { maxStalledCount: options.maxStalledCount } : {}),
+    ...(options.tracing ? { telemetry: options.tracing.telemetry, tracer: createRunTracer({ tracer: options.tracing.tracer, workerId }) } : {}),
   });
   return {
     worker,

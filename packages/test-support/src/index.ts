@@ -4,3 +4,4 @@ export * from './redis-harness.js';
 export * from './wait-for.js';
 export * from './agent-cluster.js';
 export * from './event-stream.js';
+export * from './otlp-receiver.js';

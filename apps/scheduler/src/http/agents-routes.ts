@@ -12,11 +12,13 @@ import {
   type Queues,
   type Registry,
   type RunSummary,
+  type TraceParent,
+  type TriggerOptions,
 } from '@werkpilot/shared';
 import { jsonBody } from './json-body.js';
 
 /** What `POST /api/agents/:name/run` needs: queue a run, or a pipeline with `withDependents`. */
-export type TriggerAgent = (agent: string, options: { data?: unknown; withDependents?: boolean }) => Promise<{ runId: string; [extra: string]: unknown }>;
+export type TriggerAgent = (agent: string, options: TriggerOptions) => Promise<{ runId: string; [extra: string]: unknown }>;
 
 export interface AgentsRoutesDeps {
   registry: Registry;
@@ -63,9 +65,11 @@ export function agentsRoutes(deps: AgentsRoutesDeps): Router {
   router.post('/api/agents/:name/run', jsonBody(), async (req: Request<{ name: string }>, res) => {
     const spec = requireAgent(req.params.name);
     const body = parseInput(runBody, bodyOf(req.body), 'body');
+    const traceParent = traceParentOf(req);
     const queued = await deps.trigger(spec.name, {
       ...(body.data !== undefined ? { data: body.data } : {}),
       ...(body.withDependents ? { withDependents: true } : {}),
+      ...(traceParent ? { traceParent } : {}),
     });
     res.status(202).json(queued);
   });
@@ -138,4 +142,14 @@ async function recentRuns(queues: Queues, agent: string): Promise<RunSummary[]> 
   const summaries = perState.flat();
   const at = (r: RunSummary) => Date.parse(r.timings.finishedAt ?? r.timings.startedAt ?? r.timings.queuedAt ?? '') || 0;
   return summaries.sort((a, b) => at(b) - at(a)).slice(0, LAST_RUNS);
+}
+
+/**
+ * The caller's W3C trace context, so that with tracing on the runs join the caller's trace (a CI
+ * job's, a service's). A malformed header is ignored, as the W3C propagator ignores it.
+ */
+function traceParentOf(req: Request<{ name: string }>): TraceParent | undefined {
+  const { traceparent, tracestate } = req.headers;
+  if (typeof traceparent !== 'string' || traceparent === '') return undefined;
+  return typeof tracestate === 'string' && tracestate !== '' ? { traceparent, tracestate } : { traceparent };
 }

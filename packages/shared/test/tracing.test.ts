@@ -1,0 +1,91 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  DeadLetterQueue,
+  createLogger,
+  createRunTracer,
+  createTriggerTracer,
+  lookupRun,
+  reconcileJobSchedulers,
+  startTracing,
+  type Tracing,
+} from '@werkpilot/shared';
+import { createAgentCluster, startOtlpReceiver, useTestRedis, waitFor, type AgentCluster, type OtlpReceiver } from '@werkpilot/test-support';
+
+const redis = useTestRedis();
+const log = createLogger({ level: 'silent', name: 'test' });
+const retention = { dlqRetain: 100, completedRetain: 1000 };
+
+// Tracing registers the SDK globally: each test starts its own and shuts it down.
+let opened: { tracing?: Tracing; receiver?: OtlpReceiver; cluster?: AgentCluster } = {};
+afterEach(async () => {
+  await opened.cluster?.close();
+  await opened.tracing?.shutdown();
+  await opened.receiver?.close();
+  opened = {};
+});
+
+async function traceTo(protocol: 'http/json' | 'http/protobuf'): Promise<{ tracing: Tracing; receiver: OtlpReceiver }> {
+  const receiver = await startOtlpReceiver();
+  const tracing = await startTracing({ settings: { endpoint: `${receiver.url}/v1/traces`, protocol }, defaultServiceName: 'werkpilot-test', log, instanceId: 'test-1' });
+  opened = { ...opened, receiver, tracing };
+  return { tracing, receiver };
+}
+
+describe('OpenTelemetry tracing', () => {
+  it('exports OTLP protobuf by default, as the specification says', async () => {
+    const { tracing, receiver } = await traceTo('http/protobuf');
+    let traceId = '';
+    await createTriggerTracer(tracing.tracer).trace('crm-sync', { isPipeline: false }, async () => {
+      const { trace } = await import('@opentelemetry/api');
+      traceId = trace.getActiveSpan()!.spanContext().traceId;
+      return { runId: 'run-4711' };
+    });
+    await tracing.shutdown();
+    expect(receiver.requests).toHaveLength(1);
+    const [request] = receiver.requests;
+    expect(request!.contentType).toBe('application/x-protobuf');
+    // Protobuf carries the trace id as its 16 raw bytes, and strings as they are.
+    expect(request!.body.includes(Buffer.from(traceId, 'hex'))).toBe(true);
+    for (const text of ['trigger crm-sync', 'werkpilot.run.id', 'run-4711', 'werkpilot-test']) expect(request!.body.includes(Buffer.from(text))).toBe(true);
+  });
+
+  it('gives each attempt of a cron run a trace of its own and shows the last one on the run, failures as errors', async () => {
+    const { tracing, receiver } = await traceTo('http/json');
+    const cluster = await createAgentCluster(
+      redis,
+      [
+        {
+          name: 'nightly-export',
+          schedule: { cron: '* * * * * *' },
+          retry: { attempts: 2, backoff: { type: 'exponential', delayMs: 50 } },
+          run: async () => {
+            throw new Error('upstream said 503');
+          },
+        },
+      ],
+      { log },
+    );
+    opened.cluster = cluster;
+    await cluster.startWorker({ wire: () => ({ telemetry: tracing.telemetry, tracer: createRunTracer({ tracer: tracing.tracer, workerId: 'worker-1' }) }) });
+    await reconcileJobSchedulers({ queue: cluster.queues.agents, registry: cluster.registry, retention, log });
+    const dlq = new DeadLetterQueue(cluster.queues.agents);
+    const [dead] = await waitFor(async () => ((await dlq.size()) > 0 ? dlq.list() : undefined), { timeoutMs: 15_000, what: 'a cron run in the DLQ' });
+    const view = await lookupRun(cluster.queues.agents, dead!.id);
+    expect(view.attempts.made).toBe(2);
+
+    const runSpans = () => receiver.spans().filter((s) => s.name === 'run nightly-export' && s.attributes['werkpilot.run.id'] === view.id);
+    await waitFor(() => runSpans().length === 2, { timeoutMs: 10_000, what: 'both attempts’ run spans at the receiver' });
+    const [first, second] = runSpans().sort((a, b) => Number(a.attributes['werkpilot.run.attempt']) - Number(b.attributes['werkpilot.run.attempt']));
+    // No trigger carried a context into a cron run: each attempt's BullMQ `process` span is a root.
+    expect(first!.traceId).not.toBe(second!.traceId);
+    expect(view.traceId).toBe(second!.traceId);
+    for (const [span, attempt] of [[first!, 1], [second!, 2]] as const) {
+      expect(span.attributes).toMatchObject({ 'werkpilot.run.attempt': attempt, 'werkpilot.run.outcome': 'failure', 'werkpilot.run.trigger': 'cron', 'werkpilot.worker.id': 'worker-1' });
+      expect(span.statusCode).toBe(2);
+      expect(span.events.find((e) => e.name === 'exception')?.attributes['exception.message']).toBe('upstream said 503');
+      const processed = receiver.spans().find((s) => s.spanId === span.parentSpanId)!;
+      expect(processed).toMatchObject({ name: 'process agents', parentSpanId: '', traceId: span.traceId, scope: 'bullmq' });
+      expect(span.resource).toMatchObject({ 'service.name': 'werkpilot-test', 'service.instance.id': 'test-1' });
+    }
+  });
+});
