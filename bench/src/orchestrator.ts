@@ -20,6 +20,7 @@ import {
   type Registry,
   type RunResult,
   type RunJobData,
+  type Tracing,
 } from '@werkpilot/shared';
 
 /** The configuration a process gets with no environment set. */
@@ -99,11 +100,14 @@ export async function startOrchestratorWorker({
   prefix,
   registry,
   concurrency,
+  tracing,
 }: {
   url: string;
   prefix: string;
   registry: Registry;
   concurrency: number;
+  /** Tracing on, as a worker with OTEL_EXPORTER_OTLP_ENDPOINT set runs (startTracing, already started). */
+  tracing?: Tracing | undefined;
 }): Promise<OrchestratorWorker> {
   const log = silentLogger('worker');
   const keys = createKeys(prefix);
@@ -127,6 +131,7 @@ export async function startOrchestratorWorker({
     // The defaults a worker runs with (LOCK_DURATION_MS, STALLED_INTERVAL_MS unset).
     lockDurationMs: WORKER_DEFAULTS.lockDurationMs,
     stalledIntervalMs: WORKER_DEFAULTS.stalledIntervalMs,
+    ...(tracing ? { tracing } : {}),
   });
   await worker.waitUntilReady();
   const closeServices = await startServices();

@@ -7,6 +7,7 @@ import { registryScale } from './scenarios/registry-scale.js';
 import { rpcRoundTrip } from './scenarios/rpc-round-trip.js';
 import { sseFlood } from './scenarios/sse-flood.js';
 import { throughput } from './scenarios/throughput.js';
+import { tracingOverhead } from './scenarios/tracing-overhead.js';
 
 /** Every scenario, in the order they run and print. */
-export const SCENARIOS: readonly Scenario[] = [throughput, addedLatency, cronLateness, dependencyPromotion, rpcRoundTrip, registryScale, redisCommands, sseFlood];
+export const SCENARIOS: readonly Scenario[] = [throughput, tracingOverhead, addedLatency, cronLateness, dependencyPromotion, rpcRoundTrip, registryScale, redisCommands, sseFlood];

@@ -1,5 +1,5 @@
 import type { Queue, Worker } from 'bullmq';
-import { runJobOptions } from '@werkpilot/shared';
+import { runJobOptions, type Tracing } from '@werkpilot/shared';
 import type { BenchRedis } from '../bench-redis.js';
 import type { Measurement } from '../measurement.js';
 import { RETENTION, noOpFleet, openOrchestratorQueues, startOrchestratorWorker, watchOutcomes } from '../orchestrator.js';
@@ -19,7 +19,7 @@ export type Side = 'ours' | 'raw';
  * each run cost this (worker) process and the Redis server. The queue is filled while paused and
  * the clock starts at resume, so only processing is timed.
  */
-export async function drain(redis: BenchRedis, side: Side, concurrency: number, count: number): Promise<Drained> {
+export async function drain(redis: BenchRedis, side: Side, concurrency: number, count: number, { tracing }: { tracing?: Tracing } = {}): Promise<Drained> {
   const prefix = redis.prefix(`tp-${side}`);
   let queue: Queue;
   let closeQueue: () => Promise<void>;
@@ -37,7 +37,7 @@ export async function drain(redis: BenchRedis, side: Side, concurrency: number, 
   let worker: Worker;
   let closeWorker: () => Promise<void>;
   if (side === 'ours') {
-    const started = await startOrchestratorWorker({ url: redis.url, prefix, registry, concurrency });
+    const started = await startOrchestratorWorker({ url: redis.url, prefix, registry, concurrency, tracing });
     worker = started.worker as unknown as Worker;
     closeWorker = started.close;
   } else {

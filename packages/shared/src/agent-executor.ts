@@ -152,7 +152,8 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
     throw markReported(new UnrecoverableError(reason));
   };
 
-  return async (job, token, bullSignal) => {
+  // Not async: it hands back runAttempt's own promise, so a run costs no promise more than before tracing existed.
+  return (job, token, bullSignal) => {
     const spec = deps.registry.get(job.name);
     if (!spec) return failUnknownAgent(job);
     const attempt = job.attemptsMade + 1;

@@ -62,6 +62,7 @@ export function startSdk({ settings, defaultServiceName, log, instanceId }: Star
     tracer: trace.getTracer(TRACER_NAME),
     settings,
     serviceName,
+    flush: () => provider.forceFlush(),
     async shutdown() {
       if (isShutDown) return;
       isShutDown = true;

@@ -35,6 +35,8 @@ export interface Tracing {
   tracer: Tracer;
   settings: TracingSettings;
   serviceName: string;
+  /** Exports what is buffered now (the batch processor otherwise waits up to OTEL_BSP_SCHEDULE_DELAY). */
+  flush(): Promise<void>;
   /** Exports what is still buffered and unregisters the SDK (graceful shutdown). */
   shutdown(): Promise<void>;
 }
