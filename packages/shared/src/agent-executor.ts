@@ -180,7 +180,7 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
 
     const runId = job.id!;
     const base: Record<string, unknown> = job.data.pipelineId ? { runId, attempt, workerId, pipelineId: job.data.pipelineId } : { runId, attempt, workerId };
-    if (traced) base.traceId = traced.traceId;
+    if (traced?.traceId) base.traceId = traced.traceId;
     const started = bus.encode('agent:started', { ...base, trigger: job.data.trigger }, spec.name);
 
     let admitted: { isTrial: boolean; holdsLease: boolean } = NOT_ADMITTED;
@@ -305,7 +305,7 @@ function buildContext(
   let log: Logger | undefined;
   const runLog = () =>
     (log ??= deps.log.child(
-      traced
+      traced?.traceId
         ? { agent: spec.name, runId: job.id, attempt, trace_id: traced.traceId, span_id: traced.span.spanContext().spanId }
         : { agent: spec.name, runId: job.id, attempt },
     ));

@@ -1,4 +1,4 @@
-import { ROOT_CONTEXT, SpanKind, SpanStatusCode, context, propagation, trace, type Context, type Span, type Tracer } from '@opentelemetry/api';
+import { ROOT_CONTEXT, SpanKind, SpanStatusCode, TraceFlags, context, propagation, trace, type Context, type Span, type Tracer } from '@opentelemetry/api';
 import type { Job } from 'bullmq';
 import type { AgentSpec } from './agent.js';
 import type { RunResult } from './agent-executor.js';
@@ -51,7 +51,8 @@ export interface RunTrace {
   readonly span: Span;
   /** The context with that span active: `ctx.otelContext`. */
   readonly context: Context;
-  readonly traceId: string;
+  /** The run's trace id when the trace is sampled (exported); undefined when the sampler dropped it, so no one looks for it. */
+  readonly traceId: string | undefined;
   /** The gate (admission) starts now. */
   gateStarted(): void;
   /** The gate let the run start, or skipped it for `reasons`. */
@@ -91,7 +92,7 @@ export function createRunTracer({ tracer, workerId, clock = Date.now }: { tracer
         const result = await context.with(attemptTrace.context, () => body(attemptTrace));
         span.setAttribute(SPAN_ATTRIBUTES.outcome, result.outcome);
         if (result.outcome === 'skipped') span.setAttribute(SPAN_ATTRIBUTES.reasons, result.reasons);
-        result.traceId = attemptTrace.traceId;
+        if (attemptTrace.traceId) result.traceId = attemptTrace.traceId;
         return result;
       } catch (err) {
         const outcome = attemptOutcomeOf(err);
@@ -111,7 +112,7 @@ export function createRunTracer({ tracer, workerId, clock = Date.now }: { tracer
 
 class AttemptTrace implements RunTrace {
   readonly context: Context;
-  readonly traceId: string;
+  readonly traceId: string | undefined;
   private gateStartedAt: number | undefined;
 
   constructor(
@@ -124,7 +125,8 @@ class AttemptTrace implements RunTrace {
     private readonly clock: () => number,
   ) {
     this.context = trace.setSpan(processContext, span);
-    this.traceId = span.spanContext().traceId;
+    const { traceId, traceFlags } = span.spanContext();
+    this.traceId = traceFlags & TraceFlags.SAMPLED ? traceId : undefined;
   }
 
   gateStarted(): void {
@@ -228,13 +230,14 @@ export function createTriggerTracer(tracer: Tracer): TriggerTracer {
   };
 }
 
-/** The trace id a job's propagation metadata names (its enqueue's trace), or undefined. */
+/** The trace id a job's propagation metadata names (its enqueue's trace) when that trace is sampled, or undefined. */
 export function traceIdOfMetadata(metadata: string | undefined): string | undefined {
   if (!metadata) return undefined;
   try {
     const { traceparent } = JSON.parse(metadata) as { traceparent?: unknown };
-    const match = typeof traceparent === 'string' ? /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/.exec(traceparent) : null;
-    return match && match[1] !== '0'.repeat(32) ? match[1] : undefined;
+    const match = typeof traceparent === 'string' ? /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-([0-9a-f]{2})$/.exec(traceparent) : null;
+    const isSampled = match !== null && (parseInt(match[2]!, 16) & TraceFlags.SAMPLED) !== 0;
+    return isSampled && match[1] !== '0'.repeat(32) ? match[1] : undefined;
   } catch {
     return undefined;
   }

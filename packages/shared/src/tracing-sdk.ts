@@ -119,10 +119,23 @@ function throttledDiagLogger(log: Logger): DiagLogger {
       return;
     }
     lastAt = now;
-    const detail = args.map((a) => (a instanceof Error ? a.message : String(a))).join(' ');
-    log[level]({ ...(suppressed > 0 ? { suppressedSince: suppressed } : {}) }, `tracing: ${message}${detail ? ` ${detail}` : ''}`);
+    const text = [message, ...args].map(readable).join(' ');
+    log[level]({ ...(suppressed > 0 ? { suppressedSince: suppressed } : {}) }, `tracing: ${text} (spans are dropped meanwhile; runs are not affected)`);
     suppressed = 0;
   };
   const ignore = () => undefined;
-  return { error: write('error'), warn: write('warn'), info: ignore, debug: ignore, verbose: ignore };
+  return { error: write('warn'), warn: write('warn'), info: ignore, debug: ignore, verbose: ignore };
+}
+
+/** The SDK reports a failed export as the error serialised to JSON, stack and all: its message is what a person needs. */
+function readable(value: unknown): string {
+  if (value instanceof Error) return value.message;
+  const text = String(value);
+  if (!text.startsWith('{')) return text;
+  try {
+    const parsed = JSON.parse(text) as { message?: unknown };
+    return typeof parsed.message === 'string' ? parsed.message : text;
+  } catch {
+    return text;
+  }
 }

@@ -6,6 +6,7 @@ import {
   createTriggerTracer,
   lookupRun,
   reconcileJobSchedulers,
+  triggerRun,
   startTracing,
   type Tracing,
 } from '@werkpilot/shared';
@@ -87,5 +88,30 @@ describe('OpenTelemetry tracing', () => {
       expect(processed).toMatchObject({ name: 'process agents', parentSpanId: '', traceId: span.traceId, scope: 'bullmq' });
       expect(span.resource).toMatchObject({ 'service.name': 'werkpilot-test', 'service.instance.id': 'test-1' });
     }
+  });
+
+  it('shows no trace id for a run whose trace the sampler dropped, and exports nothing of it', async () => {
+    const sampler = process.env.OTEL_TRACES_SAMPLER;
+    process.env.OTEL_TRACES_SAMPLER = 'always_off';
+    let traced: { tracing: Tracing; receiver: OtlpReceiver };
+    try {
+      traced = await traceTo('http/json');
+    } finally {
+      if (sampler === undefined) delete process.env.OTEL_TRACES_SAMPLER;
+      else process.env.OTEL_TRACES_SAMPLER = sampler;
+    }
+    const { tracing, receiver } = traced;
+    const cluster = await createAgentCluster(redis, [{ name: 'crm-sync', run: async (ctx) => ctx.span.isRecording() }], { log });
+    opened.cluster = cluster;
+    await cluster.startWorker({ wire: () => ({ telemetry: tracing.telemetry, tracer: createRunTracer({ tracer: tracing.tracer, workerId: 'worker-1' }) }) });
+    const { runId } = await triggerRun({ queue: cluster.queues.agents, registry: cluster.registry, retention, tracer: createTriggerTracer(tracing.tracer) }, 'crm-sync');
+    const view = await waitFor(async () => {
+      const v = await lookupRun(cluster.queues.agents, runId);
+      return v.state === 'completed' ? v : undefined;
+    }, { what: 'the run to complete' });
+    expect(view.result).toEqual({ outcome: 'success', result: false, durationMs: expect.any(Number), workerId: 'worker-1' });
+    expect(view.traceId).toBeNull();
+    await tracing.flush();
+    expect(receiver.requests).toEqual([]);
   });
 });
