@@ -1,7 +1,13 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   DeadLetterQueue,
+  agentToggleRules,
   createLogger,
+  createQueues,
+  createRunAdmission,
+  disableAgent,
+  skipCausesKey,
+  type AgentDefinition,
   createRunTracer,
   createTriggerTracer,
   lookupRun,
@@ -24,6 +30,20 @@ afterEach(async () => {
   await opened.receiver?.close();
   opened = {};
 });
+
+/** A cluster whose worker admits runs (gate, dependency waits) and traces them. */
+async function tracedCluster(tracing: Tracing, agents: Partial<AgentDefinition>[], concurrency = 1): Promise<AgentCluster> {
+  const cluster = await createAgentCluster(redis, agents, { log });
+  opened.cluster = cluster;
+  await cluster.startWorker({
+    concurrency,
+    wire: (own, keys) => {
+      const admission = createRunAdmission({ redis: own, keys, log, recheckMs: 10 * 60_000, rules: agentToggleRules() });
+      return { admission, telemetry: tracing.telemetry, tracer: createRunTracer({ tracer: tracing.tracer, workerId: 'worker-1' }), cleanup: () => admission.close() };
+    },
+  });
+  return cluster;
+}
 
 async function traceTo(protocol: 'http/json' | 'http/protobuf'): Promise<{ tracing: Tracing; receiver: OtlpReceiver }> {
   const receiver = await startOtlpReceiver();
@@ -113,5 +133,62 @@ describe('OpenTelemetry tracing', () => {
     expect(view.traceId).toBeNull();
     await tracing.flush();
     expect(receiver.requests).toEqual([]);
+  });
+
+  it('traces a skipped run: the gate says why, the run records it, its skip cause and its trace id', async () => {
+    const { tracing, receiver } = await traceTo('http/json');
+    const cluster = await tracedCluster(tracing, [{ name: 'crm-sync' }, { name: 'lead-scorer', dependsOn: ['crm-sync'] }]);
+    await disableAgent({ redis: cluster.redis, keys: cluster.keys }, 'crm-sync');
+    // The scheduler's queue, with BullMQ's telemetry: the enqueue carries the trigger's context to the worker.
+    const traced = createQueues({ connection: cluster.redis, keys: cluster.keys, telemetry: tracing.telemetry });
+    const { runId } = await triggerRun({ queue: traced.agents, registry: cluster.registry, retention, tracer: createTriggerTracer(tracing.tracer) }, 'lead-scorer');
+    await traced.close();
+    const view = await waitFor(async () => {
+      const v = await lookupRun(cluster.queues.agents, runId);
+      return v.state === 'completed' ? v : undefined;
+    }, { what: 'the run to complete' });
+    expect(view.result).toMatchObject({ outcome: 'skipped', reasons: ['dependency crm-sync disabled'], traceId: view.traceId });
+    expect(await cluster.state.get('lead-scorer')).toMatchObject({ skipped: 1, runs: 0 });
+    expect(await cluster.redis.hgetall(skipCausesKey(cluster.keys, 'lead-scorer'))).toEqual({ 'crm-sync': '1' });
+
+    await tracing.flush();
+    const spans = receiver.spans().filter((s) => s.traceId === view.traceId);
+    const run = spans.find((s) => s.name === 'run lead-scorer')!;
+    expect(run.attributes).toMatchObject({ 'werkpilot.run.outcome': 'skipped', 'werkpilot.run.skip_reasons': ['dependency crm-sync disabled'] });
+    expect(spans.find((s) => s.name === 'gate lead-scorer')).toMatchObject({
+      parentSpanId: run.spanId,
+      attributes: { 'werkpilot.gate.decision': 'skip', 'werkpilot.run.skip_reasons': ['dependency crm-sync disabled'] },
+    });
+    const trigger = spans.find((s) => s.name === 'trigger lead-scorer')!;
+    expect(trigger.parentSpanId).toBe('');
+    expect(spans.find((s) => s.name === 'add agents.lead-scorer')?.parentSpanId).toBe(trigger.spanId);
+  });
+
+  it('traces a tick dependent that parks until its dependency is done: the wait runs from the tick to the gate', async () => {
+    const { tracing, receiver } = await traceTo('http/json');
+    const cluster = await tracedCluster(
+      tracing,
+      [
+        { name: 'extract', run: async () => new Promise((resolve) => setTimeout(resolve, 300)) },
+        { name: 'load', dependsOn: ['extract'] },
+      ],
+      2,
+    );
+    const tick = Date.now();
+    await cluster.queues.agents.addBulk(
+      ['extract', 'load'].map((name) => ({ name, data: { agent: name, trigger: 'cron' as const }, opts: { jobId: `repeat:${name}:${tick}`, attempts: 1 } })),
+    );
+    await waitFor(async () => (await cluster.queues.agents.getJobState(`repeat:load:${tick}`)) === 'completed', { what: 'load to complete' });
+    await tracing.flush();
+    const runsOf = (agent: string) => receiver.spans().filter((s) => s.name === `run ${agent}`);
+    const [parked, ran] = runsOf('load').sort((a, b) => a.startMs - b.startMs);
+    expect(parked!.attributes['werkpilot.run.outcome']).toBe('waiting');
+    expect(receiver.spans().find((s) => s.name === 'gate load' && s.parentSpanId === parked!.spanId)?.attributes['werkpilot.gate.decision']).toBe('wait');
+    expect(ran!.attributes['werkpilot.run.outcome']).toBe('success');
+    const wait = receiver.spans().find((s) => s.name === 'wait for dependencies load')!;
+    expect(wait.traceId).toBe(ran!.traceId);
+    expect(wait.startMs).toBe(tick);
+    expect(wait.endMs).toBeGreaterThanOrEqual(runsOf('extract')[0]!.endMs - 1);
+    expect(wait.endMs).toBeLessThanOrEqual(ran!.endMs);
   });
 });
