@@ -19,8 +19,9 @@ import type { RunJobData } from './queues.js';
  *
  * A pipeline is one trace: every run carries the trigger's context. A cron run has no trigger: each
  * attempt's `process` span starts a trace of its own. The run's trace id is on its result, its job
- * (`GET /api/runs/:id`), its events and its log lines; the run id is on the spans, so either finds
- * the other. Nothing here is built when tracing is off: the executor then never calls it.
+ * (`GET /api/runs/:id`), its events and the agent's log lines (ctx.log); the run id is on the
+ * spans, so either finds the other. Nothing here is built when tracing is off: the executor then
+ * never calls it.
  */
 
 /** The attributes our spans carry (searchable in Jaeger or Tempo: `werkpilot.run.id=42`). */
