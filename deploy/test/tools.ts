@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { findTool } from '@werkpilot/test-support';
 
 /** The repository root and the deploy directory, for tests of the deployment files. */
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -23,9 +24,14 @@ export function run(command: string, args: string[], options: { cwd?: string; en
   return { status: result.status, stdout: result.stdout ?? '', stderr: result.stderr ?? '' };
 }
 
-/** Whether `command` is on the PATH (answers `--version` or `version`). */
+/**
+ * Whether `command` is on the PATH — found as every test finds its tools (test-support's findTool,
+ * which honours WERKPILOT_TEST_WITHOUT) — and answers `--version` (or `versionArgs`).
+ */
 export function hasTool(command: string, versionArgs: string[] = ['--version']): boolean {
-  const result = spawnSync(command, versionArgs, { encoding: 'utf8', timeout: 20_000 });
+  const tool = findTool(command, { install: command });
+  if (!tool.path) return false;
+  const result = spawnSync(tool.path, versionArgs, { encoding: 'utf8', timeout: 20_000 });
   return result.status === 0;
 }
 

@@ -5,3 +5,4 @@ export * from './wait-for.js';
 export * from './agent-cluster.js';
 export * from './event-stream.js';
 export * from './otlp-receiver.js';
+export * from './tools.js';

@@ -8,6 +8,7 @@ import { waitFor } from './wait-for.js';
 
 /** A real scheduler or worker process started by a test. */
 export interface AppProcess {
+  readonly role: 'scheduler' | 'worker';
   readonly proc: ChildProcess;
   /** Everything it printed so far (stdout and stderr). */
   output(): string;
@@ -60,11 +61,12 @@ export function startApp(app: 'scheduler' | 'worker', env: Record<string, string
         }
       });
   return {
+    role: app,
     proc,
     output: () => text,
     logs,
     waitForLog: async (pattern, timeoutMs = 20_000) => {
-      await waitFor(() => pattern.test(text), { timeoutMs, what: `log ${pattern} from ${app}; got:\n${text.slice(-2000)}` });
+      await waitFor(() => pattern.test(text), { timeoutMs, what: () => `log ${pattern} from ${app}; got:\n${text.slice(-2000)}` });
     },
     exited,
     kill: (signal = 'SIGTERM') => {
@@ -73,13 +75,25 @@ export function startApp(app: 'scheduler' | 'worker', env: Record<string, string
   };
 }
 
+/**
+ * Sends `signal` (SIGTERM: a graceful stop) to every app, waits until all exited, and throws unless
+ * each exited with code 0 — naming the app and quoting the end of its output. A stop that fails
+ * is a finding, not noise to ignore.
+ */
+export async function stopApps(apps: AppProcess[], signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  for (const app of apps) app.kill(signal);
+  const codes = await Promise.all(apps.map((app) => app.exited));
+  const failed = apps.flatMap((app, i) => (codes[i] === 0 ? [] : [`${app.role} (pid ${app.proc.pid}) exited ${codes[i]} after ${signal}; its output ends:\n${app.output().slice(-1500)}`]));
+  if (failed.length > 0) throw new Error(failed.join('\n---\n'));
+}
+
 /** A real scheduler and worker on one Redis and prefix, ready to serve HTTP. */
 export interface AppCluster {
   scheduler: AppProcess;
   worker: AppProcess;
   /** The scheduler's base URL, e.g. `http://127.0.0.1:41234`. */
   url: string;
-  /** SIGTERM to both; resolves once both exited. */
+  /** SIGTERM to both; resolves once both exited with code 0, throws otherwise (see stopApps). */
   stop(): Promise<void>;
 }
 
@@ -94,16 +108,13 @@ export async function startAppCluster(env: Record<string, string>, { workerEnv =
   const url = `http://127.0.0.1:${port}`;
   await waitFor(async () => (await fetch(`${url}/readyz`).catch(() => undefined))?.ok, {
     timeoutMs,
-    what: `scheduler ready; output:\n${scheduler.output()}`,
+    what: () => `scheduler ready; scheduler output:\n${scheduler.output().slice(-2000)}\nworker output:\n${worker.output().slice(-2000)}`,
   });
   return {
     scheduler,
     worker,
     url,
-    stop: async () => {
-      for (const app of [worker, scheduler]) app.kill('SIGTERM');
-      await Promise.all([worker.exited, scheduler.exited]);
-    },
+    stop: () => stopApps([worker, scheduler]),
   };
 }
 

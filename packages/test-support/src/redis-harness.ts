@@ -5,6 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll } from 'vitest';
 import { Redis } from 'ioredis';
 import { provisionRedis, type ProvisionedRedis } from '@werkpilot/shared';
+import { noteSkipped } from './tools.js';
 
 /** A Redis for one test file: REDIS_URL when set, else a redis-server child, else a container. */
 export interface TestRedis {
@@ -96,4 +97,15 @@ export function useTestRedis(options: TestRedisOptions = {}): TestRedis {
 /** A key prefix no other test uses: `t<random>`. */
 export function uniquePrefix(): string {
   return `t${randomBytes(5).toString('hex')}`;
+}
+
+/**
+ * Whether the tests run against a Redis they share (REDIS_URL set): a check that must `act` on its
+ * whole Redis — restart, stop, freeze it, or count every client — is then skipped, saying so once.
+ * Use it at collection time: `it.skipIf(onSharedRedis('restarts its Redis'))(...)`.
+ */
+export function onSharedRedis(act: string): boolean {
+  const url = process.env.REDIS_URL;
+  if (url) noteSkipped(`a check that ${act}: REDIS_URL=${url} points at a shared Redis (unset REDIS_URL to run it)`);
+  return Boolean(url);
 }

@@ -1,8 +1,18 @@
+export interface WaitForOptions {
+  timeoutMs?: number;
+  intervalMs?: number;
+  /**
+   * What is awaited, for the timeout message. A function is called only when the wait times out,
+   * so output it quotes (a process's log, a page) is what there was at the failure, not at the start.
+   */
+  what?: string | (() => string);
+}
+
 /**
  * Polls `check` until it returns a truthy value (which is returned) or `timeoutMs` passes.
  * Tests wait for conditions, never for fixed sleeps.
  */
-export async function waitFor<T>(check: () => T | Promise<T>, { timeoutMs = 10_000, intervalMs = 25, what = 'condition' } = {}): Promise<NonNullable<T>> {
+export async function waitFor<T>(check: () => T | Promise<T>, { timeoutMs = 10_000, intervalMs = 25, what = 'condition' }: WaitForOptions = {}): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
   let lastError: unknown;
   for (;;) {
@@ -13,7 +23,8 @@ export async function waitFor<T>(check: () => T | Promise<T>, { timeoutMs = 10_0
       lastError = err;
     }
     if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${(lastError as Error).message}` : ''}`);
+      const described = typeof what === 'function' ? what() : what;
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${described}${lastError ? `: ${(lastError as Error).message}` : ''}`);
     }
     await new Promise((r) => setTimeout(r, intervalMs));
   }
