@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { freePort, type BusEvent } from '@werkpilot/shared';
-import { openEventStream, startApp, uniquePrefix, useTestRedis, waitFor, writeAgentsDir, type EventStream } from '@werkpilot/test-support';
+import { openEventStream, startApp, stopApps, uniquePrefix, useTestRedis, waitFor, writeAgentsDir, type EventStream } from '@werkpilot/test-support';
 
 const redis = useTestRedis();
 
@@ -88,13 +88,11 @@ describe('agent communication through the real processes', () => {
       expect(await unknown.json()).toEqual({ error: 'unknown run no-such-run' });
 
       const recent = (await (await fetch(`${base}/api/events/recent?limit=3&type=agent:*`, { headers: auth })).json()) as { events: BusEvent[] };
-      expect(recent.events.length).toBeLessThanOrEqual(3);
+      expect(recent.events).toHaveLength(3);
       expect(recent.events.at(-1)?.data.runId).toBe(longRun);
     } finally {
       stream?.close();
-      scheduler.kill('SIGTERM');
-      worker.kill('SIGTERM');
-      await Promise.all([scheduler.exited, worker.exited]);
+      await stopApps([scheduler, worker]);
     }
   }, 90_000);
 });

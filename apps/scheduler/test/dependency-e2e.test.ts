@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { EventBus, createKeys, createLogger, freePort, type BusEvent } from '@werkpilot/shared';
-import { agentSource, startApp, uniquePrefix, useTestRedis, waitFor, writeAgentsDir } from '@werkpilot/test-support';
+import { agentSource, startApp, stopApps, uniquePrefix, useTestRedis, waitFor, writeAgentsDir } from '@werkpilot/test-support';
 
 const redis = useTestRedis();
 const TOKEN = 'test-token';
@@ -80,8 +80,6 @@ describe('dependency-aware execution across real processes', () => {
     expect(metrics.deadLetterQueueSize).toBe(0);
 
     await bus.close();
-    scheduler.kill('SIGTERM');
-    for (const w of workers) w.kill('SIGTERM');
-    await Promise.all([scheduler.exited, ...workers.map((w) => w.exited)]);
+    await stopApps([scheduler, ...workers]);
   }, 90_000);
 });

@@ -102,10 +102,12 @@ describe('fuzzing the mutating routes', () => {
       if (/\n\s+at |node_modules/.test(text)) failures.push(`${method} ${url} → leaked a stack: ${text.slice(0, 200)}`);
     }
     expect(failures, `seed ${seed}: ${failures.slice(0, 5).join('\n')}`).toEqual([]);
-    expect([...statuses.values()].reduce((a, b) => a + b, 0)).toBe(REQUESTS);
-    // The bad input was mostly refused; some valid runs were queued.
+    console.log(`fuzz seed ${seed}: statuses ${JSON.stringify(Object.fromEntries([...statuses].sort(([a], [b]) => a - b)))}`);
+    // The bad input was mostly refused, unknown names were not found, and the valid requests among
+    // them (enable alpha, retry the DLQ, ...) were served.
     expect(statuses.get(400) ?? 0).toBeGreaterThan(REQUESTS / 10);
     expect(statuses.get(404) ?? 0).toBeGreaterThan(0);
+    expect([...statuses].filter(([status]) => status >= 200 && status < 300).reduce((n, [, count]) => n + count, 0)).toBeGreaterThan(0);
 
     const alive = await fetch(`${h.url}/healthz`);
     expect(alive.status).toBe(200);

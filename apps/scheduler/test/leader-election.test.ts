@@ -99,7 +99,7 @@ describe('scheduler leader election (real processes)', () => {
 
     const killedAt = Date.now();
     leader.app.kill('SIGKILL');
-    await leader.app.exited;
+    expect(await leader.app.exited).toBe('SIGKILL');
     const newLeaderId = await waitFor(async () => {
       const id = await currentLeader(prefix);
       return id && id !== leaderId ? id : null;

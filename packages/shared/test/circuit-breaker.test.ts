@@ -42,7 +42,13 @@ async function twoWorkers(options: { cooldownMs?: number } = {}) {
   const events: BusEvent[] = [];
   await bus.subscribe((e) => events.push(e));
   cleanups.push(() => bus.close());
-  return { keys, clock, a: make(), b: make(), events };
+  /** Resolves once every event published before it has arrived (the bus keeps order), so a count read then is final. */
+  const flush = async () => {
+    const marker = `marker:${events.length}:${Math.random()}`;
+    await bus.publish(marker);
+    await waitFor(() => events.some((e) => e.type === marker), { what: 'the marker event' });
+  };
+  return { keys, clock, a: make(), b: make(), events, flush };
 }
 
 const failure = (runId: string) => ({ agent: spec.name, runId, outcome: 'failure' as const, at: 0, error: 'boom' });
@@ -53,7 +59,7 @@ async function openCircuit(a: CircuitBreaker, b: CircuitBreaker) {
 
 describe('circuit breaker', () => {
   it('opens after 51 restarts within the hour from two workers, announcing it once with the count', async () => {
-    const { a, b, events } = await twoWorkers();
+    const { a, b, events, flush } = await twoWorkers();
     await Promise.all(Array.from({ length: 50 }, (_, i) => (i % 2 ? a : b).record(failure(`r${i}`), 50)));
     expect((await a.get(spec.name)).state).toBe('closed');
     expect((await a.get(spec.name)).restartsLastHour).toBe(50);
@@ -63,9 +69,9 @@ describe('circuit breaker', () => {
     expect(status.state).toBe('open');
     expect(status.restartsLastHour).toBe(51);
     expect(await a.admit(spec, 'next')).toBe('open');
-    await waitFor(() => events.some((e) => e.type === 'circuit:opened'));
     await b.record(failure('r51'), 50);
-    await waitFor(() => events.length >= 1);
+    // A second announcement would have arrived before the marker.
+    await flush();
     const opened = events.filter((e) => e.type === 'circuit:opened');
     expect(opened).toHaveLength(1);
     expect(opened[0]).toMatchObject({ agent: spec.name, data: { count: 51, maxRestartsPerHour: 50 } });
@@ -134,7 +140,7 @@ describe('circuit breaker', () => {
   });
 
   it('closes on a manual reset and forgets the hour', async () => {
-    const { a, b, events } = await twoWorkers();
+    const { a, b, events, flush } = await twoWorkers();
     await openCircuit(a, b);
     expect(await a.reset(spec.name)).toBe('open');
     expect(await b.get(spec.name)).toMatchObject({ state: 'closed', restartsLastHour: 0, openedAt: null });
@@ -144,6 +150,7 @@ describe('circuit breaker', () => {
     expect(await a.reset(spec.name)).toBe('closed'); // idempotent, and no second event
     await b.record(failure('after-reset'), 50);
     expect((await b.get(spec.name)).restartsLastHour).toBe(1);
+    await flush();
     expect(events.filter((e) => e.type === 'circuit:closed')).toHaveLength(1);
   });
 });

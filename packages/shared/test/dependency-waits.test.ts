@@ -44,8 +44,7 @@ describe('waiting for dependency runs of the same tick', () => {
     ]);
     await Promise.all([c.startWorker({ id: 'w1', concurrency: 2 }), c.startWorker({ id: 'w2', concurrency: 2 })]);
     await c.addTick(1_000, ['d', 'c', 'b', 'a']);
-    await waitFor(() => starts.length === 1, { what: 'd to run' });
-    await sleep(300);
+    await c.completedRun('repeat:d:1000', 'd to complete');
     expect(starts).toHaveLength(1);
     const dStart = Number(starts[0]!.slice(2));
     expect(dStart).toBeGreaterThanOrEqual(Math.max(finished.b!, finished.c!));
@@ -57,7 +56,9 @@ describe('waiting for dependency runs of the same tick', () => {
     const dStarts = new Map<string, number>();
     const finished = new Map<string, number>();
     let doubleStarts = 0;
-    // a and b of one tick wait for each other, then finish together on different workers.
+    // a and b of one tick wait for each other, then finish together. Every worker has one slot, so
+    // both can be running at once only on two different workers (checked below from the results).
+    // No time limit: a barrier that cannot be met hangs the tick, and the wait for d fails.
     const gates = new Map<string, { arrived: number; release: () => void; released: Promise<void> }>();
     const barrier = (tick: string) => {
       let entry = gates.get(tick);
@@ -69,7 +70,7 @@ describe('waiting for dependency runs of the same tick', () => {
       }
       entry.arrived += 1;
       if (entry.arrived === 2) entry.release();
-      return Promise.race([entry.released, sleep(50)]);
+      return entry.released;
     };
     const dependency = (name: string) => async (ctx: { runId: string }) => {
       const tick = ctx.runId.split(':')[2]!;
@@ -89,25 +90,27 @@ describe('waiting for dependency runs of the same tick', () => {
         },
       },
     ]);
-    await Promise.all([
-      c.startWorker({ id: 'w1', concurrency: 2 }),
-      c.startWorker({ id: 'w2', concurrency: 2 }),
-      c.startWorker({ id: 'w3', concurrency: 2 }),
-    ]);
+    await Promise.all([c.startWorker({ id: 'w1', concurrency: 1 }), c.startWorker({ id: 'w2', concurrency: 1 }), c.startWorker({ id: 'w3', concurrency: 1 })]);
     for (let i = 0; i < ITERATIONS; i++) {
       const tick = String(10_000 + i);
       await c.addTick(Number(tick), i % 2 === 0 ? ['d', 'a', 'b'] : ['a', 'b', 'd']);
       await waitFor(() => dStarts.has(tick), { timeoutMs: 20_000, what: `d of tick ${tick} to start (a lost promotion hangs here)` });
     }
-    await sleep(200);
     expect(doubleStarts).toBe(0);
     expect(dStarts.size).toBe(ITERATIONS);
     for (const [tick, start] of dStarts) {
       expect(start).toBeGreaterThanOrEqual(Math.max(finished.get(`a@${tick}`)!, finished.get(`b@${tick}`)!));
     }
-    const completedD = (await c.queues.agents.getCompleted(0, -1)).filter((j) => j.name === 'd');
-    expect(completedD).toHaveLength(ITERATIONS);
+    // Every d completed once, after its start; read once all have, so no later start could be missed.
+    await waitFor(async () => (await c.queues.agents.getCompleted(0, -1)).filter((j) => j.name === 'd').length === ITERATIONS, { what: `${ITERATIONS} completed runs of d` });
+    const completed = await c.queues.agents.getCompleted(0, -1);
+    const completedD = completed.filter((j) => j.name === 'd');
     expect(completedD.every((j) => (j.returnvalue as { outcome: string }).outcome === 'success')).toBe(true);
+    expect(doubleStarts).toBe(0);
+    // The two dependencies of every tick finished on different workers.
+    const workerOf = new Map(completed.map((j) => [j.id!, (j.returnvalue as { workerId: string }).workerId]));
+    const sameWorker = [...dStarts.keys()].filter((tick) => workerOf.get(`repeat:a:${tick}`) === workerOf.get(`repeat:b:${tick}`));
+    expect(sameWorker).toEqual([]);
   }, 120_000);
 
   it('skips the dependent with the reason when its dependency run of the same tick ends in the DLQ', async () => {

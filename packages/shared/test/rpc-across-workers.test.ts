@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { RemoteRequestError, RpcClient, createKeys, createLogger } from '@werkpilot/shared';
-import { startApp, uniquePrefix, useTestRedis, writeAgentsDir } from '@werkpilot/test-support';
+import { startApp, stopApps, uniquePrefix, useTestRedis, writeAgentsDir } from '@werkpilot/test-support';
 
 const redis = useTestRedis();
 const log = createLogger({ level: 'silent', name: 'test' });
@@ -59,8 +59,7 @@ describe('requests across worker processes', () => {
       expect(err).toMatchObject({ message: 'seq 9999 refused', remoteName: 'RangeError', agent: 'echo' });
     } finally {
       await client.close();
-      for (const w of workers) w.kill('SIGTERM');
-      await Promise.all(workers.map((w) => w.exited));
+      await stopApps(workers);
     }
   }, 90_000);
 });

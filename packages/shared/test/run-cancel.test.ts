@@ -22,7 +22,7 @@ import {
   type Queues,
   type Registry,
 } from '@werkpilot/shared';
-import { startApp, uniquePrefix, useTestRedis, waitFor, writeAgentsDir, type AppProcess } from '@werkpilot/test-support';
+import { startApp, stopApps, uniquePrefix, useTestRedis, waitFor, writeAgentsDir, type AppProcess } from '@werkpilot/test-support';
 
 const redis = useTestRedis();
 const log = createLogger({ level: 'silent', name: 'test' });
@@ -104,8 +104,7 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
-  for (const w of workers) w.kill('SIGTERM');
-  await Promise.all(workers.map((w) => w.exited));
+  await stopApps(workers);
   await queues?.close();
   rmSync(scratch, { recursive: true, force: true });
 }, 60_000);
