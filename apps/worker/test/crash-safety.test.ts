@@ -16,12 +16,13 @@ const agentsDir = writeAgentsDir(
   ),
 );
 
-// Blocks its worker's event loop for 8 s on its first start (marker file absent), returns at once afterwards.
+// Blocks its worker's event loop for 12 s on its first start (marker file absent), returns at once
+// afterwards: well past the 3 s lock plus a 1.5 s stalled check, however loaded the machine.
 const blockingDir = writeAgentsDir({
   'blocker.ts': agentSource(
     { name: 'blocker', retry: { attempts: 3, backoff: { type: 'exponential', delayMs: 100 } } },
     `const fs = await import('node:fs');
-     if (!fs.existsSync(ctx.data.marker)) { fs.writeFileSync(ctx.data.marker, 'blocked'); const until = Date.now() + 8000; while (Date.now() < until) {} }
+     if (!fs.existsSync(ctx.data.marker)) { fs.writeFileSync(ctx.data.marker, 'blocked'); const until = Date.now() + 12000; while (Date.now() < until) {} }
      return { ok: true };`,
   ),
 });
@@ -43,10 +44,11 @@ describe('a worker killed with SIGKILL', () => {
       WERKPILOT_PREFIX: prefix,
       WERKPILOT_AGENTS: agentsDir,
       WORKER_CONCURRENCY: '5',
-      // Short lock and stalled check so recovery happens within seconds (defaults: 30 s each).
-      LOCK_DURATION_MS: '2000',
-      STALLED_INTERVAL_MS: '1000',
-      HEARTBEAT_INTERVAL_MS: '500',
+      // A short lock and stalled check so recovery happens within seconds (defaults: 30 s each),
+      // yet long enough that the survivor, renewing every 2.5 s, keeps its own locks on a loaded machine.
+      LOCK_DURATION_MS: '5000',
+      STALLED_INTERVAL_MS: '2500',
+      HEARTBEAT_INTERVAL_MS: '1000',
     };
     const victim = startApp('worker', env);
     const survivor = startApp('worker', env);
@@ -71,7 +73,7 @@ describe('a worker killed with SIGKILL', () => {
     );
     victim.kill('SIGKILL');
     expect(await victim.exited).toBe('SIGKILL');
-    // What it held when it died is still active under its name until its locks expire (2 s).
+    // What it held when it died is still active under its name until its locks expire (5 s).
     const heldByVictim = (await queues.agents.getActive()).filter((j) => j.processedBy === victimId).map((j) => j.id!);
 
     await waitFor(async () => (await queues.agents.getCompletedCount()) + (await queues.agents.getFailedCount()) >= RUNS, {
@@ -98,8 +100,8 @@ describe('a worker killed with SIGKILL', () => {
     expect(counted).toBe(RUNS);
     expect(states.reduce((sum, s) => sum + s.failures, 0)).toBe(0);
 
-    // The dead worker leaves the live list within its heartbeat TTL (3 × 500 ms).
-    await waitFor(async () => (await listLiveWorkers({ redis: client, keys })).every((w) => w.id !== victimId), { timeoutMs: 5000, what: 'the killed worker gone from the live list' });
+    // The dead worker leaves the live list once its heartbeat TTL (3 × 1 s) passes.
+    await waitFor(async () => (await listLiveWorkers({ redis: client, keys })).every((w) => w.id !== victimId), { timeoutMs: 15_000, what: 'the killed worker gone from the live list' });
     expect((await listLiveWorkers({ redis: client, keys })).length).toBe(1);
 
     survivor.kill('SIGTERM');
@@ -113,7 +115,7 @@ describe('an agent that blocks the event loop longer than the lock', () => {
     const keys = createKeys(prefix);
     const queues = createQueues({ connection: redis.client(), keys });
     toClose.push(() => queues.close());
-    const env = { REDIS_URL: redis.url, WERKPILOT_PREFIX: prefix, WERKPILOT_AGENTS: blockingDir, LOCK_DURATION_MS: '1000', STALLED_INTERVAL_MS: '500' };
+    const env = { REDIS_URL: redis.url, WERKPILOT_PREFIX: prefix, WERKPILOT_AGENTS: blockingDir, LOCK_DURATION_MS: '3000', STALLED_INTERVAL_MS: '1500' };
     const apps = [startApp('worker', env), startApp('worker', env)];
     await Promise.all(apps.map((app) => app.waitForLog(/worker online/)));
     const registry = await loadRegistry(blockingDir);
@@ -132,5 +134,5 @@ describe('an agent that blocks the event loop longer than the lock', () => {
       app.kill('SIGTERM');
       expect(await app.exited).toBe(0);
     }
-  }, 60_000);
+  }, 90_000);
 });

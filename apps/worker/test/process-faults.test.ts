@@ -134,7 +134,8 @@ describe('an agent that throws outside any await', () => {
 describe('a run whose worker is killed twice', () => {
   it('is recovered both times and completes: two stalls do not dead-letter it (MAX_STALLED_COUNT 2)', async () => {
     const { queues, events, add, env } = await cluster();
-    const fast = { ...env, LOCK_DURATION_MS: '1000', STALLED_INTERVAL_MS: '500' };
+    // Short enough to recover within seconds, long enough that a loaded machine's survivor keeps its lock through the 4 s run.
+    const fast = { ...env, LOCK_DURATION_MS: '3000', STALLED_INTERVAL_MS: '1500' };
     const steady = await add('steady', { ms: 4000 });
     for (let kill = 1; kill <= 2; kill++) {
       const victim = startApp('worker', fast);

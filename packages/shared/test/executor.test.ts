@@ -29,8 +29,9 @@ describe('running agents', () => {
         },
       },
     ]);
-    await reconcileJobSchedulers({ queue: c.queues.agents, registry: c.registry, retention, log });
+    // The worker is ready before the first tick is planned, so no tick is late for the worker's own start.
     await c.startWorker();
+    await reconcileJobSchedulers({ queue: c.queues.agents, registry: c.registry, retention, log });
     await waitFor(() => starts.length >= 2, { timeoutMs: 10_000, what: 'two cron runs' });
     for (const { runId, at } of starts) {
       const tick = Number(runId.split(':').at(-1));
@@ -58,10 +59,11 @@ describe('running agents', () => {
     await waitFor(async () => (await dlq.size()) === 1, { what: 'the run in the DLQ' });
 
     expect(attempts).toHaveLength(3);
+    // Each retry waited at least its delay (150 ms, then 300 ms; the agent:retrying events below say
+    // which delays were chosen). Load can only lengthen a wait, so no upper bound is asserted.
     const gaps = [attempts[1]! - attempts[0]!, attempts[2]! - attempts[1]!];
     expect(gaps[0]).toBeGreaterThanOrEqual(140);
     expect(gaps[1]).toBeGreaterThanOrEqual(290);
-    expect(gaps[1]).toBeGreaterThan(gaps[0]!);
 
     const entry = await dlq.get(runId);
     expect(entry).toMatchObject({ id: runId, agent: 'flaky', error: 'upstream said 503', data: { batch: 7 }, attemptsMade: 3, workerId: 'worker-a' });

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { LeaderElection, createKeys, createLogger, leaderKey, type Keys } from '@werkpilot/shared';
-import { uniquePrefix, useTestRedis, waitFor } from '@werkpilot/test-support';
+import { sleep, uniquePrefix, useTestRedis, waitFor } from '@werkpilot/test-support';
 
 const redis = useTestRedis();
 const log = createLogger({ level: 'silent', name: 'test' });
@@ -10,7 +10,15 @@ afterEach(async () => {
   while (cleanups.length > 0) await cleanups.pop()!();
 });
 
-function replica(keys: Keys, id: string, ttlMs = 600) {
+/**
+ * Leases a loaded machine keeps: renewals every 100 ms against a ttl of seconds, so an event loop
+ * that stalls for a second loses nothing. What is proven is the order of events (renewed past its
+ * first expiry; taken over before the old lease could have expired), not how fast.
+ */
+const TTL_MS = 2000;
+const RENEW_MS = 100;
+
+function replica(keys: Keys, id: string, ttlMs = TTL_MS) {
   const calls: string[] = [];
   const election = new LeaderElection({
     redis: redis.client(),
@@ -18,6 +26,7 @@ function replica(keys: Keys, id: string, ttlMs = 600) {
     log,
     id,
     ttlMs,
+    renewIntervalMs: RENEW_MS,
     onElected: () => void calls.push('elected'),
     onDeposed: () => void calls.push('deposed'),
   });
@@ -34,24 +43,26 @@ describe('leader election', () => {
     expect(leaders).toHaveLength(1);
     const leader = leaders[0]!;
     expect(await leader.election.confirm()).toBe(true);
-    // Several ttls later it still leads: renewals keep the lease.
+    // Two ttls later it still leads: only renewals can have kept the lease that long.
     const client = redis.client();
-    await waitFor(async () => (await client.pttl(leaderKey(keys))) > 0 && leader.calls.length === 1, { timeoutMs: 2000 });
-    await new Promise((r) => setTimeout(r, 1500));
+    const firstExpiry = Date.now() + (await client.pttl(leaderKey(keys)));
+    await sleep(firstExpiry + TTL_MS - Date.now());
     expect(replicas.filter((r) => r.election.isLeader).map((r) => r.election.id)).toEqual([leader.election.id]);
     expect(await client.get(leaderKey(keys))).toBe(leader.election.id);
+    expect(leader.calls).toEqual(['elected']);
   });
 
   it('hands over at once when the leader releases the lease on shutdown', async () => {
     const keys = createKeys(uniquePrefix());
-    const a = replica(keys, 'a');
-    const b = replica(keys, 'b');
+    // A lease far longer than the wait: b can only lead because a released it, not because it expired.
+    const a = replica(keys, 'a', 60_000);
+    const b = replica(keys, 'b', 60_000);
     await a.election.start();
     await b.election.start();
     expect(a.election.isLeader).toBe(true);
     await a.election.stop();
     expect(a.calls).toEqual(['elected', 'deposed']);
-    await waitFor(() => b.election.isLeader, { timeoutMs: 2000 });
+    await waitFor(() => b.election.isLeader, { timeoutMs: 10_000, what: 'b to take the released lease' });
     expect(b.calls).toEqual(['elected']);
   });
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { triggerRun } from '@werkpilot/shared';
 import { useTestRedis, waitFor } from '@werkpilot/test-support';
-import { dependencyCluster, retention, sleep } from './_dependency-cluster.js';
+import { dependencyCluster, retention } from './_dependency-cluster.js';
 
 const redis = useTestRedis();
 
@@ -10,6 +10,9 @@ describe('overlap across workers', () => {
     let active = 0;
     let maxActive = 0;
     let ran = 0;
+    // The first run holds until the test lets it go, so the second is sure to meet it running.
+    let releaseFirst!: () => void;
+    const firstHeld = new Promise<void>((r) => (releaseFirst = r));
     const c = await dependencyCluster(redis, [
       {
         name: 'invoice-export',
@@ -18,7 +21,7 @@ describe('overlap across workers', () => {
           active += 1;
           maxActive = Math.max(maxActive, active);
           ran += 1;
-          await sleep(600);
+          if (ran === 1) await firstHeld;
           active -= 1;
         },
       },
@@ -30,14 +33,15 @@ describe('overlap across workers', () => {
     const second = await triggerRun(deps, 'invoice-export');
     const skipped = await c.completedRun(second.runId, 'the second run to be skipped');
     expect(skipped.returnvalue).toMatchObject({ outcome: 'skipped', reasons: ['overlap'] });
-    await waitFor(async () => (await c.queues.agents.getJob(first.runId))?.isCompleted(), { what: 'the first run to complete' });
+    releaseFirst();
+    await c.completedRun(first.runId, 'the first run to complete');
     expect(ran).toBe(1);
     expect(maxActive).toBe(1);
     expect(await c.state.get('invoice-export')).toMatchObject({ runs: 1, successes: 1, skipped: 1, failures: 0 });
 
     // The lease is released: the next run goes ahead.
     const third = await triggerRun(deps, 'invoice-export');
-    await waitFor(async () => (await c.queues.agents.getJob(third.runId))?.isCompleted(), { what: 'a later run to complete' });
+    expect((await c.completedRun(third.runId, 'a later run to complete')).returnvalue).toMatchObject({ outcome: 'success' });
     expect(ran).toBe(2);
   });
 
@@ -46,15 +50,18 @@ describe('overlap across workers', () => {
     let maxActive = 0;
     const order: number[] = [];
     let otherRan = false;
+    // Each run holds until the test releases it, so what runs while it is held is known, not raced.
+    const held = new Map<number, () => void>();
     const c = await dependencyCluster(redis, [
       {
         name: 'ledger-close',
         overlap: 'queue',
         run: async (ctx) => {
+          const n = (ctx.data as { n: number }).n;
           active += 1;
           maxActive = Math.max(maxActive, active);
-          order.push((ctx.data as { n: number }).n);
-          await sleep(200);
+          order.push(n);
+          await new Promise<void>((release) => held.set(n, release));
           active -= 1;
         },
       },
@@ -63,13 +70,18 @@ describe('overlap across workers', () => {
     // Two workers, one slot each: a waiting run must not sit on the second slot.
     await Promise.all([c.startWorker({ id: 'w1' }), c.startWorker({ id: 'w2' })]);
     const deps = { queue: c.queues.agents, registry: c.registry, retention };
-    await triggerRun(deps, 'ledger-close', { data: { n: 0 } });
+    const runIds = [(await triggerRun(deps, 'ledger-close', { data: { n: 0 } })).runId];
     await waitFor(() => active === 1, { what: 'the first run to start' });
-    for (let n = 1; n <= 3; n++) await triggerRun(deps, 'ledger-close', { data: { n } });
+    for (let n = 1; n <= 3; n++) runIds.push((await triggerRun(deps, 'ledger-close', { data: { n } })).runId);
     await triggerRun(deps, 'other');
-    await waitFor(() => otherRan, { timeoutMs: 5_000, what: 'another agent to get a slot while runs queue' });
-    expect(order.length).toBeLessThan(4);
-    await waitFor(() => order.length === 4 && active === 0, { timeoutMs: 15_000, what: 'all four queued runs' });
+    // Run 0 still holds one worker's slot: 'other' can only run if the queued runs hold none.
+    await waitFor(() => otherRan, { timeoutMs: 15_000, what: 'another agent to get a slot while runs queue' });
+    expect(order).toEqual([0]);
+    for (let n = 0; n < 4; n++) {
+      const release = await waitFor(() => held.get(n), { timeoutMs: 15_000, what: `queued run ${n} to start` });
+      release();
+    }
+    for (const runId of runIds) await c.completedRun(runId);
     expect(maxActive).toBe(1);
     expect(order).toEqual([0, 1, 2, 3]);
     // The last run's record follows its return.

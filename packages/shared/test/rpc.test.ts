@@ -189,7 +189,8 @@ describe('agent requests', () => {
     release();
     await expect(first).resolves.toBe('done');
     await closing;
-    const second = client.request('gated', null, { timeoutMs: 300 });
+    // Long enough that the test sees it queued before it times out and is withdrawn.
+    const second = client.request('gated', null, { timeoutMs: 3000 });
     await waitFor(async () => (await admin.llen(rpcRequestsKey(keys, 'gated'))) === 1);
     await expect(second).rejects.toBeInstanceOf(RequestTimeoutError);
   });
