@@ -1,11 +1,11 @@
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chromium, type BrowserContext, type Request, type Response } from 'playwright-core';
-import { startAppCluster, uniquePrefix, useTestRedis, waitFor, type AppCluster } from '@werkpilot/test-support';
+import { findTool, isMissing, startAppCluster, uniquePrefix, useTestRedis, waitFor, type AppCluster } from '@werkpilot/test-support';
 
 /**
  * Port 3001 against a hostile site, in a real browser: headless Debian Chromium (never a downloaded
@@ -13,7 +13,7 @@ import { startAppCluster, uniquePrefix, useTestRedis, waitFor, type AppCluster }
  * then sends on its own with every request to the scheduler, whichever site made it. Bull Board
  * must still work under the Content Security Policy.
  */
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const CHROMIUM = findTool('chromium', { install: 'apt-get install -y chromium', pathVariable: 'CHROMIUM_PATH', aliases: ['chromium-browser'] });
 const CHROMIUM_ARGS = [
   '--headless',
   '--no-sandbox',
@@ -30,7 +30,7 @@ const BASIC = { authorization: `Basic ${Buffer.from(`${USER}:${PASSWORD}`).toStr
 
 const redis = useTestRedis();
 
-describe.runIf(existsSync(CHROMIUM))('port 3001 and a hostile site, in headless Chromium', () => {
+describe.skipIf(isMissing(CHROMIUM))('port 3001 and a hostile site, in headless Chromium', () => {
   let cluster: AppCluster;
   let context: BrowserContext;
   let profile: string;
@@ -45,7 +45,7 @@ describe.runIf(existsSync(CHROMIUM))('port 3001 and a hostile site, in headless 
     });
     profile = mkdtempSync(path.join(tmpdir(), 'werkpilot-chromium-'));
     context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
+      executablePath: CHROMIUM.path!,
       args: CHROMIUM_ARGS,
       httpCredentials: { username: USER, password: PASSWORD },
     });
@@ -187,8 +187,4 @@ describe.runIf(existsSync(CHROMIUM))('port 3001 and a hostile site, in headless 
     expect(violations.filter((v) => !v.includes('https://fonts.googleapis.com/'))).toEqual([]);
     await page.close();
   }, 90_000);
-});
-
-describe.skipIf(existsSync(CHROMIUM))('port 3001 and a hostile site, in headless Chromium', () => {
-  it(`is skipped: ${CHROMIUM} is not installed (apt-get install -y chromium)`, () => {});
 });

@@ -250,7 +250,7 @@ describe('the live event stream flooded', () => {
         await pipeline.exec();
       }
       // Every client fell 5 MB behind: the scheduler drops each of them instead of holding it.
-      await waitFor(() => (cluster.scheduler.output().match(/dropped a live event stream/g) ?? []).length === 100, { timeoutMs: 30_000, what: `100 dropped streams; dropped ${(cluster.scheduler.output().match(/dropped a live event stream/g) ?? []).length}; rss ${rssMB()}` });
+      await waitFor(() => (cluster.scheduler.output().match(/dropped a live event stream/g) ?? []).length === 100, { timeoutMs: 30_000, what: () => `100 dropped streams; dropped ${(cluster.scheduler.output().match(/dropped a live event stream/g) ?? []).length}; rss ${rssMB()}` });
     } finally {
       clearInterval(sampler);
     }

@@ -40,14 +40,14 @@ describe('secrets in output', () => {
     try {
       await waitFor(() => /dashboard on/.test(start.output()) && /worker online/.test(start.output()), {
         timeoutMs: 60_000,
-        what: `pnpm start to come up; output:\n${start.output().slice(-2000)}`,
+        what: () => `pnpm start to come up; output:\n${start.output().slice(-2000)}`,
       });
       expect(start.output()).toContain(`using the Redis at redis://:***@127.0.0.1:${redisPort}/0`);
     } finally {
       start.child.kill('SIGINT');
-      await start.exited;
+      expect(await start.exited, start.output().slice(-2000)).toBe(0);
       redis.child.kill('SIGTERM');
-      await redis.exited;
+      expect(await redis.exited).toBe(0);
     }
     expect(start.output()).not.toContain(PASSWORD);
   }, 90_000);
