@@ -94,7 +94,7 @@ export async function runScheduler(): Promise<void> {
   const state = new AgentStateStore({ redis, keys });
   const retention = { dlqRetain: config.dlqRetain, completedRetain: config.completedRetain };
 
-  const circuit = new CircuitBreaker({ redis, keys, log });
+  const circuit = new CircuitBreaker({ redis, keys, log, windowMs: config.circuitWindowMs });
   const health = new HealthStore({ redis, keys });
   const reports = new ReportStore({ redis, keys });
 

@@ -138,6 +138,7 @@ export async function runWorker(): Promise<void> {
     stalledIntervalMs: config.stalledIntervalMs,
     maxStalledCount: config.maxStalledCount,
     ...(tracing ? { tracing } : {}),
+    circuitWindowMs: config.circuitWindowMs,
   });
   const { worker, admission, circuit, activeRuns, startServices } = runtime;
   shedding.attach(worker);

@@ -36,6 +36,11 @@ export interface Config {
   healthCheckTimeoutMs: number;
   /** First boot re-check of an agent that failed its boot check after this, doubling up to 5 min. */
   bootRecheckMs: number;
+  /**
+   * The circuit breaker's rolling window: `maxRestartsPerHour` counts restarts over this (one hour
+   * unless shortened, e.g. by end-to-end tests that watch a circuit close on the real clock).
+   */
+  circuitWindowMs: number;
   nightlyCron: string;
   nightlyTz: string;
   /**
@@ -149,6 +154,7 @@ const VARIABLES = {
   leaderLeaseMs: intVar('LEADER_LEASE_MS', 10000, 300, 'a whole number of milliseconds from 300 to 15000', 15000),
   healthCheckTimeoutMs: msVar('HEALTH_CHECK_TIMEOUT_MS', 10000, 100),
   bootRecheckMs: msVar('BOOT_RECHECK_MS', 5000, 100),
+  circuitWindowMs: msVar('CIRCUIT_WINDOW_MS', 3_600_000, 1000),
   nightlyCron: stringVar('NIGHTLY_CRON', '0 23 * * *', 'a 5- or 6-field cron expression', (v) => cronProblem(v) === null),
   nightlyTz: stringVar('NIGHTLY_TZ', 'Europe/Zurich', 'an IANA time zone such as Europe/Zurich', (v) => timezoneProblem(v) === null),
   metricsAgentHistograms: booleanVar('METRICS_AGENT_HISTOGRAMS', true),

@@ -51,6 +51,8 @@ export interface WorkerRuntimeOptions {
   handBack?: (spec: AgentSpec) => string | undefined;
   /** OpenTelemetry (tracing.ts) when it is on: BullMQ's spans and ours around every attempt. */
   tracing?: Tracing;
+  /** `CIRCUIT_WINDOW_MS`: the circuit breaker's rolling window; one hour when not given. */
+  circuitWindowMs?: number;
 }
 
 /** The per-run parts of a worker process, wired as every worker runs them. */
@@ -78,7 +80,7 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntim
   const { redis, bullConnection, keys, registry, log, workerId } = options;
   const activeRuns = new Set<string>();
   const runPhases = new Map<string, RunPhase>();
-  const circuit = new CircuitBreaker({ redis, keys, log });
+  const circuit = new CircuitBreaker({ redis, keys, log, ...(options.circuitWindowMs !== undefined ? { windowMs: options.circuitWindowMs } : {}) });
   const admission = createRunAdmission({
     redis,
     keys,

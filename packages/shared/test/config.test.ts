@@ -28,6 +28,7 @@ describe('configuration', () => {
       memoryCheckIntervalMs: 60000,
       maxStalledCount: 2,
       bootRecheckMs: 5000,
+      circuitWindowMs: 3_600_000,
       nightlyCron: '0 23 * * *',
       nightlyTz: 'Europe/Zurich',
       sseMaxClients: 100,
