@@ -145,7 +145,7 @@ describe('metric names against a live scrape, with either setting of METRICS_AGE
         const text = await res.text();
         return /_runs_total\{[^}]*agent="ticker"[^}]*\} [1-9]/.test(text) ? text : undefined;
       },
-      { timeoutMs: 40_000, intervalMs: 250, what: `${what} /metrics in Prometheus format with a ticker run; output:\n${app.output().slice(-1500)}` },
+      { timeoutMs: 40_000, intervalMs: 250, what: () => `${what} /metrics in Prometheus format with a ticker run; output:\n${app.output().slice(-1500)}` },
     );
   }
 

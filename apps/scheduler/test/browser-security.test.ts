@@ -130,7 +130,7 @@ describe.skipIf(isMissing(CHROMIUM))('port 3001 and a hostile site, in headless 
       try {
         await page.goto(site.url);
         await waitFor(() => answers.length === formPosts && isFetchDone, {
-          what: `the ${formPosts} form posts and the fetch from ${host} to be answered; got ${answers.map((a) => a.url()).join(', ')}`,
+          what: () => `the ${formPosts} form posts and the fetch from ${host} to be answered; got ${answers.map((a) => a.url()).join(', ')}`,
         });
       } finally {
         context.off('response', onResponse);

@@ -53,7 +53,7 @@ describe('a worker at 90 % heap beside an idle one', () => {
     await pressured.waitForLog(/worker online/);
     const pressuredId = pressured.logs().find((l) => l.msg === 'worker online')!.workerId;
     await add('hog', { release });
-    await waitFor(() => events.find((e) => e.type === "memory:pressure" && e.data.workerId === pressuredId), { timeoutMs: 30_000, what: `memory:pressure from the hogged worker; output:\n${pressured.output().slice(-3000)}` });
+    await waitFor(() => events.find((e) => e.type === "memory:pressure" && e.data.workerId === pressuredId), { timeoutMs: 30_000, what: () => `memory:pressure from the hogged worker; output:\n${pressured.output().slice(-3000)}` });
 
     const relaxed = startApp('worker', env);
     await relaxed.waitForLog(/worker online/);
