@@ -134,11 +134,15 @@ describe('scheduler leader election (real processes)', () => {
     await other.app.waitForLog(/health round/);
 
     const outputBeforeResume = paused.app.output().length;
+    const leaderOutputBeforeResume = other.app.output().length;
     paused.app.kill('SIGCONT');
     await paused.app.waitForLog(/no longer leader/);
     await waitFor(async () => (await schedulerStatus(paused.port)).isLeader === false, { what: 'the resumed replica to report it is not leader' });
-    // Give its (resumed) timers a few health intervals to misbehave.
-    await new Promise((r) => setTimeout(r, 1500));
+    // Its resumed timers have had three health rounds' time to misbehave: as long as the leader took for three.
+    await waitFor(() => (other.app.output().slice(leaderOutputBeforeResume).match(/health round/g) ?? []).length >= 3, {
+      timeoutMs: 20_000,
+      what: 'three health rounds of the new leader after the resume',
+    });
     const afterResume = paused.app.output().slice(outputBeforeResume);
     expect(afterResume).not.toMatch(/health round|job schedulers reconciled|elected leader/);
     expect(await currentLeader(prefix)).not.toBe(leaderId);
