@@ -37,9 +37,22 @@ async function startSchedulers(prefix: string, count: number, leaseMs?: number):
   return replicas;
 }
 
+/**
+ * The replica's view of the election, from /api/metrics. A loaded machine may make a replica answer
+ * 503 for a moment (its Redis probe did not answer in time); that is asked again, and a wait that
+ * runs out says what the replica answered.
+ */
 async function schedulerStatus(port: number): Promise<{ isLeader: boolean; leaderId: string | null; replicaId: string }> {
-  const res = await fetch(`http://127.0.0.1:${port}/api/metrics`, { signal: AbortSignal.timeout(2000) });
-  const body = (await res.json()) as { system: { scheduler: { isLeader: boolean; leaderId: string | null; replicaId: string } } };
+  let last = '';
+  const body = await waitFor(
+    async () => {
+      const res = await fetch(`http://127.0.0.1:${port}/api/metrics`, { signal: AbortSignal.timeout(5000) });
+      const text = await res.text();
+      last = `${res.status} ${text.slice(0, 300)}`;
+      return res.ok ? (JSON.parse(text) as { system: { scheduler: { isLeader: boolean; leaderId: string | null; replicaId: string } } }) : undefined;
+    },
+    { timeoutMs: 10_000, intervalMs: 200, what: () => `GET /api/metrics on port ${port} to answer 200; last answer: ${last}` },
+  );
   return body.system.scheduler;
 }
 

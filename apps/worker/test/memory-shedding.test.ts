@@ -55,10 +55,13 @@ describe('a worker at 90 % heap beside an idle one', () => {
     await add('hog', { release });
     await waitFor(() => events.find((e) => e.type === "memory:pressure" && e.data.workerId === pressuredId), { timeoutMs: 30_000, what: () => `memory:pressure from the hogged worker; output:\n${pressured.output().slice(-3000)}` });
 
+    // Queued while the pressured worker is the only one: it fetches some (its free slots' worth),
+    // hands them back and pauses, whatever the timing; only then does the relaxed worker come.
+    const jobs = await Promise.all(Array.from({ length: RUNS }, () => add('report')));
+    await pressured.waitForLog(/pausing this worker's intake/, 30_000);
     const relaxed = startApp('worker', env);
     await relaxed.waitForLog(/worker online/);
     const relaxedId = relaxed.logs().find((l) => l.msg === 'worker online')!.workerId;
-    const jobs = await Promise.all(Array.from({ length: RUNS }, () => add('report')));
     await waitFor(async () => (await queues.agents.getCompletedCount()) >= RUNS + 1, { timeoutMs: 30_000, what: `${RUNS} priority-3 runs completed` });
 
     const done = await Promise.all(jobs.map((j) => queues.agents.getJob(j.id!)));
