@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { findTool } from '@werkpilot/test-support';
+import { findTool, noteSkipped } from '@werkpilot/test-support';
 
 /** The repository root and the deploy directory, for tests of the deployment files. */
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -45,7 +45,7 @@ export function composeCommand(): string[] | undefined {
   return undefined;
 }
 
-/** A clear line for a skipped check, printed once per file. */
+/** A clear line for a skipped check, printed once per file: why `tool` cannot be used here. */
 export function warnMissing(tool: string, install: string): void {
-  console.warn(`SKIPPED: ${tool} is not installed, so its checks do not run (install: ${install})`);
+  noteSkipped(`the checks that need ${tool}: ${findTool(tool, { install }).missing ?? `${tool} is on PATH but does not answer (install: ${install})`}`);
 }
