@@ -2,7 +2,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AgentStateStore, EventBus, createKeys, createLogger, createQueues, getPipeline, loadRegistry, triggerRun, type BusEvent, type Queues } from '@werkpilot/shared';
-import { onSharedRedis, sleep, startApp, uniquePrefix, useTestRedis, waitFor, writeAgentsDir, type AppProcess } from '@werkpilot/test-support';
+import { onSharedRedis, sleep, startApp, stopApps, uniquePrefix, useTestRedis, waitFor, writeAgentsDir, type AppProcess } from '@werkpilot/test-support';
 
 /**
  * Issue 13.2: a run whose lock is lost (its worker's event loop blocked, or Redis frozen, longer
@@ -98,8 +98,7 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
-  for (const w of workers) w.kill('SIGTERM');
-  await Promise.all(workers.map((w) => w.exited));
+  await stopApps(workers);
   await bus?.close();
   await queues?.close();
 }, 60_000);
