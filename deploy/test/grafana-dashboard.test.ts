@@ -3,7 +3,7 @@ import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { agentSource, startApp, uniquePrefix, useTestRedis, waitFor, writeAgentsDir, type AppProcess } from '@werkpilot/test-support';
+import { agentSource, startApp, stopApps, uniquePrefix, useTestRedis, waitFor, writeAgentsDir, type AppProcess } from '@werkpilot/test-support';
 import { exactMatchersIn, exportedNames, metricNamesIn } from './promql-names.js';
 import { DEPLOY_DIR, REPO_ROOT, hasTool, run, warnMissing } from './tools.js';
 
@@ -132,9 +132,11 @@ describe('metric names against a live scrape, with either setting of METRICS_AGE
   }, 60_000);
 
   afterAll(async () => {
-    for (const app of [worker, ...schedulers.map((s) => s.app)]) app?.kill('SIGTERM');
-    await Promise.all([worker?.exited, ...schedulers.map((s) => s.app.exited)]);
+    await stopApps([worker, ...schedulers.map((s) => s.app)].filter(Boolean));
   }, 60_000);
+
+  /** How long a scrape waits for a process to come up and run a tick; a test that scrapes twice waits for both. */
+  const SCRAPE_TIMEOUT_MS = 40_000;
 
   /** Scrapes like Prometheus does, once the process has run at least one agent run. */
   async function scrape(port: number, what: string, app: AppProcess): Promise<string> {
@@ -145,7 +147,7 @@ describe('metric names against a live scrape, with either setting of METRICS_AGE
         const text = await res.text();
         return /_runs_total\{[^}]*agent="ticker"[^}]*\} [1-9]/.test(text) ? text : undefined;
       },
-      { timeoutMs: 40_000, intervalMs: 250, what: () => `${what} /metrics in Prometheus format with a ticker run; output:\n${app.output().slice(-1500)}` },
+      { timeoutMs: SCRAPE_TIMEOUT_MS, intervalMs: 250, what: () => `${what} /metrics in Prometheus format with a ticker run; output:\n${app.output().slice(-1500)}` },
     );
   }
 
@@ -164,7 +166,7 @@ describe('metric names against a live scrape, with either setting of METRICS_AGE
       expect(used.size).toBeGreaterThanOrEqual(10);
       const missing = queries.flatMap((q) => metricNamesIn(q.expr).filter((n) => !exported.has(n) && !SYNTHETIC.has(n)).map((n) => `${n} (${q.where})`));
       expect(missing, `metric names no process exports; exported werkpilot_*: ${[...exported].filter((n) => n.startsWith('werkpilot_')).join(', ')}`).toEqual([]);
-    });
+    }, 2 * SCRAPE_TIMEOUT_MS + 10_000);
 
     it(`exports the label values the queries select exactly (state="open", queue="agents", ...) (METRICS_AGENT_HISTOGRAMS=${agentHistograms})`, () => {
       const exposition = expositions.get(agentHistograms);
