@@ -167,6 +167,7 @@ export async function runScheduler(): Promise<void> {
     queues,
     leader,
     agentHistograms: config.metricsAgentHistograms,
+    restartWindowMs: config.circuitWindowMs,
     maxAgeMs: config.metricsSnapshotMaxAgeMs,
     log,
   });
