@@ -9,6 +9,7 @@ import {
   agentSource,
   startApp,
   startOtlpReceiver,
+  stopApps,
   uniquePrefix,
   useTestRedis,
   waitFor,
@@ -90,10 +91,7 @@ async function startCluster(env: Record<string, string>) {
     workers,
     scheduler,
     loadedModules: () => recorders.map((r) => r.loaded()),
-    stop: async () => {
-      for (const app of all) app.kill('SIGTERM');
-      await Promise.all(all.map((app) => app.exited));
-    },
+    stop: () => stopApps(all),
   };
 }
 
@@ -142,7 +140,7 @@ describe('OpenTelemetry traces across real processes', () => {
       const ofRun = (agent: string) => (s: ReceivedSpan) => s.attributes['werkpilot.run.id'] === runIdOf[agent] || s.attributes['bullmq.job.id'] === runIdOf[agent];
       await waitFor(() => inTrace().filter((s) => s.name.startsWith('run ') || s.name === 'send notification').length === 4, {
         timeoutMs: 15_000,
-        what: `the run spans at the receiver; got ${JSON.stringify(receiver.spans().map((s) => [s.name, s.traceId]))}`,
+        what: () => `the run spans at the receiver; got ${JSON.stringify(receiver.spans().map((s) => [s.name, s.traceId]))}`,
       });
 
       // trigger → enqueue (BullMQ) → per run: wait for dependencies, process (BullMQ) → run → gate.
