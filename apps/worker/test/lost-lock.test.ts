@@ -15,8 +15,8 @@ const log = createLogger({ level: 'silent', name: 'test' });
 const retention = { dlqRetain: 100, completedRetain: 1000 };
 
 // `root` writes one line per start and end. Its first start misbehaves as `ctx.data.mode` says:
-// `block` busy-waits 3 s (the event loop, and with it the lock renewal, stands still); `wait`
-// waits 6 s (or until aborted) while the test freezes Redis. Later starts take 3 s: the window in
+// `block` busy-waits 5 s (the event loop, and with it the lock renewal, stands still); `wait`
+// waits 9 s (or until aborted) while the test freezes Redis. Later starts take 3 s: the window in
 // which the test tries a third run.
 const agentsDir = writeAgentsDir({
   'root.ts': `import { appendFileSync, readFileSync } from 'node:fs';
@@ -31,10 +31,10 @@ export default defineAgent({
     const starts = readFileSync(process.env.RUN_LOG, 'utf8').split('\\n').filter((l) => l.startsWith('start ' + ctx.runId + ' ')).length;
     write('start ' + ctx.runId + ' ' + process.pid + ' ' + Date.now());
     if (starts === 0 && ctx.data && ctx.data.mode === 'block') {
-      const until = Date.now() + 3000;
+      const until = Date.now() + 5000;
       while (Date.now() < until) {}
     } else if (starts === 0 && ctx.data && ctx.data.mode === 'wait') {
-      await new Promise((resolve) => { const t = setTimeout(resolve, 6000); ctx.signal.addEventListener('abort', () => { clearTimeout(t); resolve(); }); });
+      await new Promise((resolve) => { const t = setTimeout(resolve, 9000); ctx.signal.addEventListener('abort', () => { clearTimeout(t); resolve(); }); });
     } else {
       await new Promise((resolve) => setTimeout(resolve, 3000));
     }
@@ -85,8 +85,10 @@ beforeAll(async () => {
     WERKPILOT_AGENTS: agentsDir,
     RUN_LOG: runLog,
     WORKER_CONCURRENCY: '2',
-    LOCK_DURATION_MS: '1000',
-    STALLED_INTERVAL_MS: '500',
+    // A 2 s lock, as in the issue's report: short enough to lose on purpose, long enough that the
+    // recovered copy keeps its own on a loaded machine (a second stall would dead-letter the run).
+    LOCK_DURATION_MS: '2000',
+    STALLED_INTERVAL_MS: '1000',
   };
   writeFileSync(runLog, '');
   workers = [startApp('worker', env), startApp('worker', env)];
@@ -155,7 +157,7 @@ describe('a run that lost its lock', () => {
     const pid = await redisPid();
     await loseTheLockOfAPipelineRoot('wait', async () => {
       process.kill(pid, 'SIGSTOP');
-      await sleep(2500);
+      await sleep(4500);
       process.kill(pid, 'SIGCONT');
     });
   }, 90_000);
