@@ -139,6 +139,7 @@ export async function runWorker(): Promise<void> {
     maxStalledCount: config.maxStalledCount,
     ...(tracing ? { tracing } : {}),
     circuitWindowMs: config.circuitWindowMs,
+    retention: { dlqRetain: config.dlqRetain, completedRetain: config.completedRetain },
   });
   const { worker, admission, circuit, activeRuns, startServices } = runtime;
   shedding.attach(worker);

@@ -16,6 +16,9 @@ import { runInScope } from './process-faults.js';
 import { MAX_ERROR_MESSAGE_BYTES, capError, truncateBytes } from './size-limits.js';
 import type { Registry } from './registry.js';
 import type { RunAdmission } from './run-admission.js';
+import { ControlKeyError } from './concurrency-slots.js';
+import type { LimiterClient } from './rate-limits.js';
+import { scheduledAtOf } from './tick-runs.js';
 import { RunCancelledError, type RunPhase } from './run-cancel.js';
 import { createRunCompletion, type Completion } from './run-completion.js';
 import type { RunTrace, RunTracer } from './run-tracing.js';
@@ -56,6 +59,8 @@ export interface ExecutorDeps {
   outcomeListeners?: OutcomeListener[];
   /** Serves `ctx.request`; without it, requests reject with a clear error. */
   request?: AgentRequester;
+  /** Serves `ctx.limit` (shared limiters); without it, `ctx.limit` rejects with a clear error. */
+  limiter?: LimiterClient;
   clock?: () => number;
   /**
    * Aborts a running run's signal with `reason` (BullMQ's Worker.cancelJob), which the run's
@@ -99,7 +104,7 @@ export class RunLockLostError extends Error {
   }
 }
 
-const NOT_ADMITTED = { isTrial: false, holdsLease: false } as const;
+const NOT_ADMITTED = { isTrial: false, slot: undefined } as const;
 
 /** `ctx.span` with tracing off: OpenTelemetry's non-recording span, which ignores every call. */
 const NO_SPAN = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
@@ -183,12 +188,24 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
     if (traced?.traceId) base.traceId = traced.traceId;
     const started = bus.encode('agent:started', { ...base, trigger: job.data.trigger }, spec.name);
 
-    let admitted: { isTrial: boolean; holdsLease: boolean } = NOT_ADMITTED;
+    let admitted: Pick<Completion, 'isTrial' | 'slot'> = NOT_ADMITTED;
     phases?.set(runId, 'admitting');
     if (admission) {
-      // Parks the job (throws DelayedError) while dependency runs of its tick are pending or its agent's turn has not come.
+      // Parks the job (throws DelayedError) while dependency runs of its tick are pending, its agent's turn has not come or its tokens are not due.
       traced?.gateStarted();
-      const decision = await admission.admit(spec, job, token, started);
+      let decision: Awaited<ReturnType<RunAdmission['admit']>>;
+      try {
+        decision = await admission.admit(spec, job, token, started);
+      } catch (err) {
+        if (!(err instanceof ControlKeyError)) throw err;
+        // The agent's own key function failed on this run's data: no attempt can do better.
+        const error = capError(new UnrecoverableError(err.message));
+        const events = [bus.encode('agent:failed', { ...base, error: error.message, durationMs: 0, willRetry: false }, spec.name), bus.encode('agent:dlq', { ...base, error: error.message, attemptsMade: attempt }, spec.name)];
+        const record: RunRecord = { agent: spec.name, runId, outcome: 'failure', durationMs: 0, at: clock(), error: error.message, attempt };
+        complete(spec, job, token, { record, events, finished: `dlq:${error.message}`, ...NOT_ADMITTED }, traced);
+        deps.log.warn({ agent: spec.name, runId, err: error.message }, 'run failed: its control key could not be computed');
+        throw markReported(error);
+      }
       traced?.gated(decision.kind, decision.kind === 'skip' ? decision.reasons : undefined);
       if (decision.kind === 'skip') {
         const { reasons } = decision;
@@ -197,11 +214,11 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
         if (dependencyReasons.length > 0) events.unshift(bus.encode('dependency:unhealthy', { ...base, reasons: dependencyReasons }, spec.name));
         const error = reasons.join('; ');
         const record: RunRecord = { agent: spec.name, runId, outcome: 'skipped', at: clock(), error };
-        complete(spec, job, token, { record, events, finished: `skipped:${error}`, ...NOT_ADMITTED, skipCauses: skipCausesOf(reasons) }, traced);
+        complete(spec, job, token, { record, events, finished: `skipped:${error}`, isTrial: false, slot: decision.slot, skipCauses: skipCausesOf(reasons) }, traced);
         deps.log.info({ agent: spec.name, runId, reasons }, 'run skipped');
         return { outcome: 'skipped', reasons, workerId };
       }
-      admitted = { isTrial: decision.isTrial, holdsLease: true };
+      admitted = { isTrial: decision.isTrial, slot: decision.slot };
     } else {
       // Without admission nothing published it: do it here, not awaited (commands on one connection stay in order).
       bus.publish('agent:started', { ...base, trigger: job.data.trigger }, spec.name).catch(() => undefined);
@@ -321,6 +338,11 @@ function buildContext(
     agent: spec.name,
     span: traced?.span ?? NO_SPAN,
     otelContext: traced?.context ?? ROOT_CONTEXT,
+    scheduledAt: scheduledAtOf(job),
+    limit: async (name: string, cost?: number) => {
+      if (!deps.limiter) throw new Error('ctx.limit needs the limiter service, which this process did not start');
+      await deps.limiter.take(spec, job.id!, name, cost, signal);
+    },
     publish: (topic, payload) => publishAgentMessage(deps.bus, spec.name, topic, payload),
     subscribe: (topic: string, handler: TopicHandler) => {
       let active = true;

@@ -51,6 +51,18 @@ export interface AgentContext<TData = unknown> {
    * elsewhere): `context.with(ctx.otelContext, fn)`, `propagation.inject(ctx.otelContext, headers)`.
    */
   otelContext: Context;
+  /**
+   * The tick this run stands for: the cron tick of a scheduled run (also a catch-up or backfilled
+   * one), `undefined` for manual and pipeline runs. Key idempotent work by it (one report per tick).
+   */
+  scheduledAt: Date | undefined;
+  /**
+   * Takes `cost` tokens (default 1) of the shared limiter `name` (defineLimiter), which this agent
+   * lists in `limiters`; resolves once they are granted, waiting for them if the limiter is over
+   * budget (its wait ends with `ctx.signal`). For an agent that calls a rate-limited API several
+   * times per run. Grants are booked in Redis, exact across all workers.
+   */
+  limit(name: string, cost?: number): Promise<void>;
   /** Publish a message on the event bus under `topic` (agents' own topics). */
   publish(topic: string, payload?: unknown): Promise<void>;
   /** Ask another agent's `onRequest` for an answer; rejects on error or timeout. */
@@ -67,6 +79,46 @@ export interface HealthCheckResult {
   reason?: string;
 }
 
+/**
+ * What happens to a run that finds its agent's concurrency limit reached (per key value, when the
+ * agent has `concurrency.key`). Named after Temporal's schedule overlap policies; see docs/agents.md.
+ *  - `skip`: skipped with reason `overlap` (Temporal's Skip; the default).
+ *  - `queue`: waits its turn, every one kept, first come first served (Temporal's BufferAll).
+ *  - `bufferOne`: one run waits its turn; runs arriving while one waits are skipped (BufferOne).
+ *  - `cancelOther`: the oldest running run is cancelled, and this one starts once it has ended;
+ *    one run waits at most, like bufferOne (CancelOther).
+ *  - `allowAll`: no limit at all (AllowAll).
+ */
+export type OverlapPolicy = 'skip' | 'queue' | 'bufferOne' | 'cancelOther' | 'allowAll';
+
+export const OVERLAP_POLICIES: readonly OverlapPolicy[] = ['skip', 'queue', 'bufferOne', 'cancelOther', 'allowAll'];
+
+/** Computes the value a run's limit is counted under (e.g. a tenant id) from its `ctx.data`. */
+export type ControlKey<TData = unknown> = (data: TData) => string;
+
+/** At most `limit` runs of the agent at once across all workers, per value of `key(data)` if given. */
+export interface ConcurrencyControl<TData = unknown> {
+  limit: number;
+  key?: ControlKey<TData>;
+}
+
+/** At most `max` run starts per `perMs` (any window of that length), per value of `key(data)` if given. */
+export interface RateLimit<TData = unknown> {
+  max: number;
+  perMs: number;
+  key?: ControlKey<TData>;
+}
+
+/**
+ * Ticks missed while no worker ran (the cluster or Redis down), found when the first late tick runs:
+ * `latest` — that one run stands for them all (BullMQ's behaviour); `none` — it is skipped too;
+ * `{ windowMs }` — every missed tick at most `windowMs` old runs, in tick order, one after another.
+ */
+export type CatchUpPolicy = 'latest' | 'none' | { windowMs: number };
+
+/** A shared limiter an agent uses: every run start takes `cost` tokens (default 1; 0 = only through `ctx.limit`). */
+export type LimiterUse = string | { name: string; cost?: number };
+
 /** What `defineAgent` takes. */
 export interface AgentDefinition<TData = unknown, TResult = unknown> {
   name: string;
@@ -75,7 +127,14 @@ export interface AgentDefinition<TData = unknown, TResult = unknown> {
   dependsOn?: string[];
   timeoutMs?: number;
   retry?: Partial<RetryPolicy> & { backoff?: Partial<RetryPolicy['backoff']> };
-  overlap?: 'skip' | 'queue';
+  overlap?: OverlapPolicy;
+  /** Default `{ limit: 1 }`: one run at a time (what `overlap` applies to). */
+  concurrency?: ConcurrencyControl<TData>;
+  rateLimit?: RateLimit<TData>;
+  /** Names of shared limiters (defineLimiter) this agent's runs take tokens from. */
+  limiters?: LimiterUse[];
+  /** Default `latest`. Needs a schedule. */
+  catchUp?: CatchUpPolicy;
   maxRestartsPerHour?: number;
   run(ctx: AgentContext<TData>): Promise<TResult> | TResult;
   healthCheck?(ctx: { signal: AbortSignal; log: AgentLogger }): Promise<HealthCheckResult> | HealthCheckResult;
@@ -90,7 +149,11 @@ export interface AgentSpec {
   dependsOn: string[];
   timeoutMs: number;
   retry: RetryPolicy;
-  overlap: 'skip' | 'queue';
+  overlap: OverlapPolicy;
+  concurrency: ConcurrencyControl;
+  rateLimit: RateLimit | undefined;
+  limiters: { name: string; cost: number }[];
+  catchUp: CatchUpPolicy;
   maxRestartsPerHour: number;
   /** Dependency depth: 0 without dependencies, else 1 + the deepest dependency. */
   depth: number;
@@ -103,7 +166,9 @@ export const AGENT_DEFAULTS = {
   priority: 3 as Priority,
   timeoutMs: 60_000,
   retry: { attempts: 3, backoff: { type: 'exponential', delayMs: 1000 } } as RetryPolicy,
-  overlap: 'skip' as const,
+  overlap: 'skip' as OverlapPolicy,
+  concurrencyLimit: 1,
+  catchUp: 'latest' as CatchUpPolicy,
   maxRestartsPerHour: 50,
 };
 
@@ -116,4 +181,24 @@ export function defineAgent<TData = unknown, TResult = unknown>(
   definition: AgentDefinition<TData, TResult>,
 ): AgentDefinition<TData, TResult> {
   return definition;
+}
+
+/** What `defineLimiter` takes: a rate limit several agents share (an API's quota). */
+export interface LimiterDefinition {
+  /** Unique among limiters, `[a-z0-9][a-z0-9-]*`; agents name it in `limiters` and `ctx.limit`. */
+  name: string;
+  /** Tokens per `perMs` (any window of that length), across every agent and worker using it. */
+  max: number;
+  perMs: number;
+}
+
+/** A limiter module's default export: the definition, marked so the registry tells it from an agent. */
+export type Limiter = LimiterDefinition & { readonly kind: 'limiter' };
+
+/**
+ * Declares a shared limiter. Put it in a module of the agents directory (its default export), next
+ * to the agents; they list it in `limiters`. Validated with the registry, like agents.
+ */
+export function defineLimiter(definition: LimiterDefinition): Limiter {
+  return { ...definition, kind: 'limiter' };
 }

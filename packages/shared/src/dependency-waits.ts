@@ -53,7 +53,8 @@ export const WAIT_TTL_SECONDS = 3_600;
 /**
  * Lua: `dependencyStatus(completed, failed, legacyLast, deps)`: how a run's dependency runs stand.
  * `deps`: list of `{ done, waiters, job, stats, runId, agent }` (keys from KEYS; runId '' when the
- * dependency has no run in the tick or pipeline). Returns the pending entries and the problems as a
+ * dependency has no run in the tick or pipeline; agent '' for a run waited for only to keep an
+ * order, the previous tick of a catch-up or backfill chain: however it ended, it is done). Returns the pending entries and the problems as a
  * flat `{ agent, outcome, ... }` list. A dependency without a run in the group is judged by its
  * last executed run (`lastRun` in its stats hash, or the hash older versions kept): still in the
  * DLQ is a problem.
@@ -64,10 +65,12 @@ local function dependencyStatus(completed, failed, legacyLast, deps)
   for _, d in ipairs(deps) do
     local done = d.runId ~= '' and redis.call('GET', d.done)
     if done then
-      if done ~= 'ok' then problems[#problems + 1] = d.agent; problems[#problems + 1] = done end
+      if done ~= 'ok' and d.agent ~= '' then problems[#problems + 1] = d.agent; problems[#problems + 1] = done end
     elseif d.runId ~= '' and redis.call('ZSCORE', failed, d.runId) then
-      problems[#problems + 1] = d.agent
-      problems[#problems + 1] = 'dlq:' .. (redis.call('HGET', d.job, 'failedReason') or 'failed')
+      if d.agent ~= '' then
+        problems[#problems + 1] = d.agent
+        problems[#problems + 1] = 'dlq:' .. (redis.call('HGET', d.job, 'failedReason') or 'failed')
+      end
     elseif d.runId ~= '' and redis.call('ZSCORE', completed, d.runId) then
       -- finished before its marker was written, or the marker expired: done
     elseif d.runId ~= '' and redis.call('EXISTS', d.job) == 1 then
@@ -167,6 +170,8 @@ declare module 'ioredis' {
 
 const CRON_RUN_ID = /^repeat:([a-z0-9][a-z0-9-]*):(\d+)$/;
 const PIPELINE_RUN_ID = /^pipeline:([^:]+):([a-z0-9][a-z0-9-]*)$/;
+/** A backfilled tick (tick-runs.ts): `backfill:<backfillId>:<agent>:<tickMillis>`. */
+const BACKFILL_RUN_ID = /^backfill:([^:]+):([a-z0-9][a-z0-9-]*):(\d+)$/;
 
 /** The deterministic job id of `agent`'s run in a pipeline. */
 export function pipelineRunId(pipelineId: string, agent: string): string {
@@ -186,14 +191,18 @@ export interface DependencyRun {
  * does not exist (another schedule) is not waited for; either is judged by its last executed run.
  */
 export function dependencyRunsOf(spec: Pick<AgentSpec, 'dependsOn'>, job: Pick<Job<RunJobData>, 'id' | 'data'>): DependencyRun[] {
-  if (spec.dependsOn.length === 0) return [];
+  const after = job.data?.after;
+  if (spec.dependsOn.length === 0) return after ? [{ agent: '', runId: after }] : [];
   const pipelineId = job.data?.pipelineId;
   const tick = job.id ? CRON_RUN_ID.exec(job.id) : null;
   const inPipeline = pipelineId !== undefined && job.id !== undefined && PIPELINE_RUN_ID.test(job.id);
-  return spec.dependsOn.map((agent) => ({
+  const runs = spec.dependsOn.map((agent) => ({
     agent,
     runId: inPipeline ? pipelineRunId(pipelineId!, agent) : tick ? `repeat:${agent}:${tick[2]}` : '',
   }));
+  // A chained tick (catch-up, backfill) also waits for the tick before it, whatever its outcome.
+  if (after) runs.push({ agent: '', runId: after });
+  return runs;
 }
 
 /** The tick time (ms) of a cron run's id (`repeat:<agent>:<tickMillis>`), or undefined for other runs. */
@@ -204,7 +213,7 @@ export function cronTickOf(runId: string | undefined): number | undefined {
 
 /** Whether a finished run of this id can have waiters (it belongs to a tick or a pipeline). */
 export function canHaveWaiters(runId: string | undefined): boolean {
-  return runId !== undefined && (CRON_RUN_ID.test(runId) || PIPELINE_RUN_ID.test(runId));
+  return runId !== undefined && (CRON_RUN_ID.test(runId) || PIPELINE_RUN_ID.test(runId) || BACKFILL_RUN_ID.test(runId));
 }
 
 /** A run's finished marker (`ok`, `dlq:...`, ...), for the dependents of its tick or pipeline. */

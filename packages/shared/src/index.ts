@@ -70,3 +70,7 @@ export * from './fragment-blocks.js';
 export * from './typescript-agents.js';
 export * from './tracing.js';
 export * from './run-tracing.js';
+export * from './controls-validation.js';
+export * from './concurrency-slots.js';
+export * from './rate-limits.js';
+export * from './tick-runs.js';

@@ -1,14 +1,16 @@
 import type { Redis, Result } from 'ioredis';
 import type { Keys } from './keys.js';
-import { PARKED_QUEUE_KEY_COUNT, PROMOTE_PARKED_LUA, parkedQueueKeys } from './parked-runs.js';
+import { SLOTS_LUA, luaSlotMode, type SlotGroup } from './concurrency-slots.js';
+import { PROMOTE_PARKED_LUA, parkedQueueKeys } from './parked-runs.js';
 
 /**
  * "Never two runs of one agent at once, across all workers": a per-agent lease in Redis, held by
  * the run id for the run's duration (its TTL outlives the run, so a crashed worker's lease expires
- * by itself). An agent with `overlap: 'skip'` skips a run that finds the lease held (reason
- * `overlap`); with `'queue'` the run parks (delayed, no worker slot) as a waiter, and the run that
- * releases the lease hands it straight to the first waiter and promotes it (FIFO: no other run can
- * take the lease between the two).
+ * by itself). It is the concurrency limit 1 (concurrency-slots.ts; per key value for a keyed
+ * agent). An agent with `overlap: 'skip'` skips a run that finds the lease held (reason
+ * `overlap`); with `'queue'` (`bufferOne`, `cancelOther`) the run parks (delayed, no worker slot) as
+ * a waiter, and the run that releases the lease hands it straight to the first waiter and promotes
+ * it (FIFO: no other run can take the lease between the two).
  *
  * The lease's value is the holder's run id, with `|q` appended while waiters may be queued behind
  * it — so a release with nobody waiting (nearly all of them) costs one command.
@@ -77,53 +79,68 @@ local function leaseRelease(lease, waiters, runId, ttl, priority, q)
 end
 `;
 
+/** How long a waiter's entry in a keyed agent's waiting index lives without a hand-off (its deadline re-registers it). */
+export const WAITING_INDEX_TTL_MS = 86_400_000;
+
 /**
- * Queues a parked run behind the lease's holder, or promotes it at once when the lease was
- * released meanwhile. Call it only once the job is parked (delayed). Invariant: a run is queued at
- * most once, and the holder's value says that waiters may be queued.
- * KEYS: 1 lease, 2 waiters list, 3..10 queue keys for the promotion. ARGV: 1 run id, 2 its priority.
- * Returns 'queued' or 'free'.
+ * Queues a parked run behind the holders of its slot group (SLOTS_LUA's modes), or promotes it at
+ * once when a slot was released meanwhile. Call it only once the job is parked (delayed).
+ * Invariants: a run is queued at most once; a lease's value says that waiters may be queued; with
+ * `onlyOne` (bufferOne, cancelOther) at most one run waits — a second is promoted at once to be
+ * skipped by its admission, which sees the first one waiting.
+ * KEYS: 1 holders, 2 waiters list, 3..10 queue keys for the promotion, 11 the keyed agent's waiting index (if ARGV 6).
+ * ARGV: 1 run id, 2 its priority, 3 mode ('L' | 'Z'), 4 limit, 5 '1' = onlyOne, 6 '1' = index.
+ * Returns 'queued', 'free' or 'full'.
  */
-const PARK_LUA = `${PROMOTE_PARKED_LUA}
-local holder = redis.call('GET', KEYS[1])
-if not holder or holder == ARGV[1] or holder == ARGV[1] .. '|q' then
-  promoteParked(slice(KEYS, 3, 10), ARGV[1], ARGV[2])
+const PARK_LUA = `${PROMOTE_PARKED_LUA}${LEASE_LUA}${SLOTS_LUA}
+local runId, mode = ARGV[1], ARGV[3]
+local q = slice(KEYS, 3, 10)
+if slotIsFree(mode, KEYS[1], runId, ARGV[4]) then
+  promoteParked(q, runId, ARGV[2])
   return 'free'
 end
-if not redis.call('LPOS', KEYS[2], ARGV[1]) then
-  redis.call('RPUSH', KEYS[2], ARGV[1])
-  redis.call('PEXPIRE', KEYS[2], 86400000)
+local first = redis.call('LINDEX', KEYS[2], 0)
+if ARGV[5] == '1' and first and first ~= runId then
+  promoteParked(q, runId, ARGV[2])
+  return 'full'
 end
-if string.sub(holder, -2) ~= '|q' then redis.call('SET', KEYS[1], holder .. '|q', 'KEEPTTL') end
+if not redis.call('LPOS', KEYS[2], runId) then
+  redis.call('RPUSH', KEYS[2], runId)
+  redis.call('PEXPIRE', KEYS[2], ${WAITING_INDEX_TTL_MS})
+end
+if ARGV[6] == '1' then redis.call('ZADD', KEYS[11], nowMs() + ${WAITING_INDEX_TTL_MS}, runId) end
+if mode == 'L' then
+  local holder = redis.call('GET', KEYS[1])
+  if holder and string.sub(holder, -2) ~= '|q' then redis.call('SET', KEYS[1], holder .. '|q', 'KEEPTTL') end
+end
 return 'queued'
 `;
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    werkpilotParkForLease(...args: (string | number)[]): Result<'queued' | 'free', Context>;
+    werkpilotParkForSlot(numKeys: number, ...args: (string | number)[]): Result<'queued' | 'free' | 'full', Context>;
   }
 }
 
-/** Parks runs of `overlap: 'queue'` agents behind their agent's lease (admission takes and completion releases it). */
+/** Parks runs behind their slot group's holders (admission takes slots, completion releases and hands them on). */
 export class OverlapGuard {
   private readonly redis: Redis;
-  private readonly keys: Keys;
   private readonly queueKeys: string[];
 
   constructor({ redis, keys }: { redis: Redis; keys: Keys }) {
     this.redis = redis;
-    this.keys = keys;
     this.queueKeys = parkedQueueKeys(keys);
-    if (typeof (redis as Partial<Redis>).werkpilotParkForLease !== 'function') {
-      redis.defineCommand('werkpilotParkForLease', { numberOfKeys: 2 + PARKED_QUEUE_KEY_COUNT, lua: PARK_LUA });
-    }
+    if (typeof (redis as Partial<Redis>).werkpilotParkForSlot !== 'function') redis.defineCommand('werkpilotParkForSlot', { lua: PARK_LUA });
   }
 
   /**
-   * Queues the parked run `runId` behind the lease's holder; answers `free` (and has promoted the
-   * run) when the lease was released meanwhile.
+   * Queues the parked run `runId` behind its slot group's holders; answers `free` (and has promoted
+   * the run) when a slot was released meanwhile, `full` (promoted too, to be skipped) when
+   * `onlyOne` and another run already waits.
    */
-  registerParked(agent: string, runId: string, priority: number): Promise<'queued' | 'free'> {
-    return this.redis.werkpilotParkForLease(leaseKey(this.keys, agent), leaseWaitersKey(this.keys, agent), ...this.queueKeys, runId, priority);
+  registerParked(group: SlotGroup, runId: string, priority: number, onlyOne: boolean): Promise<'queued' | 'free' | 'full'> {
+    const scriptKeys = [group.holders, group.waiters, ...this.queueKeys];
+    if (group.index) scriptKeys.push(group.index.waiting);
+    return this.redis.werkpilotParkForSlot(scriptKeys.length, ...scriptKeys, runId, priority, luaSlotMode(group.mode), group.limit, onlyOne ? '1' : '', group.index ? '1' : '');
   }
 }

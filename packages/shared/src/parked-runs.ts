@@ -1,3 +1,4 @@
+import type { Redis, Result } from 'ioredis';
 import type { Keys } from './keys.js';
 import { QUEUE_NAMES } from './queues.js';
 
@@ -60,3 +61,26 @@ local function slice(list, from, to)
   return out
 end
 `;
+
+/** KEYS: PARKED_QUEUE_KEY_SUFFIXES' keys. ARGV: 1 run id, 2 its priority. Returns 1 when it moved the run. */
+const PROMOTE_ONE_LUA = `${PROMOTE_PARKED_LUA}
+if promoteParked(KEYS, ARGV[1], ARGV[2]) then return 1 end
+return 0
+`;
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    werkpilotPromoteParked(...args: (string | number)[]): Result<number, Context>;
+  }
+}
+
+/**
+ * Promotes parked run `runId` now (a run whose rate-limit tokens are due); no-op when it is no
+ * longer delayed (BullMQ promoted it at its delay, or it was cancelled). Resolves to whether it moved it.
+ */
+export async function promoteParkedRun(redis: Redis, keys: Keys, runId: string, priority: number): Promise<boolean> {
+  if (typeof (redis as Partial<Redis>).werkpilotPromoteParked !== 'function') {
+    redis.defineCommand('werkpilotPromoteParked', { numberOfKeys: PARKED_QUEUE_KEY_COUNT, lua: PROMOTE_ONE_LUA });
+  }
+  return (await redis.werkpilotPromoteParked(...parkedQueueKeys(keys), runId, priority)) === 1;
+}

@@ -7,7 +7,7 @@ import type { Keys } from './keys.js';
 export const QUEUE_NAMES = { agents: 'agents', system: 'system' } as const;
 
 /** What triggered a run. */
-export type RunTrigger = 'cron' | 'manual' | 'pipeline' | 'retry';
+export type RunTrigger = 'cron' | 'manual' | 'pipeline' | 'retry' | 'catch-up' | 'backfill';
 
 /** The data of an `agents` job. The job's name is the agent's name. */
 export interface RunJobData {
@@ -19,6 +19,10 @@ export interface RunJobData {
   pipelineId?: string;
   /** Fingerprint of the job scheduler template that made a cron run (reconcile compares it). */
   schedulerHash?: string;
+  /** The tick a catch-up or backfilled run stands for (ms); a cron run's is in its id. See `ctx.scheduledAt`. */
+  scheduledAt?: number;
+  /** The run this one waits for, whatever its outcome, before it starts: the previous tick of a chain. */
+  after?: string;
 }
 
 export interface Retention {

@@ -1,7 +1,8 @@
 import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { AGENT_DEFAULTS, type AgentDefinition, type AgentSpec, type Priority } from './agent.js';
+import { AGENT_DEFAULTS, type AgentDefinition, type AgentSpec, type LimiterDefinition, type Priority } from './agent.js';
+import { checkControls, checkLimiter, checkLimiterUses, controlsOf, type LimiterUseRead } from './controls-validation.js';
 import { cronProblem, timezoneProblem } from './cron.js';
 import { computeDepths, findCycles, layersOf, topologicalOrder, transitiveDependents } from './dag.js';
 import { AgentNotFoundError, RegistryError } from './errors.js';
@@ -14,12 +15,15 @@ import { enableTypeScriptAgents } from './typescript-agents.js';
  */
 export class Registry {
   readonly agents: ReadonlyMap<string, AgentSpec>;
+  /** Shared limiters (defineLimiter) by name. */
+  readonly limiters: ReadonlyMap<string, LimiterDefinition>;
   /** Layer k = names of the agents of depth k. */
   readonly layers: string[][];
   private readonly graph: Map<string, string[]>;
 
-  constructor(specs: AgentSpec[]) {
+  constructor(specs: AgentSpec[], limiters: LimiterDefinition[] = []) {
     this.agents = new Map(specs.map((s) => [s.name, s]));
+    this.limiters = new Map(limiters.map((l) => [l.name, l]));
     this.graph = new Map(specs.map((s) => [s.name, s.dependsOn]));
     this.layers = layersOf(new Map(specs.map((s) => [s.name, s.depth])));
   }
@@ -108,9 +112,25 @@ export function buildRegistry(modules: AgentModule[], earlierProblems: string[] 
   // (unknown dependencies, cycles) are reported beside each agent's own (a bad cron AND an unknown
   // dependency are both listed).
   const declared = new Map<string, string[]>();
+  const limiters: LimiterDefinition[] = [];
+  const limiterSources = new Map<string, string>();
+  /** Limiters each agent lists, checked against the known ones once all modules are read. */
+  const limiterUses: { agent: string; uses: LimiterUseRead[] }[] = [];
 
   for (const { definition, source } of modules) {
     const where = path.basename(source);
+    if (isLimiterModule(definition)) {
+      const checked = checkLimiter(definition, where);
+      problems.push(...checked.problems);
+      if (!checked.limiter) continue;
+      const first = limiterSources.get(checked.limiter.name);
+      if (first !== undefined) problems.push(`duplicate limiter name "${checked.limiter.name}" in ${first} and ${where}`);
+      else {
+        limiterSources.set(checked.limiter.name, where);
+        limiters.push(checked.limiter);
+      }
+      continue;
+    }
     const result = normalise(definition, where, source);
     problems.push(...result.problems);
     if (!result.name) continue;
@@ -121,8 +141,11 @@ export function buildRegistry(modules: AgentModule[], earlierProblems: string[] 
     }
     sources.set(result.name, where);
     declared.set(result.name, result.dependsOn ?? []);
+    if (result.limiterUses) limiterUses.push({ agent: `agent "${result.name}" (${where})`, uses: result.limiterUses });
     if (result.spec) specs.push(result.spec);
   }
+  const limiterByName = new Map(limiters.map((l) => [l.name, l]));
+  for (const { agent, uses } of limiterUses) problems.push(...checkLimiterUses(agent, uses, limiterByName));
 
   for (const [name, dependsOn] of declared) {
     for (const dep of dependsOn) {
@@ -137,7 +160,12 @@ export function buildRegistry(modules: AgentModule[], earlierProblems: string[] 
 
   const depths = computeDepths(graph);
   for (const spec of specs) spec.depth = depths.get(spec.name)!;
-  return new Registry(specs);
+  return new Registry(specs, limiters);
+}
+
+/** A module whose default export is defineLimiter({...}) (or any object marked `kind: 'limiter'`). */
+function isLimiterModule(definition: unknown): definition is Record<string, unknown> {
+  return typeof definition === 'object' && definition !== null && (definition as { kind?: unknown }).kind === 'limiter';
 }
 
 /** One definition checked: its spec when valid, its problems, and its name and dependencies when readable. */
@@ -146,6 +174,8 @@ interface Normalised {
   problems: string[];
   name?: string;
   dependsOn?: string[];
+  /** The shared limiters it lists, when readable (checked against the defined ones later). */
+  limiterUses?: LimiterUseRead[];
 }
 
 function normalise(raw: unknown, where: string, source: string): Normalised {
@@ -183,9 +213,7 @@ function normalise(raw: unknown, where: string, source: string): Normalised {
   if (!hasReadableDependsOn) problem('dependsOn must be an array of agent names');
   checkPositiveInt(def.timeoutMs, 'timeoutMs', problem, MAX_TIMER_MS, 'ms (2^31 − 1, about 24.8 days: Node fires a longer timer at once)');
   checkPositiveInt(def.maxRestartsPerHour, 'maxRestartsPerHour', problem, MAX_RESTARTS_PER_HOUR);
-  if (def.overlap !== undefined && def.overlap !== 'skip' && def.overlap !== 'queue') {
-    problem(`overlap must be "skip" or "queue", got ${describe(def.overlap)}`);
-  }
+  const limiterUses = checkControls(def, problem);
   const retry = def.retry ?? {};
   if (typeof retry !== 'object' || retry === null) problem('retry must be { attempts, backoff: { type, delayMs } }');
   else {
@@ -202,6 +230,7 @@ function normalise(raw: unknown, where: string, source: string): Normalised {
   const readable = {
     ...(typeof def.name === 'string' && NAME_PATTERN.test(def.name) ? { name: def.name } : {}),
     ...(hasReadableDependsOn ? { dependsOn: [...new Set(dependsOn as string[])] } : {}),
+    ...(limiterUses ? { limiterUses } : {}),
   };
   if (problems.length > 0) return { problems, ...readable };
 
@@ -216,7 +245,7 @@ function normalise(raw: unknown, where: string, source: string): Normalised {
       attempts: retry.attempts ?? defaults.retry.attempts,
       backoff: { type: 'exponential', delayMs: retry.backoff?.delayMs ?? defaults.retry.backoff.delayMs },
     },
-    overlap: def.overlap ?? defaults.overlap,
+    ...controlsOf(def),
     maxRestartsPerHour: def.maxRestartsPerHour ?? defaults.maxRestartsPerHour,
     depth: 0,
     source,

@@ -1,7 +1,8 @@
 import { DelayedError, type Job } from 'bullmq';
 import type { Redis, Result } from 'ioredis';
 import type { Logger } from 'pino';
-import type { AgentSpec } from './agent.js';
+import type { AgentSpec, LimiterDefinition } from './agent.js';
+import { SLOTS_LUA, controlKeyValue, luaSlotMode, slotGroupOf, type SlotGroup } from './concurrency-slots.js';
 import { BUS_EMIT_LUA } from './bus.js';
 import {
   CIRCUIT_LUA,
@@ -27,8 +28,10 @@ import {
 import { GateCache } from './gate-cache.js';
 import { createRunGate, type GateRule } from './gating.js';
 import type { Keys } from './keys.js';
-import { LEASE_LUA, OverlapGuard, leaseKey, leaseTtlMs, leaseWaitersKey } from './overlap.js';
-import { PROMOTE_PARKED_LUA } from './parked-runs.js';
+import { LEASE_LUA, OverlapGuard, leaseTtlMs } from './overlap.js';
+import { PROMOTE_PARKED_LUA, promoteParkedRun } from './parked-runs.js';
+import { RATE_LUA, rateBucketsOf, rateWaitingKey, type RateBucket } from './rate-limits.js';
+import type { CatchUpDecision } from './tick-runs.js';
 import { QUEUE_NAMES, type RunJobData } from './queues.js';
 import { markAgentsChanged } from './snapshot-changes.js';
 import { createWriteBatcher } from './write-batching.js';
@@ -36,19 +39,25 @@ import { createWriteBatcher } from './write-batching.js';
 /**
  * Everything asked before a run starts, in one script (ADMIT_LUA, one round trip): is the gate
  * state the worker evaluated still current, are the dependency runs of its tick or pipeline done,
- * is its own circuit open or its trial taken, is the agent's overlap lease free — and if the run may
- * start, take the lease and the half-open trial and publish `agent:started`. It takes nothing it
- * would have to give back: every check comes before the first write, so a run that is skipped or
- * must wait leaves no trace.
+ * is its own circuit open or its trial taken, is a concurrency slot of its agent (and key value)
+ * free, are its rate-limit tokens free — and if the run may start, take the slot, the tokens and the
+ * half-open trial and publish `agent:started`. Every check that can skip the run or make it wait
+ * for another run comes before the first write, so such a run leaves no trace; only a run that
+ * waits for its tokens keeps its slot and books them (rate-limits.ts).
  *
- * A run that must wait (a dependency run of its tick still pending, or its `overlap: 'queue'` agent
- * busy) is parked: `job.moveToDelayed` (BullMQ's, on its connection) and then one registration call
- * that promotes it at once should the wait have ended meanwhile; it then throws BullMQ's
- * DelayedError. Pipelines create their dependents parked, so they never take this path.
+ * A run that must wait (a dependency run of its tick still pending, its agent's slots busy under
+ * `queue`, `bufferOne` or `cancelOther`, or its tokens due later) is parked: `job.moveToDelayed`
+ * (BullMQ's, on its connection) and, when it waits for another run, one registration call that
+ * promotes it at once should the wait have ended meanwhile; it then throws BullMQ's DelayedError.
+ * A run waiting for tokens is promoted by this worker's timer when they are due. Pipelines create
+ * their dependents parked, so they never take this path.
  */
 
-/** What admission decided for a run it did not park. */
-export type Admission = { kind: 'run'; isTrial: boolean } | { kind: 'skip'; reasons: string[] };
+/** What admission decided for a run it did not park. `slot`: the slot group the run holds (run) or may hold (skip of a parked run). */
+export type Admission = { kind: 'run'; isTrial: boolean; slot: SlotGroup | undefined } | { kind: 'skip'; reasons: string[]; slot: SlotGroup | undefined };
+
+/** Sends a cancel to the run holding a slot (`cancelOther`): the run that wants its slot, and why. */
+export type CancelHolder = (runId: string, reason: string) => void;
 
 export interface RunAdmission {
   /**
@@ -70,6 +79,14 @@ export interface RunAdmissionOptions {
   rules?: readonly GateRule[];
   /** The breaker whose rules the agent's own circuit follows (its window and cooldown). */
   circuit?: CircuitSettings;
+  /** Shared limiters by name (Registry.limiters); runs of agents listing one take its tokens. */
+  limiters?: ReadonlyMap<string, LimiterDefinition>;
+  /** How a `cancelOther` run asks for the running one to be cancelled (run-cancel.ts's sendCancel); none: it only waits. */
+  cancelHolder?: CancelHolder;
+  /** The catch-up policy (tick-runs.ts createCatchUp), asked first for the cron runs of agents whose `catchUp` is not `latest`. */
+  catchUp?: (spec: AgentSpec, job: Job<RunJobData>) => Promise<CatchUpDecision>;
+  /** Told of each run parked for its rate-limit tokens (the `agent:rate-limited` event); `limiter` '' when it woke early. */
+  onRateLimited?: (spec: AgentSpec, job: Job<RunJobData>, waitMs: number, limiter: string) => void;
   /** The worker's LOCK_DURATION_MS, which the lease's TTL must outlast (see leaseTtlMs). Default 30000. */
   lockDurationMs?: number;
   /** Safety deadline of a parked run: it re-checks by itself after this, should no promotion come. */
@@ -83,21 +100,27 @@ export interface RunAdmissionOptions {
 /**
  * Laid out so that a run pays only for what its admission asks (each argument costs both this
  * process and Redis): fixed keys and values, then optional groups named by `flags`.
- * KEYS: 1 gate epoch, 2 lease, 3 lease waiters, 4 events stream; then, if flags has 'C' (its circuit
- *       is not closed), circuit and restarts; if it has dependencies, BullMQ completed, BullMQ
- *       failed, the legacy last-run hash, the pending counters, and per dependency its run's done
- *       marker, waiters hash, job hash and its agent's stats hash.
- * ARGV: 1 flags ('E' check the epoch, 'G' the gate skips the run, 'Q' overlap 'queue', 'P' the run
- *       was parked before, 'C'), 2 the epoch the gate was evaluated at, 3 run id, 4 lease ttl ms,
- *       5 channel, 6 history length, 7 the `agent:started` event; then, if 'C': now, window ms, max
- *       restarts, cooldown ms ('' = window rule), trial stale after ms; then per dependency: its
- *       run id ('' none), its agent.
- * Invariants: the gate is judged on the state current at this instant (epoch); one overlap lease
- * holder; at most one half-open trial; nothing is written unless the run starts.
+ * KEYS: 1 gate epoch, 2 slot holders (the lease, or the slots' sorted set), 3 their waiters,
+ *       4 events stream; then, if flags has 'C' (its circuit is not closed), circuit and restarts;
+ *       if 'I' (a keyed agent), its running and waiting indexes; if 'R' (rate limits), its stats
+ *       hash, its rate-waiting index and each limiter's log; if it has dependencies, BullMQ
+ *       completed, BullMQ failed, the legacy last-run hash, the pending counters, and per dependency
+ *       its run's done marker, waiters hash, job hash and its agent's stats hash.
+ * ARGV: 1 flags ('E' check the epoch, 'G' the gate skips the run, 'Q' / 'B' / 'X' overlap queue /
+ *       bufferOne / cancelOther, 'P' the run was parked before, 'C', 'I', 'R'), 2 the epoch the gate
+ *       was evaluated at, 3 run id, 4 slot hold ttl ms, 5 channel, 6 history length, 7 the
+ *       `agent:started` event, 8 slot mode ('L' lease, 'Z' slots, '' none: allowAll), 9 limit;
+ *       then, if 'C': now, window ms, max restarts, cooldown ms ('' = window rule), trial stale
+ *       after ms; if 'R': token member, how many limiters, and per limiter max, window ms, cost,
+ *       label, '1' if its log expires; then per dependency: its run id ('' none), its agent.
+ * Invariants: the gate is judged on the state current at this instant (epoch); at most `limit`
+ * slot holders; at most one half-open trial; at most `max` tokens per window of every limiter;
+ * nothing is written unless the run starts or waits for its tokens (then: its slot and tokens).
  * Returns { 'stale', epoch } | { 'gate' } | { 'dependencies', problems } | { 'pending', n } |
- *         { 'circuit', 'open' | 'busy' } | { 'overlap', lease ms left } | { 'run', 1 if trial }.
+ *         { 'circuit', 'open' | 'busy' } | { 'overlap', lease ms left, victim } | { 'full' } |
+ *         { 'rate', ms until its tokens, limiter } | { 'run', 1 if trial }.
  */
-const ADMIT_LUA = `${BUS_EMIT_LUA}${PROMOTE_PARKED_LUA}${DEPENDENCY_STATUS_LUA}${CIRCUIT_LUA}${LEASE_LUA}
+const ADMIT_LUA = `${BUS_EMIT_LUA}${PROMOTE_PARKED_LUA}${DEPENDENCY_STATUS_LUA}${CIRCUIT_LUA}${LEASE_LUA}${SLOTS_LUA}${RATE_LUA}
 local flags = ARGV[1]
 local function has(flag) return string.find(flags, flag, 1, true) ~= nil end
 if has('E') then
@@ -105,13 +128,29 @@ if has('E') then
   if epoch ~= ARGV[2] then return { 'stale', epoch } end
 end
 if has('G') then return { 'gate' } end
-local runId = ARGV[3]
-local k, a = 5, 8
+local runId, mode = ARGV[3], ARGV[8]
+local k, a = 5, 10
 local c, circuitArgs
 if has('C') then
-  c = { circuit = KEYS[5], restarts = KEYS[6], epoch = KEYS[1] }
+  c = { circuit = KEYS[k], restarts = KEYS[k + 1], epoch = KEYS[1] }
   circuitArgs = a
-  k, a = 7, 13
+  k, a = k + 2, a + 5
+end
+local idx
+if has('I') then
+  idx = { running = KEYS[k], waiting = KEYS[k + 1] }
+  k = k + 2
+end
+local rate
+if has('R') then
+  local n = tonumber(ARGV[a + 1])
+  rate = { stats = KEYS[k], waiting = KEYS[k + 1], member = ARGV[a], buckets = {} }
+  for i = 0, n - 1 do
+    local b = a + 2 + i * 5
+    rate.buckets[#rate.buckets + 1] = { key = KEYS[k + 2 + i], max = tonumber(ARGV[b]), window = tonumber(ARGV[b + 1]),
+      cost = tonumber(ARGV[b + 2]), label = ARGV[b + 3], expires = ARGV[b + 4] == '1' }
+  end
+  k, a = k + 2 + n, a + 2 + n * 5
 end
 local pendingKey
 if #KEYS >= k then
@@ -127,9 +166,55 @@ if c then
   if decision == 'open' or decision == 'busy' then return { 'circuit', decision } end
 end
 local wasParked = has('P')
-if not leaseTake(KEYS[2], KEYS[3], runId, ARGV[4], wasParked) then
-  if has('Q') then return { 'overlap', redis.call('PTTL', KEYS[2]) } end
-  return { 'overlap', 0 }
+if mode ~= '' then
+  if not slotTake(mode, KEYS[2], KEYS[3], runId, ARGV[4], ARGV[9], wasParked) then
+    local onlyOne = has('B') or has('X')
+    if onlyOne then
+      local first = redis.call('LINDEX', KEYS[3], 0)
+      if first and first ~= runId then return { 'full' } end
+    end
+    if not (onlyOne or has('Q')) then return { 'overlap', 0, '' } end
+    local left = 0
+    if mode == 'L' then left = redis.call('PTTL', KEYS[2]) end
+    local victim = ''
+    if has('X') then victim = slotOldest(mode, KEYS[2]) or '' end
+    return { 'overlap', left, victim }
+  end
+  if idx then
+    redis.call('ZADD', idx.running, nowMs() + tonumber(ARGV[4]), runId)
+    if wasParked then redis.call('ZREM', idx.waiting, runId) end
+  end
+end
+if rate then
+  local now = nowMs()
+  local at, booked, label = now, false, ''
+  if wasParked then
+    local s = redis.call('ZSCORE', rate.buckets[1].key, rate.member .. '#1')
+    if s then at, booked = tonumber(s), true end
+  end
+  if not booked then
+    for _, b in ipairs(rate.buckets) do
+      local t = rateEarliest(b.key, now, b.max, b.window, b.cost)
+      if t > at then at, label = t, b.label end
+    end
+    for _, b in ipairs(rate.buckets) do rateBook(b.key, at, now, b.window, rate.member, b.cost, b.expires) end
+  end
+  if at > now then
+    if not booked then
+      redis.call('HINCRBY', rate.stats, 'rateLimited', 1)
+      redis.call('ZADD', rate.waiting, at, runId)
+      -- The slot is kept while the run waits for its tokens: its hold must outlast the wait.
+      local untilMs = at + tonumber(ARGV[4])
+      if mode == 'L' then redis.call('PEXPIRE', KEYS[2], untilMs - now, 'GT')
+      elseif mode == 'Z' then
+        redis.call('ZADD', KEYS[2], 'XX', untilMs, runId)
+        redis.call('PEXPIRE', KEYS[2], untilMs - now, 'GT')
+      end
+      if idx then redis.call('ZADD', idx.running, 'XX', untilMs, runId) end
+    end
+    return { 'rate', at - now, label }
+  end
+  if wasParked then redis.call('ZREM', rate.waiting, runId) end
 end
 if decision == 'claim' then claimTrial(c, runId, tonumber(ARGV[circuitArgs])) end
 if wasParked and pendingKey then redis.call('HDEL', pendingKey, runId) end
@@ -138,7 +223,16 @@ if decision == 'claim' or decision == 'trial' then return { 'run', 1 } end
 return { 'run', 0 }
 `;
 
-type AdmitReply = ['stale', string] | ['gate'] | ['dependencies', string[]] | ['pending', number] | ['circuit', 'open' | 'busy'] | ['overlap', number] | ['run', number];
+type AdmitReply =
+  | ['stale', string]
+  | ['gate']
+  | ['dependencies', string[]]
+  | ['pending', number]
+  | ['circuit', 'open' | 'busy']
+  | ['overlap', number, string]
+  | ['full']
+  | ['rate', number, string]
+  | ['run', number];
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
@@ -152,13 +246,26 @@ const MAX_STALE_RETRIES = 3;
 /** Per agent, what every admission of its runs passes unchanged. */
 interface AgentArgs {
   gateAgents: string[];
-  lease: string;
-  leaseWaiters: string;
   circuit: string;
   restarts: string;
   leaseTtl: number;
   staleAfter: number;
+  /** Its slot group when it has no concurrency key (the same for every run). */
+  slot: SlotGroup | undefined;
+  /** Overlap flag: 'Q', 'B', 'X' or ''. */
+  policy: string;
+  isKeyed: boolean;
+  /** Its rate buckets when none is keyed (the same for every run); undefined without rate limits. */
+  rate: RateBucket[] | undefined;
+  hasRateLimits: boolean;
+  stats: string;
+  rateWaiting: string;
 }
+
+const POLICY_FLAGS: Record<AgentSpec['overlap'], string> = { skip: '', queue: 'Q', bufferOne: 'B', cancelOther: 'X', allowAll: '' };
+
+/** A parked run waiting for another run re-checks after at most this long when it asked for a cancel (should the cancel not land). */
+const CANCEL_RECHECK_MS = 2_000;
 
 export function createRunAdmission(options: RunAdmissionOptions): RunAdmission {
   const { redis, keys, log } = options;
@@ -168,6 +275,7 @@ export function createRunAdmission(options: RunAdmissionOptions): RunAdmission {
   const historyLength = String(options.historyLength ?? options.circuit?.historyLength ?? 1000);
   const circuit = options.circuit ?? { windowMs: RESTART_WINDOW_MS, cooldownMs: undefined, clock, historyLength: 1000 };
   const cooldown = circuit.cooldownMs === undefined ? '' : String(circuit.cooldownMs);
+  const limiters = options.limiters ?? new Map<string, LimiterDefinition>();
   const gate = createRunGate({ rules: options.rules ?? [] });
   const cache = new GateCache({ redis, keys, clock, ...(options.gateMaxAgeMs !== undefined ? { maxAgeMs: options.gateMaxAgeMs } : {}) });
   const waits = new DependencyWaits({ redis, keys });
@@ -175,6 +283,8 @@ export function createRunAdmission(options: RunAdmissionOptions): RunAdmission {
   if (typeof (redis as Partial<Redis>).werkpilotAdmitRun !== 'function') redis.defineCommand('werkpilotAdmitRun', { lua: ADMIT_LUA });
   // Runs whose jobs arrived together are admitted in one socket write.
   const holdWrites = createWriteBatcher(redis);
+  // Runs parked until their tokens are due, promoted by this process when they are (see rate-limits.ts).
+  const wakeups = new Map<string, NodeJS.Timeout>();
 
   const bull = (suffix: string) => keys.bull(QUEUE_NAMES.agents, suffix);
   const dependencyKeys = [bull('completed'), bull('failed'), legacyLastRunKey(keys), pendingCountsKey(keys)];
@@ -182,31 +292,57 @@ export function createRunAdmission(options: RunAdmissionOptions): RunAdmission {
   const agentArgs = (spec: AgentSpec): AgentArgs => {
     let args = argsOf.get(spec);
     if (!args) {
+      const isKeyed = spec.concurrency.key !== undefined && spec.overlap !== 'allowAll';
+      const hasRateLimits = spec.rateLimit !== undefined || spec.limiters.some((use) => use.cost > 0);
       args = {
         gateAgents: [spec.name, ...spec.dependsOn],
-        lease: leaseKey(keys, spec.name),
-        leaseWaiters: leaseWaitersKey(keys, spec.name),
         circuit: circuitKey(keys, spec.name),
         restarts: restartsKey(keys, spec.name),
         leaseTtl: leaseTtlMs(spec.timeoutMs, lockDurationMs),
         staleAfter: trialStaleAfterMs(spec),
+        slot: isKeyed ? undefined : slotGroupOf(keys, spec),
+        policy: POLICY_FLAGS[spec.overlap],
+        isKeyed,
+        rate: hasRateLimits && !spec.rateLimit?.key ? rateBucketsOf(keys, spec, limiters) : undefined,
+        hasRateLimits,
+        stats: keys.agentStats(spec.name),
+        rateWaiting: rateWaitingKey(keys, spec.name),
       };
       argsOf.set(spec, args);
     }
     return args;
   };
 
-  const park = async (job: Job<RunJobData>, token: string | undefined, deadline: number, register: () => Promise<unknown>): Promise<never> => {
+  const park = async (job: Job<RunJobData>, token: string | undefined, deadline: number, register?: () => Promise<unknown>): Promise<never> => {
     if (!token) throw new Error(`run ${job.id} must wait but has no lock token to park with`);
     await job.moveToDelayed(deadline, token);
-    await register();
+    if (register) await register();
     throw new DelayedError();
+  };
+
+  /** Promotes run `runId` when its tokens are due (1 ms late: a timer may fire a fraction early). */
+  const wakeAt = (runId: string, priority: number, waitMs: number) => {
+    clearTimeout(wakeups.get(runId));
+    const timer = setTimeout(() => {
+      wakeups.delete(runId);
+      promoteParkedRun(redis, keys, runId, priority).catch((err: unknown) => log.warn({ err, runId }, 'could not promote a run whose tokens are due; BullMQ will at its delay'));
+    }, waitMs + 1);
+    timer.unref();
+    wakeups.set(runId, timer);
   };
 
   return {
     async admit(spec, job, token, startedEvent) {
       const runId = job.id!;
       const a = agentArgs(spec);
+      if (spec.catchUp !== 'latest' && job.data.trigger === 'cron' && options.catchUp) {
+        const caughtUp = await options.catchUp(spec, job);
+        if (caughtUp.kind === 'skip') return { kind: 'skip', reasons: [caughtUp.reason], slot: undefined };
+      }
+      const data = job.data.data;
+      // Throws ControlKeyError for a key function that fails on this run's data (the executor fails the run).
+      const slot = a.isKeyed ? slotGroupOf(keys, spec, controlKeyValue(spec.concurrency.key, data, 'concurrency.key', spec.name)) : a.slot;
+      const rate = a.rate ?? (a.hasRateLimits ? rateBucketsOf(keys, spec, limiters, controlKeyValue(spec.rateLimit?.key, data, 'rateLimit.key', spec.name)) : undefined);
       const dependencies = dependencyRunsOf(spec, job);
       const deps = dependencies.length > 0 ? dependencyArgs(keys, dependencies) : undefined;
       // The delay field stays set on a run promoted by our scripts (parked-runs.ts), and a run handed back or recovered has started before.
@@ -217,14 +353,24 @@ export function createRunAdmission(options: RunAdmissionOptions): RunAdmission {
         const isCircuitClosed = cache.of(spec.name).circuit === 'closed';
         let flags = attempt < MAX_STALE_RETRIES ? 'E' : '';
         if (reasons.length > 0) flags += 'G';
-        if (spec.overlap === 'queue') flags += 'Q';
+        flags += a.policy;
         if (wasParked) flags += 'P';
         if (!isCircuitClosed) flags += 'C';
-        const scriptKeys = [keys.gateEpoch, a.lease, a.leaseWaiters, keys.eventsStream];
-        const argv: (string | number)[] = [flags, cache.epoch, runId, a.leaseTtl, keys.eventsChannel, historyLength, startedEvent];
+        const scriptKeys = [keys.gateEpoch, slot?.holders ?? keys.gateEpoch, slot?.waiters ?? keys.gateEpoch, keys.eventsStream];
+        const argv: (string | number)[] = [flags, cache.epoch, runId, a.leaseTtl, keys.eventsChannel, historyLength, startedEvent, slot && slot.mode !== 'none' ? luaSlotMode(slot.mode) : '', slot?.limit ?? 0];
         if (!isCircuitClosed) {
           scriptKeys.push(a.circuit, a.restarts);
           argv.push(clock(), circuit.windowMs, spec.maxRestartsPerHour, cooldown, a.staleAfter);
+        }
+        if (slot?.index) {
+          argv[0] += 'I';
+          scriptKeys.push(slot.index.running, slot.index.waiting);
+        }
+        if (rate) {
+          argv[0] += 'R';
+          scriptKeys.push(a.stats, a.rateWaiting, ...rate.map((b) => b.key));
+          argv.push(`${runId}:${job.attemptsMade}`, rate.length);
+          for (const b of rate) argv.push(b.max, b.perMs, b.cost, b.label, b.expires ? '1' : '');
         }
         if (deps) {
           scriptKeys.push(...dependencyKeys, ...deps.keys);
@@ -232,30 +378,48 @@ export function createRunAdmission(options: RunAdmissionOptions): RunAdmission {
         }
         holdWrites();
         const reply = await redis.werkpilotAdmitRun(scriptKeys.length, ...scriptKeys, ...argv);
+        // A parked run that is skipped may hold the slot it was handed: its completion gives it back.
+        const skipSlot = wasParked && slot?.mode !== 'none' ? slot : undefined;
         switch (reply[0]) {
           case 'stale':
             cache.invalidate(reply[1]);
             continue;
           case 'gate':
-            return { kind: 'skip', reasons };
+            return { kind: 'skip', reasons, slot: skipSlot };
           case 'dependencies':
-            return { kind: 'skip', reasons: describeDependencyProblems(reply[1]) };
+            return { kind: 'skip', reasons: describeDependencyProblems(reply[1]), slot: skipSlot };
           case 'pending':
             log.debug({ agent: spec.name, runId, pending: reply[1] }, 'waiting for dependency runs');
             return park(job, token, clock() + recheckMs, () => waits.registerParked(runId, job.priority, dependencies));
           case 'circuit':
-            return { kind: 'skip', reasons: [reply[1] === 'open' ? CIRCUIT_OPEN_REASON : CIRCUIT_TRIAL_BUSY_REASON] };
-          case 'overlap':
-            if (spec.overlap === 'skip') return { kind: 'skip', reasons: ['overlap'] };
-            log.debug({ agent: spec.name, runId }, 'queued behind the running run of the same agent');
-            return park(job, token, clock() + Math.min(Math.max(0, reply[1]) + 100, recheckMs), () => overlap.registerParked(spec.name, runId, job.priority));
+            return { kind: 'skip', reasons: [reply[1] === 'open' ? CIRCUIT_OPEN_REASON : CIRCUIT_TRIAL_BUSY_REASON], slot: skipSlot };
+          case 'full':
+            return { kind: 'skip', reasons: [overlapReason(spec, slot, 'a run already waits for its turn')], slot: skipSlot };
+          case 'overlap': {
+            if (spec.overlap === 'skip' || !slot) return { kind: 'skip', reasons: [overlapReason(spec, slot)], slot: skipSlot };
+            const [, leaseMsLeft, victim] = reply;
+            if (victim) options.cancelHolder?.(victim, `overlap: replaced by run ${runId}`);
+            log.debug({ agent: spec.name, runId, victim: victim || undefined }, 'waiting for a concurrency slot of its agent');
+            const wait = Math.min(Math.max(0, leaseMsLeft) + 100, victim ? CANCEL_RECHECK_MS : recheckMs);
+            return park(job, token, clock() + wait, async () => {
+              const answer = await overlap.registerParked(slot, runId, job.priority, spec.overlap === 'bufferOne' || spec.overlap === 'cancelOther');
+              if (answer === 'full') log.debug({ agent: spec.name, runId }, 'another run already waits for its turn: this one is promoted to be skipped');
+            });
+          }
+          case 'rate': {
+            const [, waitMs, limiter] = reply;
+            log.debug({ agent: spec.name, runId, waitMs, limiter }, 'waiting for rate-limit tokens');
+            options.onRateLimited?.(spec, job, waitMs, limiter);
+            const due = clock() + waitMs;
+            return park(job, token, due, async () => wakeAt(runId, job.priority, Math.max(0, due - clock())));
+          }
           case 'run':
             if (reply[1] === 1) {
               log.info({ agent: spec.name, runId }, 'circuit half-open: trial run');
               // open → half-open happens here, not in a run's completion: the metrics snapshot hears of it (rare, off the common path).
               markAgentsChanged({ redis, keys }, [spec.name]).catch((err: unknown) => log.warn({ err }, 'could not mark the agent changed for the metrics snapshot'));
             }
-            return { kind: 'run', isTrial: reply[1] === 1 };
+            return { kind: 'run', isTrial: reply[1] === 1, slot: slot && slot.mode !== 'none' ? slot : undefined };
         }
       }
     },
@@ -264,6 +428,17 @@ export function createRunAdmission(options: RunAdmissionOptions): RunAdmission {
       await waits.finish(spec.name, job.id!, outcome);
     },
 
-    close: async () => undefined,
+    close: async () => {
+      for (const timer of wakeups.values()) clearTimeout(timer);
+      wakeups.clear();
+    },
   };
+}
+
+/** `overlap`, as before controls existed, for an agent with one slot and no key; else what was full. */
+function overlapReason(spec: AgentSpec, slot: SlotGroup | undefined, why?: string): string {
+  const limit = spec.concurrency.limit;
+  const where = slot?.keyValue !== undefined ? ` for key "${slot.keyValue}"` : '';
+  const detail = limit === 1 && where === '' ? '' : `: ${limit} running${where}`;
+  return why ? `overlap${detail}; ${why}` : `overlap${detail}`;
 }

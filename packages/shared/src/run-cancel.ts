@@ -32,6 +32,7 @@ import { CIRCUIT_LUA, circuitKey, restartsKey } from './circuit-breaker.js';
 import { FINISH_RUN_LUA, WAIT_TTL_SECONDS, canHaveWaiters, pendingCountsKey, runDoneKey, runWaitersKey } from './dependency-waits.js';
 import { InvalidInputError, RunFinishedError, RunNotFoundError, WerkpilotError } from './errors.js';
 import type { Keys } from './keys.js';
+import { SLOTS_LUA, controlKeyValue, luaSlotMode, slotGroupOf, type SlotGroup } from './concurrency-slots.js';
 import { LEASE_LUA, leaseKey, leaseTtlMs, leaseWaitersKey } from './overlap.js';
 import { PROMOTE_PARKED_LUA, parkedQueueKeys } from './parked-runs.js';
 import { QUEUE_NAMES, type RunJobData } from './queues.js';
@@ -85,15 +86,17 @@ export type CancelledState = 'queued' | 'delayed' | 'parked' | 'running';
  * KEYS: 1 its lock, 2 its job hash, 3 the job schedulers zset, 4 wait, 5 paused, 6 prioritized,
  *       7 delayed, 8 completed, 9 failed, 10 active, 11 stats, 12 durations, 13 outcomes,
  *       14 circuit, 15 restarts, 16 gate epoch, 17 events stream, 18 done marker, 19 waiters hash,
- *       20 pending counters, 21 lease, 22 lease waiters, 23..30 queue keys for promotions.
- * ARGV: 1 run id, 2 reason, 3 '1' when it can have waiters, 4 marker ttl s, 5 lease ttl ms,
- *       6 its priority, 7 agent, 8 now ms, 9 now ISO, 10 channel, 11 history length.
+ *       20 pending counters, 21 slot holders (lease or slots), 22 their waiters, 23..30 queue keys
+ *       for promotions; for a keyed agent, 31 its running index, 32 its waiting index.
+ * ARGV: 1 run id, 2 reason, 3 '1' when it can have waiters, 4 marker ttl s, 5 slot hold ttl ms,
+ *       6 its priority, 7 agent, 8 now ms, 9 now ISO, 10 channel, 11 history length, 12 slot mode
+ *       ('L' lease, 'Z' slots, '' none).
  * Invariants: a run is cancelled here only while no worker holds it (it could not be fetched
  * between the check and the removal); its dependents move on exactly as after a dead letter; the
  * lease and trial it held are handed on; one outcome, one `agent:cancelled`.
  * Returns { 'cancelled', state } | { 'running' } | { 'finished', state } | { 'scheduled' } | { 'unknown' }.
  */
-const CANCEL_LUA = `${BUS_EMIT_LUA}${PROMOTE_PARKED_LUA}${RECORD_RUN_LUA}${CIRCUIT_LUA}${FINISH_RUN_LUA}${LEASE_LUA}
+const CANCEL_LUA = `${BUS_EMIT_LUA}${PROMOTE_PARKED_LUA}${RECORD_RUN_LUA}${CIRCUIT_LUA}${FINISH_RUN_LUA}${LEASE_LUA}${SLOTS_LUA}
 local runId = ARGV[1]
 if redis.call('EXISTS', KEYS[1]) == 1 then return { 'running' } end
 local schedulerKey = redis.call('HGET', KEYS[2], 'rjk')
@@ -119,7 +122,11 @@ local ev = { stream = KEYS[17], channel = ARGV[10], maxlen = ARGV[11] }
 local now = tonumber(ARGV[8])
 circuitRecord({ circuit = KEYS[14], restarts = KEYS[15], epoch = KEYS[16] }, ev, 'cancelled', runId, now, 0, 0, '', agent, ARGV[9])
 local q = slice(KEYS, 23, 30)
-leaseRelease(KEYS[21], KEYS[22], runId, ARGV[5], ARGV[6], q)
+if ARGV[12] ~= '' then slotRelease(ARGV[12], KEYS[21], KEYS[22], runId, ARGV[5], ARGV[6], q) end
+if #KEYS >= 32 then
+  redis.call('ZREM', KEYS[31], runId)
+  redis.call('ZREM', KEYS[32], runId)
+end
 if ARGV[3] == '1' then finishRun(KEYS[18], KEYS[19], KEYS[20], q, outcome, tonumber(ARGV[4])) end
 emit(ev.stream, ev.channel, ev.maxlen, 'agent:cancelled', agent, ARGV[9], { runId = runId, reason = reason, state = state })
 return { 'cancelled', state }
@@ -180,7 +187,7 @@ const MAX_LOOKS = 5;
 
 async function cancelOnce(deps: CancelRunDeps, job: Job<RunJobData>, agent: string, reason: string): Promise<CancelRunResult | 'retry'> {
   const runId = job.id!;
-  const reply = await finishQueuedRun(deps, runId, agent, job.priority, reason);
+  const reply = await finishQueuedRun(deps, runId, agent, job.priority, reason, job.data?.data);
   switch (reply[0]) {
     case 'cancelled':
       // The job is out of every queue list already; this deletes its hash and logs.
@@ -202,13 +209,35 @@ async function cancelOnce(deps: CancelRunDeps, job: Job<RunJobData>, agent: stri
   }
 }
 
-function finishQueuedRun(deps: CancelRunDeps, runId: string, agent: string, priority: number, reason: string): Promise<CancelReply> {
+/**
+ * The slot group a queued run of `agent` with input `data` belongs to: computed from the same key
+ * function as the worker's, so a parked keyed run is taken off the right waiters list. Without the
+ * registry (or for a key function that fails on this data: such a run never took a slot), the
+ * agent's unkeyed lease.
+ */
+function slotGroupOfRun(deps: CancelRunDeps, agent: string, data: unknown): SlotGroup | undefined {
+  const spec = deps.registry?.get(agent);
+  const unkeyed = { mode: 'lease' as const, holders: leaseKey(deps.keys, agent), waiters: leaseWaitersKey(deps.keys, agent), limit: 1 };
+  if (!spec) return unkeyed;
+  if (spec.overlap === 'allowAll') return undefined;
+  try {
+    const keyValue = controlKeyValue(spec.concurrency.key, data, 'concurrency.key', spec.name);
+    return slotGroupOf(deps.keys, spec, keyValue);
+  } catch {
+    return undefined;
+  }
+}
+
+function finishQueuedRun(deps: CancelRunDeps, runId: string, agent: string, priority: number, reason: string, data: unknown): Promise<CancelReply> {
   const { redis, keys } = deps;
-  if (typeof (redis as Partial<Redis>).werkpilotCancelRun !== 'function') redis.defineCommand('werkpilotCancelRun', { numberOfKeys: 30, lua: CANCEL_LUA });
+  if (typeof (redis as Partial<Redis>).werkpilotCancelRun !== 'function') redis.defineCommand('werkpilotCancelRun', { lua: CANCEL_LUA });
   const bull = (suffix: string) => keys.bull(QUEUE_NAMES.agents, suffix);
   const spec = deps.registry?.get(agent);
+  const slot = slotGroupOfRun(deps, agent, data);
+  const indexKeys = slot?.index ? [slot.index.running, slot.index.waiting] : [];
   const now = Date.now();
   return redis.werkpilotCancelRun(
+    30 + indexKeys.length,
     bull(`${runId}:lock`),
     bull(runId),
     bull('repeat'),
@@ -229,9 +258,10 @@ function finishQueuedRun(deps: CancelRunDeps, runId: string, agent: string, prio
     runDoneKey(keys, runId),
     runWaitersKey(keys, runId),
     pendingCountsKey(keys),
-    leaseKey(keys, agent),
-    leaseWaitersKey(keys, agent),
+    slot?.holders ?? leaseKey(keys, agent),
+    slot?.waiters ?? leaseWaitersKey(keys, agent),
     ...parkedQueueKeys(keys),
+    ...indexKeys,
     runId,
     reason,
     canHaveWaiters(runId) ? '1' : '0',
@@ -243,6 +273,7 @@ function finishQueuedRun(deps: CancelRunDeps, runId: string, agent: string, prio
     new Date(now).toISOString(),
     keys.eventsChannel,
     deps.bus.historySize,
+    slot ? luaSlotMode(slot.mode) : '',
   );
 }
 
@@ -271,6 +302,16 @@ async function abortOnOwningWorker(deps: CancelRunDeps, runId: string, reason: s
     waiter.disconnect();
     await deps.redis.del(ackKey).catch(() => undefined);
   }
+}
+
+/**
+ * Asks whichever worker runs `runId` to cancel it, without waiting for an answer: how a
+ * `cancelOther` run displaces the running one (run-admission.ts). A run not running at that moment
+ * is not affected; the waiting run asks again when its short re-check deadline passes.
+ */
+export function sendCancel(redis: Redis, keys: Keys, runId: string, reason: string): Promise<number> {
+  const message: CancelMessage = { runId, reason, ackKey: '' };
+  return redis.publish(cancelChannel(keys), JSON.stringify(message));
 }
 
 /** What a cancel listener needs of a BullMQ Worker. */
@@ -320,6 +361,7 @@ export async function startRunCancelListener(options: RunCancelListenerOptions):
     if (phase === 'running' && !worker.cancelJob(message.runId, new RunCancelledError(message.reason) as unknown as string)) return;
     const answer = phase === 'running' ? 'aborting' : phase === 'admitting' ? 'retry' : 'finished';
     log.info({ runId: message.runId, reason: message.reason, answer }, 'cancel request for a run of this worker');
+    if (!message.ackKey) return;
     redis
       .multi()
       .rpush(message.ackKey, `${answer}:${workerId}`)

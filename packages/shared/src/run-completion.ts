@@ -7,7 +7,8 @@ import { CIRCUIT_LUA, RESTART_WINDOW_MS, circuitKey, restartMember, restartsKey,
 import { FINISH_RUN_LUA, WAIT_TTL_SECONDS, canHaveWaiters, pendingCountsKey, runDoneKey, runWaitersKey, type FinishedOutcome } from './dependency-waits.js';
 import type { Keys } from './keys.js';
 import { skipCausesKey } from './nightly.js';
-import { LEASE_LUA, leaseKey, leaseTtlMs, leaseWaitersKey } from './overlap.js';
+import { SLOTS_LUA, luaSlotMode, type SlotGroup } from './concurrency-slots.js';
+import { LEASE_LUA, leaseTtlMs } from './overlap.js';
 import { PROMOTE_PARKED_LUA, parkedQueueKeys } from './parked-runs.js';
 import { QUEUE_NAMES, type RunJobData } from './queues.js';
 import { MARK_CHANGED_FN_LUA, changeSequenceKey, changedAgentsKey } from './snapshot-changes.js';
@@ -18,8 +19,9 @@ import { createWriteBatcher } from './write-batching.js';
  * counters, last-run fields, samples and exported figures; the circuit, only when it matters (a
  * failure, or the end of the half-open trial); the outcome's events; for a run that ended for good,
  * its finished marker and the promotion of the dependents waiting for it; the release of the
- * agent's overlap lease with its hand-off to the next queued run; and the agent's mark in the
- * metrics snapshot's change feed (snapshot-changes.ts).
+ * concurrency slot it holds (the agent's overlap lease, or one of its N slots, per key value) with
+ * its hand-off to the next queued run; and the agent's mark in the metrics snapshot's change feed
+ * (snapshot-changes.ts).
  *
  * It is sent on BullMQ's connection right before the processor returns (or throws), without
  * waiting for its reply: BullMQ's own completion (moveToFinished) follows on the same connection,
@@ -40,8 +42,11 @@ export interface Completion {
   events: string[];
   /** Set when the run ended for good (not a failure that will be retried): its dependents move on. */
   finished?: FinishedOutcome;
-  /** Whether this run took the agent's overlap lease (run admission said `run`). */
-  holdsLease: boolean;
+  /**
+   * The concurrency slot group this run holds (run admission said `run`), or may hold (a parked run
+   * that was skipped: it may have been handed the slot); released if held, and handed on.
+   */
+  slot: SlotGroup | undefined;
   /** Whether this run holds the half-open trial of its agent's circuit. */
   isTrial: boolean;
   /** Dependencies named by a skipped run's reasons, for the nightly report's skip causes. */
@@ -77,21 +82,22 @@ export const TRACE_ID_FIELD = 'werkpilotTraceId';
  * The arguments are laid out so that a run pays only for what its completion does (each argument
  * costs both this process and Redis): fixed keys and values, then optional groups named by `flags`.
  * KEYS: 1 the job's lock, 2 stats, 3 durations, 4 outcomes (read once, see agent-state.ts),
- *       5 events stream, 6 lease, 7 lease waiters, 8..15 queue keys for promotions (parked-runs.ts),
- *       16 change sequence, 17 changed agents (snapshot-changes.ts);
+ *       5 events stream, 6 slot holders (lease or slots), 7 their waiters, 8..15 queue keys for
+ *       promotions (parked-runs.ts), 16 change sequence, 17 changed agents (snapshot-changes.ts);
  *       then, if flags has 'C', circuit, restarts, gate epoch; if 'W', the run's done marker, its
- *       waiters hash, the pending counters; if 'S', the skip causes hash; if 'T', the job's hash.
+ *       waiters hash, the pending counters; if 'S', the skip causes hash; if 'T', the job's hash;
+ *       if 'I', the keyed agent's running index.
  * ARGV: 1 lock token ('' = unfenced), 2 run id, 3..10 the record (agent-state.ts recordArgs),
- *       11 finished outcome ('' = not finished), 12 flags ('L' holds the lease, 'C', 'W', 'S', 'T'
- *       traced), 13 lease ttl ms, 14 the agent's priority (for the hand-off), 15 channel, 16 history
- *       length, 17 the agent; then, if 'C': now, window ms, max restarts, restart member, agent, at
- *       (ISO); if 'S': how many skip causes, and they; if 'T': the attempt's trace id; then the
- *       events (JSON).
+ *       11 finished outcome ('' = not finished), 12 flags ('L' holds the lease, 'Z' holds one of N
+ *       slots, 'C', 'W', 'S', 'T' traced, 'I'), 13 slot hold ttl ms, 14 the agent's priority (for
+ *       the hand-off), 15 channel, 16 history length, 17 the agent; then, if 'C': now, window ms,
+ *       max restarts, restart member, agent, at (ISO); if 'S': how many skip causes, and they; if
+ *       'T': the attempt's trace id; then the events (JSON).
  * Invariants: only the attempt holding the job's lock records anything; one outcome per attempt;
- * each waiter promoted once; the lease released only by its holder and handed to one waiter.
+ * each waiter promoted once; a slot released only by its holder and handed to one waiter.
  * Returns 'ok' or 'fenced'.
  */
-const COMPLETE_LUA = `${BUS_EMIT_LUA}${PROMOTE_PARKED_LUA}${RECORD_RUN_LUA}${CIRCUIT_LUA}${FINISH_RUN_LUA}${LEASE_LUA}${MARK_CHANGED_FN_LUA}
+const COMPLETE_LUA = `${BUS_EMIT_LUA}${PROMOTE_PARKED_LUA}${RECORD_RUN_LUA}${CIRCUIT_LUA}${FINISH_RUN_LUA}${LEASE_LUA}${SLOTS_LUA}${MARK_CHANGED_FN_LUA}
 if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'fenced' end
 local runId, outcome, finished, flags = ARGV[2], ARGV[3], ARGV[11], ARGV[12]
 recordRun(KEYS[2], KEYS[3], KEYS[4], outcome, ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10])
@@ -115,7 +121,11 @@ end
 for i = a, #ARGV do emitJson(ev.stream, ev.channel, ev.maxlen, ARGV[i]) end
 local q = slice(KEYS, 8, 15)
 if waits then finishRun(KEYS[waits], KEYS[waits + 1], KEYS[waits + 2], q, finished, ${WAIT_TTL_SECONDS}) end
-if string.find(flags, 'L', 1, true) then leaseRelease(KEYS[6], KEYS[7], runId, ARGV[13], ARGV[14], q) end
+local mode = string.find(flags, 'L', 1, true) and 'L' or (string.find(flags, 'Z', 1, true) and 'Z')
+if mode then
+  slotRelease(mode, KEYS[6], KEYS[7], runId, ARGV[13], ARGV[14], q)
+  if string.find(flags, 'I', 1, true) then redis.call('ZREM', KEYS[k], runId) end
+end
 markChanged(KEYS[16], KEYS[17], ARGV[17])
 return 'ok'
 `;
@@ -128,6 +138,7 @@ declare module 'ioredis' {
 
 /** Per agent, the keys and figures every completion of its runs passes unchanged. */
 interface AgentKeys {
+  /** The keys before the slot group's (which may depend on the run's key value). */
   fixed: string[];
   circuit: string[];
   skipCauses: string;
@@ -147,17 +158,7 @@ export function createRunCompletion({ connection, keys, circuit, lockDurationMs 
     let found = byAgent.get(spec);
     if (!found) {
       found = {
-        fixed: [
-          keys.agentStats(spec.name),
-          keys.agentDurations(spec.name),
-          keys.agentOutcomes(spec.name),
-          keys.eventsStream,
-          leaseKey(keys, spec.name),
-          leaseWaitersKey(keys, spec.name),
-          ...queueKeys,
-          changeSequenceKey(keys),
-          changedAgentsKey(keys),
-        ],
+        fixed: [keys.agentStats(spec.name), keys.agentDurations(spec.name), keys.agentOutcomes(spec.name), keys.eventsStream],
         circuit: [circuitKey(keys, spec.name), restartsKey(keys, spec.name), keys.gateEpoch],
         skipCauses: skipCausesKey(keys, spec.name),
         leaseTtl: leaseTtlMs(spec.timeoutMs, lockDurationMs),
@@ -168,6 +169,7 @@ export function createRunCompletion({ connection, keys, circuit, lockDurationMs 
     return found;
   };
   const holdWrites = createWriteBatcher(connection);
+  const changeFeed = [changeSequenceKey(keys), changedAgentsKey(keys)];
 
   return {
     complete(spec, job, token, c, traceId) {
@@ -180,8 +182,9 @@ export function createRunCompletion({ connection, keys, circuit, lockDurationMs 
       const touchesCircuit = outcome === 'failure' || (c.isTrial && outcome !== 'skipped');
       const hasWaiters = c.finished !== undefined && canHaveWaiters(runId);
       const causes = c.skipCauses ?? [];
-      const scriptKeys = [keys.bull(QUEUE_NAMES.agents, `${runId}:lock`), ...k.fixed];
-      let flags = c.holdsLease ? 'L' : '';
+      const slot = c.slot;
+      const scriptKeys = [keys.bull(QUEUE_NAMES.agents, `${runId}:lock`), ...k.fixed, slot?.holders ?? k.fixed[0]!, slot?.waiters ?? k.fixed[0]!, ...queueKeys, ...changeFeed];
+      let flags = slot ? luaSlotMode(slot.mode) : '';
       const argv: (string | number)[] = [token ?? '', runId, ...recordArgs(c.record, lastRun), c.finished ?? ''];
       const optional: (string | number)[] = [];
       if (touchesCircuit) {
@@ -203,6 +206,10 @@ export function createRunCompletion({ connection, keys, circuit, lockDurationMs 
         flags += 'T';
         scriptKeys.push(keys.bull(QUEUE_NAMES.agents, runId));
         optional.push(traceId);
+      }
+      if (slot?.index) {
+        flags += 'I';
+        scriptKeys.push(slot.index.running);
       }
       argv.push(flags, k.leaseTtl, k.priority, keys.eventsChannel, history, spec.name, ...optional, ...c.events);
       return connection.werkpilotCompleteRun(scriptKeys.length, ...scriptKeys, ...argv);

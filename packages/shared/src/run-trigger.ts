@@ -1,6 +1,7 @@
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { AgentSpec } from './agent.js';
+import { ControlKeyError, controlKeyValue } from './concurrency-slots.js';
 import { InvalidInputError } from './errors.js';
 import type { Keys } from './keys.js';
 import { startPipeline } from './pipeline.js';
@@ -45,6 +46,9 @@ export async function triggerRun(
 ): Promise<{ runId: string; pipelineId?: string; runs?: { agent: string; runId: string }[] }> {
   const spec = deps.registry.require(agent);
   checkRunData(options.data);
+  for (const name of options.withDependents ? [spec.name, ...deps.registry.dependentsOf(spec.name)] : [spec.name]) {
+    checkControlKeys(deps.registry.require(name), options.data);
+  }
   // Validated first: a span is named after the agent, so only known agents name one.
   if (deps.tracer) return deps.tracer.trace(spec.name, { isPipeline: options.withDependents === true, parent: options.traceParent }, () => enqueueRun(deps, spec, options));
   return enqueueRun(deps, spec, options);
@@ -76,5 +80,19 @@ export function checkRunData(data: unknown): void {
   if (json === undefined) throw new InvalidInputError('run data must be JSON-serialisable');
   if (Buffer.byteLength(json) > MAX_RUN_DATA_BYTES) {
     throw new InvalidInputError(`run data is ${Buffer.byteLength(json)} bytes; the limit is ${MAX_RUN_DATA_BYTES} (1 MiB)`);
+  }
+}
+
+/**
+ * Computes the run's control keys (`concurrency.key`, `rateLimit.key`) as the worker will, so that
+ * input they cannot handle is refused now (InvalidInputError, 400) rather than failing in the queue.
+ */
+export function checkControlKeys(spec: AgentSpec, data: unknown): void {
+  try {
+    if (spec.overlap !== 'allowAll') controlKeyValue(spec.concurrency.key, data, 'concurrency.key', spec.name);
+    controlKeyValue(spec.rateLimit?.key, data, 'rateLimit.key', spec.name);
+  } catch (err) {
+    if (err instanceof ControlKeyError) throw new InvalidInputError(`${err.message}; the run was not queued`);
+    throw err;
   }
 }

@@ -17,9 +17,13 @@ import type { RunJobData } from './queues.js';
 import type { Registry } from './registry.js';
 import { RpcClient, startRpcResponder } from './rpc.js';
 import { createRunAdmission, type RunAdmission } from './run-admission.js';
-import { startRunCancelListener, type RunPhase } from './run-cancel.js';
 import { createRunTracer } from './run-tracing.js';
 import type { Tracing } from './tracing.js';
+import { sendCancel, startRunCancelListener, type RunPhase } from './run-cancel.js';
+import { Queue } from 'bullmq';
+import { LimiterClient } from './rate-limits.js';
+import { QUEUE_NAMES } from './queues.js';
+import { createCatchUp } from './tick-runs.js';
 
 /** The gate every worker applies (gating.ts), in the order its reasons are reported. */
 export function workerGateRules(): GateRule[] {
@@ -53,6 +57,8 @@ export interface WorkerRuntimeOptions {
   tracing?: Tracing;
   /** `CIRCUIT_WINDOW_MS`: the circuit breaker's rolling window; one hour when not given. */
   circuitWindowMs?: number;
+  /** DLQ_RETAIN / COMPLETED_RETAIN, for the runs catch-up queues. */
+  retention?: { dlqRetain: number; completedRetain: number };
 }
 
 /** The per-run parts of a worker process, wired as every worker runs them. */
@@ -81,6 +87,17 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntim
   const activeRuns = new Set<string>();
   const runPhases = new Map<string, RunPhase>();
   const circuit = new CircuitBreaker({ redis, keys, log, ...(options.circuitWindowMs !== undefined ? { windowMs: options.circuitWindowMs } : {}) });
+  // Only agents with a catch-up window queue runs from the worker; the queue is made on first use.
+  let catchUpQueue: Queue<RunJobData> | undefined;
+  const catchUp = registry.list().some((spec) => typeof spec.catchUp === 'object')
+    ? createCatchUp({
+        queue: (catchUpQueue = new Queue<RunJobData>(QUEUE_NAMES.agents, { connection: bullConnection, prefix: keys.bullPrefix })),
+        redis,
+        keys,
+        retention: options.retention ?? { dlqRetain: 100, completedRetain: 1000 },
+      })
+    : undefined;
+  catchUpQueue?.on('error', () => {});
   const admission = createRunAdmission({
     redis,
     keys,
@@ -89,6 +106,16 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntim
     circuit: circuit.settings,
     lockDurationMs: options.lockDurationMs,
     historyLength: options.bus.historySize,
+    limiters: registry.limiters,
+    cancelHolder: (runId, reason) => {
+      sendCancel(redis, keys, runId, reason).catch((err: unknown) => log.warn({ err, runId }, 'could not ask for a run to be cancelled'));
+    },
+    onRateLimited: (spec, job, waitMs, limiter) => {
+      options.bus
+        .publish('agent:rate-limited', { runId: job.id, attempt: job.attemptsMade + 1, waitMs, ...(limiter ? { limiter } : {}), ...(job.data.pipelineId ? { pipelineId: job.data.pipelineId } : {}) }, spec.name)
+        .catch(() => undefined);
+    },
+    ...(catchUp ? { catchUp } : {}),
   });
   const metrics = createWorkerMetrics({ activeRuns: () => activeRuns.size, workerId });
   const rpc = new RpcClient({ redis, keys, log });
@@ -105,6 +132,7 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntim
     admission,
     circuit: circuit.settings,
     outcomeListeners: [metrics.outcomeListener],
+    limiter: new LimiterClient({ redis, keys, limiters: registry.limiters }),
     ...(options.handBack ? { handBack: options.handBack } : {}),
     activeRuns,
     runPhases,
@@ -124,7 +152,7 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntim
       const responder = startRpcResponder({ redis, keys, log, agents: registry.list(), workerId });
       const cancelListener = await startRunCancelListener({ redis, keys, log, worker, workerId, phaseOf: (runId) => runPhases.get(runId) });
       return async () => {
-        await Promise.all([responder.close(), cancelListener.close(), rpc.close()]);
+        await Promise.all([responder.close(), cancelListener.close(), rpc.close(), catchUpQueue?.close()]);
       };
     },
   };
