@@ -38,6 +38,10 @@ import {
   requestBootCheck,
   createTriggerTracer,
   startTracing,
+  backfill,
+  pauseSchedule,
+  pausedAmong,
+  resumeSchedule,
 } from '@werkpilot/shared';
 import { createHttpApp } from './http/app.js';
 
@@ -143,7 +147,8 @@ export async function runScheduler(): Promise<void> {
     for (;;) {
       try {
         if (!(await leader.confirm())) return;
-        await reconcileJobSchedulers({ queue: queues.agents, registry, retention, log });
+        const paused = await pausedAmong({ redis, keys }, registry.names());
+        await reconcileJobSchedulers({ queue: queues.agents, registry, retention, log, paused });
         await registerNightlySchedule(queues.system, { cron: config.nightlyCron, tz: config.nightlyTz });
         break;
       } catch (err) {
@@ -182,7 +187,13 @@ export async function runScheduler(): Promise<void> {
       return (await circuit.get(agent)).state;
     },
     reports: { latest: () => reports.getLatest(), list: () => reports.list(), runNow: () => triggerNightly(queues.system) },
-    trigger: (agent, options) => triggerRun({ queue: queues.agents, registry, retention, redis, keys, ...(triggerTracer ? { tracer: triggerTracer } : {}) }, agent, options),
+    trigger: (agent, options) =>
+      triggerRun({ queue: queues.agents, registry, retention, redis, keys, idempotencyTtlMs: config.idempotencyTtlMs, ...(triggerTracer ? { tracer: triggerTracer } : {}) }, agent, options),
+    schedules: {
+      pause: (agent) => pauseSchedule({ redis, keys, queue: queues.agents, retention }, registry.require(agent)),
+      resume: (agent) => resumeSchedule({ redis, keys, queue: queues.agents, retention }, registry.require(agent)),
+    },
+    backfill: (agent, from, to, data) => backfill({ queue: queues.agents, redis, keys, retention, registry }, agent, from, to, data),
     toggle: { enable: (agent) => enableAgent({ redis, keys }, agent), disable: (agent) => disableAgent({ redis, keys }, agent) },
     cancel: (runId, reason) => cancelRun({ queue: queues.agents, redis, keys, bus, registry, lockDurationMs: config.lockDurationMs, log }, runId, reason),
     boot: (agent) => requestBootCheck({ redis, keys }, agent),

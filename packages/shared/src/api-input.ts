@@ -34,6 +34,23 @@ export const runBody = z
       .optional()
       .refine((data) => depthOf(data, MAX_RUN_DATA_DEPTH) <= MAX_RUN_DATA_DEPTH, `must not nest deeper than ${MAX_RUN_DATA_DEPTH} levels`),
     withDependents: z.boolean().optional(),
+    /** Checked by checkIdempotencyKey (idempotent-triggers.ts); the `Idempotency-Key` header is the other way to send it. */
+    idempotencyKey: z.string().optional(),
+  })
+  .strict();
+
+const instant = z
+  .string()
+  .max(64)
+  .refine((v) => /^\d{4}-\d{2}-\d{2}([T ][\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/.test(v) && Number.isFinite(Date.parse(v)), 'must be an ISO 8601 time such as 2025-01-31T00:00:00Z')
+  .transform((v) => Date.parse(v));
+
+/** `POST /api/agents/:name/backfill`: the ticks from `from` to `to` (inclusive), ISO 8601. */
+export const backfillBody = z
+  .object({
+    from: instant,
+    to: instant,
+    data: runBody.shape.data,
   })
   .strict();
 

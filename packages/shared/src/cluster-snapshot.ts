@@ -27,6 +27,7 @@ import type { Queues } from './queues.js';
 import { execOrThrow } from './redis-pipeline.js';
 import type { Registry } from './registry.js';
 import { computeScore } from './score.js';
+import { controlsExposition, readControlsNow, type ControlsFigures } from './controls-view.js';
 import { readChangesSince, readGenerations } from './snapshot-changes.js';
 import { anonymousDeadLetterEntry, anonymousWorker, truncateError } from './snapshot-redaction.js';
 import { turnBudget } from './turn-budget.js';
@@ -158,6 +159,9 @@ export class ClusterSnapshotBuilder {
       redis.smembers(disabledSet(keys)),
     ]);
     const cluster = this.readClusterFigures(startedAt);
+    // The controls' figures move at admission too: read afresh each build (controls-view.ts).
+    const controls = readControlsNow({ redis, keys, registry: this.options.registry, clock: () => startedAt });
+    controls.catch(() => undefined);
     cluster.catch(() => undefined); // awaited below; do not let it reject unobserved meanwhile
 
     const names = this.names;
@@ -191,7 +195,7 @@ export class ClusterSnapshotBuilder {
 
     await this.render(rerender, startedAt);
     rerender.clear();
-    return this.assemble(await cluster, startedAt);
+    return this.assemble(await cluster, await controls, startedAt);
   }
 
   /** Keeps the per-priority duration totals and the set of agents with restarts in step with a re-read agent. */
@@ -373,7 +377,7 @@ export class ClusterSnapshotBuilder {
     return wanted.flatMap((w) => (this.dlqCache.get(w.id)?.score === w.score ? [this.dlqCache.get(w.id)!.entry] : []));
   }
 
-  private assemble(cluster: Awaited<ReturnType<ClusterSnapshotBuilder['readClusterFigures']>>, startedAt: number): ClusterSnapshot {
+  private assemble(cluster: Awaited<ReturnType<ClusterSnapshotBuilder['readClusterFigures']>>, controls: ControlsFigures, startedAt: number): ClusterSnapshot {
     const { leader } = this.options;
     const id = ++this.builds;
     const names = this.names;
@@ -401,11 +405,13 @@ export class ClusterSnapshotBuilder {
         return agents;
       },
       deadLetterQueue: cluster.deadLetterQueue,
+      controls,
     };
 
     const etag = (variant: string) => `W/"${this.etagTag}-${id}-${variant}"`;
     // The blocks as they are now: later builds replace blocks, never change these.
     const agentSegments = Array.from({ length: ANONYMOUS_JSON_KIND + 1 }, (_, kind) => [...this.blocks.segments(kind)]);
+    const controlsJson = JSON.stringify(controls);
     const json = async (access: SnapshotAccess) => {
       const isAnonymous = access === 'anonymous';
       const head = {
@@ -418,7 +424,7 @@ export class ClusterSnapshotBuilder {
       const segments = [
         bodySegment(`${JSON.stringify(head).slice(0, -1)},"agents":{`),
         ...agentSegments[isAnonymous ? ANONYMOUS_JSON_KIND : JSON_KIND]!,
-        bodySegment(`},"deadLetterQueue":${JSON.stringify(dlq)}${isAnonymous ? ',"redacted":true' : ''}}`),
+        bodySegment(`},"controls":${controlsJson},"deadLetterQueue":${JSON.stringify(dlq)}${isAnonymous ? ',"redacted":true' : ''}}`),
       ];
       return prepareBody(segments, { contentType: JSON_CONTENT_TYPE, etag: etag(access) });
     };
@@ -431,6 +437,7 @@ export class ClusterSnapshotBuilder {
       isLeader,
       byPriority: this.byPriority,
     });
+    const controlsText = controlsExposition(controls);
     const prometheus = async () => {
       const processMetrics = this.options.processMetrics ? await this.options.processMetrics() : '';
       const segments: BodySegment[] = [bodySegment(processMetrics.endsWith('\n') ? processMetrics : `${processMetrics}\n`)];
@@ -438,7 +445,7 @@ export class ClusterSnapshotBuilder {
         if (family === AGENT_HISTOGRAM_FAMILY && !this.options.agentHistograms) return;
         segments.push(FAMILY_HEADER_SEGMENTS[family]!, ...agentSegments[family]!);
       });
-      segments.push(bodySegment(clusterText));
+      segments.push(bodySegment(clusterText + controlsText));
       return prepareBody(segments, { contentType: PROMETHEUS_CONTENT_TYPE, etag: etag('prometheus') });
     };
     return { id, startedAt, view, json: memoiseBy(json), prometheus: memoise(prometheus) };

@@ -55,6 +55,8 @@ export interface Config {
   dashboardPassword: string | undefined;
   /** Live event streams (`GET /api/events`) one scheduler serves at once. */
   sseMaxClients: number;
+  /** How long an idempotency key of a manual trigger answers with its first run (`Idempotency-Key`). */
+  idempotencyTtlMs: number;
   logLevel: LogLevel;
   /**
    * OpenTelemetry tracing (tracing.ts), from the standard OTEL_* variables: undefined (off) unless
@@ -163,6 +165,7 @@ const VARIABLES = {
   dashboardUser: optionalVar('DASHBOARD_USER'),
   dashboardPassword: optionalVar('DASHBOARD_PASSWORD', { isSecret: true }),
   sseMaxClients: intVar('SSE_MAX_CLIENTS', 100, 1, 'a positive integer'),
+  idempotencyTtlMs: msVar('IDEMPOTENCY_TTL_MS', 86_400_000, 1000),
   logLevel: {
     name: 'LOG_LEVEL',
     default: 'info',

@@ -170,8 +170,8 @@ declare module 'ioredis' {
 
 const CRON_RUN_ID = /^repeat:([a-z0-9][a-z0-9-]*):(\d+)$/;
 const PIPELINE_RUN_ID = /^pipeline:([^:]+):([a-z0-9][a-z0-9-]*)$/;
-/** A backfilled tick (tick-runs.ts): `backfill:<backfillId>:<agent>:<tickMillis>`. */
-const BACKFILL_RUN_ID = /^backfill:([^:]+):([a-z0-9][a-z0-9-]*):(\d+)$/;
+/** A backfilled tick (tick-runs.ts): `backfill:<backfillId>-<tickMillis>:<agent>`. */
+const BACKFILL_RUN_ID = /^backfill:([^:]+)-(\d+):([a-z0-9][a-z0-9-]*)$/;
 
 /** The deterministic job id of `agent`'s run in a pipeline. */
 export function pipelineRunId(pipelineId: string, agent: string): string {

@@ -4,11 +4,12 @@ import { bootKey, type AgentBootState } from './boot.js';
 import { circuitKey, type CircuitState } from './circuit-breaker.js';
 import type { AgentGateState, GateView } from './gating.js';
 import { healthKey, type HealthState } from './health.js';
+import { pausedSchedulesSet } from './schedule-pause.js';
 import type { Keys } from './keys.js';
 
 /**
- * Each worker's copy of the gate state (enabled flags, boot verdicts, health ratings, circuit
- * states), so that evaluating the gate costs no Redis reads on the run's path.
+ * Each worker's copy of the gate state (enabled flags, paused schedules, boot verdicts, health
+ * ratings, circuit states), so that evaluating the gate costs no Redis reads on the run's path.
  *
  * It is exact, not eventually consistent: every writer of that state bumps one counter, the gate
  * epoch (keys.gateEpoch), in the same step as its change (agent-toggle.ts, boot.ts, health.ts,
@@ -89,6 +90,7 @@ export class GateCache implements GateView {
     multi.get(this.keys.gateEpoch);
     multi.smismember(disabledSet(this.keys), ...agents);
     multi.hmget(bootKey(this.keys), ...agents);
+    multi.smismember(pausedSchedulesSet(this.keys), ...agents);
     for (const agent of agents) {
       multi.hmget(healthKey(this.keys, agent), 'state', 'reasons', 'checkedAt');
       multi.hget(circuitKey(this.keys, agent), 'state');
@@ -107,14 +109,16 @@ export class GateCache implements GateView {
     }
     const disabled = value(1) as number[];
     const boots = value(2) as (string | null)[];
+    const paused = value(3) as number[];
     const loadedAt = this.clock();
     agents.forEach((agent, i) => {
-      const [health, reasons, checkedAt] = value(3 + i * 2) as (string | null)[];
-      const circuit = value(4 + i * 2) as string | null;
+      const [health, reasons, checkedAt] = value(4 + i * 2) as (string | null)[];
+      const circuit = value(5 + i * 2) as string | null;
       this.entries.set(agent, {
         loadedAt,
         state: {
           isDisabled: disabled[i] === 1,
+          isSchedulePaused: paused[i] === 1,
           boot: boots[i] ? (JSON.parse(boots[i]!) as AgentBootState) : undefined,
           health: health
             ? { state: health as HealthState, reasons: reasons ? (JSON.parse(reasons) as string[]) : [], checkedAt: checkedAt ? new Date(Number(checkedAt)).toISOString() : null }

@@ -20,6 +20,8 @@ import type { RunJobData } from './queues.js';
 /** The gate state of one agent: what the rules may look at. */
 export interface AgentGateState {
   isDisabled: boolean;
+  /** Its schedule is paused (schedule-pause.ts): scheduled runs are skipped, manual ones run. */
+  isSchedulePaused: boolean;
   /** Its verdict at the last boot, if any. */
   boot: AgentBootState | undefined;
   /** The health monitor's last rating. */

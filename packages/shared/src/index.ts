@@ -74,3 +74,6 @@ export * from './controls-validation.js';
 export * from './concurrency-slots.js';
 export * from './rate-limits.js';
 export * from './tick-runs.js';
+export * from './idempotent-triggers.js';
+export * from './schedule-pause.js';
+export * from './controls-view.js';

@@ -26,18 +26,21 @@ export async function reconcileJobSchedulers({
   registry,
   retention,
   log,
+  paused = new Set(),
 }: {
   queue: Queue<RunJobData>;
   registry: Registry;
   retention: Retention;
   log: Logger;
+  /** Agents whose schedule an operator paused (schedule-pause.ts): they keep no scheduler. */
+  paused?: ReadonlySet<string>;
 }): Promise<ReconcileResult> {
   const existing = new Map((await queue.getJobSchedulers(0, -1)).map((s) => [s.key, s]));
   const result: ReconcileResult = { added: [], updated: [], removed: [], unchanged: [] };
   const tasks: (() => Promise<unknown>)[] = [];
 
   for (const spec of registry.list()) {
-    if (!spec.schedule) continue;
+    if (!spec.schedule || paused.has(spec.name)) continue;
     const hash = schedulerHash(spec, retention);
     const current = existing.get(spec.name);
     existing.delete(spec.name);
@@ -59,6 +62,11 @@ export async function reconcileJobSchedulers({
     'job schedulers reconciled',
   );
   return result;
+}
+
+/** Creates or updates the job scheduler of scheduled agent `spec` (resuming a paused schedule, too). */
+export function upsertAgentScheduler(queue: Queue<RunJobData>, spec: AgentSpec, retention: Retention) {
+  return upsertScheduler(queue, spec, retention, schedulerHash(spec, retention));
 }
 
 function upsertScheduler(queue: Queue<RunJobData>, spec: AgentSpec, retention: Retention, hash: string) {

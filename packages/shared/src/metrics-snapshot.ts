@@ -1,4 +1,5 @@
 import type { AgentState } from './agent-state.js';
+import type { ControlsFigures } from './controls-view.js';
 import type { DeadLetterEntry } from './dlq.js';
 import type { ProcessMemory } from './process-memory.js';
 
@@ -30,4 +31,6 @@ export interface MetricsSnapshot {
   agents: Record<string, AgentSnapshot & Record<string, unknown>>;
   /** The last 20 dead-lettered runs, newest first. */
   deadLetterQueue: DeadLetterEntry[];
+  /** Every agent's fleet controls (configured and live) and the shared limiters (controls-view.ts). */
+  controls?: ControlsFigures;
 }

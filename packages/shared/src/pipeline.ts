@@ -62,14 +62,13 @@ export interface PipelineStatus {
 const pipelineKey = (keys: Keys, pipelineId: string) => keys.key('pipeline', pipelineId);
 
 /**
- * Queues the root's run and every transitive dependent's run, all carrying a new pipeline id; each
- * gets `data`. First, in one MULTI, the record (so a listing never misses a run) and the dependents'
+ * Queues the root's run and every transitive dependent's run, all carrying a new pipeline id (or
+ * `pipelineId`, chosen beforehand by an idempotent trigger); each gets `data`. First, in one MULTI, the record (so a listing never misses a run) and the dependents'
  * registrations as waiters; then one `addBulk` with the dependents parked and the root last, so the
  * root cannot finish before its dependents exist to be promoted.
  */
-export async function startPipeline(deps: PipelineDeps, root: string, data?: unknown): Promise<StartedPipeline> {
+export async function startPipeline(deps: PipelineDeps, root: string, data?: unknown, pipelineId: string = randomUUID()): Promise<StartedPipeline> {
   const spec = deps.registry.require(root);
-  const pipelineId = randomUUID();
   const agents = [spec.name, ...deps.registry.dependentsOf(spec.name)];
   const runs = agents.map((agent) => ({ agent, runId: pipelineRunId(pipelineId, agent) }));
   const clock = deps.clock ?? Date.now;
@@ -119,4 +118,10 @@ export async function getPipeline(deps: Pick<PipelineDeps, 'queue' | 'redis' | '
     runs,
     isFinished: runs.every((r) => r.outcome !== null || r.state === 'unknown'),
   };
+}
+
+/** The runs a pipeline rooted at `root` will have, without queueing anything (an idempotent trigger names them first). */
+export function plannedPipelineRuns(registry: Registry, root: string, pipelineId: string): { agent: string; runId: string }[] {
+  const spec = registry.require(root);
+  return [spec.name, ...registry.dependentsOf(spec.name)].map((agent) => ({ agent, runId: pipelineRunId(pipelineId, agent) }));
 }

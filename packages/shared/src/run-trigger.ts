@@ -1,10 +1,12 @@
+import { randomUUID } from 'node:crypto';
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { AgentSpec } from './agent.js';
 import { ControlKeyError, controlKeyValue } from './concurrency-slots.js';
 import { InvalidInputError } from './errors.js';
 import type { Keys } from './keys.js';
-import { startPipeline } from './pipeline.js';
+import { claimIdempotencyKey, checkIdempotencyKey, releaseIdempotencyKey, requestFingerprint, type IdempotentResult } from './idempotent-triggers.js';
+import { plannedPipelineRuns, startPipeline } from './pipeline.js';
 import { runJobOptions, type Retention, type RunJobData } from './queues.js';
 import type { Registry } from './registry.js';
 import type { TraceParent, TriggerTracer } from './run-tracing.js';
@@ -20,6 +22,8 @@ export interface TriggerDeps {
   parkedRecheckMs?: number;
   /** Tracing on: the trigger's span, whose trace every run it queues joins (run-tracing.ts). */
   tracer?: TriggerTracer;
+  /** How long an idempotency key answers with its first run (IDEMPOTENCY_TTL_MS); default 24 h. */
+  idempotencyTtlMs?: number;
 }
 
 export interface TriggerOptions {
@@ -29,42 +33,71 @@ export interface TriggerOptions {
   withDependents?: boolean;
   /** The caller's W3C trace context (HTTP `traceparent`/`tracestate`): with tracing on, the runs join its trace. */
   traceParent?: TraceParent;
+  /**
+   * Makes the trigger idempotent (idempotent-triggers.ts): the same key for the same agent within
+   * its TTL answers the first request's ids (with `replayed: true`) and queues nothing.
+   */
+  idempotencyKey?: string;
 }
+
+/** What a trigger answers: the run's id; for a pipeline its id and runs; `replayed` when an idempotency key answered an earlier run. */
+export type TriggeredRun = IdempotentResult & { replayed?: true };
 
 /** Largest `data` a manual run accepts, serialised. */
 export const MAX_RUN_DATA_BYTES = 1024 * 1024;
 
 /**
  * Queues a manual run of `agent` now, with its priority and retry policy.
- * Throws AgentNotFoundError for an unknown agent and InvalidInputError for data that is not JSON
- * or is larger than 1 MiB — before anything is written.
+ * Throws AgentNotFoundError for an unknown agent and InvalidInputError for data that is not JSON,
+ * is larger than 1 MiB or that a control key function cannot handle, or a bad idempotency key —
+ * before anything is written; IdempotencyConflictError for a key reused with another request.
  */
-export async function triggerRun(
-  deps: TriggerDeps,
-  agent: string,
-  options: TriggerOptions = {},
-): Promise<{ runId: string; pipelineId?: string; runs?: { agent: string; runId: string }[] }> {
+export async function triggerRun(deps: TriggerDeps, agent: string, options: TriggerOptions = {}): Promise<TriggeredRun> {
   const spec = deps.registry.require(agent);
   checkRunData(options.data);
   for (const name of options.withDependents ? [spec.name, ...deps.registry.dependentsOf(spec.name)] : [spec.name]) {
     checkControlKeys(deps.registry.require(name), options.data);
   }
+  if (options.withDependents && (!deps.redis || !deps.keys)) throw new Error('triggerRun with withDependents needs TriggerDeps.redis and .keys');
+  if (options.idempotencyKey !== undefined) checkIdempotencyKey(options.idempotencyKey);
   // Validated first: a span is named after the agent, so only known agents name one.
   if (deps.tracer) return deps.tracer.trace(spec.name, { isPipeline: options.withDependents === true, parent: options.traceParent }, () => enqueueRun(deps, spec, options));
   return enqueueRun(deps, spec, options);
 }
 
-async function enqueueRun(deps: TriggerDeps, spec: AgentSpec, options: TriggerOptions): Promise<{ runId: string; pipelineId?: string; runs?: { agent: string; runId: string }[] }> {
-  if (options.withDependents) {
-    if (!deps.redis || !deps.keys) throw new Error('triggerRun with withDependents needs TriggerDeps.redis and .keys');
+async function enqueueRun(deps: TriggerDeps, spec: AgentSpec, options: TriggerOptions): Promise<TriggeredRun> {
+  if (options.idempotencyKey === undefined) return queueRun(deps, spec, options, options.withDependents ? { pipelineId: randomUUID() } : {});
+  const key = options.idempotencyKey;
+  if (!deps.redis || !deps.keys) throw new Error('triggerRun with an idempotency key needs TriggerDeps.redis and .keys');
+  const store = { redis: deps.redis, keys: deps.keys };
+  // The run's ids are chosen before it is queued, so every request with this key can answer them.
+  const planned: IdempotentResult = options.withDependents
+    ? (() => {
+        const pipelineId = randomUUID();
+        const runs = plannedPipelineRuns(deps.registry, spec.name, pipelineId);
+        return { runId: runs[0]!.runId, pipelineId, runs };
+      })()
+    : { runId: `manual-${randomUUID()}` };
+  const claim = await claimIdempotencyKey(store, spec.name, key, requestFingerprint(options), planned, deps.idempotencyTtlMs);
+  if (!claim.claimed) return { ...claim.result, replayed: true };
+  try {
+    return await queueRun(deps, spec, options, planned.pipelineId ? { pipelineId: planned.pipelineId } : { runId: planned.runId });
+  } catch (err) {
+    await releaseIdempotencyKey(store, spec.name, key).catch(() => undefined);
+    throw err;
+  }
+}
+
+async function queueRun(deps: TriggerDeps, spec: AgentSpec, options: TriggerOptions, ids: { runId?: string; pipelineId?: string }): Promise<TriggeredRun> {
+  if (ids.pipelineId) {
     // `runs` lets API clients (the CLI's `run --with-dependents --wait`) follow every run of the pipeline.
-    const { runId, pipelineId, runs } = await startPipeline({ ...deps, redis: deps.redis, keys: deps.keys }, spec.name, options.data);
+    const { runId, pipelineId, runs } = await startPipeline({ ...deps, redis: deps.redis!, keys: deps.keys! }, spec.name, options.data, ids.pipelineId);
     return { runId, pipelineId, runs };
   }
   const job = await deps.queue.add(
     spec.name,
     { agent: spec.name, trigger: 'manual', ...(options.data !== undefined ? { data: options.data } : {}) },
-    runJobOptions(spec, deps.retention),
+    { ...runJobOptions(spec, deps.retention), ...(ids.runId ? { jobId: ids.runId } : {}) },
   );
   return { runId: job.id! };
 }

@@ -21,7 +21,7 @@ import type { Registry } from './registry.js';
  * so the script that finishes one tick promotes the next — no polling, no worker slot held while
  * waiting. Catch-up runs keep the job scheduler's ids (`repeat:<agent>:<tick>`), so dependents'
  * catch-up runs of the same tick wait for them as scheduled runs do; backfilled ones are
- * `backfill:<id>:<agent>:<tick>`.
+ * `backfill:<backfillId>-<tick>:<agent>`.
  */
 
 /** Most ticks one catch-up or backfill makes. */
@@ -160,7 +160,8 @@ export async function backfill(deps: TickChainDeps & { registry: Registry }, age
   if (ticks.length === 0) throw new InvalidInputError(`backfill: the schedule of ${agent} (${spec.schedule.cron}) has no tick from ${new Date(from).toISOString()} to ${new Date(to).toISOString()}`);
   if (ticks.length > MAX_CHAINED_TICKS) throw new InvalidInputError(`backfill: more than ${MAX_CHAINED_TICKS} ticks of ${agent} in that range; backfill a shorter one`);
   const backfillId = randomUUID();
-  const idOf = (tick: number) => `backfill:${backfillId}:${spec.name}:${tick}`;
+  // BullMQ takes custom ids of at most three `:`-separated parts.
+  const idOf = (tick: number) => `backfill:${backfillId}-${tick}:${spec.name}`;
   const links = ticks.map((tick, i) => ({ runId: idOf(tick), tick, ...(i > 0 ? { after: idOf(ticks[i - 1]!) } : {}) }));
   await queueChain(deps, spec, links, 'backfill', data);
   return { backfillId, runs: links.map((l) => ({ runId: l.runId, scheduledAt: new Date(l.tick).toISOString() })) };

@@ -24,10 +24,11 @@ import { Queue } from 'bullmq';
 import { LimiterClient } from './rate-limits.js';
 import { QUEUE_NAMES } from './queues.js';
 import { createCatchUp } from './tick-runs.js';
+import { schedulePauseRule } from './schedule-pause.js';
 
 /** The gate every worker applies (gating.ts), in the order its reasons are reported. */
 export function workerGateRules(): GateRule[] {
-  return [...agentToggleRules(), ...bootGateRules(), dependencyHealthRule()];
+  return [...agentToggleRules(), schedulePauseRule(), ...bootGateRules(), dependencyHealthRule()];
 }
 
 export interface WorkerRuntimeOptions {

@@ -1,8 +1,11 @@
 import { Router, type Request } from 'express';
 import {
   AgentNotFoundError,
+  InvalidInputError,
   agentNameParam,
+  backfillBody,
   bodyOf,
+  describeControls,
   listRunIds,
   parseInput,
   readRunSummaries,
@@ -14,11 +17,13 @@ import {
   type RunSummary,
   type TraceParent,
   type TriggerOptions,
+  type TriggeredRun,
+  type BackfillResult,
 } from '@werkpilot/shared';
 import { jsonBody } from './json-body.js';
 
-/** What `POST /api/agents/:name/run` needs: queue a run, or a pipeline with `withDependents`. */
-export type TriggerAgent = (agent: string, options: TriggerOptions) => Promise<{ runId: string; [extra: string]: unknown }>;
+/** What `POST /api/agents/:name/run` needs: queue a run, or a pipeline with `withDependents`, idempotently with a key. */
+export type TriggerAgent = (agent: string, options: TriggerOptions) => Promise<TriggeredRun>;
 
 export interface AgentsRoutesDeps {
   registry: Registry;
@@ -32,6 +37,10 @@ export interface AgentsRoutesDeps {
   resetCircuit?: (agent: string) => Promise<unknown>;
   /** Asks the leader to boot-check the agent again (boot-healer.ts); resolves to the request's number. */
   boot?: (agent: string) => Promise<number>;
+  /** Pause and resume of an agent's schedule (schedule-pause.ts); the routes are absent without it. */
+  schedules?: { pause(agent: string): Promise<unknown>; resume(agent: string): Promise<unknown> };
+  /** Queues the ticks of a time range (tick-runs.ts backfill); the route is absent without it. */
+  backfill?: (agent: string, from: number, to: number, data?: unknown) => Promise<BackfillResult>;
 }
 
 /** How many of an agent's recent runs the detail view shows. */
@@ -65,14 +74,44 @@ export function agentsRoutes(deps: AgentsRoutesDeps): Router {
   router.post('/api/agents/:name/run', jsonBody(), async (req: Request<{ name: string }>, res) => {
     const spec = requireAgent(req.params.name);
     const body = parseInput(runBody, bodyOf(req.body), 'body');
+    const header = req.get('idempotency-key');
+    if (header !== undefined && body.idempotencyKey !== undefined && header !== body.idempotencyKey) {
+      throw new InvalidInputError('the Idempotency-Key header and the body\'s idempotencyKey differ; send one of them');
+    }
+    const idempotencyKey = header ?? body.idempotencyKey;
     const traceParent = traceParentOf(req);
     const queued = await deps.trigger(spec.name, {
       ...(body.data !== undefined ? { data: body.data } : {}),
       ...(body.withDependents ? { withDependents: true } : {}),
+      ...(idempotencyKey !== undefined ? { idempotencyKey } : {}),
       ...(traceParent ? { traceParent } : {}),
     });
+    // A replay answers as the first request did (Stripe's convention), and says that it is one.
+    if (queued.replayed) res.set('Idempotent-Replayed', 'true');
     res.status(202).json(queued);
   });
+
+  const schedules = deps.schedules;
+  if (schedules) {
+    router.post('/api/agents/:name/schedule/pause', async (req, res) => {
+      const spec = requireAgent(req.params.name);
+      await schedules.pause(spec.name);
+      res.json({ agent: spec.name, schedulePaused: true });
+    });
+    router.post('/api/agents/:name/schedule/resume', async (req, res) => {
+      const spec = requireAgent(req.params.name);
+      await schedules.resume(spec.name);
+      res.json({ agent: spec.name, schedulePaused: false });
+    });
+  }
+  const backfill = deps.backfill;
+  if (backfill) {
+    router.post('/api/agents/:name/backfill', jsonBody(), async (req: Request<{ name: string }>, res) => {
+      const spec = requireAgent(req.params.name);
+      const body = parseInput(backfillBody, bodyOf(req.body), 'body');
+      res.status(202).json(await backfill(spec.name, body.from, body.to, body.data));
+    });
+  }
 
   const toggle = deps.toggle;
   if (toggle) {
@@ -119,6 +158,7 @@ function describe(spec: AgentSpec, snapshot: MetricsSnapshot) {
     overlap: spec.overlap,
     maxRestartsPerHour: spec.maxRestartsPerHour,
     ...snapshot.agents[spec.name],
+    controls: snapshot.controls?.agents[spec.name] ?? describeControls(spec),
   };
 }
 

@@ -52,6 +52,8 @@ export interface HttpDeps {
   toggle?: AgentsRoutesDeps['toggle'];
   resetCircuit?: AgentsRoutesDeps['resetCircuit'];
   boot?: AgentsRoutesDeps['boot'];
+  schedules?: AgentsRoutesDeps['schedules'];
+  backfill?: AgentsRoutesDeps['backfill'];
   cancel?: RunsRoutesDeps['cancel'];
   reports?: ReportsSource;
   /** Bounds of the live event streams; `maxClients` is SSE_MAX_CLIENTS. */
@@ -114,6 +116,8 @@ export function createHttpApp(deps: HttpDeps): Express {
       ...(deps.toggle ? { toggle: deps.toggle } : {}),
       ...(deps.resetCircuit ? { resetCircuit: deps.resetCircuit } : {}),
       ...(deps.boot ? { boot: deps.boot } : {}),
+      ...(deps.schedules ? { schedules: deps.schedules } : {}),
+      ...(deps.backfill ? { backfill: deps.backfill } : {}),
     }),
   );
   app.use(dlqRoutes({ queues }));

@@ -12,6 +12,7 @@ const STATUS_BY_ERROR: Record<string, number> = {
   RunNotFoundError: 404,
   ReportNotFoundError: 404,
   RunFinishedError: 409,
+  IdempotencyConflictError: 409,
   RunCancelTimeoutError: 504,
 };
 
