@@ -101,7 +101,9 @@ function addChainWaiterTo(multi: ChainableCommander, keys: Keys, after: string, 
 /** What catch-up decided for a late cron run: run it, or skip it with the reason. */
 export type CatchUpDecision = { kind: 'run' } | { kind: 'skip'; reason: string };
 
-export interface CatchUpOptions extends TickChainDeps {
+export interface CatchUpOptions extends Omit<TickChainDeps, 'queue'> {
+  /** Where catch-up runs are queued; needed only when an agent has a catch-up window. */
+  queue: Queue<RunJobData> | undefined;
   clock?: () => number;
 }
 
@@ -130,9 +132,10 @@ export function createCatchUp(options: CatchUpOptions): (spec: AgentSpec, job: J
     const inWindow = missed.filter((t) => t >= oldest).slice(-MAX_CHAINED_TICKS);
     if (inWindow.length > 0) {
       const marker = options.keys.key('catch-up', job.id!);
+      if (!options.queue) throw new Error('catch-up with a window needs CatchUpOptions.queue');
       if ((await options.redis.set(marker, String(inWindow.length), 'EX', 86_400, 'NX')) === 'OK') {
         const links = inWindow.map((t, i) => ({ runId: `repeat:${spec.name}:${t}`, tick: t, after: i === 0 ? job.id! : `repeat:${spec.name}:${inWindow[i - 1]}` }));
-        await queueChain(options, spec, links, 'catch-up');
+        await queueChain({ ...options, queue: options.queue }, spec, links, 'catch-up');
       }
     }
     return at >= oldest ? { kind: 'run' } : { kind: 'skip', reason: `missed tick ${iso} is older than the catch-up window (${spec.catchUp.windowMs} ms)` };

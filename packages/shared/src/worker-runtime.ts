@@ -88,17 +88,15 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntim
   const activeRuns = new Set<string>();
   const runPhases = new Map<string, RunPhase>();
   const circuit = new CircuitBreaker({ redis, keys, log, ...(options.circuitWindowMs !== undefined ? { windowMs: options.circuitWindowMs } : {}) });
-  // Only agents with a catch-up window queue runs from the worker; the queue is made on first use.
+  // Only agents with a catch-up window queue runs from the worker; the queue is made for them alone.
   let catchUpQueue: Queue<RunJobData> | undefined;
-  const catchUp = registry.list().some((spec) => typeof spec.catchUp === 'object')
-    ? createCatchUp({
-        queue: (catchUpQueue = new Queue<RunJobData>(QUEUE_NAMES.agents, { connection: bullConnection, prefix: keys.bullPrefix })),
-        redis,
-        keys,
-        retention: options.retention ?? { dlqRetain: 100, completedRetain: 1000 },
-      })
+  if (registry.list().some((spec) => typeof spec.catchUp === 'object')) {
+    catchUpQueue = new Queue<RunJobData>(QUEUE_NAMES.agents, { connection: bullConnection, prefix: keys.bullPrefix });
+    catchUpQueue.on('error', () => {});
+  }
+  const catchUp = registry.list().some((spec) => spec.catchUp !== 'latest')
+    ? createCatchUp({ queue: catchUpQueue, redis, keys, retention: options.retention ?? { dlqRetain: 100, completedRetain: 1000 } })
     : undefined;
-  catchUpQueue?.on('error', () => {});
   const admission = createRunAdmission({
     redis,
     keys,
