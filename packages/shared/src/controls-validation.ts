@@ -110,8 +110,6 @@ export function checkLimiter(raw: Record<string, unknown>, where: string): { lim
   const problem = (text: string) => problems.push(`${label}: ${text}`);
   if (typeof raw.name !== 'string' || !LIMITER_NAME.test(raw.name)) problem(`name must match [a-z0-9][a-z0-9-]*, got ${describeValue(raw.name)}`);
   unknownFields(raw, ['name', 'max', 'perMs', 'kind'], 'defineLimiter', problem);
-  if (raw.max === undefined) problem('max is required (tokens per perMs)');
-  if (raw.perMs === undefined) problem('perMs is required (the window, in ms)');
   checkCount(raw.max, 'max', MAX_RATE_LIMIT_MAX, problem, true);
   checkCount(raw.perMs, 'perMs', MAX_TIMER_MS, problem, true, 'ms');
   if (problems.length > 0) return { problems };
@@ -121,7 +119,10 @@ export function checkLimiter(raw: Record<string, unknown>, where: string): { lim
 /** Problems of the limiters agents list, against the defined ones: unknown names, costs no budget can grant. */
 export function checkLimiterUses(agent: string, uses: readonly LimiterUseRead[], limiters: ReadonlyMap<string, LimiterDefinition>): string[] {
   const problems: string[] = [];
+  const seen = new Set<string>();
   for (const { name, cost } of uses) {
+    if (seen.has(name)) continue;
+    seen.add(name);
     const limiter = limiters.get(name);
     if (!limiter) problems.push(`${agent}: limiters names unknown limiter "${name}"; define it with defineLimiter({ name: '${name}', max, perMs }) in the agents directory`);
     else if (cost > limiter.max) problems.push(`${agent}: limiters takes ${cost} tokens of "${name}" per run, more than its max of ${limiter.max}: no run could ever start`);
