@@ -29,6 +29,21 @@ export interface AgentFields {
   lastError?: string | null;
   /** The agent's boot state (boot.ts); null before the first boot. */
   boot?: BootView | null;
+  /** Its fleet controls as configured and as they stand (controls-view.ts). */
+  controls?: ControlsView;
+}
+
+export interface ControlsView {
+  overlap?: string;
+  concurrency?: { limit: number; keyed: boolean } | null;
+  rateLimit?: { max: number; perMs: number; keyed: boolean } | null;
+  limiters?: { name: string; cost: number; max: number | null; perMs: number | null }[];
+  catchUp?: string | { windowMs: number } | null;
+  schedulePaused?: boolean;
+  running?: number;
+  waiting?: number;
+  waitingForTokens?: number;
+  rateLimited?: number;
 }
 
 export interface BootView {

@@ -11,6 +11,7 @@ import { registerEvents } from './commands/events.js';
 import { registerReport } from './commands/report.js';
 import { registerRoles } from './commands/roles.js';
 import { registerRun } from './commands/run.js';
+import { registerSchedule } from './commands/schedule.js';
 import { registerStatus } from './commands/status.js';
 
 const HELP_AFTER = `
@@ -34,6 +35,9 @@ Examples:
   werkpilot status
   werkpilot run crm-sync --with-dependents --wait
   werkpilot boot crm-sync
+  werkpilot pause daily-report && werkpilot resume daily-report
+  werkpilot backfill daily-report --from 2025-03-01T00:00:00Z --to 2025-03-07T23:59:59Z
+  werkpilot run invoice-export --data '{"order":42}' --idempotency-key order-42
   werkpilot dlq list --json | jq '.entries[].id'
   werkpilot events --follow --type 'agent:*'
 `;
@@ -61,6 +65,7 @@ export function buildProgram(io: CliIo): Command {
   registerAgents(program, io);
   registerRun(program, io);
   registerAgentActions(program, io);
+  registerSchedule(program, io);
   registerDlq(program, io);
   registerCancel(program, io);
   registerEvents(program, io);

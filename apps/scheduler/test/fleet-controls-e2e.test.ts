@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKeys, freePort } from '@werkpilot/shared';
+import { runWerkpilot } from '../../cli/test/cli-harness.js';
 import { agentSource, startApp, uniquePrefix, useTestRedis, waitFor, writeAgentsDir, type AppProcess } from '@werkpilot/test-support';
 
 /**
@@ -210,6 +211,33 @@ describe('fleet controls across a scheduler and three worker processes', () => {
     if (promtool.error) return; // promtool is not installed here: the content checks above still ran
     expect(promtool.status, promtool.stdout + promtool.stderr).toBe(0);
   });
+
+  it('shows and operates the controls from the CLI', async () => {
+    const env = { WERKPILOT_URL: url, WERKPILOT_TOKEN: TOKEN };
+    const table = await runWerkpilot(['agents'], env);
+    expect(table.code).toBe(0);
+    expect(table.stdout).toMatch(/tenant-sync .*2\/key queue/);
+    expect(table.stdout).toMatch(/summarise .*no limit allowAll · openai/);
+    const detail = await runWerkpilot(['agents', 'tenant-sync'], env);
+    expect(detail.stdout).toMatch(/Concurrency\s+2 at once per key, overlap queue/);
+    expect(detail.stdout).toMatch(/Running\/waiting\s+0 running, 0 waiting for a slot, 0 for tokens/);
+
+    expect(await runWerkpilot(['pause', 'pulse'], env)).toMatchObject({ code: 0, stdout: 'paused the schedule of pulse\n' });
+    expect((await runWerkpilot(['agents'], env)).stdout).toMatch(/pulse .*\* \* \* \* \* \* \(PAUSED\)/);
+    expect(await runWerkpilot(['resume', 'pulse'], env)).toMatchObject({ code: 0, stdout: 'resumed the schedule of pulse\n' });
+    expect((await runWerkpilot(['pause', 'invoice'], env)).code).toBe(2);
+
+    const backfilled = await runWerkpilot(['backfill', 'hourly', '--from', '2025-04-01T00:00:00Z', '--to', '2025-04-01T02:00:00Z'], env);
+    expect(backfilled.code).toBe(0);
+    expect(backfilled.stdout).toMatch(/^queued 3 runs of hourly \(backfill [0-9a-f-]+\), ticks 2025-04-01T00:00:00.000Z to 2025-04-01T02:00:00.000Z\n$/);
+    const bad = await runWerkpilot(['backfill', 'hourly', '--from', 'yesterday', '--to', '2025-04-01T02:00:00Z'], env);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/from: must be an ISO 8601 time/);
+
+    const first = await runWerkpilot(['run', 'invoice', '--idempotency-key', `cli-${prefix}`, '--json'], env);
+    const again = await runWerkpilot(['run', 'invoice', '--idempotency-key', `cli-${prefix}`], env);
+    expect(again.stdout).toBe(`queued run ${JSON.parse(first.stdout).runId} of invoice\n(an earlier request with this idempotency key queued it; nothing new was queued)\n`);
+  }, 30_000);
 
   it('keeps its keys under the cluster hash tag', async () => {
     const keys = await redis.client().keys(`*${prefix}*`);

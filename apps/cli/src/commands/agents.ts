@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { circuitStateOf, type AgentView, type RunView } from '../api-types.js';
+import { circuitStateOf, type AgentView, type ControlsView, type RunView } from '../api-types.js';
 import type { CliIo } from '../cli-io.js';
 import { withContext } from '../command-context.js';
 import { dash, formatAgo, formatMs, formatValue, renderFields, renderTable, truncate, type Column } from '../table.js';
@@ -8,7 +8,8 @@ const COLUMNS: Column<AgentView>[] = [
   { header: 'AGENT', value: (a) => a.name },
   { header: 'PRI', value: (a) => formatValue(a.priority), align: 'right' },
   { header: 'DEPTH', value: (a) => formatValue(a.dependencyDepth), align: 'right' },
-  { header: 'SCHEDULE', value: (a) => (a.schedule ? a.schedule.cron + (a.schedule.tz ? ` ${a.schedule.tz}` : '') : 'manual') },
+  { header: 'SCHEDULE', value: (a) => (a.schedule ? a.schedule.cron + (a.schedule.tz ? ` ${a.schedule.tz}` : '') + (a.controls?.schedulePaused ? ' (PAUSED)' : '') : 'manual') },
+  { header: 'CONTROLS', value: (a) => formatControls(a.controls) },
   { header: 'ENABLED', value: (a) => (a.enabled === undefined ? dash : a.enabled ? 'yes' : 'NO') },
   { header: 'HEALTH', value: (a) => formatValue(a.health) },
   { header: 'CIRCUIT', value: (a) => formatValue(circuitStateOf(a.circuit)) },
@@ -66,6 +67,7 @@ function detailFields(a: AgentView & { dependents?: string[] }): [string, string
     ['Dependents', a.dependents?.length ? a.dependents.join(', ') : 'none'],
     ['Schedule', a.schedule ? `${a.schedule.cron}${a.schedule.tz ? ` (${a.schedule.tz})` : ''}` : 'manual only'],
     ['Timeout', formatMs(a.timeoutMs)],
+    ...controlFields(a.controls),
     ['Enabled', a.enabled === undefined ? dash : a.enabled ? 'yes' : 'no'],
     ['Health', `${formatValue(a.health)}${a.healthReasons?.length ? `: ${a.healthReasons.join('; ')}` : ''}`],
     ['Circuit', formatValue(circuitStateOf(a.circuit))],
@@ -74,5 +76,33 @@ function detailFields(a: AgentView & { dependents?: string[] }): [string, string
     ['p50/p95/p99', `${formatMs(a.p50)} / ${formatMs(a.p95)} / ${formatMs(a.p99)}`],
     ['Last run', a.lastRunAt ? `${formatAgo(a.lastRunAt)} (${a.lastOutcome ?? '?'})` : 'never'],
     ['Last error', formatValue(a.lastError)],
+  ];
+}
+
+/** One cell: `2/key queue · 1 running · 3 waiting · 5/1s · openai`; `-` for the defaults (one at a time, skip). */
+export function formatControls(c: ControlsView | undefined): string {
+  if (!c) return dash;
+  const parts: string[] = [];
+  const limit = c.concurrency ? `${c.concurrency.limit}${c.concurrency.keyed ? '/key' : ''}` : 'no limit';
+  if (c.overlap !== 'skip' || c.concurrency?.limit !== 1 || c.concurrency?.keyed) parts.push(`${limit} ${c.overlap}`);
+  if (c.running) parts.push(`${c.running} running`);
+  if (c.waiting) parts.push(`${c.waiting} waiting`);
+  if (c.rateLimit) parts.push(`${c.rateLimit.max}/${formatMs(c.rateLimit.perMs)}${c.rateLimit.keyed ? '/key' : ''}`);
+  for (const l of c.limiters ?? []) parts.push(l.name);
+  if (c.waitingForTokens) parts.push(`${c.waitingForTokens} rate-limited`);
+  return parts.length > 0 ? parts.join(' · ') : dash;
+}
+
+function controlFields(c: ControlsView | undefined): [string, string][] {
+  if (!c) return [];
+  const catchUp = c.catchUp === null || c.catchUp === undefined ? dash : typeof c.catchUp === 'string' ? c.catchUp : `window ${formatMs(c.catchUp.windowMs)}`;
+  return [
+    ['Concurrency', c.concurrency ? `${c.concurrency.limit} at once${c.concurrency.keyed ? ' per key' : ''}, overlap ${c.overlap}` : `no limit (overlap ${c.overlap})`],
+    ['Running/waiting', c.running === undefined ? dash : `${c.running} running, ${c.waiting ?? 0} waiting for a slot, ${c.waitingForTokens ?? 0} for tokens`],
+    ['Rate limit', c.rateLimit ? `${c.rateLimit.max} per ${formatMs(c.rateLimit.perMs)}${c.rateLimit.keyed ? ' per key' : ''}` : 'none'],
+    ['Limiters', c.limiters?.length ? c.limiters.map((l) => `${l.name} (${l.cost}/run${l.max !== null ? `, ${l.max} per ${formatMs(l.perMs)}` : ''})`).join(', ') : 'none'],
+    ['Rate-limited', c.rateLimited === undefined ? dash : `${c.rateLimited} runs delayed so far`],
+    ['Catch-up', catchUp],
+    ['Schedule', c.schedulePaused === undefined ? dash : c.schedulePaused ? 'PAUSED (werkpilot resume to run it again)' : 'running'],
   ];
 }

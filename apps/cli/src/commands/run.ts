@@ -10,6 +10,8 @@ interface Queued {
   runId: string;
   pipelineId?: string;
   runs?: { agent: string; runId: string }[];
+  /** An idempotency key answered the run of an earlier request. */
+  replayed?: boolean;
 }
 
 const FINISHED = new Set(['completed', 'failed']);
@@ -20,6 +22,7 @@ interface RunOptions {
   withDependents?: boolean;
   wait?: boolean;
   timeout?: string;
+  idempotencyKey?: string;
 }
 
 export function registerRun(program: Command, io: CliIo): void {
@@ -30,12 +33,14 @@ export function registerRun(program: Command, io: CliIo): void {
     .option('--data <json>', 'JSON given to the run as ctx.data')
     .option('--with-dependents', 'also run every agent that depends on it, in dependency order')
     .option('--wait', 'wait until the run (every run of the pipeline) finished; exit 1 unless all succeeded')
+    .option('--idempotency-key <key>', 'queue at most one run for this key (within IDEMPOTENCY_TTL_MS, 24 h): sent again, it answers the first run')
     .addOption(new Option('--timeout <ms>', 'with --wait: give up after this many milliseconds').argParser(positiveInt('--timeout')))
     .action(
       withContext(io, async (ctx, agent: string, options: RunOptions) => {
         const body: Record<string, unknown> = {};
         if (options.data !== undefined) body.data = parseJsonOption('--data', options.data);
         if (options.withDependents) body.withDependents = true;
+        if (options.idempotencyKey !== undefined) body.idempotencyKey = options.idempotencyKey;
         const queued = await ctx.api.post<Queued>(`/api/agents/${encodeURIComponent(agent)}/run`, body);
         const runs = queued.runs?.length ? queued.runs : [{ agent, runId: queued.runId }];
         if (!options.wait) {
@@ -45,6 +50,7 @@ export function registerRun(program: Command, io: CliIo): void {
               ? `queued pipeline ${queued.pipelineId}: ${runs.map((r) => `${r.agent} (${r.runId})`).join(', ')}`
               : `queued run ${queued.runId} of ${agent}`,
           );
+          if (queued.replayed) ctx.print('(an earlier request with this idempotency key queued it; nothing new was queued)');
           return;
         }
         if (!ctx.isJson) ctx.print(`queued ${runs.length === 1 ? `run ${queued.runId}` : `pipeline ${queued.pipelineId ?? queued.runId} (${runs.length} runs)`}; waiting…`);
