@@ -38,6 +38,23 @@ const healthClass = (h) => ({ healthy: 'ok', degraded: 'warn', unhealthy: 'bad' 
 const circuitClass = (c) => ({ closed: 'ok', 'half-open': 'warn', open: 'bad' })[c] || 'idle';
 const scoreColor = (s) => (s >= 80 ? 'var(--ok)' : s >= 50 ? 'var(--warn)' : 'var(--bad)');
 
+/** An agent's fleet controls in one cell: limits as configured, then how they stand now. */
+function renderControls(c) {
+  if (!c) return '<span class="muted">—</span>';
+  const limits = [];
+  const isDefault = c.overlap === 'skip' && c.concurrency && c.concurrency.limit === 1 && !c.concurrency.keyed;
+  if (!isDefault) limits.push(`${c.concurrency ? `${c.concurrency.limit}${c.concurrency.keyed ? '/key' : ''}` : 'no limit'} · ${c.overlap}`);
+  if (c.rateLimit) limits.push(`${c.rateLimit.max} per ${ms(c.rateLimit.perMs)}${c.rateLimit.keyed ? '/key' : ''}`);
+  for (const l of c.limiters || []) limits.push(`${l.name}${l.max !== null ? ` ${l.max}/${ms(l.perMs)}` : ''}`);
+  const now = [];
+  if (c.running !== undefined) now.push(`${c.running} running`);
+  if (c.waiting) now.push(`${c.waiting} waiting`);
+  if (c.waitingForTokens) now.push(`${c.waitingForTokens} rate-limited`);
+  const paused = c.schedulePaused ? '<span class="badge warn">schedule paused</span>' : '';
+  if (limits.length === 0 && now.length === 0 && !paused) return '<span class="muted">one at a time</span>';
+  return `${paused}${limits.length ? `<div>${limits.map(esc).join(' · ')}</div>` : ''}${now.length ? `<div class="agent-meta">${now.map(esc).join(' · ')}</div>` : ''}`;
+}
+
 function renderPills(m) {
   const workers = m.system.workers || [];
   const sched = m.system.scheduler;
@@ -83,10 +100,12 @@ function renderAgents(m) {
       <td>${last}</td>
       <td class="num">${a.priority}</td><td class="num">${a.dependencyDepth}</td>
       <td>${a.enabled === undefined ? '<span class="muted">—</span>' : `<span class="badge ${enabled ? 'ok' : 'idle'}">${enabled ? 'on' : 'off'}</span>`}</td>
+      <td class="controls">${renderControls(a.controls)}</td>
       <td><div class="actions">
         <button class="btn primary" data-action="run" data-agent="${esc(name)}"${disabled}>Run</button>
         ${a.enabled === undefined ? '' : `<button class="btn" data-action="${enabled ? 'disable' : 'enable'}" data-agent="${esc(name)}"${disabled}>${enabled ? 'Disable' : 'Enable'}</button>`}
         ${a.circuit && a.circuit !== 'closed' ? `<button class="btn" data-action="reset" data-agent="${esc(name)}"${disabled}>Reset circuit</button>` : ''}
+        ${a.schedule && a.controls ? `<button class="btn" data-action="${a.controls.schedulePaused ? 'resume' : 'pause'}" data-agent="${esc(name)}"${disabled}>${a.controls.schedulePaused ? 'Resume schedule' : 'Pause schedule'}</button>` : ''}
       </div></td>
     </tr>`;
   });
@@ -113,7 +132,10 @@ function renderQueues(m) {
     ['failed', q.failed],
     ['system', m.queues.system.waiting + m.queues.system.prioritized + m.queues.system.active + m.queues.system.delayed],
   ];
-  $('#queues').innerHTML = `${rows}<div class="queue-states">${stats.map(([k, v]) => `<div class="stat"><span>${k}</span><b>${v}</b></div>`).join('')}</div>`;
+  const limiters = Object.entries(m.limiters || {})
+    .map(([name, l]) => `<div class="queue-row"><span title="shared limiter: tokens granted or booked in its window">${esc(name)}</span><div class="track"><i style="width:${Math.min(100, (l.inWindow / l.max) * 100)}%"></i></div><b class="num">${l.inWindow}/${l.max} per ${ms(l.perMs)}</b></div>`)
+    .join('');
+  $('#queues').innerHTML = `${rows}${limiters}<div class="queue-states">${stats.map(([k, v]) => `<div class="stat"><span>${k}</span><b>${v}</b></div>`).join('')}</div>`;
   $('#queue-summary').textContent = `${m.executionQueueSize} waiting to run`;
 }
 
@@ -219,12 +241,13 @@ async function renderReport() {
   }
 }
 
-const EVENT_CLASS = { 'agent:completed': 'ok', 'circuit:closed': 'ok', 'memory:recovered': 'ok', 'worker:online': 'ok', 'agent:failed': 'bad', 'agent:dlq': 'bad', 'circuit:opened': 'bad', 'agent:timeout': 'bad', 'agent:retrying': 'warn', 'agent:skipped': 'warn', 'dependency:unhealthy': 'warn', 'health:changed': 'warn', 'memory:pressure': 'warn', 'agent:cancelled': 'warn' };
+const EVENT_CLASS = { 'agent:completed': 'ok', 'circuit:closed': 'ok', 'memory:recovered': 'ok', 'worker:online': 'ok', 'agent:failed': 'bad', 'agent:dlq': 'bad', 'circuit:opened': 'bad', 'agent:timeout': 'bad', 'agent:retrying': 'warn', 'agent:skipped': 'warn', 'dependency:unhealthy': 'warn', 'health:changed': 'warn', 'memory:pressure': 'warn', 'agent:cancelled': 'warn', 'agent:rate-limited': 'warn' };
 
 function describeEvent(e) {
   const d = e.data || {};
   if (d.error) return d.error;
   if (d.reasons) return d.reasons.join('; ');
+  if (e.type === 'agent:rate-limited') return `waits ${ms(d.waitMs)} for ${d.limiter === 'rateLimit' ? 'its rate limit' : d.limiter || 'its tokens'}`;
   if (d.durationMs !== undefined) return `${d.durationMs} ms${d.attempt > 1 ? ` · attempt ${d.attempt}` : ''}`;
   if (d.state) return `${d.previous ? `${d.previous} → ` : ''}${d.state}`;
   if (d.payload !== undefined) return JSON.stringify(d.payload);
@@ -261,7 +284,7 @@ async function startEvents() {
     try {
       const event = JSON.parse(message.data);
       addEvent(event, true);
-      if (/^(agent:dlq|circuit:|health:changed|worker:|agent:completed|agent:failed|agent:skipped)/.test(event.type)) scheduleRefresh();
+      if (/^(agent:dlq|circuit:|health:changed|worker:|agent:completed|agent:failed|agent:skipped|agent:rate-limited)/.test(event.type)) scheduleRefresh();
     } catch {
       // ignore malformed messages
     }
@@ -324,6 +347,8 @@ async function act(button) {
     enable: ['POST', `/api/agents/${encodeURIComponent(agent)}/enable`, `${agent} enabled`],
     disable: ['POST', `/api/agents/${encodeURIComponent(agent)}/disable`, `${agent} disabled`],
     reset: ['POST', `/api/agents/${encodeURIComponent(agent)}/circuit/reset`, `circuit of ${agent} reset`],
+    pause: ['POST', `/api/agents/${encodeURIComponent(agent)}/schedule/pause`, `schedule of ${agent} paused (manual runs still run)`],
+    resume: ['POST', `/api/agents/${encodeURIComponent(agent)}/schedule/resume`, `schedule of ${agent} resumed`],
     retry: ['POST', `/api/dlq/${encodeURIComponent(run)}/retry`, `run ${run} retried`],
     delete: ['DELETE', `/api/dlq/${encodeURIComponent(run)}`, `run ${run} deleted`],
     'retry-all': ['POST', '/api/dlq/retry', 'every dead-lettered run retried'],
