@@ -1,5 +1,6 @@
 import type { Scenario } from './scenario.js';
 import { addedLatency } from './scenarios/added-latency.js';
+import { controls } from './scenarios/controls.js';
 import { cronLateness } from './scenarios/cron-lateness.js';
 import { dependencyPromotion } from './scenarios/dependency-promotion.js';
 import { redisCommands } from './scenarios/redis-commands.js';
@@ -10,4 +11,4 @@ import { throughput } from './scenarios/throughput.js';
 import { tracingOverhead } from './scenarios/tracing-overhead.js';
 
 /** Every scenario, in the order they run and print. */
-export const SCENARIOS: readonly Scenario[] = [throughput, tracingOverhead, addedLatency, cronLateness, dependencyPromotion, rpcRoundTrip, registryScale, redisCommands, sseFlood];
+export const SCENARIOS: readonly Scenario[] = [throughput, tracingOverhead, addedLatency, cronLateness, dependencyPromotion, rpcRoundTrip, registryScale, redisCommands, controls, sseFlood];

@@ -111,14 +111,15 @@ export interface RunAdmissionOptions {
  *       was evaluated at, 3 run id, 4 slot hold ttl ms, 5 channel, 6 history length, 7 the
  *       `agent:started` event, 8 slot mode ('L' lease, 'Z' slots, '' none: allowAll), 9 limit;
  *       then, if 'C': now, window ms, max restarts, cooldown ms ('' = window rule), trial stale
- *       after ms; if 'R': token member, how many limiters, and per limiter max, window ms, cost,
+ *       after ms; if 'R': token member, how many limiters, the grace ms (tokens due sooner are
+ *       waited for in the worker slot, not parked for), and per limiter max, window ms, cost,
  *       label, '1' if its log expires; then per dependency: its run id ('' none), its agent.
  * Invariants: the gate is judged on the state current at this instant (epoch); at most `limit`
  * slot holders; at most one half-open trial; at most `max` tokens per window of every limiter;
  * nothing is written unless the run starts or waits for its tokens (then: its slot and tokens).
  * Returns { 'stale', epoch } | { 'gate' } | { 'dependencies', problems } | { 'pending', n } |
  *         { 'circuit', 'open' | 'busy' } | { 'overlap', lease ms left, victim } | { 'full' } |
- *         { 'rate', ms until its tokens, limiter } | { 'run', 1 if trial }.
+ *         { 'rate', ms until its tokens, limiter } | { 'run', 1 if trial, ms until its tokens (within the grace) }.
  */
 const ADMIT_LUA = `${BUS_EMIT_LUA}${PROMOTE_PARKED_LUA}${DEPENDENCY_STATUS_LUA}${CIRCUIT_LUA}${LEASE_LUA}${SLOTS_LUA}${RATE_LUA}
 local flags = ARGV[1]
@@ -144,13 +145,13 @@ end
 local rate
 if has('R') then
   local n = tonumber(ARGV[a + 1])
-  rate = { stats = KEYS[k], waiting = KEYS[k + 1], member = ARGV[a], buckets = {} }
+  rate = { stats = KEYS[k], waiting = KEYS[k + 1], member = ARGV[a], grace = tonumber(ARGV[a + 2]), buckets = {} }
   for i = 0, n - 1 do
-    local b = a + 2 + i * 5
+    local b = a + 3 + i * 5
     rate.buckets[#rate.buckets + 1] = { key = KEYS[k + 2 + i], max = tonumber(ARGV[b]), window = tonumber(ARGV[b + 1]),
       cost = tonumber(ARGV[b + 2]), label = ARGV[b + 3], expires = ARGV[b + 4] == '1' }
   end
-  k, a = k + 2 + n, a + 2 + n * 5
+  k, a = k + 2 + n, a + 3 + n * 5
 end
 local pendingKey
 if #KEYS >= k then
@@ -185,6 +186,7 @@ if mode ~= '' then
     if wasParked then redis.call('ZREM', idx.waiting, runId) end
   end
 end
+local startDelay = 0
 if rate then
   local now = nowMs()
   local at, booked, label = now, false, ''
@@ -198,10 +200,10 @@ if rate then
       if t > at then at, label = t, b.label end
     end
     for _, b in ipairs(rate.buckets) do rateBook(b.key, at, now, b.window, rate.member, b.cost, b.expires) end
+    if at > now then redis.call('HINCRBY', rate.stats, 'rateLimited', 1) end
   end
-  if at > now then
+  if at - now > rate.grace then
     if not booked then
-      redis.call('HINCRBY', rate.stats, 'rateLimited', 1)
       redis.call('ZADD', rate.waiting, at, runId)
       -- The slot is kept while the run waits for its tokens: its hold must outlast the wait.
       local untilMs = at + tonumber(ARGV[4])
@@ -214,13 +216,15 @@ if rate then
     end
     return { 'rate', at - now, label }
   end
+  -- Due within the grace: the run starts once they are, waiting that long in its worker slot.
+  if at > now then startDelay = at - now end
   if wasParked then redis.call('ZREM', rate.waiting, runId) end
 end
 if decision == 'claim' then claimTrial(c, runId, tonumber(ARGV[circuitArgs])) end
 if wasParked and pendingKey then redis.call('HDEL', pendingKey, runId) end
 emitJson(KEYS[4], ARGV[5], ARGV[6], ARGV[7])
-if decision == 'claim' or decision == 'trial' then return { 'run', 1 } end
-return { 'run', 0 }
+if decision == 'claim' or decision == 'trial' then return { 'run', 1, startDelay } end
+return { 'run', 0, startDelay }
 `;
 
 type AdmitReply =
@@ -232,7 +236,7 @@ type AdmitReply =
   | ['overlap', number, string]
   | ['full']
   | ['rate', number, string]
-  | ['run', number];
+  | ['run', number, number];
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
@@ -263,6 +267,14 @@ interface AgentArgs {
 }
 
 const POLICY_FLAGS: Record<AgentSpec['overlap'], string> = { skip: '', queue: 'Q', bufferOne: 'B', cancelOther: 'X', allowAll: '' };
+
+/**
+ * Tokens due within this long are waited for in the worker slot (the run starts the moment they are
+ * due) rather than parked for: parking and promoting cost more round trips than that. A parked run
+ * is promoted this long before its tokens are due, so it arrives at admission about on time.
+ */
+const TOKEN_GRACE_MS = 5;
+const TOKEN_WAKE_EARLY_MS = 3;
 
 /** A parked run waiting for another run re-checks after at most this long when it asked for a cancel (should the cancel not land). */
 const CANCEL_RECHECK_MS = 2_000;
@@ -320,13 +332,13 @@ export function createRunAdmission(options: RunAdmissionOptions): RunAdmission {
     throw new DelayedError();
   };
 
-  /** Promotes run `runId` when its tokens are due (1 ms late: a timer may fire a fraction early). */
+  /** Promotes run `runId` shortly before its tokens are due (see TOKEN_WAKE_EARLY_MS). */
   const wakeAt = (runId: string, priority: number, waitMs: number) => {
     clearTimeout(wakeups.get(runId));
     const timer = setTimeout(() => {
       wakeups.delete(runId);
       promoteParkedRun(redis, keys, runId, priority).catch((err: unknown) => log.warn({ err, runId }, 'could not promote a run whose tokens are due; BullMQ will at its delay'));
-    }, waitMs + 1);
+    }, Math.max(0, waitMs - TOKEN_WAKE_EARLY_MS));
     timer.unref();
     wakeups.set(runId, timer);
   };
@@ -369,7 +381,7 @@ export function createRunAdmission(options: RunAdmissionOptions): RunAdmission {
         if (rate) {
           argv[0] += 'R';
           scriptKeys.push(a.stats, a.rateWaiting, ...rate.map((b) => b.key));
-          argv.push(`${runId}:${job.attemptsMade}`, rate.length);
+          argv.push(`${runId}:${job.attemptsMade}`, rate.length, TOKEN_GRACE_MS);
           for (const b of rate) argv.push(b.max, b.perMs, b.cost, b.label, b.expires ? '1' : '');
         }
         if (deps) {
@@ -377,6 +389,8 @@ export function createRunAdmission(options: RunAdmissionOptions): RunAdmission {
           argv.push(...deps.argv);
         }
         holdWrites();
+        // A wait for tokens is counted from the script's run, which is after this: a timer set from here is not late by the reply's trip.
+        const sentAt = clock();
         const reply = await redis.werkpilotAdmitRun(scriptKeys.length, ...scriptKeys, ...argv);
         // A parked run that is skipped may hold the slot it was handed: its completion gives it back.
         const skipSlot = wasParked && slot?.mode !== 'none' ? slot : undefined;
@@ -410,7 +424,7 @@ export function createRunAdmission(options: RunAdmissionOptions): RunAdmission {
             const [, waitMs, limiter] = reply;
             log.debug({ agent: spec.name, runId, waitMs, limiter }, 'waiting for rate-limit tokens');
             options.onRateLimited?.(spec, job, waitMs, limiter);
-            const due = clock() + waitMs;
+            const due = sentAt + waitMs;
             return park(job, token, due, async () => wakeAt(runId, job.priority, Math.max(0, due - clock())));
           }
           case 'run':
@@ -419,6 +433,7 @@ export function createRunAdmission(options: RunAdmissionOptions): RunAdmission {
               // open → half-open happens here, not in a run's completion: the metrics snapshot hears of it (rare, off the common path).
               markAgentsChanged({ redis, keys }, [spec.name]).catch((err: unknown) => log.warn({ err }, 'could not mark the agent changed for the metrics snapshot'));
             }
+            if (reply[2] > 0) await new Promise((resolve) => setTimeout(resolve, reply[2]));
             return { kind: 'run', isTrial: reply[1] === 1, slot: slot && slot.mode !== 'none' ? slot : undefined };
         }
       }
