@@ -76,6 +76,7 @@ function renderAgents(m) {
   let healthy = 0;
   const rows = names.map((name) => {
     const a = m.agents[name];
+    const controls = m.controls && m.controls.agents[name];
     if (a.health === 'healthy') healthy++;
     const rate = a.runs > 0 ? Math.round((a.successes / a.runs) * 100) : null;
     const changed = state.lastRuns.has(name) && state.lastRuns.get(name) !== `${a.runs}/${a.skipped}`;
@@ -100,12 +101,12 @@ function renderAgents(m) {
       <td>${last}</td>
       <td class="num">${a.priority}</td><td class="num">${a.dependencyDepth}</td>
       <td>${a.enabled === undefined ? '<span class="muted">—</span>' : `<span class="badge ${enabled ? 'ok' : 'idle'}">${enabled ? 'on' : 'off'}</span>`}</td>
-      <td class="controls">${renderControls(a.controls)}</td>
+      <td class="controls">${renderControls(controls)}</td>
       <td><div class="actions">
         <button class="btn primary" data-action="run" data-agent="${esc(name)}"${disabled}>Run</button>
         ${a.enabled === undefined ? '' : `<button class="btn" data-action="${enabled ? 'disable' : 'enable'}" data-agent="${esc(name)}"${disabled}>${enabled ? 'Disable' : 'Enable'}</button>`}
         ${a.circuit && a.circuit !== 'closed' ? `<button class="btn" data-action="reset" data-agent="${esc(name)}"${disabled}>Reset circuit</button>` : ''}
-        ${a.schedule && a.controls ? `<button class="btn" data-action="${a.controls.schedulePaused ? 'resume' : 'pause'}" data-agent="${esc(name)}"${disabled}>${a.controls.schedulePaused ? 'Resume schedule' : 'Pause schedule'}</button>` : ''}
+        ${a.schedule && controls ? `<button class="btn" data-action="${controls.schedulePaused ? 'resume' : 'pause'}" data-agent="${esc(name)}"${disabled}>${controls.schedulePaused ? 'Resume schedule' : 'Pause schedule'}</button>` : ''}
       </div></td>
     </tr>`;
   });
@@ -132,7 +133,7 @@ function renderQueues(m) {
     ['failed', q.failed],
     ['system', m.queues.system.waiting + m.queues.system.prioritized + m.queues.system.active + m.queues.system.delayed],
   ];
-  const limiters = Object.entries(m.limiters || {})
+  const limiters = Object.entries((m.controls && m.controls.limiters) || {})
     .map(([name, l]) => `<div class="queue-row"><span title="shared limiter: tokens granted or booked in its window">${esc(name)}</span><div class="track"><i style="width:${Math.min(100, (l.inWindow / l.max) * 100)}%"></i></div><b class="num">${l.inWindow}/${l.max} per ${ms(l.perMs)}</b></div>`)
     .join('');
   $('#queues').innerHTML = `${rows}${limiters}<div class="queue-states">${stats.map(([k, v]) => `<div class="stat"><span>${k}</span><b>${v}</b></div>`).join('')}</div>`;
