@@ -228,10 +228,10 @@ describe('cardinality: METRICS_AGENT_HISTOGRAMS', () => {
       expect(m.get('werkpilot_agent_runs_total{agent="flaky",outcome="failure"}')).toBe(1);
       expect(m.get('werkpilot_agent_score{agent="alpha"}')).toBeGreaterThan(90);
     }
-    // The per-agent series that remain: 18 per agent without histograms, 36 with.
+    // The per-agent series that remain: 19 per agent without histograms (the concurrency limit among them), 37 with.
     const perAgent = (m: Map<string, number>) => [...m.keys()].filter((k) => k.includes('agent="alpha"')).length;
-    expect(perAgent(without)).toBe(18);
-    expect(perAgent(withHistograms)).toBe(36);
+    expect(perAgent(without)).toBe(19);
+    expect(perAgent(withHistograms)).toBe(37);
   });
 });
 

@@ -85,7 +85,7 @@ export interface RunAdmissionOptions {
   cancelHolder?: CancelHolder;
   /** The catch-up policy (tick-runs.ts createCatchUp), asked first for the cron runs of agents whose `catchUp` is not `latest`. */
   catchUp?: (spec: AgentSpec, job: Job<RunJobData>) => Promise<CatchUpDecision>;
-  /** Told of each run parked for its rate-limit tokens (the `agent:rate-limited` event); `limiter` '' when it woke early. */
+  /** Told of each run parked for its rate-limit tokens (the `agent:rate-limited` event), once per booking. */
   onRateLimited?: (spec: AgentSpec, job: Job<RunJobData>, waitMs: number, limiter: string) => void;
   /** The worker's LOCK_DURATION_MS, which the lease's TTL must outlast (see leaseTtlMs). Default 30000. */
   lockDurationMs?: number;
@@ -423,7 +423,8 @@ export function createRunAdmission(options: RunAdmissionOptions): RunAdmission {
           case 'rate': {
             const [, waitMs, limiter] = reply;
             log.debug({ agent: spec.name, runId, waitMs, limiter }, 'waiting for rate-limit tokens');
-            options.onRateLimited?.(spec, job, waitMs, limiter);
+            // A run woken early re-parks for the rest of its wait: its delay was told when it was booked.
+            if (limiter !== '') options.onRateLimited?.(spec, job, waitMs, limiter);
             const due = sentAt + waitMs;
             return park(job, token, due, async () => wakeAt(runId, job.priority, Math.max(0, due - clock())));
           }
