@@ -128,7 +128,8 @@ export class ControlKeyError extends Error {
 /**
  * Lua for the N-slot representation (needs PROMOTE_PARKED_LUA and LEASE_LUA), and the functions
  * that dispatch on the mode ('L' lease, 'Z' slots) for the scripts of admission, completion, parking
- * and cancel. Times are Redis's own clock (TIME), so every worker's holds expire on one clock.
+ * and cancel. Times are Redis's own clock (TIME, read once per script), so every worker's holds
+ * expire on one clock.
  *
  * `slotTake(mode, holders, waiters, runId, ttl, limit, wasParked)` → true, or false when full.
  * `slotRelease(mode, holders, waiters, runId, ttl, priority, q)` → the run it handed the slot to, or false.
@@ -136,9 +137,13 @@ export class ControlKeyError extends Error {
  * `slotIsFree(mode, holders, runId, limit)` → whether `runId` could take a slot now.
  */
 export const SLOTS_LUA = `
+local nowCache
 local function nowMs()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if not nowCache then
+    local t = redis.call('TIME')
+    nowCache = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return nowCache
 end
 local function slotTake(mode, holders, waiters, runId, ttl, limit, wasParked)
   if mode == 'L' then return leaseTake(holders, waiters, runId, ttl, wasParked) end
