@@ -34,6 +34,7 @@ import { InvalidInputError, RunFinishedError, RunNotFoundError, WerkpilotError }
 import type { Keys } from './keys.js';
 import { SLOTS_LUA, controlKeyValue, luaSlotMode, slotGroupOf, type SlotGroup } from './concurrency-slots.js';
 import { LEASE_LUA, leaseKey, leaseTtlMs, leaseWaitersKey } from './overlap.js';
+import { rateWaitingKey } from './rate-limits.js';
 import { PROMOTE_PARKED_LUA, parkedQueueKeys } from './parked-runs.js';
 import { QUEUE_NAMES, type RunJobData } from './queues.js';
 import type { Registry } from './registry.js';
@@ -87,7 +88,8 @@ export type CancelledState = 'queued' | 'delayed' | 'parked' | 'running';
  *       7 delayed, 8 completed, 9 failed, 10 active, 11 stats, 12 durations, 13 outcomes,
  *       14 circuit, 15 restarts, 16 gate epoch, 17 events stream, 18 done marker, 19 waiters hash,
  *       20 pending counters, 21 slot holders (lease or slots), 22 their waiters, 23..30 queue keys
- *       for promotions; for a keyed agent, 31 its running index, 32 its waiting index.
+ *       for promotions, 31 the agent's rate-waiting index; for a keyed agent, 32 its running index,
+ *       33 its waiting index.
  * ARGV: 1 run id, 2 reason, 3 '1' when it can have waiters, 4 marker ttl s, 5 slot hold ttl ms,
  *       6 its priority, 7 agent, 8 now ms, 9 now ISO, 10 channel, 11 history length, 12 slot mode
  *       ('L' lease, 'Z' slots, '' none).
@@ -115,6 +117,7 @@ elseif redis.call('LPOS', KEYS[10], runId) then return { 'running' }
 else return { 'unknown' } end
 if redis.call('HDEL', KEYS[20], runId) == 1 and state == 'delayed' then state = 'parked' end
 if redis.call('LREM', KEYS[22], 0, runId) > 0 and state == 'delayed' then state = 'parked' end
+if redis.call('ZREM', KEYS[31], runId) > 0 and state == 'delayed' then state = 'parked' end
 local reason, agent = ARGV[2], ARGV[7]
 local outcome = 'cancelled:' .. reason
 recordRun(KEYS[11], KEYS[12], KEYS[13], 'cancelled', '', ARGV[8], reason, '1', '0', runId .. '|' .. outcome, '0')
@@ -123,9 +126,9 @@ local now = tonumber(ARGV[8])
 circuitRecord({ circuit = KEYS[14], restarts = KEYS[15], epoch = KEYS[16] }, ev, 'cancelled', runId, now, 0, 0, '', agent, ARGV[9])
 local q = slice(KEYS, 23, 30)
 if ARGV[12] ~= '' then slotRelease(ARGV[12], KEYS[21], KEYS[22], runId, ARGV[5], ARGV[6], q) end
-if #KEYS >= 32 then
-  redis.call('ZREM', KEYS[31], runId)
+if #KEYS >= 33 then
   redis.call('ZREM', KEYS[32], runId)
+  redis.call('ZREM', KEYS[33], runId)
 end
 if ARGV[3] == '1' then finishRun(KEYS[18], KEYS[19], KEYS[20], q, outcome, tonumber(ARGV[4])) end
 emit(ev.stream, ev.channel, ev.maxlen, 'agent:cancelled', agent, ARGV[9], { runId = runId, reason = reason, state = state })
@@ -237,7 +240,7 @@ function finishQueuedRun(deps: CancelRunDeps, runId: string, agent: string, prio
   const indexKeys = slot?.index ? [slot.index.running, slot.index.waiting] : [];
   const now = Date.now();
   return redis.werkpilotCancelRun(
-    30 + indexKeys.length,
+    31 + indexKeys.length,
     bull(`${runId}:lock`),
     bull(runId),
     bull('repeat'),
@@ -261,6 +264,7 @@ function finishQueuedRun(deps: CancelRunDeps, runId: string, agent: string, prio
     slot?.holders ?? leaseKey(keys, agent),
     slot?.waiters ?? leaseWaitersKey(keys, agent),
     ...parkedQueueKeys(keys),
+    rateWaitingKey(keys, agent),
     ...indexKeys,
     runId,
     reason,

@@ -7,6 +7,7 @@ import { PARKED_RECHECK_MS, pendingCountsKey, runWaitersKey } from './dependency
 import { InvalidInputError } from './errors.js';
 import type { Keys } from './keys.js';
 import { runJobOptions, type Retention, type RunJobData } from './queues.js';
+import { checkControlKeys } from './run-trigger.js';
 import type { Registry } from './registry.js';
 
 /**
@@ -162,6 +163,7 @@ export async function backfill(deps: TickChainDeps & { registry: Registry }, age
   const ticks = ticksBetween(spec, from - 1, to);
   if (ticks.length === 0) throw new InvalidInputError(`backfill: the schedule of ${agent} (${spec.schedule.cron}) has no tick from ${new Date(from).toISOString()} to ${new Date(to).toISOString()}`);
   if (ticks.length > MAX_CHAINED_TICKS) throw new InvalidInputError(`backfill: more than ${MAX_CHAINED_TICKS} ticks of ${agent} in that range; backfill a shorter one`);
+  checkControlKeys(spec, data);
   const backfillId = randomUUID();
   // BullMQ takes custom ids of at most three `:`-separated parts.
   const idOf = (tick: number) => `backfill:${backfillId}-${tick}:${spec.name}`;

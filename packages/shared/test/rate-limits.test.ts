@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { agentRateKey, limiterKey, triggerRun, type AgentContext } from '@werkpilot/shared';
+import { agentRateKey, cancelRun, limiterKey, rateWaitingKey, triggerRun, type AgentContext } from '@werkpilot/shared';
 import type { Redis } from 'ioredis';
 import { useTestRedis, waitFor } from '@werkpilot/test-support';
 import { controlsCluster, retention } from './_controls-cluster.js';
@@ -170,5 +170,28 @@ describe('rate limits across workers', () => {
     const { runId } = await triggerRun({ queue: c.queues.agents, registry: c.registry, retention }, 'sloppy');
     await waitFor(async () => (await c.queues.agents.getJobState(runId)) === 'failed', { what: 'the run to fail' });
     expect((await c.queues.agents.getJob(runId))!.failedReason).toBe(`ctx.limit('openai'): agent sloppy does not list limiter "openai" in its limiters`);
+  });
+
+  it('a run waiting for its tokens keeps its concurrency slot, and a cancel gives both back', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const c = await controlsCluster(redis, [{ name: 'pricing', concurrency: { limit: 2 }, overlap: 'queue', rateLimit: { max: 1, perMs: 60_000 }, run: () => gate }]);
+    await c.startWorker({ concurrency: 3 });
+    const deps = { queue: c.queues.agents, registry: c.registry, retention };
+    const first = await triggerRun(deps, 'pricing');
+    await waitFor(async () => (await c.queues.agents.getJobState(first.runId)) === 'active', { what: 'the first run to start' });
+    const second = await triggerRun(deps, 'pricing');
+    await waitFor(async () => (await c.redis.zcard(rateWaitingKey(c.keys, 'pricing'))) === 1, { what: 'the second run to wait for its token' });
+    const slots = c.keys.key('agent', 'pricing', 'slots');
+    expect((await c.redis.zrange(slots, 0, -1)).sort()).toEqual([first.runId, second.runId].sort());
+    expect(c.eventsOf('agent:rate-limited', 'pricing').map((e) => e.data.runId)).toEqual([second.runId]);
+    expect(await cancelRun({ queue: c.queues.agents, redis: c.redis, keys: c.keys, bus: { historySize: 1000 } as never, registry: c.registry }, second.runId)).toMatchObject({
+      outcome: 'cancelled',
+      state: 'parked',
+    });
+    expect(await c.redis.zrange(slots, 0, -1)).toEqual([first.runId]);
+    expect(await c.redis.zcard(rateWaitingKey(c.keys, 'pricing'))).toBe(0);
+    release();
+    await c.completedRun(first.runId);
   });
 });
