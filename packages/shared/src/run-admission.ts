@@ -347,7 +347,10 @@ export function createRunAdmission(options: RunAdmissionOptions): RunAdmission {
     async admit(spec, job, token, startedEvent) {
       const runId = job.id!;
       const a = agentArgs(spec);
-      if (spec.catchUp !== 'latest' && job.data.trigger === 'cron' && options.catchUp) {
+      // The delay field stays set on a run promoted by our scripts (parked-runs.ts), and a run handed back or recovered has started before.
+      const wasParked = job.delay > 0 || job.attemptsStarted > job.attemptsMade + 1;
+      // A tick is judged late when it first arrives, not after waiting its turn or its dependencies.
+      if (spec.catchUp !== 'latest' && job.data.trigger === 'cron' && !wasParked && options.catchUp) {
         const caughtUp = await options.catchUp(spec, job);
         if (caughtUp.kind === 'skip') return { kind: 'skip', reasons: [caughtUp.reason], slot: undefined };
       }
@@ -357,8 +360,6 @@ export function createRunAdmission(options: RunAdmissionOptions): RunAdmission {
       const rate = a.rate ?? (a.hasRateLimits ? rateBucketsOf(keys, spec, limiters, controlKeyValue(spec.rateLimit?.key, data, 'rateLimit.key', spec.name)) : undefined);
       const dependencies = dependencyRunsOf(spec, job);
       const deps = dependencies.length > 0 ? dependencyArgs(keys, dependencies) : undefined;
-      // The delay field stays set on a run promoted by our scripts (parked-runs.ts), and a run handed back or recovered has started before.
-      const wasParked = job.delay > 0 || job.attemptsStarted > job.attemptsMade + 1;
       for (let attempt = 0; ; attempt++) {
         if (!cache.has(a.gateAgents)) await cache.load(a.gateAgents);
         const reasons = gate({ spec, job, view: cache });
@@ -368,18 +369,16 @@ export function createRunAdmission(options: RunAdmissionOptions): RunAdmission {
         flags += a.policy;
         if (wasParked) flags += 'P';
         if (!isCircuitClosed) flags += 'C';
+        if (slot?.index) flags += 'I';
+        if (rate) flags += 'R';
         const scriptKeys = [keys.gateEpoch, slot?.holders ?? keys.gateEpoch, slot?.waiters ?? keys.gateEpoch, keys.eventsStream];
         const argv: (string | number)[] = [flags, cache.epoch, runId, a.leaseTtl, keys.eventsChannel, historyLength, startedEvent, slot && slot.mode !== 'none' ? luaSlotMode(slot.mode) : '', slot?.limit ?? 0];
         if (!isCircuitClosed) {
           scriptKeys.push(a.circuit, a.restarts);
           argv.push(clock(), circuit.windowMs, spec.maxRestartsPerHour, cooldown, a.staleAfter);
         }
-        if (slot?.index) {
-          argv[0] += 'I';
-          scriptKeys.push(slot.index.running, slot.index.waiting);
-        }
+        if (slot?.index) scriptKeys.push(slot.index.running, slot.index.waiting);
         if (rate) {
-          argv[0] += 'R';
           scriptKeys.push(a.stats, a.rateWaiting, ...rate.map((b) => b.key));
           argv.push(`${runId}:${job.attemptsMade}`, rate.length, TOKEN_GRACE_MS);
           for (const b of rate) argv.push(b.max, b.perMs, b.cost, b.label, b.expires ? '1' : '');
