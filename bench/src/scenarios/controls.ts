@@ -41,8 +41,15 @@ async function fill(queue: Queue, registry: Registry, nameOf: (i: number) => str
   }
 }
 
-/** Runs/s of one worker at concurrency 50 draining `count` queued runs of the variant's fleet. */
-async function drain(redis: BenchRedis, variant: Variant, count: number): Promise<number> {
+interface Drained {
+  perSecond: number;
+  /** CPU of this (worker) process and of the Redis server per run, µs: load-independent, unlike runs/s. */
+  nodeCpuMicros: number;
+  redisCpuMicros: number;
+}
+
+/** Runs/s and CPU per run of one worker at concurrency 50 draining `count` queued runs of the variant's fleet. */
+async function drain(redis: BenchRedis, variant: Variant, count: number): Promise<Drained> {
   const { registry, nameOf } = fleet(variant);
   const prefix = redis.prefix(`ctl-${variant}`);
   const producer = openOrchestratorQueues(redis.url, prefix);
@@ -54,14 +61,18 @@ async function drain(redis: BenchRedis, variant: Variant, count: number): Promis
   const done = countdown(count);
   worker.on('completed', done.tick);
   const outcomes = watchOutcomes(worker, `${count} ${variant} runs`);
+  const redisCpuBefore = await redis.cpuSeconds();
+  const cpuBefore = process.cpuUsage();
   const t0 = preciseNow();
   await queue.resume();
   await within(done.done, 120_000 + count * 10, `${count} ${variant} runs`);
   const perSecond = count / ((preciseNow() - t0) / 1000);
+  const cpu = process.cpuUsage(cpuBefore);
+  const redisCpu = (await redis.cpuSeconds()) - redisCpuBefore;
   await started.close();
   await producer.close();
   outcomes.check();
-  return perSecond;
+  return { perSecond, nodeCpuMicros: (cpu.user + cpu.system) / count, redisCpuMicros: (redisCpu * 1e6) / count };
 }
 
 /** Redis commands per run (INFO commandstats, commands inside Lua included), after one warm-up run per agent. */
@@ -198,11 +209,11 @@ export const controls: Scenario = {
     const rounds = quick ? 1 : 3;
     const variants: Variant[] = ['plain', 'keyed', 'rate-limited'];
     for (const v of variants) await drain(redis, v, quick ? 200 : 1000); // warm-up
-    const perSecond: Record<Variant, number[]> = { plain: [], keyed: [], 'rate-limited': [] };
+    const drained: Record<Variant, Drained[]> = { plain: [], keyed: [], 'rate-limited': [] };
     for (let round = 0; round < rounds; round += 1) {
       progress(`controls: throughput round ${round + 1}/${rounds}, ${count} runs per variant at c50`);
       const order = round % 2 === 0 ? variants : [...variants].reverse();
-      for (const v of order) perSecond[v].push(await drain(redis, v, count));
+      for (const v of order) drained[v].push(await drain(redis, v, count));
     }
     const commandsCount = quick ? 200 : 2000;
     progress(`controls: Redis commands per run, ${commandsCount} runs per variant`);
@@ -211,12 +222,18 @@ export const controls: Scenario = {
     progress(`controls: ${waits} slot hand-offs and token wake-ups`);
     const slots = await slotHandOffs(redis, waits);
     const tokens = await tokenWakeUps(redis, waits);
-    const plain = median(perSecond.plain);
+    const med = (v: Variant, f: keyof Drained) => median(drained[v].map((d) => d[f]));
+    const plain = med('plain', 'perSecond');
     const s = summarise(slots.samples);
     const t = summarise(tokens.samples);
     return [
-      { metric: 'runs/s at c50 with a concurrency key (2 per tenant)', value: median(perSecond.keyed), baseline: plain, unit: 'runs/s', target: { on: 'ratio', min: 0.9 } },
-      { metric: 'runs/s at c50 with a rate limit far above the load', value: median(perSecond['rate-limited']), baseline: plain, unit: 'runs/s', target: { on: 'ratio', min: 0.9 } },
+      { metric: 'runs/s at c50 with a concurrency key (2 per tenant)', value: med('keyed', 'perSecond'), baseline: plain, unit: 'runs/s', target: { on: 'ratio', min: 0.9 } },
+      { metric: 'runs/s at c50 with a rate limit far above the load', value: med('rate-limited', 'perSecond'), baseline: plain, unit: 'runs/s', target: { on: 'ratio', min: 0.9 } },
+      // Node and Redis share the cores: CPU per run bounds the ratios above, and does not move with the machine's load.
+      { metric: 'worker CPU per run with a concurrency key', value: med('keyed', 'nodeCpuMicros'), baseline: med('plain', 'nodeCpuMicros'), unit: 'µs' },
+      { metric: 'Redis CPU per run with a concurrency key', value: med('keyed', 'redisCpuMicros'), baseline: med('plain', 'redisCpuMicros'), unit: 'µs' },
+      { metric: 'worker CPU per run with a rate limit', value: med('rate-limited', 'nodeCpuMicros'), baseline: med('plain', 'nodeCpuMicros'), unit: 'µs' },
+      { metric: 'Redis CPU per run with a rate limit', value: med('rate-limited', 'redisCpuMicros'), baseline: med('plain', 'redisCpuMicros'), unit: 'µs' },
       { metric: 'Redis commands per run with a concurrency key', value: commands.keyed.total, baseline: commands.plain.total, unit: 'cmds', detail: { keyed: commands.keyed.byCommand, plain: commands.plain.byCommand } },
       { metric: 'Redis commands per run with a rate limit', value: commands['rate-limited'].total, baseline: commands.plain.total, unit: 'cmds', detail: { rateLimited: commands['rate-limited'].byCommand } },
       { metric: `freed slot → waiting run start p50 (${s.count})`, value: s.p50, baseline: null, unit: 'ms' },
