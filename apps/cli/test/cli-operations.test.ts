@@ -77,9 +77,11 @@ describe('agents', () => {
     const table = await cli(['agents']);
     expect(table.code).toBe(0);
     const lines = table.stdout.trimEnd().split('\n');
-    expect(lines[0]).toMatch(/^AGENT\s+PRI\s+DEPTH\s+SCHEDULE\s+ENABLED\s+HEALTH\s+CIRCUIT\s+SCORE\s+RUNS\s+FAILED\s+P50\s+P95\s+P99\s+LAST RUN$/);
+    expect(lines[0]).toMatch(/^AGENT\s+PRI\s+DEPTH\s+SCHEDULE\s+CONTROLS\s+ENABLED\s+HEALTH\s+CIRCUIT\s+SCORE\s+RUNS\s+FAILED\s+P50\s+P95\s+P99\s+LAST RUN$/);
     expect(lines.slice(1).map((l) => l.split(/\s+/)[0]).sort()).toEqual(['alpha', 'beta', 'slow']);
-    expect(table.stdout).toMatch(/^beta\s+3\s+1\s+manual\s+yes/m);
+    // Controls beyond the default (one run at a time, skip) show in one cell: beta queues its runs.
+    expect(table.stdout).toMatch(/^beta\s+3\s+1\s+manual\s+1 queue\s+yes/m);
+    expect(table.stdout).toMatch(/^slow\s+3\s+0\s+manual\s+-\s+yes/m);
 
     const agents = json<{ name: string; priority: number; dependencyDepth: number }[]>(await cli(['agents', '--json']));
     expect(agents.find((a) => a.name === 'alpha')).toMatchObject({ priority: 2, dependencyDepth: 0 });
