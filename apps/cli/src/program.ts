@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { oneLine } from './api-client.js';
 import { CliError, EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from './cli-error.js';
@@ -42,6 +43,14 @@ Examples:
   werkpilot events --follow --type 'agent:*'
 `;
 
+/**
+ * The release, from this package's package.json (one level above src/ and dist/ alike). Not from
+ * @werkpilot/shared's WERKPILOT_VERSION: importing that package's index would load BullMQ and the
+ * rest for every command. Every workspace package carries the root's version (test/version.test.ts
+ * in apps/scheduler holds them to it).
+ */
+const CLI_VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
 /** The `werkpilot` command tree (commander), writing through `io` and throwing instead of exiting. */
 export function buildProgram(io: CliIo): Command {
   const program = new Command('werkpilot')
@@ -50,6 +59,7 @@ export function buildProgram(io: CliIo): Command {
     .option('--token <token>', 'bearer token (env WERKPILOT_TOKEN or DASHBOARD_TOKEN; visible in ps: prefer those or --token-file)')
     .option('--token-file <path>', 'read the bearer token from this file (env WERKPILOT_TOKEN_FILE)')
     .option('--json', 'print JSON instead of tables (every command)')
+    .version(CLI_VERSION, '-V, --version', 'print the release (the one /api/metrics and the image label show)')
     .showSuggestionAfterError(false)
     // `werkpilot run --help` lists --url, --token and --json too.
     .configureHelp({ showGlobalOptions: true })

@@ -2,6 +2,7 @@ import type { AgentSpec } from './agent.js';
 import type { CircuitState } from './circuit-breaker.js';
 import type { HealthState } from './health.js';
 import { RUN_DURATION_BUCKETS_SECONDS } from './agent-state.js';
+import { WERKPILOT_VERSION } from './version.js';
 
 /**
  * The scheduler's cluster-wide Prometheus exposition, written as text from the snapshot's figures.
@@ -132,6 +133,8 @@ export function clusterFamilies(cluster: ClusterExpositionInput): string {
     text += header('werkpilot_scheduler_is_leader', 'gauge', 'Whether this scheduler replica holds the leader lease');
     text += `werkpilot_scheduler_is_leader ${cluster.isLeader ? 1 : 0}\n`;
   }
+  text += header('werkpilot_build_info', 'gauge', 'Always 1; the version label is the release this scheduler runs (werkpilot --version)');
+  text += `werkpilot_build_info{version="${escapeLabelValue(WERKPILOT_VERSION)}"} 1\n`;
   return text;
 }
 

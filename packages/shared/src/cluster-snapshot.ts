@@ -31,6 +31,7 @@ import { controlsExposition, readControlsNow, type ControlsFigures } from './con
 import { readChangesSince, readGenerations } from './snapshot-changes.js';
 import { anonymousDeadLetterEntry, anonymousWorker, truncateError } from './snapshot-redaction.js';
 import { turnBudget } from './turn-budget.js';
+import { WERKPILOT_VERSION } from './version.js';
 
 /**
  * The cluster snapshot behind `/api/metrics`, `/metrics` (JSON and Prometheus) and the agent views,
@@ -392,6 +393,7 @@ export class ClusterSnapshotBuilder {
     const queues = { agents: cluster.agentCounts, system: cluster.systemCounts, agentsByPriority: cluster.agentsByPriority };
     let agents: MetricsSnapshot['agents'] | undefined;
     const view: MetricsSnapshot = {
+      version: WERKPILOT_VERSION,
       executionQueueSize: cluster.agentCounts.waiting + cluster.agentCounts.prioritized,
       deadLetterQueueSize: cluster.agentCounts.failed,
       queues: queues as MetricsSnapshot['queues'],
@@ -415,6 +417,7 @@ export class ClusterSnapshotBuilder {
     const json = async (access: SnapshotAccess) => {
       const isAnonymous = access === 'anonymous';
       const head = {
+        version: view.version,
         executionQueueSize: view.executionQueueSize,
         deadLetterQueueSize: view.deadLetterQueueSize,
         queues,

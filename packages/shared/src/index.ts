@@ -13,6 +13,7 @@ export * from './job-schedulers.js';
 export * from './keys.js';
 export * from './logger.js';
 export * from './metrics-snapshot.js';
+export * from './version.js';
 export * from './percentiles.js';
 export * from './process-entry.js';
 export * from './process-memory.js';

@@ -19,6 +19,8 @@ export interface AgentSnapshot extends AgentState {
  * cluster-snapshot.ts builds it.
  */
 export interface MetricsSnapshot {
+  /** The release the answering scheduler runs (version.ts): the one `werkpilot --version` prints. */
+  version: string;
   /** Runs waiting to execute (waiting + prioritized) on the agents queue. */
   executionQueueSize: number;
   deadLetterQueueSize: number;
