@@ -25,7 +25,7 @@ export class ApiError extends CliError {
 }
 
 /**
- * A small client for the scheduler's HTTP API (DESIGN.md › HTTP on port 3001). Every failure
+ * A small client for the scheduler's HTTP API (docs/design.md#http-surface). Every failure
  * becomes a CliError with a one-line message saying what happened and, where it helps, what to do.
  */
 export class ApiClient {

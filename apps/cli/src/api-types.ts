@@ -1,5 +1,5 @@
 /**
- * The shapes the CLI reads from the HTTP API (DESIGN.md › HTTP on port 3001). Fields other parts
+ * The shapes the CLI reads from the HTTP API (docs/design.md#http-surface). Fields other parts
  * add over time (health, circuit, score, workers, leader) are optional: the CLI shows "-" for what
  * a server does not report.
  */

@@ -11,7 +11,7 @@ const EVERY_SECOND = '* * * * * *';
 /** The first ticks after a scheduler is created include its catch-up run; they are not timed. */
 const SKIPPED_TICKS = 2;
 
-/** A job scheduler's run ids are `repeat:<schedulerId>:<tickMillis>` (DESIGN.md › BullMQ facts). */
+/** A job scheduler's run ids are `repeat:<schedulerId>:<tickMillis>` (docs/design.md#bullmq-facts-relied-on). */
 export function tickOf(jobId: string): number {
   const tick = Number(jobId.slice(jobId.lastIndexOf(':') + 1));
   if (!Number.isFinite(tick)) throw new Error(`job ${jobId} is not a job-scheduler run`);

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 
 /**
  * The agent definition: what an agent module's default export describes.
- * See DESIGN.md › Agents; defaults are applied by the registry.
+ * See docs/design.md#agents (and docs/agents.md); defaults are applied by the registry.
  */
 export type Priority = 1 | 2 | 3;
 

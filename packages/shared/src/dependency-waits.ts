@@ -9,7 +9,7 @@ import { QUEUE_NAMES, type RunJobData } from './queues.js';
  * Waiting for dependency runs of the same tick or pipeline, without holding a worker slot, and
  * promoting the waiter the moment its last pending dependency run finishes (event-driven).
  *
- * Protocol (exact under any number of workers; see DESIGN.md › BullMQ facts):
+ * Protocol (exact under any number of workers; see docs/design.md#dependency-waits):
  *  1. A dependent that must wait is parked (a delayed job with a safety deadline): a pipeline's
  *     dependents are created parked and registered when the pipeline starts (pipeline.ts); a cron
  *     tick's dependent finds its dependencies unfinished when it starts (run admission), parks itself

@@ -30,7 +30,7 @@ export interface AgentHealth {
   checkedAt: string | null;
 }
 
-/** Thresholds of DESIGN.md › health monitor. */
+/** Thresholds of the health monitor (docs/design.md#health-monitor). */
 export const HEALTH_RULES = {
   consecutiveFailures: 3,
   staleScheduleIntervals: 3,
@@ -58,7 +58,7 @@ export interface HealthInputs {
   now: number;
 }
 
-/** Rates one agent by the rules of DESIGN.md. Pure: the same inputs always give the same answer. */
+/** Rates one agent by the rules of docs/design.md#health-monitor. Pure: the same inputs always give the same answer. */
 export function evaluateHealth(input: HealthInputs): { state: HealthState; reasons: string[] } {
   const unhealthy: string[] = [];
   const degraded: string[] = [];

@@ -1,6 +1,6 @@
 /**
  * Agent requests: `ctx.request(agent, payload, { timeoutMs })` across processes and machines
- * (DESIGN.md › Message bus and agent requests).
+ * (docs/design.md#agent-requests).
  *
  * Design
  * - Every agent has a request list, `{prefix}:rpc:<agent>:requests`. A caller RPUSHes one JSON

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { listenForTermination, stopWithParent } from './termination-signals.js';
 
 /**
- * The six steps of a graceful shutdown (DESIGN.md › Processes), in order. Every process runs all
+ * The six steps of a graceful shutdown (docs/design.md#graceful-shutdown), in order. Every process runs all
  * six — a step with nothing registered still appears in the log, so operators always see 1..6.
  */
 export const SHUTDOWN_STEPS = {
