@@ -5,6 +5,7 @@ import type { Keys } from './keys.js';
 import { percentileOfSorted, percentilesOfSorted, type Percentiles } from './percentiles.js';
 import { runMetricsKey } from './prometheus-metrics.js';
 import { execOrThrow } from './redis-pipeline.js';
+import { defineScripts } from './redis-scripts.js';
 
 /**
  * One agent's figures as the cluster snapshot keeps them between builds, and the read that brings
@@ -144,9 +145,7 @@ export class AgentFiguresReader {
     this.redis = redis;
     this.keys = keys;
     this.restartWindowMs = restartWindowMs;
-    if (typeof (redis as Partial<Redis>).werkpilotReadAgentFigures !== 'function') {
-      redis.defineCommand('werkpilotReadAgentFigures', { numberOfKeys: 6, lua: READ_FIGURES_LUA });
-    }
+    defineScripts(redis, { 'werkpilotReadAgentFigures-6': READ_FIGURES_LUA });
   }
 
   get(agent: string): AgentFigures | undefined {

@@ -2,6 +2,7 @@ import type { ChainableCommander, Redis, Result } from 'ioredis';
 import type { Keys } from './keys.js';
 import { percentiles, type Percentiles } from './percentiles.js';
 import { execOrThrow } from './redis-pipeline.js';
+import { defineScripts } from './redis-scripts.js';
 
 /**
  * How a run ended, as far as the agent's state is concerned. `cancelled`: an operator cancelled it
@@ -169,9 +170,7 @@ export class AgentStateStore {
   constructor({ redis, keys }: { redis: Redis; keys: Keys }) {
     this.redis = redis;
     this.keys = keys;
-    if (typeof (redis as Partial<Redis>).werkpilotRecordRun !== 'function') {
-      redis.defineCommand('werkpilotRecordRun', { numberOfKeys: 3, lua: RECORD_ONE_LUA });
-    }
+    defineScripts(redis, { 'werkpilotRecordRun-3': RECORD_ONE_LUA });
   }
 
   /**

@@ -12,6 +12,7 @@ import {
 } from './boot.js';
 import { NotLeaderError } from './errors.js';
 import type { Keys } from './keys.js';
+import { defineScripts } from './redis-scripts.js';
 
 /**
  * A failed boot heals. After the leader's boot, this loop (leader only) re-checks:
@@ -70,9 +71,7 @@ declare module 'ioredis' {
 }
 
 function defineCommands(redis: Redis): void {
-  if (typeof (redis as Partial<Redis>).werkpilotRequestBootCheck === 'function') return;
-  redis.defineCommand('werkpilotRequestBootCheck', { numberOfKeys: 2, lua: REQUEST_LUA });
-  redis.defineCommand('werkpilotTakeBootRequests', { numberOfKeys: 1, lua: TAKE_REQUESTS_LUA });
+  defineScripts(redis, { 'werkpilotRequestBootCheck-2': REQUEST_LUA, 'werkpilotTakeBootRequests-1': TAKE_REQUESTS_LUA });
 }
 
 /**

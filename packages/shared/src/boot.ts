@@ -11,6 +11,7 @@ import { leaderKey, type LeaderFence } from './leader.js';
 import type { Registry } from './registry.js';
 import { snapshotGenerationsKey } from './snapshot-changes.js';
 import type { SystemJobHandler } from './system-worker.js';
+import { defineScripts } from './redis-scripts.js';
 
 /**
  * Layered boot (the predecessor's "4-layer dependency boot", any number of layers): layer k holds
@@ -106,9 +107,7 @@ declare module 'ioredis' {
 /** Fenced writes of boot state and their `boot:agent` events; throws NotLeaderError once deposed. */
 export function bootStateWriter(deps: Pick<BootDeps, 'redis' | 'keys' | 'bus' | 'fence'>) {
   const { redis, keys, bus, fence } = deps;
-  if (typeof (redis as Partial<Redis>).werkpilotWriteBootState !== 'function') {
-    redis.defineCommand('werkpilotWriteBootState', { numberOfKeys: 4, lua: WRITE_BOOT_STATE_LUA });
-  }
+  defineScripts(redis, { 'werkpilotWriteBootState-4': WRITE_BOOT_STATE_LUA });
   const write = async (agent: string, json: string, what: string) => {
     const written = await redis.werkpilotWriteBootState(bootKey(keys), fence?.key ?? leaderKey(keys), keys.gateEpoch, snapshotGenerationsKey(keys), fence?.id ?? '', agent, json);
     if (written !== 1) throw new NotLeaderError(what);

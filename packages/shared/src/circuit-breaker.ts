@@ -7,6 +7,7 @@ import { BUS_EMIT_LUA } from './bus.js';
 import type { Keys } from './keys.js';
 import { execOrThrow } from './redis-pipeline.js';
 import { markAgentsChanged } from './snapshot-changes.js';
+import { defineScripts } from './redis-scripts.js';
 
 /**
  * The circuit breaker, cluster-wide. A restart is a failed attempt of an agent (one that will be
@@ -230,12 +231,7 @@ export class CircuitBreaker {
     this.windowMs = options.windowMs ?? RESTART_WINDOW_MS;
     this.cooldownMs = options.cooldownMs;
     this.historyLength = options.historyLength ?? 1000;
-    const redis = this.redis as Partial<Redis>;
-    if (typeof redis.werkpilotCircuitRecord !== 'function') {
-      this.redis.defineCommand('werkpilotCircuitRecord', { numberOfKeys: 4, lua: RECORD_OUTCOME_LUA });
-      this.redis.defineCommand('werkpilotCircuitAdmit', { numberOfKeys: 3, lua: ADMIT_LUA });
-      this.redis.defineCommand('werkpilotCircuitReset', { numberOfKeys: 4, lua: RESET_LUA });
-    }
+    defineScripts(this.redis, { 'werkpilotCircuitRecord-4': RECORD_OUTCOME_LUA, 'werkpilotCircuitAdmit-3': ADMIT_LUA, 'werkpilotCircuitReset-4': RESET_LUA });
   }
 
   /** What the run path's scripts need to apply this breaker's rules themselves (run-admission.ts, run-completion.ts). */

@@ -4,6 +4,7 @@ import type { Job } from 'bullmq';
 import type { Keys } from './keys.js';
 import { PARKED_QUEUE_KEY_COUNT, PROMOTE_PARKED_LUA, parkedQueueKeys } from './parked-runs.js';
 import { QUEUE_NAMES, type RunJobData } from './queues.js';
+import { defineScripts } from './redis-scripts.js';
 
 /**
  * Waiting for dependency runs of the same tick or pipeline, without holding a worker slot, and
@@ -286,10 +287,7 @@ export class DependencyWaits {
     this.keys = keys;
     this.ttlSeconds = ttlSeconds;
     this.queueKeys = parkedQueueKeys(keys);
-    if (typeof (redis as Partial<Redis>).werkpilotParkForDependencies !== 'function') {
-      redis.defineCommand('werkpilotParkForDependencies', { lua: PARK_LUA });
-      redis.defineCommand('werkpilotFinishRun', { numberOfKeys: 4 + PARKED_QUEUE_KEY_COUNT, lua: FINISH_ALONE_LUA });
-    }
+    defineScripts(redis, { werkpilotParkForDependencies: PARK_LUA, [`werkpilotFinishRun-${4 + PARKED_QUEUE_KEY_COUNT}`]: FINISH_ALONE_LUA });
   }
 
   /**

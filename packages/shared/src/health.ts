@@ -13,6 +13,7 @@ import { MAX_ERROR_MESSAGE_BYTES, truncateBytes } from './size-limits.js';
 import type { Registry } from './registry.js';
 import { addGenerationBumpTo } from './snapshot-changes.js';
 import type { SystemJobHandler } from './system-worker.js';
+import { defineScripts } from './redis-scripts.js';
 
 /**
  * The health monitor: every HEALTH_INTERVAL_MS the scheduler leader rates each agent `healthy`,
@@ -142,9 +143,7 @@ export class HealthStore {
     this.redis = redis;
     this.keys = keys;
     this.historyLength = historyLength;
-    if (typeof (redis as Partial<Redis>).werkpilotWriteHealth !== 'function') {
-      redis.defineCommand('werkpilotWriteHealth', { numberOfKeys: 3, lua: WRITE_HEALTH_LUA });
-    }
+    defineScripts(redis, { 'werkpilotWriteHealth-3': WRITE_HEALTH_LUA });
   }
 
   /** Stores each rating; returns the agents whose state changed (each published `health:changed`). */

@@ -20,6 +20,7 @@ export * from './process-memory.js';
 export * from './queues.js';
 export * from './redis-connection.js';
 export * from './redis-pipeline.js';
+export * from './redis-scripts.js';
 export * from './redis-provisioner.js';
 export * from './registry.js';
 export * from './run-trigger.js';

@@ -1,6 +1,7 @@
 import type { Redis, Result } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Keys } from './keys.js';
+import { defineScripts } from './redis-scripts.js';
 
 /**
  * Leader election among scheduler replicas: a Redis lease (`SET key id NX PX ttl`) renewed every
@@ -94,10 +95,7 @@ export class LeaderElection {
     // Every second at most: a follower notices a dead leader's expired lease within a second.
     this.renewIntervalMs = options.renewIntervalMs ?? Math.max(100, Math.min(1000, Math.floor(this.ttlMs / 3)));
     this.clock = options.clock ?? Date.now;
-    if (typeof (this.redis as Partial<Redis>).werkpilotLeaseRenew !== 'function') {
-      this.redis.defineCommand('werkpilotLeaseRenew', { numberOfKeys: 1, lua: RENEW_LUA });
-      this.redis.defineCommand('werkpilotLeaseRelease', { numberOfKeys: 1, lua: RELEASE_LUA });
-    }
+    defineScripts(this.redis, { 'werkpilotLeaseRenew-1': RENEW_LUA, 'werkpilotLeaseRelease-1': RELEASE_LUA });
   }
 
   /** The fence for this replica's leader-only writes (see LeaderFence). */

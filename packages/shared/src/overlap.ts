@@ -2,6 +2,7 @@ import type { Redis, Result } from 'ioredis';
 import type { Keys } from './keys.js';
 import { SLOTS_LUA, luaSlotMode, type SlotGroup } from './concurrency-slots.js';
 import { PROMOTE_PARKED_LUA, parkedQueueKeys } from './parked-runs.js';
+import { defineScripts } from './redis-scripts.js';
 
 /**
  * "Never two runs of one agent at once, across all workers": a per-agent lease in Redis, held by
@@ -130,7 +131,7 @@ export class OverlapGuard {
   constructor({ redis, keys }: { redis: Redis; keys: Keys }) {
     this.redis = redis;
     this.queueKeys = parkedQueueKeys(keys);
-    if (typeof (redis as Partial<Redis>).werkpilotParkForSlot !== 'function') redis.defineCommand('werkpilotParkForSlot', { lua: PARK_LUA });
+    defineScripts(redis, { werkpilotParkForSlot: PARK_LUA });
   }
 
   /**

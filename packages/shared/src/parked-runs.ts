@@ -1,6 +1,7 @@
 import type { Redis, Result } from 'ioredis';
 import type { Keys } from './keys.js';
 import { QUEUE_NAMES } from './queues.js';
+import { defineScripts } from './redis-scripts.js';
 
 /**
  * Promoting a parked run (a delayed job of the `agents` queue waiting for a dependency run or its
@@ -79,8 +80,6 @@ declare module 'ioredis' {
  * longer delayed (BullMQ promoted it at its delay, or it was cancelled). Resolves to whether it moved it.
  */
 export async function promoteParkedRun(redis: Redis, keys: Keys, runId: string, priority: number): Promise<boolean> {
-  if (typeof (redis as Partial<Redis>).werkpilotPromoteParked !== 'function') {
-    redis.defineCommand('werkpilotPromoteParked', { numberOfKeys: PARKED_QUEUE_KEY_COUNT, lua: PROMOTE_ONE_LUA });
-  }
+  defineScripts(redis, { [`werkpilotPromoteParked-${PARKED_QUEUE_KEY_COUNT}`]: PROMOTE_ONE_LUA });
   return (await redis.werkpilotPromoteParked(...parkedQueueKeys(keys), runId, priority)) === 1;
 }

@@ -1,6 +1,7 @@
 import type { Redis, Result } from 'ioredis';
 import type { AgentSpec, LimiterDefinition } from './agent.js';
 import type { Keys } from './keys.js';
+import { defineScripts } from './redis-scripts.js';
 
 /**
  * Rate limits, exact across workers: an agent's own (`rateLimit: { max, perMs, key? }`, taken by
@@ -150,7 +151,7 @@ export class LimiterClient {
     this.redis = redis;
     this.keys = keys;
     this.limiters = limiters;
-    if (typeof (redis as Partial<Redis>).werkpilotTakeTokens !== 'function') redis.defineCommand('werkpilotTakeTokens', { numberOfKeys: 1, lua: LIMIT_LUA });
+    defineScripts(redis, { 'werkpilotTakeTokens-1': LIMIT_LUA });
   }
 
   /** Books `cost` tokens of `name` for run `runId` of `spec` and resolves when they are due; returns how long it waited (ms). */

@@ -2,6 +2,7 @@ import type { Redis, Result } from 'ioredis';
 import type { AgentSpec } from './agent.js';
 import type { AgentState } from './agent-state.js';
 import type { Keys } from './keys.js';
+import { defineScripts } from './redis-scripts.js';
 
 /**
  * The nightly optimisation's daily reports: what each agent did since the previous report, and
@@ -168,9 +169,7 @@ export class ReportStore {
     this.redis = redis;
     this.keys = keys;
     this.retentionMs = retentionMs;
-    if (typeof (redis as Partial<Redis>).werkpilotSaveReport !== 'function') {
-      redis.defineCommand('werkpilotSaveReport', { numberOfKeys: 2, lua: SAVE_REPORT_LUA });
-    }
+    defineScripts(redis, { 'werkpilotSaveReport-2': SAVE_REPORT_LUA });
   }
 
   /** Saves `report`; with `onlyIfAbsent`, returns false when its day already has one. */

@@ -35,6 +35,7 @@ import type { CatchUpDecision } from './tick-runs.js';
 import { QUEUE_NAMES, type RunJobData } from './queues.js';
 import { markAgentsChanged } from './snapshot-changes.js';
 import { createWriteBatcher } from './write-batching.js';
+import { defineScripts } from './redis-scripts.js';
 
 /**
  * Everything asked before a run starts, in one script (ADMIT_LUA, one round trip): is the gate
@@ -292,7 +293,7 @@ export function createRunAdmission(options: RunAdmissionOptions): RunAdmission {
   const cache = new GateCache({ redis, keys, clock, ...(options.gateMaxAgeMs !== undefined ? { maxAgeMs: options.gateMaxAgeMs } : {}) });
   const waits = new DependencyWaits({ redis, keys });
   const overlap = new OverlapGuard({ redis, keys });
-  if (typeof (redis as Partial<Redis>).werkpilotAdmitRun !== 'function') redis.defineCommand('werkpilotAdmitRun', { lua: ADMIT_LUA });
+  defineScripts(redis, { werkpilotAdmitRun: ADMIT_LUA });
   // Runs whose jobs arrived together are admitted in one socket write.
   const holdWrites = createWriteBatcher(redis);
   // Runs parked until their tokens are due, promoted by this process when they are (see rate-limits.ts).

@@ -38,6 +38,7 @@ import { rateWaitingKey } from './rate-limits.js';
 import { PROMOTE_PARKED_LUA, parkedQueueKeys } from './parked-runs.js';
 import { QUEUE_NAMES, type RunJobData } from './queues.js';
 import type { Registry } from './registry.js';
+import { defineScripts } from './redis-scripts.js';
 
 /**
  * The reason a cancelled run's AbortSignal carries. An UnrecoverableError, so nothing retries it
@@ -233,7 +234,7 @@ function slotGroupOfRun(deps: CancelRunDeps, agent: string, data: unknown): Slot
 
 function finishQueuedRun(deps: CancelRunDeps, runId: string, agent: string, priority: number, reason: string, data: unknown): Promise<CancelReply> {
   const { redis, keys } = deps;
-  if (typeof (redis as Partial<Redis>).werkpilotCancelRun !== 'function') redis.defineCommand('werkpilotCancelRun', { lua: CANCEL_LUA });
+  defineScripts(redis, { werkpilotCancelRun: CANCEL_LUA });
   const bull = (suffix: string) => keys.bull(QUEUE_NAMES.agents, suffix);
   const spec = deps.registry?.get(agent);
   const slot = slotGroupOfRun(deps, agent, data);

@@ -4,6 +4,7 @@ import { parse as parsePartialJson } from 'partial-json';
 import type { RunView } from './run-lookup.js';
 import { TRACE_ID_FIELD } from './run-completion.js';
 import { traceIdOfMetadata } from './run-tracing.js';
+import { defineScripts } from './redis-scripts.js';
 
 /**
  * Runs as lists show them (an agent's last runs, the dead-letter queue's pages and the snapshot's
@@ -105,7 +106,7 @@ export async function readRunSummaries(queue: Queue, runs: ListedRun[], { agent,
   if (runs.length === 0 || max <= 0) return [];
   // BullMQ types its client as its own interface; it is the ioredis connection the queue was given.
   const redis = (await queue.getBackend().client) as unknown as Redis & Partial<SummaryCommands>;
-  if (!redis.werkpilotRunSummaries) redis.defineCommand('werkpilotRunSummaries', { lua: SUMMARIES_LUA });
+  defineScripts(redis, { werkpilotRunSummaries: SUMMARIES_LUA });
   // BullMQ builds its job keys (`{prefix}:<queue>:<id>`); keys.ts holds only ours.
   const keys = runs.map((run) => queue.toKey(run.id));
   const rows = await (redis as Redis & SummaryCommands).werkpilotRunSummaries(keys.length, ...keys, LIST_FIELD_BYTES, agent ?? '', max);
