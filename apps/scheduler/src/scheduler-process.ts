@@ -164,7 +164,10 @@ export async function runScheduler(): Promise<void> {
     });
   };
 
-  const availability = new RedisAvailability({ redis });
+  // Its own connection, so a burst of API requests queued on `redis` does not read as a frozen Redis.
+  const probe = createRedisConnection({ url: config.redisUrl, role: 'scheduler:probe', log }, { maxRetriesPerRequest: BOUNDED_RETRIES_PER_REQUEST });
+  shutdown.register(6, 'redis probe connection', () => closeRedisConnection(probe));
+  const availability = new RedisAvailability({ redis, probe });
   const snapshots = createSnapshotService({
     redis,
     keys,

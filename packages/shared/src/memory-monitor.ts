@@ -17,6 +17,9 @@ export const DEFAULT_MEMORY_THRESHOLDS: MemoryThresholds = { gcPercent: 80, pres
 /** The lowest priority (3, "normal") is what a worker under memory pressure stops taking. */
 export const SHED_PRIORITY = 3;
 
+/** Forced collections take at most 1 / this of the process's time. */
+const GC_TIME_SHARE_INVERSE = 10;
+
 export const EXPOSE_GC_HINT = 'start Node with --expose-gc (e.g. NODE_OPTIONS=--expose-gc), as the container image does';
 
 export interface MemoryMonitorOptions {
@@ -54,6 +57,8 @@ export class MemoryMonitor {
   private readonly read: () => ProcessMemory;
   private timer: NodeJS.Timeout | undefined;
   private hasWarnedNoGc = false;
+  /** No forced collection before this (performance.now() time); see check(). */
+  private nextGcAt = 0;
   private underPressure = false;
   private last: ProcessMemory | undefined;
   private readonly pressureListeners = new Set<(isUnderPressure: boolean) => void>();
@@ -99,11 +104,17 @@ export class MemoryMonitor {
     const { log } = this.options;
     let memory = this.read();
     let action: MemoryAction = 'none';
-    if (memory.heapPercent >= this.thresholds.gcPercent) {
+    if (memory.heapPercent >= this.thresholds.gcPercent && performance.now() >= this.nextGcAt) {
       const gc = this.options.gc === undefined ? (globalThis as { gc?: () => void }).gc : this.options.gc;
       if (gc) {
         const before = memory;
+        const startedAt = performance.now();
         gc();
+        // A full collection of a nearly full heap takes 100+ ms on a busy machine; forced back to
+        // back (short intervals, a heap held by live data) they leave the process almost no time of
+        // its own, and V8 then ends it with "ineffective mark-compacts near heap limit". Spending at
+        // most a tenth of the time on forced collections keeps it serving.
+        this.nextGcAt = performance.now() + GC_TIME_SHARE_INVERSE * (performance.now() - startedAt);
         memory = this.read();
         action = 'gc';
         log.info({ beforePercent: before.heapPercent, afterPercent: memory.heapPercent }, `heap at ${before.heapPercent}%: ran gc, now ${memory.heapPercent}%`);

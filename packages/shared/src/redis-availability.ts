@@ -8,6 +8,12 @@ const FAILURE_REUSE_MS = 1000;
 
 export interface RedisAvailabilityOptions {
   redis: Redis;
+  /**
+   * A connection of its own for the PING. Without one the PING queues behind every command the
+   * process has in flight on `redis`, so a burst of requests (hundreds of API calls at once) reads
+   * as a frozen Redis and is answered 503 although Redis is fine. Default: `redis`.
+   */
+  probe?: Redis;
   /** How long a PING may take before Redis counts as unavailable. Default 500. */
   probeTimeoutMs?: number;
   /** How long a probe's answer is reused by later checks. Default 0: only checks made while a probe is in flight share it. */
@@ -28,6 +34,7 @@ export interface RedisAvailabilityOptions {
  */
 export class RedisAvailability {
   private readonly redis: Redis;
+  private readonly probeConnection: Redis;
   private readonly probeTimeoutMs: number;
   private readonly reuseMs: number;
   private readonly clock: () => number;
@@ -35,8 +42,9 @@ export class RedisAvailability {
   private probe: Promise<Availability> | undefined;
   private lastProbe: { at: number; result: Availability } | undefined;
 
-  constructor({ redis, probeTimeoutMs = 500, reuseMs = 0, clock = Date.now }: RedisAvailabilityOptions) {
+  constructor({ redis, probe = redis, probeTimeoutMs = 500, reuseMs = 0, clock = Date.now }: RedisAvailabilityOptions) {
     this.redis = redis;
+    this.probeConnection = probe;
     this.probeTimeoutMs = probeTimeoutMs;
     this.reuseMs = reuseMs;
     this.clock = clock;
@@ -78,9 +86,11 @@ export class RedisAvailability {
   private async ping(): Promise<Availability> {
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<Availability>((resolve) => {
-      timer = setTimeout(() => resolve({ available: false, reason: `redis unavailable: no answer to PING within ${this.probeTimeoutMs} ms` }), this.probeTimeoutMs);
+      // Past the timers phase first: on a busy event loop the PONG may already wait to be read, and
+      // it must win over a timer that merely fired in the same turn.
+      timer = setTimeout(() => setImmediate(() => resolve({ available: false, reason: `redis unavailable: no answer to PING within ${this.probeTimeoutMs} ms` })), this.probeTimeoutMs);
     });
-    const answered = this.redis.ping().then(
+    const answered = this.probeConnection.ping().then(
       (): Availability => ({ available: true }),
       (err: unknown): Availability => ({ available: false, reason: `redis unavailable: ${(err as Error).message}` }),
     );
