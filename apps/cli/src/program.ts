@@ -12,6 +12,7 @@ import { registerEvents } from './commands/events.js';
 import { registerReport } from './commands/report.js';
 import { registerRoles } from './commands/roles.js';
 import { registerRun } from './commands/run.js';
+import { registerRuns } from './commands/runs.js';
 import { registerSchedule } from './commands/schedule.js';
 import { registerStatus } from './commands/status.js';
 
@@ -40,6 +41,7 @@ Examples:
   werkpilot backfill daily-report --from 2025-03-01T00:00:00Z --to 2025-03-07T23:59:59Z
   werkpilot run invoice-export --data '{"order":42}' --idempotency-key order-42
   werkpilot dlq list --json | jq '.entries[].id'
+  werkpilot runs --agent crm-sync --state failed --since 2h --match ECONNRESET
   werkpilot events --follow --type 'agent:*'
 `;
 
@@ -74,6 +76,7 @@ export function buildProgram(io: CliIo): Command {
   registerStatus(program, io);
   registerAgents(program, io);
   registerRun(program, io);
+  registerRuns(program, io);
   registerAgentActions(program, io);
   registerSchedule(program, io);
   registerDlq(program, io);

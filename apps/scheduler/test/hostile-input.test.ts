@@ -108,6 +108,10 @@ describe('port 3001 under hostile input', () => {
       `/api/events/recent?${Array.from({ length: 1000 }, () => 'type=a').join('&')}`,
       '/api/events/recent?limit=1e309', '/api/events/recent?limit=-0', '/api/events/recent?limit=1&limit=2', '/api/events/recent?type[a]=b',
       '/api/dlq?limit=99999999999999999999&offset=-1', '/api/dlq?offset=100000&limit=100', `/api/dlq?limit=${'9'.repeat(5000)}`,
+      `/api/runs?q=${'x'.repeat(5000)}`, `/api/runs?state=${'completed,'.repeat(1000)}`, '/api/runs?q=%25%5B(.*%00%ff', '/api/runs?limit=1e309',
+      '/api/runs?agent[a]=b', '/api/runs?since=99999-01-01', '/api/runs?until=0s&since=999999d', `/api/runs?cursor=${'A'.repeat(499)}`,
+      `/api/runs?cursor=${Buffer.from(JSON.stringify({ p: 4, o: 9e15, oc: 9e15, of: 9e15, u: 9e15 })).toString('base64url')}`,
+      `/api/runs?cursor=${Buffer.from(JSON.stringify({ p: 0, o: 2 ** 53, oc: -1, of: 0, u: 0 })).toString('base64url')}`,
       '/queues/api/queues?activeQueue=agents&status=failed&page=-1', `/queues/api/queues?activeQueue=agents&status=latest&page=${'9'.repeat(400)}`,
       '/queues/api/queues?activeQueue=nope&status=%00', '/queues/api/queues?activeQueue=agents&status=failed&jobsPerPage=1000000',
     ];

@@ -1,6 +1,8 @@
 import { z } from 'zod';
 import { InvalidInputError } from './errors.js';
 import { RUN_ID_PATTERN } from './run-lookup.js';
+import { SEARCH_MAX_LIMIT, SEARCH_STATES } from './run-search.js';
+import { INSTANT_HINT, isInstant } from './time-range.js';
 
 /**
  * Zod schemas for the operator API's input (HTTP handlers and the CLI share them), and one way to apply them: a failure becomes an
@@ -90,3 +92,30 @@ function depthOf(value: unknown, limit: number): number {
 export function bodyOf(body: unknown): unknown {
   return body === undefined ? {} : body;
 }
+
+const searchStates = z
+  .string()
+  .max(200)
+  .transform((v) => v.split(','))
+  .pipe(z.array(z.enum(SEARCH_STATES, { message: `each state must be one of ${SEARCH_STATES.join(', ')}` })));
+
+const searchInstant = z.string().refine(isInstant, INSTANT_HINT);
+
+/**
+ * `GET /api/runs`: the run search's filters (run-search.ts). Strict, so a misspelt parameter
+ * (`?agnet=`) is a 400 naming it instead of a search that silently ignores it. `since`/`until` stay
+ * text here: relative spans are resolved against the handler's clock (resolveInstant).
+ */
+export const runSearchQuery = z
+  .object({
+    agent: agentNameParam.optional(),
+    state: searchStates.optional(),
+    trigger: z.enum(['cron', 'manual', 'pipeline', 'retry', 'catch-up', 'backfill'], { message: 'must be one of cron, manual, pipeline, retry, catch-up, backfill' }).optional(),
+    pipeline: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9:_.-]{0,199}$/, 'pipeline ids are letters, digits, ":", "_", "." and "-"').optional(),
+    since: searchInstant.optional(),
+    until: searchInstant.optional(),
+    q: z.string().trim().min(1, 'must not be empty').max(200, 'at most 200 characters').optional(),
+    cursor: z.string().max(500).regex(/^[A-Za-z0-9_-]+$/, 'not a cursor this API gave').optional(),
+    limit: pageNumber(20, SEARCH_MAX_LIMIT).pipe(z.number().min(1, 'must be at least 1')),
+  })
+  .strict();

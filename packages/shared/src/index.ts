@@ -79,3 +79,5 @@ export * from './tick-runs.js';
 export * from './idempotent-triggers.js';
 export * from './schedule-pause.js';
 export * from './controls-view.js';
+export * from './time-range.js';
+export * from './run-search.js';

@@ -1,16 +1,43 @@
 import { Router, type Request } from 'express';
-import { bodyOf, cancelBody, lookupRun, parseInput, requireRunState, runIdParam, type Queues } from '@werkpilot/shared';
+import { InvalidInputError, bodyOf, cancelBody, lookupRun, parseInput, requireRunState, resolveInstant, runIdParam, runSearchQuery, searchRuns, type Queues } from '@werkpilot/shared';
 import { jsonBody } from './json-body.js';
 
 export interface RunsRoutesDeps {
   queues: Queues;
   /** Run cancellation (run-cancel.ts); the route is absent without it. */
   cancel?: (runId: string, reason?: string) => Promise<unknown>;
+  /** The clock relative `since`/`until` count back from. */
+  clock?: () => number;
 }
 
-/** `GET /api/runs/:id` (agent, state, attempts, timings, result or error, pipeline id) and cancel. */
-export function runsRoutes({ queues, cancel }: RunsRoutesDeps): Router {
+/**
+ * `GET /api/runs` (search, run-search.ts), `GET /api/runs/:id` (agent, state, attempts, timings,
+ * result or error, pipeline id) and cancel.
+ */
+export function runsRoutes({ queues, cancel, clock = Date.now }: RunsRoutesDeps): Router {
   const router = Router();
+  router.get('/api/runs', async (req, res) => {
+    const query = parseInput(runSearchQuery, req.query, 'query');
+    const now = clock();
+    const since = query.since === undefined ? undefined : resolveInstant(query.since, now, 'since');
+    const until = query.until === undefined ? undefined : resolveInstant(query.until, now, 'until');
+    if (since !== undefined && until !== undefined && since > until) throw new InvalidInputError('since: must not be later than until');
+    const page = await searchRuns(queues.agents, {
+      filter: {
+        ...(query.agent ? { agent: query.agent } : {}),
+        ...(query.state ? { states: query.state } : {}),
+        ...(query.trigger ? { trigger: query.trigger } : {}),
+        ...(query.pipeline ? { pipelineId: query.pipeline } : {}),
+        ...(since !== undefined ? { since } : {}),
+        ...(until !== undefined ? { until } : {}),
+        ...(query.q ? { text: query.q } : {}),
+      },
+      limit: query.limit,
+      cursor: query.cursor,
+      now,
+    });
+    res.json(page);
+  });
   router.get('/api/runs/:id', async (req, res) => {
     res.json(await lookupRun(queues.agents, parseInput(runIdParam, req.params.id, 'id')));
   });
