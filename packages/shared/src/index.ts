@@ -81,3 +81,4 @@ export * from './schedule-pause.js';
 export * from './controls-view.js';
 export * from './time-range.js';
 export * from './run-search.js';
+export * from './run-rollups.js';

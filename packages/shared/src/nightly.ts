@@ -10,6 +10,7 @@ import { execOrThrow } from './redis-pipeline.js';
 import type { Registry } from './registry.js';
 import { buildAgentReport, reportDay, ReportStore, type AgentTotals, type NightlyReport } from './reports.js';
 import { readScores } from './score.js';
+import { sweepRollups } from './run-rollups.js';
 import type { SystemJobHandler } from './system-worker.js';
 
 /**
@@ -180,7 +181,7 @@ async function readSkipCauses(redis: Redis, keys: Keys, agents: readonly string[
 /**
  * Drops what retention no longer covers: duration samples (and the outcome list older versions
  * kept) beyond their windows,
- * restarts outside the hour, and completed jobs beyond COMPLETED_RETAIN per queue (oldest first;
+ * restarts outside the hour, the agents' rollup hours past ROLLUP_RETENTION_HOURS, and completed jobs beyond COMPLETED_RETAIN per queue (oldest first;
  * BullMQ's `removeOnComplete` normally keeps to it, jobs added without it are caught here).
  */
 async function trimPastRetention(deps: NightlyDeps, agents: readonly string[], now: number): Promise<{ completedJobs: number }> {
@@ -189,6 +190,7 @@ async function trimPastRetention(deps: NightlyDeps, agents: readonly string[], n
     pipeline.ltrim(deps.keys.agentDurations(agent), 0, DURATION_SAMPLES - 1);
     pipeline.ltrim(deps.keys.agentOutcomes(agent), 0, OUTCOME_WINDOW - 1);
     pipeline.zremrangebyscore(restartsKey(deps.keys, agent), '-inf', now - 60 * 60 * 1000);
+    sweepRollups(pipeline, deps.keys, agent, now);
   }
   await execOrThrow(pipeline);
 

@@ -11,6 +11,7 @@ import { SLOTS_LUA, luaSlotMode, type SlotGroup } from './concurrency-slots.js';
 import { LEASE_LUA, leaseTtlMs } from './overlap.js';
 import { PROMOTE_PARKED_LUA, parkedQueueKeys } from './parked-runs.js';
 import { QUEUE_NAMES, type RunJobData } from './queues.js';
+import { rollupTarget } from './run-rollups.js';
 import { MARK_CHANGED_FN_LUA, changeSequenceKey, changedAgentsKey } from './snapshot-changes.js';
 import { createWriteBatcher } from './write-batching.js';
 
@@ -20,8 +21,9 @@ import { createWriteBatcher } from './write-batching.js';
  * failure, or the end of the half-open trial); the outcome's events; for a run that ended for good,
  * its finished marker and the promotion of the dependents waiting for it; the release of the
  * concurrency slot it holds (the agent's overlap lease, or one of its N slots, per key value) with
- * its hand-off to the next queued run; and the agent's mark in the metrics snapshot's change feed
- * (snapshot-changes.ts).
+ * its hand-off to the next queued run; the agent's mark in the metrics snapshot's change feed
+ * (snapshot-changes.ts); and the attempt in the agent's per-minute rollup (run-rollups.ts: one
+ * HINCRBY, the agent page's charts).
  *
  * It is sent on BullMQ's connection right before the processor returns (or throws), without
  * waiting for its reply: BullMQ's own completion (moveToFinished) follows on the same connection,
@@ -83,14 +85,15 @@ export const TRACE_ID_FIELD = 'werkpilotTraceId';
  * costs both this process and Redis): fixed keys and values, then optional groups named by `flags`.
  * KEYS: 1 the job's lock, 2 stats, 3 durations, 4 outcomes (read once, see agent-state.ts),
  *       5 events stream, 6 slot holders (lease or slots), 7 their waiters, 8..15 queue keys for
- *       promotions (parked-runs.ts), 16 change sequence, 17 changed agents (snapshot-changes.ts);
+ *       promotions (parked-runs.ts), 16 change sequence, 17 changed agents (snapshot-changes.ts),
+ *       18 the agent's rollup hash for the hour the attempt ended (run-rollups.ts);
  *       then, if flags has 'C', circuit, restarts, gate epoch; if 'W', the run's done marker, its
  *       waiters hash, the pending counters; if 'S', the skip causes hash; if 'T', the job's hash;
  *       if 'I', the keyed agent's running index.
  * ARGV: 1 lock token ('' = unfenced), 2 run id, 3..10 the record (agent-state.ts recordArgs),
  *       11 finished outcome ('' = not finished), 12 flags ('L' holds the lease, 'Z' holds one of N
  *       slots, 'C', 'W', 'S', 'T' traced, 'I'), 13 slot hold ttl ms, 14 the agent's priority (for
- *       the hand-off), 15 channel, 16 history length, 17 the agent; then, if 'C': now, window ms,
+ *       the hand-off), 15 channel, 16 history length, 17 the agent, 18 the rollup field; then, if 'C': now, window ms,
  *       max restarts, restart member, agent, at (ISO); if 'S': how many skip causes, and they; if
  *       'T': the attempt's trace id; then the events (JSON).
  * Invariants: only the attempt holding the job's lock records anything; one outcome per attempt;
@@ -102,7 +105,8 @@ if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'fenced' 
 local runId, outcome, finished, flags = ARGV[2], ARGV[3], ARGV[11], ARGV[12]
 recordRun(KEYS[2], KEYS[3], KEYS[4], outcome, ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10])
 local ev = { stream = KEYS[5], channel = ARGV[15], maxlen = ARGV[16] }
-local k, a = 18, 18
+redis.call('HINCRBY', KEYS[18], ARGV[18], 1)
+local k, a = 19, 19
 if string.find(flags, 'C', 1, true) then
   circuitRecord({ circuit = KEYS[k], restarts = KEYS[k + 1], epoch = KEYS[k + 2] }, ev, outcome, runId,
     tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3], ARGV[a + 4], ARGV[a + 5])
@@ -183,7 +187,8 @@ export function createRunCompletion({ connection, keys, circuit, lockDurationMs 
       const hasWaiters = c.finished !== undefined && canHaveWaiters(runId);
       const causes = c.skipCauses ?? [];
       const slot = c.slot;
-      const scriptKeys = [keys.bull(QUEUE_NAMES.agents, `${runId}:lock`), ...k.fixed, slot?.holders ?? k.fixed[0]!, slot?.waiters ?? k.fixed[0]!, ...queueKeys, ...changeFeed];
+      const rollup = rollupTarget(keys, c.record);
+      const scriptKeys = [keys.bull(QUEUE_NAMES.agents, `${runId}:lock`), ...k.fixed, slot?.holders ?? k.fixed[0]!, slot?.waiters ?? k.fixed[0]!, ...queueKeys, ...changeFeed, rollup.key];
       let flags = slot ? luaSlotMode(slot.mode) : '';
       const argv: (string | number)[] = [token ?? '', runId, ...recordArgs(c.record, lastRun), c.finished ?? ''];
       const optional: (string | number)[] = [];
@@ -211,7 +216,7 @@ export function createRunCompletion({ connection, keys, circuit, lockDurationMs 
         flags += 'I';
         scriptKeys.push(slot.index.running);
       }
-      argv.push(flags, k.leaseTtl, k.priority, keys.eventsChannel, history, spec.name, ...optional, ...c.events);
+      argv.push(flags, k.leaseTtl, k.priority, keys.eventsChannel, history, spec.name, rollup.field, ...optional, ...c.events);
       return connection.werkpilotCompleteRun(scriptKeys.length, ...scriptKeys, ...argv);
     },
   };
