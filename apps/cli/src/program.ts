@@ -42,6 +42,7 @@ Examples:
   werkpilot run invoice-export --data '{"order":42}' --idempotency-key order-42
   werkpilot dlq list --json | jq '.entries[].id'
   werkpilot runs --agent crm-sync --state failed --since 2h --match ECONNRESET
+  werkpilot dlq groups && werkpilot dlq replay --agent crm-sync --since 2h --match ECONNRESET
   werkpilot events --follow --type 'agent:*'
 `;
 

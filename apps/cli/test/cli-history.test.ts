@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { agentSource, startAppCluster, uniquePrefix, useTestRedis, writeAgentsDir, type AppCluster } from '@werkpilot/test-support';
 import { runWerkpilot, type CliCall, type CliResult } from './cli-harness.js';
 
-/** `werkpilot runs` (run search) against the real processes. */
+/** `werkpilot runs` (run search) and `werkpilot dlq groups|replay|delete` by selection, against the real processes. */
 
 const redis = useTestRedis();
 const TOKEN = 'cli-history-token';
@@ -68,3 +68,43 @@ describe('runs', () => {
     expectOneLineError(await cli(['runs', '--limit', '0']), 2, /--limit must be a positive whole number/);
   });
 });
+
+describe('dlq by cause', () => {
+  it('groups failures by signature, replays a selection after showing its count, and deletes by group', async () => {
+    await cli(['dlq', 'purge', '--yes']);
+    const resets = [
+      (await runOnce('flappy', { fail: 'read ECONNRESET', ms: 12, at: 4096 })).id,
+      (await runOnce('flappy', { fail: 'read ECONNRESET', ms: 9000, at: 17 })).id,
+    ];
+    const quota = (await runOnce('flappy', { fail: 'quota exceeded', ms: 1 })).id;
+
+    const table = await cli(['dlq', 'groups']);
+    expect(table.code, table.stderr).toBe(0);
+    const lines = table.stdout.trimEnd().split('\n');
+    expect(lines[0]).toMatch(/^GROUP\s+AGENT\s+COUNT\s+FIRST\s+LAST\s+SIGNATURE$/);
+    expect(lines[1]).toMatch(/^[0-9a-f]{12}\s+flappy\s+2\s+\d+s ago\s+\d+s ago\s+read ECONNRESET after <n> ms at <hex>$/);
+    expect(lines[2]).toMatch(/^[0-9a-f]{12}\s+flappy\s+1\s+\d+s ago\s+\d+s ago\s+quota exceeded after <n> ms at <hex>$/);
+    const groups = JSON.parse((await cli(['dlq', 'groups', '--json'])).stdout) as { groups: { id: string; runIds: string[] }[] };
+
+    // Without a terminal and without --yes: refused, nothing replayed.
+    expectOneLineError(await cli(['dlq', 'replay', '--agent', 'flappy', '--since', '2h', '--match', 'ECONNRESET']), 2, /^error: refusing to replay 2 dead-lettered runs \(agent flappy, since 2h, match ECONNRESET\) without --yes/);
+    const declined = await cli(['dlq', 'replay', '--agent', 'flappy', '--since', '2h', '--match', 'ECONNRESET'], { isInteractive: true, answer: 'n' });
+    expectOneLineError(declined, 1, /aborted/);
+    expect(declined.prompts).toEqual(['replay 2 dead-lettered runs (agent flappy, since 2h, match ECONNRESET)? [y/N] ']);
+
+    const replayed = await cli(['dlq', 'replay', '--agent', 'flappy', '--since', '2h', '--match', 'ECONNRESET'], { isInteractive: true, answer: 'y' });
+    expect(replayed.code, replayed.stderr).toBe(0);
+    expect(replayed.stdout).toMatch(/^replayed 2 dead-lettered runs: /);
+    expect(replayed.stdout.trim().split(': ')[1]!.split(' ').sort()).toEqual([...resets].sort());
+
+    expect((await cli(['dlq', 'replay', '--match', 'no such error', '--yes'])).stdout).toBe('no dead-lettered run matches (match no such error)\n');
+    expectOneLineError(await cli(['dlq', 'replay']), 2, /^error: dlq replay needs a selection .*dlq retry --all$/);
+    expectOneLineError(await cli(['dlq', 'replay', '--group', 'xyz', '--yes']), 2, /^error: query\.group: group ids are 12 hex digits/);
+    expectOneLineError(await cli(['dlq', 'delete', quota, '--agent', 'flappy']), 2, /not both/);
+
+    const quotaGroup = groups.groups.find((g) => g.runIds.includes(quota))!;
+    const deleted = await cli(['dlq', 'delete', '--group', quotaGroup.id, '--yes', '--json']);
+    expect(JSON.parse(deleted.stdout)).toEqual({ deleted: 1, runIds: [quota] });
+  });
+});
+

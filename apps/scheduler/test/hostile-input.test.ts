@@ -112,6 +112,9 @@ describe('port 3001 under hostile input', () => {
       '/api/runs?agent[a]=b', '/api/runs?since=99999-01-01', '/api/runs?until=0s&since=999999d', `/api/runs?cursor=${'A'.repeat(499)}`,
       `/api/runs?cursor=${Buffer.from(JSON.stringify({ p: 4, o: 9e15, oc: 9e15, of: 9e15, u: 9e15 })).toString('base64url')}`,
       `/api/runs?cursor=${Buffer.from(JSON.stringify({ p: 0, o: 2 ** 53, oc: -1, of: 0, u: 0 })).toString('base64url')}`,
+      '/api/dlq/groups', `/api/dlq/groups?match=${'%25'.repeat(300)}`, '/api/dlq/groups?since=1e309', '/api/dlq/selection?group=%00', `/api/dlq/selection?agent=${'a'.repeat(5000)}`,
+      '/api/agents/crm-sync/rollups', ...odd.flatMap((id) => [`/api/agents/${id}/rollups`, `/api/runs/${id}/logs`, `/api/pipelines/${id}`]),
+      '/agents/crm-sync', '/runs', '/dlq', ...odd.flatMap((id) => [`/agents/${id}`, `/runs/${id}`]),
       '/queues/api/queues?activeQueue=agents&status=failed&page=-1', `/queues/api/queues?activeQueue=agents&status=latest&page=${'9'.repeat(400)}`,
       '/queues/api/queues?activeQueue=nope&status=%00', '/queues/api/queues?activeQueue=agents&status=failed&jobsPerPage=1000000',
     ];
@@ -123,6 +126,8 @@ describe('port 3001 under hostile input', () => {
         ['POST', `/api/dlq/${id}/retry`],
         ['DELETE', `/api/dlq/${id}`],
         ['POST', `/api/runs/${id}/cancel`],
+        ['POST', '/api/dlq/replay'],
+        ['POST', '/api/dlq/delete'],
         ['PUT', `/queues/api/queues/agents/${id}/clean`],
         ['PATCH', `/queues/api/queues/agents/${id}/priority`],
       ]),
@@ -148,7 +153,7 @@ describe('port 3001 under hostile input', () => {
       cases.push({ method, path, headers: { ...AUTH, ...(variant.type ? { 'content-type': variant.type } : {}) }, body: variant.body });
     }
     for (const variant of bodies) {
-      for (const path of ['/api/agents/crm-sync/disable', '/api/runs/1/cancel', '/api/dlq/retry', '/queues/api/queues/agents/retry/failed']) {
+      for (const path of ['/api/agents/crm-sync/disable', '/api/runs/1/cancel', '/api/dlq/retry', '/api/dlq/replay', '/api/dlq/delete', '/queues/api/queues/agents/retry/failed']) {
         cases.push({ method: path.startsWith('/queues') ? 'PUT' : 'POST', path, headers: { ...AUTH, ...(variant.type ? { 'content-type': variant.type } : {}) }, body: variant.body });
       }
     }

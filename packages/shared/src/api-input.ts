@@ -93,6 +93,8 @@ export function bodyOf(body: unknown): unknown {
   return body === undefined ? {} : body;
 }
 
+export const pipelineIdParam = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9:_.-]{0,199}$/, 'pipeline ids are letters, digits, ":", "_", "." and "-" (at most 200)');
+
 const searchStates = z
   .string()
   .max(200)
@@ -111,7 +113,7 @@ export const runSearchQuery = z
     agent: agentNameParam.optional(),
     state: searchStates.optional(),
     trigger: z.enum(['cron', 'manual', 'pipeline', 'retry', 'catch-up', 'backfill'], { message: 'must be one of cron, manual, pipeline, retry, catch-up, backfill' }).optional(),
-    pipeline: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9:_.-]{0,199}$/, 'pipeline ids are letters, digits, ":", "_", "." and "-"').optional(),
+    pipeline: pipelineIdParam.optional(),
     since: searchInstant.optional(),
     until: searchInstant.optional(),
     q: z.string().trim().min(1, 'must not be empty').max(200, 'at most 200 characters').optional(),
@@ -119,3 +121,26 @@ export const runSearchQuery = z
     limit: pageNumber(20, SEARCH_MAX_LIMIT).pipe(z.number().min(1, 'must be at least 1')),
   })
   .strict();
+
+const dlqSelectorFields = {
+  group: z.string().regex(/^[0-9a-f]{12}$/, 'group ids are 12 hex digits, as GET /api/dlq/groups gives them').optional(),
+  agent: agentNameParam.optional(),
+  since: searchInstant.optional(),
+  until: searchInstant.optional(),
+  match: z.string().trim().min(1, 'must not be empty').max(200, 'at most 200 characters').optional(),
+};
+
+/** `GET /api/dlq/groups` and `GET /api/dlq/selection`: which dead-lettered runs (dlq-groups.ts). */
+export const dlqSelectorQuery = z.object(dlqSelectorFields).strict();
+
+/**
+ * `POST /api/dlq/replay` and `POST /api/dlq/delete`: a selection, and the count its preview showed
+ * (`expectCount`), so the action touches exactly what the operator confirmed. An empty selection is
+ * refused: the whole DLQ has its own actions (retry all, purge).
+ */
+export const dlqBulkBody = z
+  .object({ ...dlqSelectorFields, expectCount: z.number().int().min(0).max(1_000_000).optional() })
+  .strict()
+  .refine((b) => [b.group, b.agent, b.since, b.until, b.match].some((v) => v !== undefined), {
+    message: 'name a group, an agent, a time range (since, until) or a text to match; for every dead-lettered run use retry-all or purge',
+  });

@@ -119,3 +119,13 @@ export class NotLeaderError extends WerkpilotError {
 
 /** A `ctx.publish` topic or payload that is not JSON or is over its cap; nothing was published. */
 export class PublishPayloadError extends InvalidInputError {}
+
+/** A bulk DLQ action's selection no longer holds the runs its preview counted (dlq-groups.ts): preview again. */
+export class SelectionChangedError extends WerkpilotError {
+  constructor(
+    readonly expected: number,
+    readonly actual: number,
+  ) {
+    super(`the selection changed since its preview: ${actual} dead-lettered run${actual === 1 ? '' : 's'} match now, the preview counted ${expected}; preview again`);
+  }
+}

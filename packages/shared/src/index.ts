@@ -82,3 +82,4 @@ export * from './controls-view.js';
 export * from './time-range.js';
 export * from './run-search.js';
 export * from './run-rollups.js';
+export * from './dlq-groups.js';

@@ -2,7 +2,7 @@ import { Option, type Command } from 'commander';
 import type { DeadLetterEntry } from '../api-types.js';
 import { UsageError } from '../cli-error.js';
 import type { CliIo } from '../cli-io.js';
-import { withContext } from '../command-context.js';
+import { withContext, type CommandContext } from '../command-context.js';
 import { confirmDestructive } from '../confirm.js';
 import { formatAgo, formatValue, renderFields, renderTable, truncate } from '../table.js';
 import { positiveInt } from './run.js';
@@ -101,15 +101,67 @@ export function registerDlq(program: Command, io: CliIo): void {
 
   dlq
     .command('delete')
-    .argument('<id>', 'run id')
+    .argument('[id]', 'run id (or select runs with --group, --agent, --since, --until, --match)')
     .option('-y, --yes', 'do not ask for confirmation')
-    .description('delete one dead-lettered run (asks first on a terminal; needs --yes otherwise)')
+    .addOption(new Option('--group <id>', 'every run of this group (dlq groups)'))
+    .option('--agent <name>', 'runs of this agent')
+    .option('--since <time>', 'failed at or after: ISO 8601, or 90s, 15m, 2h, 7d ago')
+    .option('--until <time>', 'failed at or before, same forms')
+    .option('--match <text>', 'text in the error (case-insensitive)')
+    .description('delete one dead-lettered run, or every run a selection picks (asks first on a terminal; needs --yes otherwise)')
     .action(
-      withContext(io, async (ctx, id: string, options: { yes?: boolean }) => {
+      withContext(io, async (ctx, id: string | undefined, options: SelectionOptions & { yes?: boolean }) => {
+        const selection = selectionOf(options);
+        if (id !== undefined && Object.keys(selection).length > 0) throw new UsageError('dlq delete takes a run id or a selection (--group, --agent, --since, --until, --match), not both');
+        if (id === undefined) return bulk(ctx, 'delete', selection, Boolean(options.yes));
         await confirmDestructive(ctx.io, `delete dead-lettered run ${id}`, Boolean(options.yes));
         const answer = await ctx.api.delete<{ deleted: string }>(`/api/dlq/${encodeURIComponent(id)}`);
         if (ctx.isJson) return ctx.printJson(answer);
         ctx.print(`deleted run ${id}`);
+      }),
+    );
+
+  dlq
+    .command('groups')
+    .option('--agent <name>', 'groups of this agent')
+    .option('--since <time>', 'runs failed at or after: ISO 8601, or 90s, 15m, 2h, 7d ago')
+    .option('--until <time>', 'runs failed at or before, same forms')
+    .option('--match <text>', 'text in the error (case-insensitive)')
+    .description('dead-lettered runs grouped by agent and error signature (numbers, ids, hex and UUIDs normalised), largest first')
+    .action(
+      withContext(io, async (ctx, options: SelectionOptions) => {
+        const answer = await ctx.api.get<GroupsAnswer>('/api/dlq/groups', selectionOf(options));
+        if (ctx.isJson) return ctx.printJson(answer);
+        ctx.print(
+          renderTable(
+            [
+              { header: 'GROUP', value: (g: DeadLetterGroup) => g.id },
+              { header: 'AGENT', value: (g) => g.agent },
+              { header: 'COUNT', value: (g) => String(g.count), align: 'right' },
+              { header: 'FIRST', value: (g) => formatAgo(g.firstSeen) },
+              { header: 'LAST', value: (g) => formatAgo(g.lastSeen) },
+              { header: 'SIGNATURE', value: (g) => truncate(g.signature, 80) },
+            ],
+            answer.groups,
+            '(no dead-lettered run matches)',
+          ),
+        );
+        if (answer.scanned < answer.total) ctx.print(`(grouped the newest ${answer.scanned} of ${answer.total} dead-lettered runs)`);
+      }),
+    );
+
+  dlq
+    .command('replay')
+    .option('-y, --yes', 'do not ask for confirmation')
+    .option('--group <id>', 'every run of this group (dlq groups)')
+    .option('--agent <name>', 'runs of this agent')
+    .option('--since <time>', 'failed at or after: ISO 8601, or 90s, 15m, 2h, 7d ago')
+    .option('--until <time>', 'failed at or before, same forms')
+    .option('--match <text>', 'text in the error (case-insensitive)')
+    .description('run again, with fresh attempts, every dead-lettered run a selection picks: shows how many, asks (needs --yes without a terminal)')
+    .action(
+      withContext(io, async (ctx, options: SelectionOptions & { yes?: boolean }) => {
+        await bulk(ctx, 'replay', selectionOf(options), Boolean(options.yes));
       }),
     );
 
@@ -125,6 +177,57 @@ export function registerDlq(program: Command, io: CliIo): void {
         ctx.print(`deleted ${answer.deleted} dead-lettered run${answer.deleted === 1 ? '' : 's'}`);
       }),
     );
+}
+
+interface SelectionOptions {
+  group?: string;
+  agent?: string;
+  since?: string;
+  until?: string;
+  match?: string;
+}
+
+interface DeadLetterGroup {
+  id: string;
+  agent: string;
+  signature: string;
+  count: number;
+  firstSeen: string;
+  lastSeen: string;
+}
+
+interface GroupsAnswer {
+  total: number;
+  scanned: number;
+  groups: DeadLetterGroup[];
+}
+
+function selectionOf(options: SelectionOptions): Record<string, string> {
+  const selection: Record<string, string> = {};
+  for (const key of ['group', 'agent', 'since', 'until', 'match'] as const) if (options[key] !== undefined) selection[key] = options[key]!;
+  return selection;
+}
+
+/**
+ * Replay or delete a selection: the preview's count is shown and confirmed, then sent along
+ * (`expectCount`), so the server acts only if the selection still counts what was confirmed.
+ */
+async function bulk(ctx: CommandContext, action: 'replay' | 'delete', selection: Record<string, string>, hasYes: boolean): Promise<void> {
+  if (Object.keys(selection).length === 0) {
+    throw new UsageError(`dlq ${action} needs a selection (--group, --agent, --since, --until or --match)${action === 'replay' ? '; for every run use dlq retry --all' : ''}`);
+  }
+  const preview = await ctx.api.get<{ count: number; runIds: string[] }>('/api/dlq/selection', selection);
+  const described = Object.entries(selection).map(([k, v]) => `${k} ${v}`).join(', ');
+  if (preview.count === 0) {
+    if (ctx.isJson) return ctx.printJson(action === 'replay' ? { replayed: 0, runIds: [] } : { deleted: 0, runIds: [] });
+    ctx.print(`no dead-lettered run matches (${described})`);
+    return;
+  }
+  await confirmDestructive(ctx.io, `${action} ${preview.count} dead-lettered run${preview.count === 1 ? '' : 's'} (${described})`, hasYes);
+  const answer = await ctx.api.post<{ replayed?: number; deleted?: number; runIds: string[] }>(`/api/dlq/${action}`, { ...selection, expectCount: preview.count });
+  if (ctx.isJson) return ctx.printJson(answer);
+  const count = answer.replayed ?? answer.deleted ?? 0;
+  ctx.print(`${action === 'replay' ? 'replayed' : 'deleted'} ${count} dead-lettered run${count === 1 ? '' : 's'}: ${answer.runIds.join(' ')}`);
 }
 
 function wholeNumber(flag: string): (value: string) => number {

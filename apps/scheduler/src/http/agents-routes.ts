@@ -19,6 +19,7 @@ import {
   type TriggerOptions,
   type TriggeredRun,
   type BackfillResult,
+  type AgentRollups,
 } from '@werkpilot/shared';
 import { jsonBody } from './json-body.js';
 
@@ -41,6 +42,8 @@ export interface AgentsRoutesDeps {
   schedules?: { pause(agent: string): Promise<unknown>; resume(agent: string): Promise<unknown> };
   /** Queues the ticks of a time range (tick-runs.ts backfill); the route is absent without it. */
   backfill?: (agent: string, from: number, to: number, data?: unknown) => Promise<BackfillResult>;
+  /** The agent's per-minute rollups as charts (run-rollups.ts); the route is absent without it. */
+  rollups?: (agent: string) => Promise<AgentRollups>;
 }
 
 /** How many of an agent's recent runs the detail view shows. */
@@ -70,6 +73,14 @@ export function agentsRoutes(deps: AgentsRoutesDeps): Router {
     const [snapshot, lastRuns] = await Promise.all([deps.snapshot(), recentRuns(deps.queues, spec.name)]);
     res.json({ ...describe(spec, snapshot), dependents: deps.registry.dependentsOf(spec.name), lastRuns });
   });
+
+  const rollups = deps.rollups;
+  if (rollups) {
+    router.get('/api/agents/:name/rollups', async (req, res) => {
+      const spec = requireAgent(req.params.name);
+      res.json({ agent: spec.name, ...(await rollups(spec.name)) });
+    });
+  }
 
   router.post('/api/agents/:name/run', jsonBody(), async (req: Request<{ name: string }>, res) => {
     const spec = requireAgent(req.params.name);

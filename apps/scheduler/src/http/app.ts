@@ -1,5 +1,6 @@
 import express, { type Express, type RequestHandler } from 'express';
 import {
+  readAgentRollups,
   triggerRun,
   type EventBus,
   type Keys,
@@ -22,6 +23,7 @@ import { eventsRoutes } from './events-routes.js';
 import type { LiveStreamLimits } from './live-event-streams.js';
 import { metricsRoutes } from './metrics-routes.js';
 import { refuseCrossSite, requireJson } from './mutation-guard.js';
+import { pipelinesRoutes } from './pipelines-routes.js';
 import { redisGuard } from './redis-guard.js';
 import { reportsRoutes, type ReportsSource } from './reports-routes.js';
 import { runsRoutes, type RunsRoutesDeps } from './runs-routes.js';
@@ -118,10 +120,12 @@ export function createHttpApp(deps: HttpDeps): Express {
       ...(deps.boot ? { boot: deps.boot } : {}),
       ...(deps.schedules ? { schedules: deps.schedules } : {}),
       ...(deps.backfill ? { backfill: deps.backfill } : {}),
+      rollups: (agent) => readAgentRollups(deps.redis, deps.keys, agent, Date.now()),
     }),
   );
   app.use(dlqRoutes({ queues }));
   app.use(runsRoutes({ queues, ...(deps.cancel ? { cancel: deps.cancel } : {}) }));
+  app.use(pipelinesRoutes({ queues, redis: deps.redis, keys: deps.keys, registry }));
   app.use(eventsRoutes({ bus: deps.bus, log: deps.log, limits: deps.liveStreams ?? {} }));
   if (deps.reports) app.use(reportsRoutes(deps.reports));
   app.use(BULL_BOARD_PATH, bullBoardRouter({ queues, readOnly: !auth.canMutate }));

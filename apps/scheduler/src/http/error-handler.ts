@@ -13,6 +13,7 @@ const STATUS_BY_ERROR: Record<string, number> = {
   ReportNotFoundError: 404,
   RunFinishedError: 409,
   IdempotencyConflictError: 409,
+  SelectionChangedError: 409,
   RunCancelTimeoutError: 504,
 };
 

@@ -10,6 +10,9 @@ export interface RunsRoutesDeps {
   clock?: () => number;
 }
 
+/** Log lines one answer carries; the executor caps a run's job log below this anyway. */
+const RUN_LOG_LINES = 1000;
+
 /**
  * `GET /api/runs` (search, run-search.ts), `GET /api/runs/:id` (agent, state, attempts, timings,
  * result or error, pipeline id) and cancel.
@@ -37,6 +40,13 @@ export function runsRoutes({ queues, cancel, clock = Date.now }: RunsRoutesDeps)
       now,
     });
     res.json(page);
+  });
+  // The run's own log lines (`ctx.log`, copied into BullMQ's job log, capped per run by the executor).
+  router.get('/api/runs/:id/logs', async (req, res) => {
+    const runId = parseInput(runIdParam, req.params.id, 'id');
+    await requireRunState(queues.agents, runId);
+    const { logs, count } = await queues.agents.getJobLogs(runId, 0, RUN_LOG_LINES - 1);
+    res.json({ id: runId, logs, count });
   });
   router.get('/api/runs/:id', async (req, res) => {
     res.json(await lookupRun(queues.agents, parseInput(runIdParam, req.params.id, 'id')));
