@@ -92,7 +92,7 @@ function renderAgents(m) {
       : '<span class="muted">never</span>';
     const schedule = a.schedule ? `cron ${esc(a.schedule.cron)}` : 'manual only';
     return `<tr data-agent="${esc(name)}"${changed ? ' class="flash"' : ''}>
-      <td><div class="agent-name">${esc(name)}</div><div class="agent-meta">${schedule}${a.dependsOn && a.dependsOn.length ? ` · needs ${a.dependsOn.map(esc).join(', ')}` : ''}</div></td>
+      <td><a class="agent-name" href="/agents/${encodeURIComponent(name)}" title="charts, recent runs, definition">${esc(name)}</a><div class="agent-meta">${schedule}${a.dependsOn && a.dependsOn.length ? ` · needs ${a.dependsOn.map(esc).join(', ')}` : ''}</div></td>
       <td><span class="badge ${healthClass(a.health)}">${esc(a.health || 'unknown')}</span>${reasons}</td>
       <td><span class="badge ${circuitClass(a.circuit)}">${esc(a.circuit || 'n/a')}</span>${a.restartsLastHour ? `<div class="agent-meta">${a.restartsLastHour} restarts/h</div>` : ''}</td>
       <td>${score}</td>
@@ -158,14 +158,15 @@ function renderDlq(m) {
   const entries = m.deadLetterQueue || [];
   $('#dlq-summary').textContent = `${m.deadLetterQueueSize} total · showing ${entries.length}`;
   $('#retry-all').disabled = !state.canMutate || entries.length === 0;
+  $('#retry-all').title = state.canMutate ? '' : 'read-only: configure dashboard credentials to enable actions';
   const disabled = state.canMutate ? '' : ' disabled title="read-only: configure dashboard credentials to enable actions"';
   $('#dlq tbody').innerHTML = entries.length
     ? entries
         .map(
           (e) => `<tr data-run="${esc(e.id)}">
             <td class="when" title="${esc(e.failedAt)}">${esc(ago(e.failedAt))}</td>
-            <td class="agent-name">${esc(e.agent)}</td>
-            <td class="err"><div title="${esc(e.error)}">${esc(e.error)}</div><span class="mono" title="worker ${esc(e.workerId || '—')}">${esc(e.id)} · ${e.attemptsMade} attempt${e.attemptsMade === 1 ? '' : 's'}${e.trigger ? ` · ${esc(e.trigger)}` : ''}</span></td>
+            <td class="agent-name"><a href="/agents/${encodeURIComponent(e.agent)}">${esc(e.agent)}</a></td>
+            <td class="err"><div title="${esc(e.error)}">${esc(e.error)}</div><span class="mono" title="worker ${esc(e.workerId || '—')}"><a href="/runs/${encodeURIComponent(e.id)}">${esc(e.id)}</a> · ${e.attemptsMade} attempt${e.attemptsMade === 1 ? '' : 's'}${e.trigger ? ` · ${esc(e.trigger)}` : ''}</span></td>
             <td><div class="actions"><button class="btn primary" data-action="retry" data-run="${esc(e.id)}"${disabled}>Retry</button>
               <button class="btn" data-action="delete" data-run="${esc(e.id)}"${disabled}>Delete</button></div></td>
           </tr>`,
