@@ -159,7 +159,8 @@ describe.skipIf(isMissing(CHROMIUM))('run-history pages in headless Chromium', (
     await page.locator('#error').waitFor();
     expect(await page.locator('#error').innerText()).toBe('read ECONNRESET from 10.0.0.9:5432 after 3100 ms');
     expect(await page.locator('#stack').innerText()).toMatch(/^Error: read ECONNRESET[\s\S]*at /);
-    expect(await page.locator('#attempts').innerText()).toMatch(/attempt 1 failed: Error: read ECONNRESET/);
+    await page.locator('#attempts li[data-attempt="1"]').waitFor();
+    expect(await page.locator('#attempts').innerText()).toMatch(/^attempt 1 failed in \d+ ms \S+ on \S+\nread ECONNRESET from 10\.0\.0\.9:5432 after 3100 ms$/);
     expect(await page.locator('#input').innerText()).toContain('"fail": "reset"');
     await page.close();
   }, 120_000);

@@ -24,7 +24,7 @@ import { listRunIds, readRunSummaries, type ListedRun, type RunSummary } from '.
  */
 export const SEARCH_SCAN_BUDGET = 1000;
 export const SEARCH_BATCH = 250;
-export const SEARCH_TEXT_BYTES = 65_536;
+export const SEARCH_TEXT_BYTES = 16_384;
 export const SEARCH_MAX_LIMIT = 100;
 
 export const SEARCH_STATES = ['active', 'waiting', 'prioritized', 'delayed', 'completed', 'failed'] as const;

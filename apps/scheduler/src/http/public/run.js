@@ -39,7 +39,7 @@
       ['Duration', ms(t.durationMs)],
     ]);
     renderOutcome(run, o);
-    renderAttempts(run);
+    renderAttempts(run).catch(() => undefined);
     $('#input').textContent = json(run.data);
   }
 
@@ -64,13 +64,29 @@
     }
   }
 
-  function renderAttempts(run) {
+  /**
+   * Every attempt with its outcome, error and duration: from the run's events in the bus history (the
+   * last 1000 events), else from what BullMQ keeps (a stack trace per failed attempt, the last duration).
+   */
+  async function renderAttempts(run) {
     const a = run.attempts;
     $('#attempts-summary').textContent = `${a.made} made · ${a.started} started · ${a.max} allowed`;
-    // BullMQ keeps one stack trace per failed attempt, oldest first; its first line is that attempt's error.
-    const failed = run.stacktrace.map((stack, i) => `<li>attempt ${i + 1} failed: <span class="sig">${esc(String(stack).split('\n')[0])}</span></li>`);
-    const last = run.state === 'completed' ? [`<li>attempt ${a.made || a.started} ${esc(outcomeOf(run))} in ${ms(run.timings.durationMs)}</li>`] : [];
-    $('#attempts').innerHTML = failed.length || last.length ? `<ol class="attempt-list">${[...failed, ...last].join('')}</ol>` : '<div class="empty">No attempt has ended yet.</div>';
+    const { events } = await api(`/api/events/recent?limit=1000&agent=${encodeURIComponent(run.agent)}&type=agent:completed,agent:failed,agent:skipped,agent:cancelled`).catch(() => ({ events: [] }));
+    const mine = events.filter((e) => e.data && e.data.runId === run.id).sort((x, y) => Date.parse(x.at) - Date.parse(y.at));
+    let items;
+    if (mine.length) {
+      items = mine.map((e) => {
+        const d = e.data;
+        const what = { 'agent:completed': 'succeeded', 'agent:failed': d.willRetry ? 'failed, retried' : 'failed', 'agent:skipped': 'skipped', 'agent:cancelled': 'cancelled' }[e.type];
+        const detail = d.error || (d.reasons || []).join('; ') || d.reason || '';
+        return `<li data-attempt="${esc(d.attempt)}">attempt ${esc(d.attempt)} ${esc(what)}${d.durationMs !== undefined ? ` in ${ms(d.durationMs)}` : ''} <span class="muted">${esc(new Date(e.at).toLocaleTimeString([], { hour12: false }))}${d.workerId ? ` on ${esc(d.workerId)}` : ''}</span>${detail ? `<div class="sig">${esc(detail)}</div>` : ''}</li>`;
+      });
+    } else {
+      // BullMQ keeps one stack trace per failed attempt, oldest first; its first line is that attempt's error.
+      items = run.stacktrace.map((stack, i) => `<li data-attempt="${i + 1}">attempt ${i + 1} failed: <span class="sig">${esc(String(stack).split('\n')[0])}</span></li>`);
+      if (run.state === 'completed') items.push(`<li>attempt ${a.made || a.started} ${esc(outcomeOf(run))} in ${ms(run.timings.durationMs)}</li>`);
+    }
+    $('#attempts').innerHTML = items.length ? `<ol class="attempt-list">${items.join('')}</ol>` : '<div class="empty">No attempt has ended yet.</div>';
   }
 
   async function renderLogs() {
