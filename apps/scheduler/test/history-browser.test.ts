@@ -131,6 +131,9 @@ describe.skipIf(isMissing(CHROMIUM))('run-history pages in headless Chromium', (
     expect(definition).toMatch(/Retry\s+2 attempts, exponential from 500 ms/);
     expect(await page.locator('#health').innerText()).toMatch(/Boot\s+\S+/);
     await page.locator('#definition a[href="/agents/transform"]').waitFor();
+    // The agent's boot verdict is in the bus history.
+    await page.locator('#history li').filter({ hasText: 'boot:agent' }).waitFor();
+    expect(await page.locator('#history li').filter({ hasText: 'boot:agent' }).innerText()).toMatch(/boot:agent\s+ok \(layer 0\)/);
     await page.screenshot({ path: path.join(SCREENSHOTS, 'agent-page.png'), fullPage: true });
 
     // Linked from the overview.

@@ -88,6 +88,28 @@
       : '<tr><td colspan="7" class="empty">No run of this agent is kept in Redis.</td></tr>';
   }
 
+  /** The agent's circuit openings and closings, health changes and boot verdicts still in the bus history. */
+  async function renderHistory() {
+    const { events } = await api(`/api/events/recent?limit=1000&agent=${encodeURIComponent(name)}&type=circuit:*,health:changed,boot:*,dependency:unhealthy`).catch(() => ({ events: [] }));
+    const rows = events
+      .slice()
+      .sort((a, b) => Date.parse(b.at) - Date.parse(a.at))
+      .slice(0, 30)
+      .map((e) => {
+        const d = e.data || {};
+        const why = d.reason || (d.reasons || []).join('; ');
+        const detail = d.state
+          ? `${d.previous ? `${d.previous} → ` : ''}${d.state}${why ? ` — ${why}` : ''}`
+          : d.status
+            ? `${d.status}${d.layer !== undefined ? ` (layer ${d.layer})` : ''}${why ? ` — ${why}` : ''}`
+            : why;
+        const isBad = /opened|unhealthy/.test(e.type) || d.state === 'unhealthy' || (d.status && d.status !== 'ok');
+        const cls = isBad ? 'bad' : /closed/.test(e.type) || d.state === 'healthy' || d.status === 'ok' ? 'ok' : 'warn';
+        return `<li><time>${esc(new Date(e.at).toLocaleTimeString([], { hour12: false }))}</time><span class="type ${cls}">${esc(e.type)}</span><span class="detail" title="${esc(detail)}">${esc(detail)}</span></li>`;
+      });
+    $('#history').innerHTML = rows.length ? rows.join('') : '<li class="empty">No circuit, health or boot change in the recent history.</li>';
+  }
+
   async function renderAdvice() {
     try {
       const report = await api('/api/reports/latest');
@@ -115,6 +137,7 @@
     renderDefinition(agent);
     renderHealth(agent);
     renderRuns(runs.runs);
+    renderHistory();
   }
 
   async function act(button) {
