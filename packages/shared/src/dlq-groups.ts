@@ -4,6 +4,7 @@ import type { Redis } from 'ioredis';
 import { DeadLetterQueue } from './dlq.js';
 import { RunNotFoundError, SelectionChangedError } from './errors.js';
 import type { RunJobData } from './queues.js';
+import { defineScripts } from './redis-scripts.js';
 
 /**
  * The dead-letter queue by cause: failed runs grouped by agent and error signature (the first line
@@ -83,7 +84,7 @@ interface HeadCommands {
 export async function readDeadLetterHeads(queue: Queue<RunJobData>, { since, until }: { since?: number; until?: number } = {}): Promise<DeadLetterHead[]> {
   // BullMQ types its client as its own interface; it is the ioredis connection the queue was given.
   const redis = (await queue.getBackend().client) as unknown as Redis & Partial<HeadCommands>;
-  if (!redis.werkpilotDeadLetterHeads) redis.defineCommand('werkpilotDeadLetterHeads', { lua: HEADS_LUA });
+  defineScripts(redis, { werkpilotDeadLetterHeads: HEADS_LUA });
   const flat = await redis.zrevrangebyscore(queue.toKey('failed'), until ?? '+inf', since ?? '-inf', 'WITHSCORES', 'LIMIT', 0, DLQ_GROUP_SCAN);
   const ids: { id: string; failedAt: number }[] = [];
   for (let i = 0; i < flat.length; i += 2) ids.push({ id: flat[i]!, failedAt: Number(flat[i + 1]) });

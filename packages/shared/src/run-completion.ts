@@ -13,6 +13,7 @@ import { PROMOTE_PARKED_LUA, parkedQueueKeys } from './parked-runs.js';
 import { QUEUE_NAMES, type RunJobData } from './queues.js';
 import { rollupTarget } from './run-rollups.js';
 import { MARK_CHANGED_FN_LUA, changeSequenceKey, changedAgentsKey } from './snapshot-changes.js';
+import { defineScripts } from './redis-scripts.js';
 import { createWriteBatcher } from './write-batching.js';
 
 /**
@@ -151,7 +152,7 @@ interface AgentKeys {
 }
 
 export function createRunCompletion({ connection, keys, circuit, lockDurationMs = 30_000, historyLength }: RunCompletionOptions): RunCompletion {
-  if (typeof (connection as Partial<Redis>).werkpilotCompleteRun !== 'function') connection.defineCommand('werkpilotCompleteRun', { lua: COMPLETE_LUA });
+  defineScripts(connection, { werkpilotCompleteRun: COMPLETE_LUA });
   const windowMs = circuit?.windowMs ?? RESTART_WINDOW_MS;
   const clock = circuit?.clock ?? Date.now;
   const history = historyLength ?? circuit?.historyLength ?? 1000;

@@ -2,6 +2,7 @@ import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { InvalidInputError } from './errors.js';
 import type { RunJobData } from './queues.js';
+import { defineScripts } from './redis-scripts.js';
 import { listRunIds, readRunSummaries, type ListedRun, type RunSummary } from './run-summaries.js';
 
 /**
@@ -131,7 +132,7 @@ export async function searchRuns(queue: Queue<RunJobData>, { filter, limit, curs
   const cursor = raw ? decodeCursor(raw) : { p: 0, o: 0, oc: 0, of: 0, u: filter.until ?? now };
   // BullMQ types its client as its own interface; it is the ioredis connection the queue was given.
   const redis = (await queue.getBackend().client) as unknown as Redis & Partial<SearchCommands>;
-  if (!redis.werkpilotSearchRuns) redis.defineCommand('werkpilotSearchRuns', { lua: SEARCH_LUA });
+  defineScripts(redis, { werkpilotSearchRuns: SEARCH_LUA });
   const search = redis as Redis & SearchCommands;
   const idAt = queue.toKey('').length;
   const text = (filter.text ?? '').toLowerCase();
