@@ -190,9 +190,10 @@ async function trimPastRetention(deps: NightlyDeps, agents: readonly string[], n
     pipeline.ltrim(deps.keys.agentDurations(agent), 0, DURATION_SAMPLES - 1);
     pipeline.ltrim(deps.keys.agentOutcomes(agent), 0, OUTCOME_WINDOW - 1);
     pipeline.zremrangebyscore(restartsKey(deps.keys, agent), '-inf', now - 60 * 60 * 1000);
-    sweepRollups(pipeline, deps.keys, agent, now);
   }
   await execOrThrow(pipeline);
+  const rollupHours = await sweepRollups(deps.redis, deps.keys, agents, now);
+  if (rollupHours > 0) deps.log.child({ component: 'nightly' }).info({ rollupHours }, 'deleted rollup hours past retention');
 
   let completedJobs = 0;
   for (const name of [QUEUE_NAMES.agents, QUEUE_NAMES.system]) {

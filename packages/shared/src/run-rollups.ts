@@ -1,4 +1,4 @@
-import type { ChainableCommander, Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { RUN_DURATION_BUCKETS_SECONDS, durationBucketIndex, type RunRecord } from './agent-state.js';
 import type { Keys } from './keys.js';
 import { execOrThrow } from './redis-pipeline.js';
@@ -140,10 +140,36 @@ export function quantile(buckets: readonly number[], q: number): number | null {
   return null;
 }
 
-/** Queues the deletion of `agent`'s hour keys older than the retention (nightly.ts runs it). */
-export function sweepRollups(pipeline: ChainableCommander, keys: Keys, agent: string, now: number): void {
+/** The hour (UTC, ms / 1 h) up to which the nightly sweep has deleted rollups: each night resumes there. */
+export function rollupSweptKey(keys: Keys): string {
+  return keys.key('rollup', 'swept');
+}
+
+/** Agents whose stale hours one pipeline deletes: bounds one round trip's size with many agents. */
+const SWEEP_AGENTS_PER_PIPELINE = 50;
+
+/**
+ * Deletes every agent's hour hashes older than the retention (nightly.ts runs it). It resumes from
+ * where the last sweep stopped (`rollupSweptKey`), so a night deletes about 24 hours per agent; the
+ * first sweep, or one after a long pause, looks back ROLLUP_SWEEP_HOURS at most. Returns how many
+ * hashes it deleted.
+ */
+export async function sweepRollups(redis: Redis, keys: Keys, agents: readonly string[], now: number): Promise<number> {
   const oldestKept = Math.floor(now / HOUR_MS) - ROLLUP_RETENTION_HOURS + 1;
-  const stale: string[] = [];
-  for (let hour = oldestKept - ROLLUP_SWEEP_HOURS; hour < oldestKept; hour++) stale.push(rollupKey(keys, agent, hour));
-  pipeline.unlink(...stale);
+  const swept = Number(await redis.get(rollupSweptKey(keys))) || 0;
+  const from = Math.max(swept, oldestKept - ROLLUP_SWEEP_HOURS);
+  let deleted = 0;
+  if (from < oldestKept) {
+    for (let i = 0; i < agents.length; i += SWEEP_AGENTS_PER_PIPELINE) {
+      const pipeline = redis.pipeline();
+      for (const agent of agents.slice(i, i + SWEEP_AGENTS_PER_PIPELINE)) {
+        const stale: string[] = [];
+        for (let hour = from; hour < oldestKept; hour++) stale.push(rollupKey(keys, agent, hour));
+        pipeline.unlink(...stale);
+      }
+      for (const removed of await execOrThrow(pipeline)) deleted += Number(removed) || 0;
+    }
+  }
+  if (oldestKept > swept) await redis.set(rollupSweptKey(keys), String(oldestKept));
+  return deleted;
 }

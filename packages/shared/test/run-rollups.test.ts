@@ -6,6 +6,7 @@ import {
   quantile,
   readAgentRollups,
   rollupKey,
+  rollupSweptKey,
   sweepRollups,
   triggerRun,
 } from '@werkpilot/shared';
@@ -74,19 +75,27 @@ describe('run rollups', () => {
     expect(fields.reduce((n, [, v]) => n + Number(v), 0)).toBe(4);
   });
 
-  it('sweeps hour keys past the retention and keeps the rest', async () => {
+  it('sweeps hour keys past the retention, resuming each night where the last sweep stopped', async () => {
     const c = (current = await createAgentCluster(redis, [{ name: 'old', run: async () => 1 }], { log }));
     const now = Date.UTC(2026, 0, 10, 12, 30);
     const hour = Math.floor(now / HOUR);
-    const kept = rollupKey(c.keys, 'old', hour - ROLLUP_RETENTION_HOURS + 1);
-    const stale = rollupKey(c.keys, 'old', hour - ROLLUP_RETENTION_HOURS);
-    const ancient = rollupKey(c.keys, 'old', hour - ROLLUP_RETENTION_HOURS - 24 * 20);
-    for (const key of [kept, stale, ancient]) await c.redis.hset(key, '5:s3', 2);
-    const pipeline = c.redis.pipeline();
-    sweepRollups(pipeline, c.keys, 'old', now);
-    await pipeline.exec();
-    expect(await c.redis.exists(kept, stale, ancient)).toBe(1);
-    expect(await c.redis.exists(kept)).toBe(1);
+    const keyOf = (agent: string, h: number) => rollupKey(c.keys, agent, h);
+    const kept = hour - ROLLUP_RETENTION_HOURS + 1;
+    for (const agent of ['old', 'older']) {
+      for (const h of [kept, kept - 1, kept - 24 * 20]) await c.redis.hset(keyOf(agent, h), '5:s3', 2);
+    }
+    expect(await sweepRollups(c.redis, c.keys, ['old', 'older'], now)).toBe(4);
+    expect(await c.redis.exists(keyOf('old', kept), keyOf('older', kept))).toBe(2);
+    expect(await c.redis.exists(keyOf('old', kept - 1), keyOf('old', kept - 24 * 20), keyOf('older', kept - 1))).toBe(0);
+    expect(Number(await c.redis.get(rollupSweptKey(c.keys)))).toBe(kept);
+    // The next night deletes the day that aged out (both agents' hour `kept`, and `kept + 10`), and looks no further back.
+    await c.redis.hset(keyOf('old', kept + 10), '1:f', 1);
+    await c.redis.hset(keyOf('old', kept + 24), '1:f', 1);
+    await c.redis.hset(keyOf('old', kept - 30), '1:f', 1);
+    expect(await sweepRollups(c.redis, c.keys, ['old', 'older'], now + 24 * HOUR)).toBe(3);
+    expect(await c.redis.exists(keyOf('old', kept + 24))).toBe(1);
+    expect(await c.redis.exists(keyOf('old', kept - 30))).toBe(1);
+    expect(Number(await c.redis.get(rollupSweptKey(c.keys)))).toBe(kept + 24);
   });
 
   it('estimates quantiles within the bucket, like histogram_quantile', () => {

@@ -184,6 +184,6 @@
       return;
     }
     renderAdvice();
-    setInterval(() => refresh().catch(() => undefined), 5000);
+    setInterval(() => refresh().catch(() => undefined), 10_000);
   })();
 })();
