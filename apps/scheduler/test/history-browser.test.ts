@@ -254,6 +254,19 @@ describe.skipIf(isMissing(CHROMIUM))('run-history pages in headless Chromium', (
       }
       const missed = targets.filter((t) => !reached.has(t));
       expect(missed, `${url}: not reached by Tab`).toEqual([]);
+      if (url.includes('/dlq')) {
+        // The confirmation is keyboard-operable too: Enter opens it with the focus on Cancel, Escape closes it, nothing happens.
+        const before = (await api('/api/dlq')).body.total;
+        await page.locator('#groups button[data-action="replay"]').first().focus();
+        await page.keyboard.press('Enter');
+        await page.locator('#confirm[open]').waitFor();
+        expect(await page.evaluate(() => (globalThis as any).document.activeElement?.id)).toBe('confirm-cancel');
+        await page.keyboard.press('Tab');
+        expect(await page.evaluate(() => (globalThis as any).document.activeElement?.id)).toBe('confirm-ok');
+        await page.keyboard.press('Escape');
+        await page.locator('#confirm:not([open])').waitFor({ state: 'attached' });
+        expect((await api('/api/dlq')).body.total).toBe(before);
+      }
       await page.close();
     }
   }, 120_000);
