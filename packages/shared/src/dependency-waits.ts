@@ -136,6 +136,9 @@ end
 const PARK_LUA = `${PROMOTE_PARKED_LUA}${DEPENDENCY_STATUS_LUA}
 local runId, priority, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local q = slice(KEYS, 5, 12)
+-- Parking is two calls (BullMQ's moveToDelayed, then this): a run cancelled or woken in between is
+-- no longer delayed and must not be left behind as a waiter.
+if not redis.call('ZSCORE', q[1], runId) then return { 0, {} } end
 local pending, problems = dependencyStatus(KEYS[1], KEYS[2], KEYS[3], dependencyList(13, 4, (#KEYS - 12) / 4))
 if #problems > 0 or #pending == 0 then
   redis.call('HDEL', KEYS[4], runId)

@@ -91,11 +91,14 @@ export const WAITING_INDEX_TTL_MS = 86_400_000;
  * skipped by its admission, which sees the first one waiting.
  * KEYS: 1 holders, 2 waiters list, 3..10 queue keys for the promotion, 11 the keyed agent's waiting index (if ARGV 6).
  * ARGV: 1 run id, 2 its priority, 3 mode ('L' | 'Z'), 4 limit, 5 '1' = onlyOne, 6 '1' = index.
- * Returns 'queued', 'free' or 'full'.
+ * Returns 'queued', 'free', 'full', or 'gone' when the run is no longer parked (cancelled meanwhile).
  */
 const PARK_LUA = `${PROMOTE_PARKED_LUA}${LEASE_LUA}${SLOTS_LUA}
 local runId, mode = ARGV[1], ARGV[3]
 local q = slice(KEYS, 3, 10)
+-- Parking is two calls (BullMQ's moveToDelayed, then this): a run cancelled or woken in between is
+-- no longer delayed, and queueing it would hand the next slot to a run that never takes it.
+if not redis.call('ZSCORE', q[1], runId) then return 'gone' end
 if slotIsFree(mode, KEYS[1], runId, ARGV[4]) then
   promoteParked(q, runId, ARGV[2])
   return 'free'
@@ -119,7 +122,7 @@ return 'queued'
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    werkpilotParkForSlot(numKeys: number, ...args: (string | number)[]): Result<'queued' | 'free' | 'full', Context>;
+    werkpilotParkForSlot(numKeys: number, ...args: (string | number)[]): Result<'queued' | 'free' | 'full' | 'gone', Context>;
   }
 }
 
@@ -139,7 +142,7 @@ export class OverlapGuard {
    * the run) when a slot was released meanwhile, `full` (promoted too, to be skipped) when
    * `onlyOne` and another run already waits.
    */
-  registerParked(group: SlotGroup, runId: string, priority: number, onlyOne: boolean): Promise<'queued' | 'free' | 'full'> {
+  registerParked(group: SlotGroup, runId: string, priority: number, onlyOne: boolean): Promise<'queued' | 'free' | 'full' | 'gone'> {
     const scriptKeys = [group.holders, group.waiters, ...this.queueKeys];
     if (group.index) scriptKeys.push(group.index.waiting);
     return this.redis.werkpilotParkForSlot(scriptKeys.length, ...scriptKeys, runId, priority, luaSlotMode(group.mode), group.limit, onlyOne ? '1' : '', group.index ? '1' : '');

@@ -7,6 +7,7 @@ import {
   DeadLetterQueue,
   EventBus,
   InvalidInputError,
+  OverlapGuard,
   RunFinishedError,
   RunNotFoundError,
   cancelRun,
@@ -16,6 +17,7 @@ import {
   getPipeline,
   loadRegistry,
   runJobOptions,
+  slotGroupOf,
   triggerRun,
   type BusEvent,
   type CancelRunDeps,
@@ -191,7 +193,10 @@ describe('cancelling runs', () => {
     await waitFor(() => lines().some((l) => l.startsWith(`started ${first.runId} `)), { timeoutMs: 20_000, what: 'the first run to start' });
     const second = await trigger();
     const third = await trigger();
-    await waitFor(async () => (await queues.agents.getJobState(third.runId)) === 'delayed' && (await queues.agents.getJobState(second.runId)) === 'delayed', { what: 'both queued runs parked' });
+    // Parked = delayed and registered as a waiter, in either order (two workers park them at once;
+    // a cancel between the two calls of parking is the next test's).
+    const waiters = slotGroupOf(keys, registry.require('serial')).waiters;
+    await waitFor(async () => (await deps.redis.lrange(waiters, 0, -1)).sort().join() === [second.runId, third.runId].sort().join(), { what: 'both queued runs parked' });
 
     await expect(cancelRun(deps, second.runId, 'superseded')).resolves.toMatchObject({ outcome: 'cancelled', state: 'parked' });
     const ended = await waitFor(() => lines().find((l) => l.startsWith(`ended ${first.runId} `)), { timeoutMs: 20_000, what: 'the first run to end' });
@@ -200,6 +205,18 @@ describe('cancelling runs', () => {
     expect(Number(started.split(' ')[2]) - Number(ended.split(' ')[2])).toBeLessThan(1000);
     expect(lines().some((l) => l.startsWith(`started ${second.runId} `))).toBe(false);
   }, 60_000);
+
+  it("leaves no waiter behind when a run is cancelled between being delayed and registering as a waiter", async () => {
+    // The worker parks in two calls (BullMQ's moveToDelayed, then the registration); a cancel can
+    // land between them. Here the job is delayed by hand and cancelled before it registers.
+    const spec = registry.require('serial');
+    const job = await queues.agents.add('serial', { agent: 'serial', trigger: 'manual', data: {} }, { ...runJobOptions(spec, retention), delay: 60_000 });
+    await expect(cancelRun(deps, job.id!, 'superseded')).resolves.toMatchObject({ outcome: 'cancelled', state: 'delayed' });
+    const group = slotGroupOf(keys, spec);
+    const registered = await new OverlapGuard({ redis: deps.redis, keys }).registerParked(group, job.id!, 3, false);
+    expect(registered).toBe('gone');
+    expect(await deps.redis.lrange(group.waiters, 0, -1)).toEqual([]);
+  });
 
   it('refuses an unknown run or a bad reason with a clear error', async () => {
     await expect(cancelRun(deps, 'no-such-run', 'why not')).rejects.toThrow(RunNotFoundError);
