@@ -90,7 +90,7 @@ export const TRACE_ID_FIELD = 'werkpilotTraceId';
  *       18 the agent's rollup hash for the hour the attempt ended (run-rollups.ts);
  *       then, if flags has 'C', circuit, restarts, gate epoch; if 'W', the run's done marker, its
  *       waiters hash, the pending counters; if 'S', the skip causes hash; if 'T', the job's hash;
- *       if 'I', the keyed agent's running index.
+ *       if 'I', the keyed agent's running index (and, for a skipped run, its waiting index).
  * ARGV: 1 lock token ('' = unfenced), 2 run id, 3..10 the record (agent-state.ts recordArgs),
  *       11 finished outcome ('' = not finished), 12 flags ('L' holds the lease, 'Z' holds one of N
  *       slots, 'C', 'W', 'S', 'T' traced, 'I'), 13 slot hold ttl ms, 14 the agent's priority (for
@@ -129,7 +129,15 @@ if waits then finishRun(KEYS[waits], KEYS[waits + 1], KEYS[waits + 2], q, finish
 local mode = string.find(flags, 'L', 1, true) and 'L' or (string.find(flags, 'Z', 1, true) and 'Z')
 if mode then
   slotRelease(mode, KEYS[6], KEYS[7], runId, ARGV[13], ARGV[14], q)
-  if string.find(flags, 'I', 1, true) then redis.call('ZREM', KEYS[k], runId) end
+  -- A parked run skipped on waking (its agent disabled, a dependency dead-lettered, ...) gives up
+  -- its place among the waiters: handed the slot later, it would never take it, and every run
+  -- behind it would wait until the slot's hold expired.
+  local skipped = outcome == 'skipped'
+  if skipped then redis.call('LREM', KEYS[7], 0, runId) end
+  if string.find(flags, 'I', 1, true) then
+    redis.call('ZREM', KEYS[k], runId)
+    if skipped then redis.call('ZREM', KEYS[k + 1], runId) end
+  end
 end
 markChanged(KEYS[16], KEYS[17], ARGV[17])
 return 'ok'
@@ -216,6 +224,7 @@ export function createRunCompletion({ connection, keys, circuit, lockDurationMs 
       if (slot?.index) {
         flags += 'I';
         scriptKeys.push(slot.index.running);
+        if (outcome === 'skipped') scriptKeys.push(slot.index.waiting);
       }
       argv.push(flags, k.leaseTtl, k.priority, keys.eventsChannel, history, spec.name, rollup.field, ...optional, ...c.events);
       return connection.werkpilotCompleteRun(scriptKeys.length, ...scriptKeys, ...argv);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { triggerRun } from '@werkpilot/shared';
+import { disableAgent, enableAgent, leaseWaitersKey, promoteParkedRun, triggerRun } from '@werkpilot/shared';
 import { useTestRedis, waitFor } from '@werkpilot/test-support';
 import { dependencyCluster, retention } from './_dependency-cluster.js';
 
@@ -87,5 +87,45 @@ describe('overlap across workers', () => {
     // The last run's record follows its return.
     await waitFor(async () => (await c.state.get('ledger-close')).runs === 4, { what: 'the fourth run recorded' });
     expect(await c.state.get('ledger-close')).toMatchObject({ runs: 4, successes: 4, skipped: 0 });
+  });
+  // Found by the joint soak (apps/scheduler/test/soak-e2e.test.ts): a parked 'queue' run that woke
+  // and was skipped (its agent disabled, a dependency dead-lettered) stayed in the waiters list; the
+  // lease was later handed to it, it never took it, and every run behind it waited for the lease to
+  // expire (timeout + lock + 30 s).
+  it("hands the turn past a waiting 'queue' run that was skipped: the next waiter starts when the running one ends", async () => {
+    const held = new Map<number, () => void>();
+    const c = await dependencyCluster(redis, [
+      {
+        name: 'ledger-close',
+        overlap: 'queue',
+        run: async (ctx) => {
+          const n = (ctx.data as { n: number }).n;
+          await new Promise<void>((release) => held.set(n, release));
+        },
+      },
+    ]);
+    await Promise.all([c.startWorker({ id: 'w1' }), c.startWorker({ id: 'w2' })]);
+    const deps = { queue: c.queues.agents, registry: c.registry, retention };
+    const toggle = { redis: c.redis, keys: c.keys };
+    const waiters = leaseWaitersKey(c.keys, 'ledger-close');
+    const first = await triggerRun(deps, 'ledger-close', { data: { n: 0 } });
+    await waitFor(() => held.get(0), { what: 'the first run to start' });
+    const skipped = await triggerRun(deps, 'ledger-close', { data: { n: 1 } });
+    await waitFor(async () => (await c.redis.lrange(waiters, 0, -1)).includes(skipped.runId), { what: 'the second run to wait for its turn' });
+
+    // It wakes (as by its safety deadline) while its agent is disabled: skipped.
+    await disableAgent(toggle, 'ledger-close');
+    expect(await promoteParkedRun(c.redis, c.keys, skipped.runId, c.registry.require('ledger-close').priority)).toBe(true);
+    expect((await c.completedRun(skipped.runId, 'the woken waiter to be skipped')).returnvalue).toMatchObject({ outcome: 'skipped', reasons: ['disabled'] });
+    expect(await c.redis.lrange(waiters, 0, -1), 'a skipped run gives up its place').toEqual([]);
+
+    await enableAgent(toggle, 'ledger-close');
+    const next = await triggerRun(deps, 'ledger-close', { data: { n: 2 } });
+    await waitFor(async () => (await c.redis.lrange(waiters, 0, -1)).includes(next.runId), { what: 'the third run to wait for its turn' });
+    held.get(0)!();
+    await c.completedRun(first.runId, 'the first run to complete');
+    const release = await waitFor(() => held.get(2), { timeoutMs: 5000, what: 'the waiting run to start once the first one ended' });
+    release();
+    expect((await c.completedRun(next.runId)).returnvalue).toMatchObject({ outcome: 'success' });
   });
 });
