@@ -110,6 +110,24 @@ function dependencyRunId(runId: string, dep: string): string | undefined {
   return undefined;
 }
 
+/** What Redis holds about runs that did not end: their jobs, the agents' leases and waiters, and the events of those runs. */
+async function diagnose(cluster: ProcessCluster, open: string[]): Promise<string> {
+  const client = redis.client();
+  const lines: string[] = [`now ${Date.now()}`];
+  for (const key of await client.keys(`{${cluster.prefix}}:*lease*`)) {
+    const type = await client.type(key);
+    const value = type === 'string' ? await client.get(key) : type === 'list' ? await client.lrange(key, 0, -1) : type;
+    lines.push(`${key} = ${JSON.stringify(value)} pttl ${await client.pttl(key)}`);
+  }
+  for (const id of open.slice(0, 30)) {
+    const job = await cluster.queues.agents.getJob(id);
+    const state = job ? await job.getState() : 'no job';
+    lines.push(`${id}: ${state} delayUntil ${job ? job.timestamp + job.delay : '-'} attemptsMade ${job?.attemptsMade} attemptsStarted ${job?.attemptsStarted} processedOn ${job?.processedOn}`);
+    for (const e of cluster.events.filter((ev) => ev.data.runId === id)) lines.push(`    ${e.at} ${e.type} ${JSON.stringify(e.data)}`);
+  }
+  return lines.join('\n');
+}
+
 interface Figures {
   chaosSeconds: number;
   runs: number;
@@ -246,13 +264,17 @@ describe('the joint soak: kills, Redis freezes and cancels under cron and pipeli
         return { open, queued, counts };
       };
       let last: Awaited<ReturnType<typeof unfinished>> | undefined;
-      await waitFor(
-        async () => {
-          last = await unfinished();
-          return last.open.length === 0 && last.queued === 0;
-        },
-        { timeoutMs: 90_000, intervalMs: 500, what: () => `every run to end; still open: ${JSON.stringify(last?.open.slice(0, 20))} (${last?.open.length}), queue: ${JSON.stringify(last?.counts)}` },
-      );
+      try {
+        await waitFor(
+          async () => {
+            last = await unfinished();
+            return last.open.length === 0 && last.queued === 0;
+          },
+          { timeoutMs: 90_000, intervalMs: 500, what: () => `every run to end; still open: ${JSON.stringify(last?.open.slice(0, 20))} (${last?.open.length}), queue: ${JSON.stringify(last?.counts)}` },
+        );
+      } catch (err) {
+        throw new Error(`${(err as Error).message}\n${await diagnose(cluster, last?.open ?? [])}`);
+      }
       await sleep(1000); // a late event of a copy that lost its lock, if any, would come now
       await cluster.flushEvents();
 
