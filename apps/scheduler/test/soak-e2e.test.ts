@@ -140,6 +140,8 @@ interface Figures {
   frozenMs: number;
   cancels: Record<string, number>;
   recoveredCopies: number;
+  /** Skipped runs by their first reason (`overlap`, `dependency root cancelled`, ...). */
+  skipReasons: Record<string, number>;
 }
 
 describe('the joint soak: kills, Redis freezes and cancels under cron and pipelines', () => {
@@ -176,7 +178,7 @@ describe('the joint soak: kills, Redis freezes and cancels under cron and pipeli
       await cluster.startScheduler({ LEADER_LEASE_MS: '5000' });
       await waitFor(async () => (await cluster.api<{ system: { workers: unknown[] } }>('GET', '/api/metrics')).body.system?.workers?.length === 3, { timeoutMs: 40_000, what: 'three workers online' });
 
-      const figures: Figures = { chaosSeconds: CHAOS_SECONDS, runs: 0, outcomes: {}, pipelines: 0, ticks: 0, executions: 0, kills: 0, freezes: 0, frozenMs: 0, cancels: {}, recoveredCopies: 0 };
+      const figures: Figures = { chaosSeconds: CHAOS_SECONDS, runs: 0, outcomes: {}, pipelines: 0, ticks: 0, executions: 0, kills: 0, freezes: 0, frozenMs: 0, cancels: {}, recoveredCopies: 0, skipReasons: {} };
       const triggered = new Set<string>(); // run ids the test created through the API
       const deadline = Date.now() + CHAOS_SECONDS * 1000;
       const chaosOn = () => Date.now() < deadline;
@@ -383,6 +385,10 @@ describe('the joint soak: kills, Redis freezes and cancels under cron and pipeli
       figures.ticks = new Set(runIds.filter((id) => id.startsWith('repeat:')).map((id) => id.split(':')[2])).size;
       figures.executions = executions.length;
       figures.recoveredCopies = [...startsOf.values()].reduce((n, s) => n + s.length, 0) - new Set(events.filter((e) => e.type === 'agent:started').map((e) => `${e.data.runId}#${e.data.attempt}`)).size;
+      for (const e of events.filter((ev) => ev.type === 'agent:skipped')) {
+        const reason = String((e.data.reasons as string[])[0]).replace(/[0-9a-f-]{36}/g, '…');
+        figures.skipReasons[reason] = (figures.skipReasons[reason] ?? 0) + 1;
+      }
       console.log(`SOAK FIGURES ${JSON.stringify(figures)}`);
 
       // The chaos happened, and so did work: otherwise the checks above proved little.
