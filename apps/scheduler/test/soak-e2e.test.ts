@@ -262,7 +262,7 @@ describe('the joint soak: kills, Redis freezes and cancels under cron and pipeli
         await cluster.flushEvents();
         const finished = new Set(cluster.events.filter((e) => OUTCOME_OF[e.type]).map((e) => String(e.data.runId)));
         const open = [...knownRuns()].filter((id) => !finished.has(id));
-        const counts = await cluster.queues.agents.getJobCounts('active', 'waiting', 'delayed', 'prioritized', 'paused', 'waiting-children');
+        const counts = await cluster.queues.agents.getJobCounts('active', 'waiting', 'delayed', 'prioritized', 'waiting-children');
         // A tick planned before the pause may still be due: it is a run like any other.
         const queued = Object.values(counts).reduce((a, b) => a + b, 0);
         return { open, queued, counts };
