@@ -131,7 +131,7 @@ describe('an agent that throws outside any await', () => {
   }, 90_000);
 });
 
-describe('a run whose worker is killed twice', () => {
+describe('a run whose worker is killed', () => {
   it('is recovered both times and completes: two stalls do not dead-letter it (MAX_STALLED_COUNT 2)', async () => {
     const { queues, events, add, env } = await cluster();
     // Short enough to recover within seconds, long enough that a loaded machine's survivor keeps its lock through the 4 s run.
@@ -155,4 +155,27 @@ describe('a run whose worker is killed twice', () => {
     survivor.kill('SIGTERM');
     expect(await survivor.exited).toBe(0);
   }, 90_000);
+  it('is dead-lettered on its third stall, and its agent runs again at once: the overlap lease it held is released', async () => {
+    const { queues, events, add, env } = await cluster();
+    const fast = { ...env, LOCK_DURATION_MS: '3000', STALLED_INTERVAL_MS: '1500' };
+    const steady = await add('steady', { ms: 20_000 });
+    for (let kill = 1; kill <= 3; kill++) {
+      const victim = startApp('worker', fast);
+      await victim.waitForLog(/worker online/);
+      const victimId = victim.logs().find((l) => l.msg === 'worker online')!.workerId;
+      await waitFor(async () => (await activeOn(queues, steady.id!)) === victimId, { timeoutMs: 20_000, what: `the run active on victim ${kill}` });
+      victim.kill('SIGKILL');
+      expect(await victim.exited).toBe('SIGKILL');
+    }
+    const survivor = startApp('worker', fast);
+    await waitFor(async () => (await queues.agents.getJobState(steady.id!)) === 'failed', { timeoutMs: 30_000, what: 'the run dead-lettered on its third stall' });
+    expect((await queues.agents.getJob(steady.id!))!.failedReason).toMatch(/stalled more than allowable limit/);
+    await waitFor(() => events.some((e) => e.type === 'agent:dlq' && e.data.runId === steady.id), { what: 'agent:dlq of the run' });
+    // Its lease lives for the agent's timeout + LOCK_DURATION_MS + 30 s unless released: the next run must not wait for that.
+    const next = await add('steady', { ms: 10 });
+    await waitFor(async () => (await queues.agents.getJobState(next.id!)) === 'completed', { timeoutMs: 15_000, what: 'the next run of the agent completed' });
+    expect((await queues.agents.getJob(next.id!))!.returnvalue).toMatchObject({ outcome: 'success' });
+    survivor.kill('SIGTERM');
+    expect(await survivor.exited).toBe(0);
+  }, 120_000);
 });

@@ -123,8 +123,22 @@ return 'queued'
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     werkpilotParkForSlot(numKeys: number, ...args: (string | number)[]): Result<'queued' | 'free' | 'full' | 'gone', Context>;
+    werkpilotReleaseSlot(numKeys: number, ...args: (string | number)[]): Result<string | null, Context>;
   }
 }
+
+/**
+ * Releases the slot a run holds, if it still holds it, and hands it to the first waiter — for a run
+ * that ended without its completion script: BullMQ dead-lettered it for stalling too often.
+ * KEYS: 1 holders, 2 waiters, 3..10 queue keys for the promotion, 11 the keyed agent's running index (if ARGV 5).
+ * ARGV: 1 mode ('L' | 'Z'), 2 run id, 3 hold ttl ms (for the hand-off), 4 the agent's priority, 5 '1' = index.
+ * Returns the run it handed the slot to, or false.
+ */
+const RELEASE_LUA = `${PROMOTE_PARKED_LUA}${LEASE_LUA}${SLOTS_LUA}
+local handed = slotRelease(ARGV[1], KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4], slice(KEYS, 3, 10))
+if ARGV[5] == '1' then redis.call('ZREM', KEYS[11], ARGV[2]) end
+return handed
+`;
 
 /** Parks runs behind their slot group's holders (admission takes slots, completion releases and hands them on). */
 export class OverlapGuard {
@@ -134,7 +148,7 @@ export class OverlapGuard {
   constructor({ redis, keys }: { redis: Redis; keys: Keys }) {
     this.redis = redis;
     this.queueKeys = parkedQueueKeys(keys);
-    defineScripts(redis, { werkpilotParkForSlot: PARK_LUA });
+    defineScripts(redis, { werkpilotParkForSlot: PARK_LUA, werkpilotReleaseSlot: RELEASE_LUA });
   }
 
   /**
@@ -146,5 +160,12 @@ export class OverlapGuard {
     const scriptKeys = [group.holders, group.waiters, ...this.queueKeys];
     if (group.index) scriptKeys.push(group.index.waiting);
     return this.redis.werkpilotParkForSlot(scriptKeys.length, ...scriptKeys, runId, priority, luaSlotMode(group.mode), group.limit, onlyOne ? '1' : '', group.index ? '1' : '');
+  }
+
+  /** Releases `runId`'s slot of `group` if it holds it (see RELEASE_LUA); resolves to the run it was handed to, if any. */
+  async release(group: SlotGroup, runId: string, ttlMs: number, priority: number): Promise<string | undefined> {
+    const scriptKeys = [group.holders, group.waiters, ...this.queueKeys];
+    if (group.index) scriptKeys.push(group.index.running);
+    return (await this.redis.werkpilotReleaseSlot(scriptKeys.length, ...scriptKeys, luaSlotMode(group.mode), runId, ttlMs, priority, group.index ? '1' : '')) ?? undefined;
   }
 }

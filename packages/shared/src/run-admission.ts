@@ -66,7 +66,7 @@ export interface RunAdmission {
    * BullMQ's DelayedError after parking the job, which the processor must let through untouched.
    */
   admit(spec: AgentSpec, job: Job<RunJobData>, token: string | undefined, startedEvent: string): Promise<Admission>;
-  /** Finishes a run that ended without the run path (BullMQ failed it by itself): promotes its waiting dependents. */
+  /** Finishes a run that ended without the run path (BullMQ failed it by itself): promotes its waiting dependents and releases the slot it held. */
   finish(spec: AgentSpec, job: Job<RunJobData>, outcome: FinishedOutcome): Promise<void>;
   close(): Promise<void>;
 }
@@ -442,6 +442,16 @@ export function createRunAdmission(options: RunAdmissionOptions): RunAdmission {
 
     async finish(spec, job, outcome) {
       await waits.finish(spec.name, job.id!, outcome);
+      // No completion script ran for this run (BullMQ failed it by itself, for stalling too often):
+      // the slot it may hold goes to the next run now, not when its hold expires.
+      const a = agentArgs(spec);
+      let slot: SlotGroup | undefined;
+      try {
+        slot = a.isKeyed ? slotGroupOf(keys, spec, controlKeyValue(spec.concurrency.key, job.data.data, 'concurrency.key', spec.name)) : a.slot;
+      } catch {
+        return; // its key function fails on this run's data: it never took a slot
+      }
+      if (slot && slot.mode !== 'none') await overlap.release(slot, job.id!, a.leaseTtl, spec.priority);
     },
 
     close: async () => {
