@@ -16,8 +16,8 @@ const retention = { dlqRetain: 100, completedRetain: 1000 };
 
 // `root` writes one line per start and end. Its first start misbehaves as `ctx.data.mode` says:
 // `block` busy-waits 5 s (the event loop, and with it the lock renewal, stands still); `wait`
-// waits 9 s (or until aborted) while the test freezes Redis. Later starts take 3 s: the window in
-// which the test tries a third run.
+// waits 9 s (or until aborted) while the test freezes Redis. Later starts take 8 s: the window in
+// which the test tries a third run (wide, so that a loaded machine still tries it in time).
 const agentsDir = writeAgentsDir({
   'root.ts': `import { appendFileSync, readFileSync } from 'node:fs';
 import { defineAgent } from '@werkpilot/shared';
@@ -36,7 +36,7 @@ export default defineAgent({
     } else if (starts === 0 && ctx.data && ctx.data.mode === 'wait') {
       await new Promise((resolve) => { const t = setTimeout(resolve, 9000); ctx.signal.addEventListener('abort', () => { clearTimeout(t); resolve(); }); });
     } else {
-      await new Promise((resolve) => setTimeout(resolve, 3000));
+      await new Promise((resolve) => setTimeout(resolve, 8000));
     }
     write('end ' + ctx.runId + ' ' + process.pid + ' ' + Date.now() + ' ' + (ctx.signal.aborted ? 'aborted' : 'done'));
     return 'ok';
