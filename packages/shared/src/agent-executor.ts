@@ -8,11 +8,10 @@ import type { RunRecord } from './agent-state.js';
 import { publishAgentMessage, type EventBus } from './bus.js';
 import type { CircuitSettings } from './circuit-breaker.js';
 import { RunTimeoutError } from './errors.js';
-import { isDependencyReason } from './gating.js';
 import type { Keys } from './keys.js';
-import { skipCausesOf } from './nightly.js';
 import type { RunJobData } from './queues.js';
 import { runInScope } from './process-faults.js';
+import { joinSkipReasons, skipCausesOf, skipReasonTexts } from './skip-reasons.js';
 import { MAX_ERROR_MESSAGE_BYTES, capError, truncateBytes } from './size-limits.js';
 import type { Registry } from './registry.js';
 import type { RunAdmission } from './run-admission.js';
@@ -206,15 +205,15 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
         deps.log.warn({ agent: spec.name, runId, err: error.message }, 'run failed: its control key could not be computed');
         throw markReported(error);
       }
-      traced?.gated(decision.kind, decision.kind === 'skip' ? decision.reasons : undefined);
+      traced?.gated(decision.kind, decision.kind === 'skip' ? skipReasonTexts(decision.reasons) : undefined);
       if (decision.kind === 'skip') {
-        const { reasons } = decision;
-        const dependencyReasons = reasons.filter(isDependencyReason);
+        const reasons = skipReasonTexts(decision.reasons);
+        const dependencyReasons = skipReasonTexts(decision.reasons.filter((r) => r.dependency !== undefined));
         const events = [bus.encode('agent:skipped', { ...base, reasons }, spec.name)];
         if (dependencyReasons.length > 0) events.unshift(bus.encode('dependency:unhealthy', { ...base, reasons: dependencyReasons }, spec.name));
-        const error = reasons.join('; ');
+        const error = joinSkipReasons(decision.reasons);
         const record: RunRecord = { agent: spec.name, runId, outcome: 'skipped', at: clock(), error };
-        complete(spec, job, token, { record, events, finished: `skipped:${error}`, isTrial: false, slot: decision.slot, skipCauses: skipCausesOf(reasons) }, traced);
+        complete(spec, job, token, { record, events, finished: `skipped:${error}`, isTrial: false, slot: decision.slot, skipCauses: skipCausesOf(decision.reasons) }, traced);
         deps.log.info({ agent: spec.name, runId, reasons }, 'run skipped');
         return { outcome: 'skipped', reasons, workerId };
       }

@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import { dependencyRule, type GateRule } from './gating.js';
+import { skipReason } from './skip-reasons.js';
 import type { Keys } from './keys.js';
 
 /**
@@ -43,10 +44,12 @@ export async function disabledAmong({ redis, keys }: ToggleDeps, agents: readonl
   return new Set(agents.filter((_, i) => flags[i] === 1));
 }
 
+const DISABLED = skipReason('disabled');
+
 /** Gate rules: the agent itself disabled ⇒ `disabled`; a dependency disabled ⇒ `dependency X disabled`. */
 export function agentToggleRules(): GateRule[] {
   return [
-    ({ spec, view }) => (view.of(spec.name).isDisabled ? 'disabled' : null),
+    ({ spec, view }) => (view.of(spec.name).isDisabled ? DISABLED : null),
     dependencyRule((dep, { view }) => (view.of(dep).isDisabled ? 'disabled' : null)),
   ];
 }

@@ -13,6 +13,7 @@ import {
 import { NotLeaderError } from './errors.js';
 import type { Keys } from './keys.js';
 import { defineScripts } from './redis-scripts.js';
+import { joinSkipReasons, uniqueSkipReasons, type SkipReason } from './skip-reasons.js';
 
 /**
  * A failed boot heals. After the leader's boot, this loop (leader only) re-checks:
@@ -176,7 +177,7 @@ export class BootHealer {
               const requestSeq = requests.get(agent);
               const blockers = this.blockersOf(agent, view);
               if (blockers.length > 0) {
-                const reason = blockers.join('; ');
+                const reason = joinSkipReasons(blockers);
                 if (current?.status === 'blocked' && current.reason === reason && requestSeq === undefined) return;
                 await record(agent, { status: 'blocked', layer, reason, at: new Date(this.clock()).toISOString(), ...(requestSeq !== undefined ? { requestSeq } : {}) });
                 return;
@@ -195,9 +196,9 @@ export class BootHealer {
     return decided;
   }
 
-  private blockersOf(agent: string, view: Map<string, AgentBootState>): string[] {
+  private blockersOf(agent: string, view: Map<string, AgentBootState>): SkipReason[] {
     const spec = this.options.registry.require(agent);
-    return [...new Set(spec.dependsOn.flatMap((dep) => blockingReason(dep, view.get(dep))))];
+    return uniqueSkipReasons(spec.dependsOn.flatMap((dep) => blockingReason(dep, view.get(dep))));
   }
 }
 

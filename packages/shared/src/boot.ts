@@ -12,6 +12,7 @@ import type { Registry } from './registry.js';
 import { snapshotGenerationsKey } from './snapshot-changes.js';
 import type { SystemJobHandler } from './system-worker.js';
 import { defineScripts } from './redis-scripts.js';
+import { dependencySkipReason, joinSkipReasons, splitSkipReasons, uniqueSkipReasons, type SkipReason } from './skip-reasons.js';
 
 /**
  * Layered boot (the predecessor's "4-layer dependency boot", any number of layers): layer k holds
@@ -166,7 +167,7 @@ export async function bootAgents(deps: BootDeps): Promise<BootReport> {
           const spec = deps.registry.require(agent);
           const blockers = spec.dependsOn.flatMap((dep) => blockingReason(dep, report.agents[dep]));
           if (blockers.length > 0) {
-            await record(agent, { status: 'blocked', layer, reason: [...new Set(blockers)].join('; '), at: iso() });
+            await record(agent, { status: 'blocked', layer, reason: joinSkipReasons(uniqueSkipReasons(blockers)), at: iso() });
             return;
           }
           await record(agent, { status: 'checking', layer, at: iso() });
@@ -202,9 +203,9 @@ export function startBoot(deps: BootDeps): Promise<BootReport | undefined> {
 }
 
 /** Why a dependency's boot state blocks its dependents: its own failure, or what blocks it. */
-export function blockingReason(dependency: string, state: AgentBootState | undefined): string[] {
-  if (state?.status === 'failed') return [`dependency ${dependency} failed boot: ${state.reason ?? 'no reason given'}`];
-  if (state?.status === 'blocked') return (state.reason ?? '').split('; ').filter(Boolean);
+export function blockingReason(dependency: string, state: AgentBootState | undefined): SkipReason[] {
+  if (state?.status === 'failed') return [dependencySkipReason(dependency, `failed boot: ${state.reason ?? 'no reason given'}`)];
+  if (state?.status === 'blocked') return splitSkipReasons(state.reason ?? '');
   return [];
 }
 
@@ -283,7 +284,7 @@ export function bootGateRules(): GateRule[] {
   return [
     ({ spec, view }) => {
       const state = view.of(spec.name).boot;
-      return state?.status === 'blocked' ? (state.reason ?? 'blocked at boot').split('; ') : null;
+      return state?.status === 'blocked' ? splitSkipReasons(state.reason ?? 'blocked at boot') : null;
     },
     dependencyRule((dep, { view }) => {
       const state = view.of(dep).boot;

@@ -5,6 +5,7 @@ import type { Keys } from './keys.js';
 import { PARKED_QUEUE_KEY_COUNT, PROMOTE_PARKED_LUA, parkedQueueKeys } from './parked-runs.js';
 import { QUEUE_NAMES, type RunJobData } from './queues.js';
 import { defineScripts } from './redis-scripts.js';
+import { dependencySkipReason, type SkipReason } from './skip-reasons.js';
 
 /**
  * Waiting for dependency runs of the same tick or pipeline, without holding a worker slot, and
@@ -42,7 +43,7 @@ export interface DependencyStatus {
   /** How many dependency runs are still queued, delayed or active. */
   pending: number;
   /** Skip reasons for dependency runs that ended badly (dead-lettered, skipped or cancelled). */
-  problems: string[];
+  problems: SkipReason[];
 }
 
 /** How long a parked run waits before re-checking by itself, should no promotion come. */
@@ -253,18 +254,18 @@ export function dependencyArgs(keys: Keys, dependencies: readonly DependencyRun[
 }
 
 /** `dependency crm-sync run dead-lettered: boom`, `dependency crm-sync skipped: disabled`, `dependency crm-sync cancelled`. */
-export function describeDependencyProblems(flat: readonly string[]): string[] {
-  const problems: string[] = [];
-  for (let i = 0; i < flat.length; i += 2) problems.push(describeOutcome(flat[i]!, flat[i + 1]!));
+export function describeDependencyProblems(flat: readonly string[]): SkipReason[] {
+  const problems: SkipReason[] = [];
+  for (let i = 0; i < flat.length; i += 2) problems.push(dependencySkipReason(flat[i]!, describeOutcome(flat[i + 1]!)));
   return problems;
 }
 
-function describeOutcome(agent: string, outcome: string): string {
-  if (outcome.startsWith('last-dlq:')) return `dependency ${agent} last run dead-lettered: ${outcome.slice(9)}`;
-  if (outcome.startsWith('dlq:')) return `dependency ${agent} run dead-lettered: ${outcome.slice(4)}`;
-  if (outcome.startsWith('skipped:')) return `dependency ${agent} skipped: ${outcome.slice(8)}`;
-  if (outcome.startsWith('cancelled:')) return `dependency ${agent} cancelled`;
-  return `dependency ${agent} ${outcome}`;
+function describeOutcome(outcome: string): string {
+  if (outcome.startsWith('last-dlq:')) return `last run dead-lettered: ${outcome.slice(9)}`;
+  if (outcome.startsWith('dlq:')) return `run dead-lettered: ${outcome.slice(4)}`;
+  if (outcome.startsWith('skipped:')) return `skipped: ${outcome.slice(8)}`;
+  if (outcome.startsWith('cancelled:')) return 'cancelled';
+  return outcome;
 }
 
 export interface DependencyWaitsOptions {

@@ -4,6 +4,7 @@ import type { AgentBootState } from './boot.js';
 import type { CircuitState } from './circuit-breaker.js';
 import type { AgentHealth } from './health.js';
 import type { RunJobData } from './queues.js';
+import { dependencySkipReason, type SkipReason, uniqueSkipReasons } from './skip-reasons.js';
 
 /**
  * Dependency health gating: before a run starts, the worker evaluates one list of rules; any
@@ -43,9 +44,9 @@ export interface GateContext {
 
 /**
  * One gating rule. Returns the reason(s) to skip the run, or null / [] to let it run.
- * Reasons are read by people: `disabled`, `dependency crm-sync disabled`.
+ * Reasons are read by people: `disabled`, `dependency crm-sync disabled` (skip-reasons.ts).
  */
-export type GateRule = (ctx: GateContext) => string | string[] | null;
+export type GateRule = (ctx: GateContext) => SkipReason | SkipReason[] | null;
 
 /**
  * Checks one dependency of the run's agent; returns what is wrong with it (`disabled`,
@@ -55,27 +56,15 @@ export type GateRule = (ctx: GateContext) => string | string[] | null;
 export type DependencyCheck = (dependency: string, ctx: GateContext) => string | null;
 
 /** The gate run admission calls: every rule's reasons, in rule order; empty means run. */
-export type RunGate = (ctx: GateContext) => string[];
-
-const DEPENDENCY_REASON = /^dependency \S+ /;
-
-/** Whether a skip reason is about a dependency (such reasons also publish `dependency:unhealthy`). */
-export function isDependencyReason(reason: string): boolean {
-  return DEPENDENCY_REASON.test(reason);
-}
-
-/** Formats a dependency problem the way every rule reports it: `dependency crm-sync disabled`. */
-export function dependencyReason(dependency: string, problem: string): string {
-  return `dependency ${dependency} ${problem}`;
-}
+export type RunGate = (ctx: GateContext) => SkipReason[];
 
 /** A rule applying `check` to each of the agent's direct dependencies. */
 export function dependencyRule(check: DependencyCheck): GateRule {
   return (ctx) => {
-    const reasons: string[] = [];
+    const reasons: SkipReason[] = [];
     for (const dep of ctx.spec.dependsOn) {
       const problem = check(dep, ctx);
-      if (problem) reasons.push(dependencyReason(dep, problem));
+      if (problem) reasons.push(dependencySkipReason(dep, problem));
     }
     return reasons;
   };
@@ -89,18 +78,14 @@ export interface RunGateOptions {
 export function createRunGate({ rules }: RunGateOptions): RunGate {
   const list = [...rules];
   return (ctx) => {
-    let reasons: string[] | undefined;
+    let reasons: SkipReason[] | undefined;
     for (const rule of list) {
       const result = rule(ctx);
       if (result === null) continue;
-      for (const reason of Array.isArray(result) ? result : [result]) {
-        if (!reason) continue;
-        reasons ??= [];
-        if (!reasons.includes(reason)) reasons.push(reason);
-      }
+      for (const reason of Array.isArray(result) ? result : [result]) (reasons ??= []).push(reason);
     }
-    return reasons ?? NO_REASONS;
+    return reasons ? uniqueSkipReasons(reasons) : NO_REASONS;
   };
 }
 
-const NO_REASONS: string[] = [];
+const NO_REASONS: SkipReason[] = [];

@@ -26,6 +26,7 @@ export * from './registry.js';
 export * from './run-trigger.js';
 export * from './system-worker.js';
 export * from './gating.js';
+export * from './skip-reasons.js';
 export * from './dependency-waits.js';
 export * from './overlap.js';
 export * from './agent-toggle.js';

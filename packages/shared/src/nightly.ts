@@ -11,6 +11,7 @@ import type { Registry } from './registry.js';
 import { buildAgentReport, reportDay, ReportStore, type AgentTotals, type NightlyReport } from './reports.js';
 import { readScores } from './score.js';
 import { sweepRollups } from './run-rollups.js';
+import { skipCausesOf, splitSkipReasons } from './skip-reasons.js';
 import type { SystemJobHandler } from './system-worker.js';
 
 /**
@@ -37,25 +38,10 @@ export function skipCausesKey(keys: Keys, agent: string): string {
   return keys.key('agent', agent, 'skip-causes');
 }
 
-const DEPENDENCY_SKIP = /^dependency (\S+) /;
-
-/**
- * The dependencies a skipped run's reasons name, once each: what the run's completion counts in the
- * agent's skip causes (for the report's advice).
- */
-export function skipCausesOf(reasons: readonly string[]): string[] {
-  const causes: string[] = [];
-  for (const reason of reasons) {
-    const dependency = DEPENDENCY_SKIP.exec(reason)?.[1];
-    if (dependency && !causes.includes(dependency)) causes.push(dependency);
-  }
-  return causes;
-}
-
 /** Counts a skipped run's causes on a pipeline the caller executes (tools and tests; the run path does it in its completion). */
 export function addSkipCausesTo(pipeline: ChainableCommander, keys: Keys, record: RunRecord): void {
   if (record.outcome !== 'skipped' || !record.error) return;
-  for (const dependency of skipCausesOf(record.error.split('; '))) pipeline.hincrby(skipCausesKey(keys, record.agent), dependency, 1);
+  for (const dependency of skipCausesOf(splitSkipReasons(record.error))) pipeline.hincrby(skipCausesKey(keys, record.agent), dependency, 1);
 }
 
 /**

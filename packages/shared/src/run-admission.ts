@@ -36,6 +36,7 @@ import { QUEUE_NAMES, type RunJobData } from './queues.js';
 import { markAgentsChanged } from './snapshot-changes.js';
 import { createWriteBatcher } from './write-batching.js';
 import { defineScripts } from './redis-scripts.js';
+import { skipReason, type SkipReason } from './skip-reasons.js';
 
 /**
  * Everything asked before a run starts, in one script (ADMIT_LUA, one round trip): is the gate
@@ -55,7 +56,7 @@ import { defineScripts } from './redis-scripts.js';
  */
 
 /** What admission decided for a run it did not park. `slot`: the slot group the run holds (run) or may hold (skip of a parked run). */
-export type Admission = { kind: 'run'; isTrial: boolean; slot: SlotGroup | undefined } | { kind: 'skip'; reasons: string[]; slot: SlotGroup | undefined };
+export type Admission = { kind: 'run'; isTrial: boolean; slot: SlotGroup | undefined } | { kind: 'skip'; reasons: SkipReason[]; slot: SlotGroup | undefined };
 
 /** Sends a cancel to the run holding a slot (`cancelOther`): the run that wants its slot, and why. */
 export type CancelHolder = (runId: string, reason: string) => void;
@@ -353,7 +354,7 @@ export function createRunAdmission(options: RunAdmissionOptions): RunAdmission {
       // A tick is judged late when it first arrives, not after waiting its turn or its dependencies.
       if (spec.catchUp !== 'latest' && job.data.trigger === 'cron' && !wasParked && options.catchUp) {
         const caughtUp = await options.catchUp(spec, job);
-        if (caughtUp.kind === 'skip') return { kind: 'skip', reasons: [caughtUp.reason], slot: undefined };
+        if (caughtUp.kind === 'skip') return { kind: 'skip', reasons: [skipReason(caughtUp.reason)], slot: undefined };
       }
       const data = job.data.data;
       // Throws ControlKeyError for a key function that fails on this run's data (the executor fails the run).
@@ -406,7 +407,7 @@ export function createRunAdmission(options: RunAdmissionOptions): RunAdmission {
             log.debug({ agent: spec.name, runId, pending: reply[1] }, 'waiting for dependency runs');
             return park(job, token, clock() + recheckMs, () => waits.registerParked(runId, job.priority, dependencies));
           case 'circuit':
-            return { kind: 'skip', reasons: [reply[1] === 'open' ? CIRCUIT_OPEN_REASON : CIRCUIT_TRIAL_BUSY_REASON], slot: skipSlot };
+            return { kind: 'skip', reasons: [skipReason(reply[1] === 'open' ? CIRCUIT_OPEN_REASON : CIRCUIT_TRIAL_BUSY_REASON)], slot: skipSlot };
           case 'full':
             return { kind: 'skip', reasons: [overlapReason(spec, slot, 'a run already waits for its turn')], slot: skipSlot };
           case 'overlap': {
@@ -462,9 +463,9 @@ export function createRunAdmission(options: RunAdmissionOptions): RunAdmission {
 }
 
 /** `overlap`, as before controls existed, for an agent with one slot and no key; else what was full. */
-function overlapReason(spec: AgentSpec, slot: SlotGroup | undefined, why?: string): string {
+function overlapReason(spec: AgentSpec, slot: SlotGroup | undefined, why?: string): SkipReason {
   const limit = spec.concurrency.limit;
   const where = slot?.keyValue !== undefined ? ` for key "${slot.keyValue}"` : '';
   const detail = limit === 1 && where === '' ? '' : `: ${limit} running${where}`;
-  return why ? `overlap${detail}; ${why}` : `overlap${detail}`;
+  return skipReason(why ? `overlap${detail}; ${why}` : `overlap${detail}`);
 }

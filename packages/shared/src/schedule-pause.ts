@@ -2,6 +2,7 @@ import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { AgentSpec } from './agent.js';
 import type { GateRule } from './gating.js';
+import { skipReason } from './skip-reasons.js';
 import { InvalidInputError } from './errors.js';
 import { upsertAgentScheduler } from './job-schedulers.js';
 import type { Keys } from './keys.js';
@@ -60,10 +61,12 @@ export async function pausedAmong({ redis, keys }: { redis: Redis; keys: Keys },
   return new Set(agents.filter((_, i) => flags[i] === 1));
 }
 
+const SCHEDULE_PAUSED = skipReason(SCHEDULE_PAUSED_REASON);
+
 /** Gate rule: a scheduled run (a tick, or a catch-up of one) of an agent whose schedule is paused is skipped. */
 export function schedulePauseRule(): GateRule {
   return ({ spec, job, view }) => {
     const trigger = job.data.trigger;
-    return (trigger === 'cron' || trigger === 'catch-up') && view.of(spec.name).isSchedulePaused ? SCHEDULE_PAUSED_REASON : null;
+    return (trigger === 'cron' || trigger === 'catch-up') && view.of(spec.name).isSchedulePaused ? SCHEDULE_PAUSED : null;
   };
 }

@@ -7,6 +7,7 @@ import {
   disableAgent,
   enableAgent,
   isEnabled,
+  skipReason,
   triggerRun,
   type AgentSpec,
   type GateView,
@@ -92,13 +93,17 @@ describe('dependency health gating', () => {
   it('evaluates every rule of the list and reports all reasons, in rule order, once each', async () => {
     const gate = createRunGate({
       rules: [
-        () => 'disabled',
+        () => skipReason('disabled'),
         dependencyRule((dep) => (dep === 'b' ? 'unhealthy: circuit open' : null)),
-        () => ['disabled', 'overlap'],
+        () => [skipReason('disabled'), skipReason('overlap')],
         () => null,
       ],
     });
     const spec = { name: 'x', dependsOn: ['a', 'b'] } as AgentSpec;
-    expect(gate({ spec, job: {} as Job<RunJobData>, view: {} as GateView })).toEqual(['disabled', 'dependency b unhealthy: circuit open', 'overlap']);
+    expect(gate({ spec, job: {} as Job<RunJobData>, view: {} as GateView })).toEqual([
+      { text: 'disabled' },
+      { text: 'dependency b unhealthy: circuit open', dependency: 'b' },
+      { text: 'overlap' },
+    ]);
   });
 });
