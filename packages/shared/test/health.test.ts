@@ -215,7 +215,7 @@ describe('health monitor', () => {
     const view = new GateCache({ redis: connection, keys });
     await view.load(['broken', 'slow', 'was-alone']);
     const job = { id: '1', data: {} } as Job<RunJobData>;
-    expect(rule({ spec: registry.require('uses-broken'), job, view })).toEqual(['dependency broken unhealthy: 3 consecutive failures']);
+    expect(rule({ spec: registry.require('uses-broken'), job, view })).toEqual([{ text: 'dependency broken unhealthy: 3 consecutive failures', dependency: 'broken' }]);
     expect(rule({ spec: registry.require('uses-slow'), job, view })).toEqual([]);
     expect(rule({ spec: registry.require('uses-was-alone'), job, view })).toEqual([]);
   });
