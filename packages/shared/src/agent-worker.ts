@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { Worker, type Telemetry } from 'bullmq';
+import { isLostLockError } from './bullmq-errors.js';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { RunLockLostError, createAgentProcessor, isReported, type ExecutorDeps, type RunResult } from './agent-executor.js';
@@ -49,9 +50,6 @@ export interface AgentWorkerOptions extends Omit<ExecutorDeps, 'bullConnection' 
   /** BullMQ's telemetry (tracing on, tracing.ts): its `process` span around each attempt. */
   telemetry?: Telemetry;
 }
-
-/** BullMQ's messages when a command needed a lock this worker no longer holds. */
-const LOST_LOCK_ERROR = /^(Missing lock for job|Lock mismatch for job)/;
 
 /**
  * A BullMQ Worker on the `agents` queue running agents through the executor. Its `name` is the
@@ -107,7 +105,7 @@ export function createAgentWorker(options: AgentWorkerOptions): Worker<RunJobDat
   worker.on('error', (err) => {
     if (isConnectionError(err)) return;
     // The run's own log line (lost the lock of run ...) already said why BullMQ could not finish it.
-    if (LOST_LOCK_ERROR.test(err.message)) log.debug({ err: err.message }, 'BullMQ could not finish a run whose lock was lost');
+    if (isLostLockError(err)) log.debug({ err: err.message }, 'BullMQ could not finish a run whose lock was lost');
     else log.warn({ err: err.message }, 'worker error');
   });
   // A lock that could not be renewed (the event loop was blocked longer than lockDuration, or Redis

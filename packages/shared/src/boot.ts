@@ -1,6 +1,7 @@
 import { QueueEvents, type Queue } from 'bullmq';
 import type { Redis, Result } from 'ioredis';
 import type { Logger } from 'pino';
+import { isWaitTimeoutError } from './bullmq-errors.js';
 import type { HealthCheckResult } from './agent.js';
 import type { EventBus } from './bus.js';
 import { NotLeaderError } from './errors.js';
@@ -254,7 +255,7 @@ async function runBootCheck(
     return result?.healthy ? { status: 'ok' } : { status: 'failed', reason: result?.reason ?? 'unhealthy' };
   } catch (err) {
     const message = (err as Error).message;
-    if (!/timed out before finishing/.test(message)) return { status: 'failed', reason: message };
+    if (!isWaitTimeoutError(err)) return { status: 'failed', reason: message };
     const state = await job.getState();
     if (state === 'active') return { status: 'failed', reason: `boot check timed out after ${checkTimeoutMs} ms` };
     await job.remove().catch(() => {});

@@ -1,6 +1,7 @@
 import { QueueEvents, UnrecoverableError, type Queue } from 'bullmq';
 import type { Redis, Result } from 'ioredis';
 import type { Logger } from 'pino';
+import { isWaitTimeoutError } from './bullmq-errors.js';
 import type { AgentSpec, HealthCheckResult } from './agent.js';
 import type { AgentState, AgentStateStore } from './agent-state.js';
 import type { CircuitBreaker, CircuitStatus } from './circuit-breaker.js';
@@ -323,7 +324,7 @@ export class HealthMonitor {
       return { healthy: Boolean(result?.healthy), ...(result?.reason ? { reason: result.reason } : {}) };
     } catch (err) {
       const message = (err as Error).message;
-      if (/timed out before finishing/.test(message)) {
+      if (isWaitTimeoutError(err)) {
         await job.remove().catch(() => {}); // still waiting for a worker: it is of no use any more
         return { healthy: false, reason: `timed out after ${this.timeoutMs} ms` };
       }
