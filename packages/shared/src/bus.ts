@@ -14,12 +14,16 @@ export interface BusEvent<TData = Record<string, unknown>> {
 
 export type BusHandler = (event: BusEvent) => void;
 
+/** How many events the history stream keeps (its XADD MAXLEN ~) unless the bus is told otherwise. */
+export const BUS_HISTORY_LENGTH = 1000;
+
 /**
  * Lua for scripts that publish as part of their state change (so an event is sent exactly when its
  * change happens): `emitJson(stream, channel, maxlen, json)` for an event the caller built (cheapest
  * for Redis: no encoding in the script), `emit(stream, channel, maxlen, type, agent, at, data)` for
- * one whose data only the script knows (cjson-encoded). Both PUBLISH it and XADD it to the capped
- * history, as EventBus.addTo does.
+ * one whose data only the script knows (cjson-encoded), and `emitDataJson(...)` for one whose data
+ * the script holds as JSON text already (cjson would turn a stored empty array `[]` into `{}`). All
+ * PUBLISH it and XADD it to the capped history, as EventBus.addTo does.
  */
 export const BUS_EMIT_LUA = `
 local function emitJson(stream, channel, maxlen, json)
@@ -28,6 +32,9 @@ local function emitJson(stream, channel, maxlen, json)
 end
 local function emit(stream, channel, maxlen, kind, agent, at, data)
   emitJson(stream, channel, maxlen, cjson.encode({ type = kind, agent = agent, at = at, data = data }))
+end
+local function emitDataJson(stream, channel, maxlen, kind, agent, at, dataJson)
+  emitJson(stream, channel, maxlen, '{"type":' .. cjson.encode(kind) .. ',"agent":' .. cjson.encode(agent) .. ',"at":' .. cjson.encode(at) .. ',"data":' .. dataJson .. '}')
 end
 `;
 
@@ -58,7 +65,7 @@ export class EventBus {
   private subscribing: Promise<void> | undefined;
   private readonly handlers = new Set<BusHandler>();
 
-  constructor({ redis, keys, log, historyLength = 1000, clock = Date.now }: EventBusOptions) {
+  constructor({ redis, keys, log, historyLength = BUS_HISTORY_LENGTH, clock = Date.now }: EventBusOptions) {
     this.redis = redis;
     this.keys = keys;
     this.log = log.child({ component: 'bus' });

@@ -3,7 +3,7 @@ import type { Redis, Result } from 'ioredis';
 import type { Logger } from 'pino';
 import type { AgentSpec } from './agent.js';
 import type { RunRecord } from './agent-state.js';
-import { BUS_EMIT_LUA } from './bus.js';
+import { BUS_EMIT_LUA, BUS_HISTORY_LENGTH } from './bus.js';
 import type { Keys } from './keys.js';
 import { execOrThrow } from './redis-pipeline.js';
 import { markAgentsChanged } from './snapshot-changes.js';
@@ -230,7 +230,7 @@ export class CircuitBreaker {
     this.clock = options.clock ?? Date.now;
     this.windowMs = options.windowMs ?? RESTART_WINDOW_MS;
     this.cooldownMs = options.cooldownMs;
-    this.historyLength = options.historyLength ?? 1000;
+    this.historyLength = options.historyLength ?? BUS_HISTORY_LENGTH;
     defineScripts(this.redis, { 'werkpilotCircuitRecord-4': RECORD_OUTCOME_LUA, 'werkpilotCircuitAdmit-3': ADMIT_LUA, 'werkpilotCircuitReset-4': RESET_LUA });
   }
 

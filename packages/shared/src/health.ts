@@ -2,6 +2,7 @@ import { QueueEvents, UnrecoverableError, type Queue } from 'bullmq';
 import type { Redis, Result } from 'ioredis';
 import type { Logger } from 'pino';
 import { isWaitTimeoutError } from './bullmq-errors.js';
+import { BUS_EMIT_LUA, BUS_HISTORY_LENGTH } from './bus.js';
 import type { AgentSpec, HealthCheckResult } from './agent.js';
 import type { AgentState, AgentStateStore } from './agent-state.js';
 import type { CircuitBreaker, CircuitStatus } from './circuit-breaker.js';
@@ -109,7 +110,7 @@ function formatMs(ms: number): string {
  * KEYS: health hash, events stream, gate epoch. ARGV: state, reasonsJson, checkedAt, channel, maxlen, agent, atIso.
  * Returns 1 when the state changed.
  */
-const WRITE_HEALTH_LUA = `
+const WRITE_HEALTH_LUA = `${BUS_EMIT_LUA}
 local health, stream = KEYS[1], KEYS[2]
 local state, reasons, checkedAt = ARGV[1], ARGV[2], ARGV[3]
 local stored = redis.call('HMGET', health, 'state', 'reasons')
@@ -120,11 +121,10 @@ if (previous == 'unhealthy') ~= (state == 'unhealthy') or (state == 'unhealthy' 
   redis.call('INCR', KEYS[3])
 end
 if previous == state then return 0 end
-local json = '{"type":"health:changed","agent":' .. cjson.encode(ARGV[6]) .. ',"at":' .. cjson.encode(ARGV[7]) ..
-  ',"data":{"from":' .. cjson.encode(previous) .. ',"to":' .. cjson.encode(state) ..
-  ',"reasons":' .. reasons .. ',"previousReasons":' .. previousReasons .. '}}'
-redis.call('PUBLISH', ARGV[4], json)
-redis.call('XADD', stream, 'MAXLEN', '~', ARGV[5], '*', 'event', json)
+-- reasons are stored as JSON text: passed through as they are (see emitDataJson).
+local data = '{"from":' .. cjson.encode(previous) .. ',"to":' .. cjson.encode(state) ..
+  ',"reasons":' .. reasons .. ',"previousReasons":' .. previousReasons .. '}'
+emitDataJson(stream, ARGV[4], ARGV[5], 'health:changed', ARGV[6], ARGV[7], data)
 return 1
 `;
 
@@ -140,7 +140,7 @@ export class HealthStore {
   private readonly keys: Keys;
   private readonly historyLength: number;
 
-  constructor({ redis, keys, historyLength = 1000 }: { redis: Redis; keys: Keys; historyLength?: number }) {
+  constructor({ redis, keys, historyLength = BUS_HISTORY_LENGTH }: { redis: Redis; keys: Keys; historyLength?: number }) {
     this.redis = redis;
     this.keys = keys;
     this.historyLength = historyLength;

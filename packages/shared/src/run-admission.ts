@@ -3,7 +3,7 @@ import type { Redis, Result } from 'ioredis';
 import type { Logger } from 'pino';
 import type { AgentSpec, LimiterDefinition } from './agent.js';
 import { SLOTS_LUA, controlKeyValue, luaSlotMode, slotGroupOf, type SlotGroup } from './concurrency-slots.js';
-import { BUS_EMIT_LUA } from './bus.js';
+import { BUS_EMIT_LUA, BUS_HISTORY_LENGTH } from './bus.js';
 import {
   CIRCUIT_LUA,
   CIRCUIT_OPEN_REASON,
@@ -286,8 +286,8 @@ export function createRunAdmission(options: RunAdmissionOptions): RunAdmission {
   const clock = options.clock ?? Date.now;
   const recheckMs = options.recheckMs ?? PARKED_RECHECK_MS;
   const lockDurationMs = options.lockDurationMs ?? 30_000;
-  const historyLength = String(options.historyLength ?? options.circuit?.historyLength ?? 1000);
-  const circuit = options.circuit ?? { windowMs: RESTART_WINDOW_MS, cooldownMs: undefined, clock, historyLength: 1000 };
+  const historyLength = String(options.historyLength ?? options.circuit?.historyLength ?? BUS_HISTORY_LENGTH);
+  const circuit = options.circuit ?? { windowMs: RESTART_WINDOW_MS, cooldownMs: undefined, clock, historyLength: BUS_HISTORY_LENGTH };
   const cooldown = circuit.cooldownMs === undefined ? '' : String(circuit.cooldownMs);
   const limiters = options.limiters ?? new Map<string, LimiterDefinition>();
   const gate = createRunGate({ rules: options.rules ?? [] });
