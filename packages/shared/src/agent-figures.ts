@@ -1,9 +1,8 @@
 import type { Redis, Result } from 'ioredis';
 import { DURATION_SAMPLES, OUTCOME_WINDOW, RUN_DURATION_BUCKETS_SECONDS, stateFromStats, type AgentState } from './agent-state.js';
-import { RESTART_WINDOW_MS, circuitKey, restartsKey, type CircuitState } from './circuit-breaker.js';
-import type { Keys } from './keys.js';
+import { RESTART_WINDOW_MS, type CircuitState } from './circuit-breaker.js';
+import { circuitKey, type Keys, restartsKey, runMetricsKey } from './keys.js';
 import { percentileOfSorted, percentilesOfSorted, type Percentiles } from './percentiles.js';
-import { runMetricsKey } from './prometheus-metrics.js';
 import { execOrThrow } from './redis-pipeline.js';
 import { defineScripts } from './redis-scripts.js';
 

@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import { dependencyRule, type GateRule } from './gating.js';
 import { skipReason } from './skip-reasons.js';
-import type { Keys } from './keys.js';
+import { disabledSet, type Keys } from './keys.js';
 
 /**
  * The operator's enabled/disabled flag per agent, cluster-wide: one Redis set of disabled agents
@@ -13,9 +13,6 @@ export interface ToggleDeps {
   redis: Redis;
   keys: Keys;
 }
-
-/** The set of disabled agent names (the Prometheus scrape reads it in its one pipeline). */
-export const disabledSet = (keys: Keys) => keys.key('agents', 'disabled');
 
 /**
  * Disables `agent`. Idempotent; returns whether it was enabled before. The caller checks the name

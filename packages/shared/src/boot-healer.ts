@@ -11,7 +11,7 @@ import {
   type BootDeps,
 } from './boot.js';
 import { NotLeaderError } from './errors.js';
-import type { Keys } from './keys.js';
+import { bootRequestSequenceKey, bootRequestsKey, type Keys } from './keys.js';
 import { defineScripts } from './redis-scripts.js';
 import { joinSkipReasons, uniqueSkipReasons, type SkipReason } from './skip-reasons.js';
 
@@ -40,10 +40,6 @@ export interface BootHealerOptions extends BootDeps {
    */
   hasLiveWorker?: () => Promise<boolean>;
 }
-
-/** The on-demand requests: agent → the request's sequence number. */
-const requestsKey = (keys: Keys) => keys.key('boot', 'requests');
-const requestSequenceKey = (keys: Keys) => keys.key('boot', 'request-seq');
 
 /**
  * Invariant: every request gets a higher number than any before it, and a request stored for an
@@ -81,7 +77,7 @@ function defineCommands(redis: Redis): void {
  */
 export async function requestBootCheck({ redis, keys }: { redis: Redis; keys: Keys }, agent: string): Promise<number> {
   defineCommands(redis);
-  return redis.werkpilotRequestBootCheck(requestSequenceKey(keys), requestsKey(keys), agent);
+  return redis.werkpilotRequestBootCheck(bootRequestSequenceKey(keys), bootRequestsKey(keys), agent);
 }
 
 export class BootHealer {
@@ -128,7 +124,7 @@ export class BootHealer {
     const o = this.options;
     if (!(await o.canAct())) return [];
     if (o.hasLiveWorker && !(await o.hasLiveWorker())) return [];
-    const taken = await o.redis.werkpilotTakeBootRequests(requestsKey(o.keys));
+    const taken = await o.redis.werkpilotTakeBootRequests(bootRequestsKey(o.keys));
     const requests = new Map<string, number>();
     for (let i = 0; i + 1 < taken.length; i += 2) {
       if (o.registry.get(taken[i]!)) requests.set(taken[i]!, Number(taken[i + 1]));

@@ -7,10 +7,9 @@ import type { EventBus } from './bus.js';
 import { NotLeaderError } from './errors.js';
 import { dependencyRule, type GateRule } from './gating.js';
 import { createHealthCheckHandler } from './health.js';
-import type { Keys } from './keys.js';
-import { leaderKey, type LeaderFence } from './leader.js';
+import { bootKey, type Keys, leaderKey, snapshotGenerationsKey } from './keys.js';
+import { type LeaderFence } from './leader.js';
 import type { Registry } from './registry.js';
-import { snapshotGenerationsKey } from './snapshot-changes.js';
 import type { SystemJobHandler } from './system-worker.js';
 import { defineScripts } from './redis-scripts.js';
 import { dependencySkipReason, joinSkipReasons, splitSkipReasons, uniqueSkipReasons, type SkipReason } from './skip-reasons.js';
@@ -82,8 +81,6 @@ export interface BootDeps {
 export const BOOT_RECHECK_MAX_MS = 5 * 60_000;
 export const DEFAULT_BOOT_RECHECK_MS = 5000;
 
-/** Hash agent → AgentBootState (JSON). Written only through bootStateWriter, which bumps the gate epoch. */
-export const bootKey = (keys: Keys) => keys.key('boot');
 /**
  * Invariant: boot state is written only by the replica holding the leader lease at that moment —
  * the lease check and the write are one script — and every write bumps the gate epoch, so workers'

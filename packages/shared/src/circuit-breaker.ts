@@ -4,10 +4,13 @@ import type { Logger } from 'pino';
 import type { AgentSpec } from './agent.js';
 import type { RunRecord } from './agent-state.js';
 import { BUS_EMIT_LUA, BUS_HISTORY_LENGTH } from './bus.js';
-import type { Keys } from './keys.js';
+import { circuitKey, type Keys, restartsKey } from './keys.js';
 import { execOrThrow } from './redis-pipeline.js';
 import { markAgentsChanged } from './snapshot-changes.js';
 import { defineScripts } from './redis-scripts.js';
+
+// run-completion.ts still imports these from here; the lead drops this line once the run-history work has landed.
+export { circuitKey, restartsKey } from './keys.js';
 
 /**
  * The circuit breaker, cluster-wide. A restart is a failed attempt of an agent (one that will be
@@ -54,16 +57,6 @@ export interface CircuitBreakerOptions {
   cooldownMs?: number;
   /** Bus history length (the XADD cap), as the EventBus keeps it. */
   historyLength?: number;
-}
-
-/** The agent's circuit hash: state, openedAt, openCount, trialRunId, trialStartedAt, restartsTotal. */
-export function circuitKey(keys: Keys, agent: string): string {
-  return keys.key('agent', agent, 'circuit');
-}
-
-/** Sorted set of the agent's restarts in the rolling window, scored by when they happened (ms). */
-export function restartsKey(keys: Keys, agent: string): string {
-  return keys.key('agent', agent, 'restarts');
 }
 
 /**

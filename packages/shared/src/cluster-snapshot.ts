@@ -2,8 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
 import { AgentFiguresReader, agentStateOf, type AgentFigures } from './agent-figures.js';
-import { disabledSet } from './agent-toggle.js';
-import { bootKey, type AgentBootState } from './boot.js';
+import { type AgentBootState } from './boot.js';
 import {
   AGENT_FAMILIES,
   AGENT_FAMILY_HEADERS,
@@ -16,9 +15,9 @@ import {
 } from './cluster-exposition.js';
 import { DeadLetterQueue, type DeadLetterEntry } from './dlq.js';
 import { FragmentBlocks } from './fragment-blocks.js';
-import { healthKey, type AgentHealth, type HealthState } from './health.js';
+import { type AgentHealth, type HealthState } from './health.js';
 import { listLiveWorkers } from './heartbeat.js';
-import type { Keys } from './keys.js';
+import { bootKey, disabledSet, healthKey, type Keys } from './keys.js';
 import type { LeaderElection } from './leader.js';
 import type { AgentSnapshot, MetricsSnapshot, QueueCounts } from './metrics-snapshot.js';
 import { bodySegment, prepareBody, type BodySegment, type PreparedBody } from './prepared-body.js';

@@ -1,5 +1,5 @@
 import type { AgentSpec } from './agent.js';
-import type { Keys } from './keys.js';
+import { type Keys, leaseKey, leaseWaitersKey, runningIndexKey, slotsKey, slotWaitersKey, waitingIndexKey } from './keys.js';
 
 /**
  * Concurrency limits, cluster-wide: at most `concurrency.limit` runs of an agent at once — per value
@@ -54,33 +54,6 @@ export function slotModeOf(spec: Pick<AgentSpec, 'overlap' | 'concurrency'>): Sl
   return spec.concurrency.limit === 1 ? 'lease' : 'slots';
 }
 
-/**
- * `agent:<name>:<kind>`, or `agent:<name>:<kind>:<key value>` for a keyed agent: the lease
- * (`overlap.ts`'s leaseKey is the unkeyed one), its waiters, the slots and their waiters. A key
- * value is never empty, so a keyed key never equals an unkeyed one.
- */
-function withKeyValue(keys: Keys, [agent, kind]: [string, string], keyValue: string | undefined): string {
-  return keyValue === undefined ? keys.key('agent', agent, kind) : keys.key('agent', agent, kind, keyValue);
-}
-
-export function slotsKey(keys: Keys, agent: string, keyValue?: string): string {
-  return withKeyValue(keys, [agent, 'slots'], keyValue);
-}
-
-export function slotWaitersKey(keys: Keys, agent: string, keyValue?: string): string {
-  return withKeyValue(keys, [agent, 'slot-waiters'], keyValue);
-}
-
-/** Per keyed agent: runs holding a slot under any key value (score: when the hold expires). */
-export function runningIndexKey(keys: Keys, agent: string): string {
-  return keys.key('agent', agent, 'running');
-}
-
-/** Per keyed agent: runs waiting for a slot under any key value (score: when the wait record expires). */
-export function waitingIndexKey(keys: Keys, agent: string): string {
-  return keys.key('agent', agent, 'waiting');
-}
-
 /** The slot group of a run of `spec` whose key value is `keyValue` (undefined: the agent has no key). */
 export function slotGroupOf(keys: Keys, spec: Pick<AgentSpec, 'name' | 'overlap' | 'concurrency'>, keyValue?: string): SlotGroup {
   const mode = slotModeOf(spec);
@@ -88,7 +61,7 @@ export function slotGroupOf(keys: Keys, spec: Pick<AgentSpec, 'name' | 'overlap'
   const group: SlotGroup =
     mode === 'slots'
       ? { mode, holders: slotsKey(keys, name, keyValue), waiters: slotWaitersKey(keys, name, keyValue), limit: spec.concurrency.limit }
-      : { mode, holders: withKeyValue(keys, [name, 'lease'], keyValue), waiters: withKeyValue(keys, [name, 'lease-waiters'], keyValue), limit: 1 };
+      : { mode, holders: leaseKey(keys, name, keyValue), waiters: leaseWaitersKey(keys, name, keyValue), limit: 1 };
   if (keyValue !== undefined) {
     group.keyValue = keyValue;
     group.index = { running: runningIndexKey(keys, name), waiting: waitingIndexKey(keys, name) };

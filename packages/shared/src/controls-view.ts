@@ -1,12 +1,10 @@
 import type { ChainableCommander, Redis } from 'ioredis';
 import type { AgentSpec, CatchUpPolicy, LimiterDefinition, OverlapPolicy } from './agent.js';
 import { slotGroupOf } from './concurrency-slots.js';
-import type { Keys } from './keys.js';
+import { type Keys, limiterKey, pausedSchedulesSet, rateWaitingKey } from './keys.js';
 import { escapeLabelValue } from './cluster-exposition.js';
-import { limiterKey, rateWaitingKey } from './rate-limits.js';
 import { execOrThrow } from './redis-pipeline.js';
 import type { Registry } from './registry.js';
-import { pausedSchedulesSet } from './schedule-pause.js';
 
 /**
  * What an operator sees of the fleet controls, wherever they look (`/api/agents/:name`, the

@@ -1,11 +1,14 @@
 import type { ChainableCommander, Redis, Result } from 'ioredis';
 import type { AgentSpec } from './agent.js';
 import type { Job } from 'bullmq';
-import type { Keys } from './keys.js';
+import { type Keys, legacyLastRunKey, pendingCountsKey, runDoneKey, runWaitersKey } from './keys.js';
 import { PARKED_QUEUE_KEY_COUNT, PROMOTE_PARKED_LUA, parkedQueueKeys } from './parked-runs.js';
 import { QUEUE_NAMES, type RunJobData } from './queues.js';
 import { defineScripts } from './redis-scripts.js';
 import { dependencySkipReason, type SkipReason } from './skip-reasons.js';
+
+// run-completion.ts still imports these from here; the lead drops this line once the run-history work has landed.
+export { pendingCountsKey, runDoneKey, runWaitersKey } from './keys.js';
 
 /**
  * Waiting for dependency runs of the same tick or pipeline, without holding a worker slot, and
@@ -219,26 +222,6 @@ export function cronTickOf(runId: string | undefined): number | undefined {
 /** Whether a finished run of this id can have waiters (it belongs to a tick or a pipeline). */
 export function canHaveWaiters(runId: string | undefined): boolean {
   return runId !== undefined && (CRON_RUN_ID.test(runId) || PIPELINE_RUN_ID.test(runId) || BACKFILL_RUN_ID.test(runId));
-}
-
-/** A run's finished marker (`ok`, `dlq:...`, ...), for the dependents of its tick or pipeline. */
-export function runDoneKey(keys: Keys, runId: string): string {
-  return keys.key('run', runId, 'done');
-}
-
-/** Hash of the runs waiting for run `runId` (field: waiter's run id, value: its priority). */
-export function runWaitersKey(keys: Keys, runId: string): string {
-  return keys.key('run', runId, 'waiters');
-}
-
-/** Hash of every parked dependent's count of dependency runs it still waits for. */
-export function pendingCountsKey(keys: Keys): string {
-  return keys.key('runs', 'pending');
-}
-
-/** Hash agent → `<runId>|<outcome>` that versions before `lastRun` in the stats hash kept; still read. */
-export function legacyLastRunKey(keys: Keys): string {
-  return keys.key('agents', 'last-run');
 }
 
 /** KEYS and ARGV of DEPENDENCY_STATUS_LUA's `dependencyList` for `dependencies`. */

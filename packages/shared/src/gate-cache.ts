@@ -1,11 +1,9 @@
 import type { Redis } from 'ioredis';
-import { disabledSet } from './agent-toggle.js';
-import { bootKey, type AgentBootState } from './boot.js';
-import { circuitKey, type CircuitState } from './circuit-breaker.js';
+import { type AgentBootState } from './boot.js';
+import { type CircuitState } from './circuit-breaker.js';
 import type { AgentGateState, GateView } from './gating.js';
-import { healthKey, type HealthState } from './health.js';
-import { pausedSchedulesSet } from './schedule-pause.js';
-import type { Keys } from './keys.js';
+import { type HealthState } from './health.js';
+import { bootKey, circuitKey, disabledSet, healthKey, type Keys, pausedSchedulesSet } from './keys.js';
 
 /**
  * Each worker's copy of the gate state (enabled flags, paused schedules, boot verdicts, health

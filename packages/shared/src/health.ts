@@ -8,7 +8,7 @@ import type { AgentState, AgentStateStore } from './agent-state.js';
 import type { CircuitBreaker, CircuitStatus } from './circuit-breaker.js';
 import { cronIntervalMs } from './cron.js';
 import { dependencyRule, type GateRule } from './gating.js';
-import type { Keys } from './keys.js';
+import { healthKey, type Keys } from './keys.js';
 import { runInScope } from './process-faults.js';
 import { execOrThrow } from './redis-pipeline.js';
 import { MAX_ERROR_MESSAGE_BYTES, truncateBytes } from './size-limits.js';
@@ -43,11 +43,6 @@ export const HEALTH_RULES = {
 
 export const HEALTH_CHECK_JOB = 'health-check';
 export const DEFAULT_HEALTH_CHECK_TIMEOUT_MS = 10_000;
-
-/** The agent's health hash: state, reasons (JSON array), checkedAt (ms). */
-export function healthKey(keys: Keys, agent: string): string {
-  return keys.key('agent', agent, 'health');
-}
 
 /** Everything one rating looks at, gathered by the monitor (or a test). */
 export interface HealthInputs {

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { Keys } from './keys.js';
+import { type Keys, liveWorkersKey, workerKey } from './keys.js';
 
 /** What a worker says about itself in each heartbeat (and what `system.workers[]` lists). */
 export interface WorkerInfo {
@@ -23,16 +23,6 @@ export interface WorkerInfo {
 }
 
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 5000;
-
-/** The live set: a sorted set of worker ids scored by when their heartbeat expires (ms). */
-export function liveWorkersKey(keys: Keys): string {
-  return keys.key('workers');
-}
-
-/** One worker's latest heartbeat (JSON), with a TTL so a crashed worker's record disappears. */
-export function workerKey(keys: Keys, workerId: string): string {
-  return keys.key('worker', workerId);
-}
 
 /**
  * Writes the heartbeat and indexes it in one MULTI, so the index never names a worker whose

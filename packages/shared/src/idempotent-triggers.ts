@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { InvalidInputError, WerkpilotError } from './errors.js';
-import type { Keys } from './keys.js';
+import { idempotencyKeyOf, type Keys } from './keys.js';
 
 /**
  * Idempotent manual triggers: `POST /api/agents/:name/run` with an `Idempotency-Key` header (or an
@@ -41,11 +41,6 @@ export function checkIdempotencyKey(key: unknown): string {
     throw new InvalidInputError(`Idempotency-Key must be 1 to ${MAX_KEY_LENGTH} printable ASCII characters without spaces (a UUID is a good one)`);
   }
   return key;
-}
-
-/** Where a key's claim lives: per agent, the key hashed (any length or character stays one short Redis key). */
-export function idempotencyKeyOf(keys: Keys, agent: string, key: string): string {
-  return keys.key('idempotency', agent, createHash('sha256').update(key).digest('hex').slice(0, 32));
 }
 
 /** A fingerprint of what a request asks for, so a reused key with another request is told apart. */

@@ -1,6 +1,6 @@
 import type { Redis, Result } from 'ioredis';
 import type { Logger } from 'pino';
-import type { Keys } from './keys.js';
+import { type Keys, leaderKey } from './keys.js';
 import { defineScripts } from './redis-scripts.js';
 
 /**
@@ -26,10 +26,6 @@ export interface LeaderFence {
   key: string;
   /** This replica's id, the lease's value while it leads. */
   id: string;
-}
-
-export function leaderKey(keys: Keys): string {
-  return keys.key('scheduler', 'leader');
 }
 
 /** Extends the lease only if this replica still holds it. KEYS: lease. ARGV: id, ttlMs. */

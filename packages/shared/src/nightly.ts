@@ -3,8 +3,8 @@ import type { ChainableCommander, Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { DURATION_SAMPLES, OUTCOME_WINDOW, type AgentStateStore, type RunRecord } from './agent-state.js';
 import type { EventBus } from './bus.js';
-import { restartsKey, type CircuitBreaker } from './circuit-breaker.js';
-import type { Keys } from './keys.js';
+import { type CircuitBreaker } from './circuit-breaker.js';
+import { type Keys, restartsKey, skipCausesKey } from './keys.js';
 import { QUEUE_NAMES } from './queues.js';
 import { execOrThrow } from './redis-pipeline.js';
 import type { Registry } from './registry.js';
@@ -13,6 +13,9 @@ import { readScores } from './score.js';
 import { sweepRollups } from './run-rollups.js';
 import { skipCausesOf, splitSkipReasons } from './skip-reasons.js';
 import type { SystemJobHandler } from './system-worker.js';
+
+// run-completion.ts still imports these from here; the lead drops this line once the run-history work has landed.
+export { skipCausesKey } from './keys.js';
 
 /**
  * The nightly optimisation: a job scheduler on the `system` queue (`NIGHTLY_CRON` in `NIGHTLY_TZ`,
@@ -31,11 +34,6 @@ export const NIGHTLY_SCHEDULER_ID = 'nightly';
 export interface NightlyJobData {
   /** Replace the day's report if there is one (on-demand runs); cron runs never replace. */
   force?: boolean;
-}
-
-/** Hash of how many of an agent's runs each dependency caused to be skipped (cumulative). */
-export function skipCausesKey(keys: Keys, agent: string): string {
-  return keys.key('agent', agent, 'skip-causes');
 }
 
 /** Counts a skipped run's causes on a pipeline the caller executes (tools and tests; the run path does it in its completion). */

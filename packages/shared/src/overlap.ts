@@ -33,14 +33,6 @@ export function leaseTtlMs(timeoutMs: number, lockDurationMs: number): number {
   return timeoutMs + lockDurationMs + LEASE_MARGIN_MS;
 }
 
-export function leaseKey(keys: Keys, agent: string): string {
-  return keys.key('agent', agent, 'lease');
-}
-
-export function leaseWaitersKey(keys: Keys, agent: string): string {
-  return keys.key('agent', agent, 'lease-waiters');
-}
-
 /**
  * Lua shared by run admission, run completion and cancel (needs PROMOTE_PARKED_LUA).
  *

@@ -3,7 +3,7 @@ import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { PARKED_RECHECK_MS, addPipelineWaitersTo, pipelineRunId } from './dependency-waits.js';
 import { RunNotFoundError } from './errors.js';
-import type { Keys } from './keys.js';
+import { type Keys, pipelineKey } from './keys.js';
 import { runJobOptions, type Retention, type RunJobData } from './queues.js';
 import type { Registry } from './registry.js';
 
@@ -58,8 +58,6 @@ export interface PipelineStatus {
   /** True once every run has an outcome. */
   isFinished: boolean;
 }
-
-const pipelineKey = (keys: Keys, pipelineId: string) => keys.key('pipeline', pipelineId);
 
 /**
  * Queues the root's run and every transitive dependent's run, all carrying a new pipeline id (or

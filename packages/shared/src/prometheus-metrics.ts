@@ -1,7 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { OutcomeListener } from './agent-executor.js';
 import { RUN_DURATION_BUCKETS_SECONDS, type RunRecord } from './agent-state.js';
-import type { Keys } from './keys.js';
 
 /**
  * Prometheus exposition: the worker's own, process-local figures and the process metrics of both
@@ -41,16 +40,6 @@ export function wantsPrometheusFormat(accept: string | undefined, format: unknow
 export function exportedOutcomeOf(record: RunRecord): ExportedOutcome {
   if (record.timedOut) return 'timeout';
   return record.outcome;
-}
-
-/**
- * The hash where versions before the one-script run path kept each agent's exported figures
- * (duration buckets, sum, retries, timeout and cancelled counts; both of the latter were also
- * counted in `failures`). Those figures now live in the agent's stats hash (agent-state.ts); the
- * scrape adds this frozen hash to them so the counters carry on across the upgrade.
- */
-export function runMetricsKey(keys: Keys, agent: string): string {
-  return keys.key('agent', agent, 'run-metrics');
 }
 
 /**

@@ -1,6 +1,6 @@
 import type { Redis, Result } from 'ioredis';
 import type { AgentSpec, LimiterDefinition } from './agent.js';
-import type { Keys } from './keys.js';
+import { agentRateKey, type Keys, limiterKey } from './keys.js';
 import { defineScripts } from './redis-scripts.js';
 
 /**
@@ -37,19 +37,6 @@ export interface RateBucket {
   label: string;
   /** Keyed logs expire once their last token leaves the window (an unbounded set of keys); the others live on. */
   expires: boolean;
-}
-
-export function agentRateKey(keys: Keys, agent: string, keyValue?: string): string {
-  return keyValue === undefined ? keys.key('rate', 'agent', agent) : keys.key('rate', 'agent', agent, keyValue);
-}
-
-export function limiterKey(keys: Keys, limiter: string): string {
-  return keys.key('rate', 'limiter', limiter);
-}
-
-/** Per agent: runs parked until their tokens are due (score: that time). */
-export function rateWaitingKey(keys: Keys, agent: string): string {
-  return keys.key('agent', agent, 'rate-waiting');
 }
 
 /** The label of an agent's own rate limit in events, metrics and the API. */

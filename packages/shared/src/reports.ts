@@ -1,7 +1,7 @@
 import type { Redis, Result } from 'ioredis';
 import type { AgentSpec } from './agent.js';
 import type { AgentState } from './agent-state.js';
-import type { Keys } from './keys.js';
+import { type Keys, reportsIndexKey, reportsKey } from './keys.js';
 import { defineScripts } from './redis-scripts.js';
 
 /**
@@ -120,16 +120,6 @@ export function buildAgentReport({ spec, state, score, restartsLastHour, totals,
 /** The day a report belongs to: YYYY-MM-DD of `at` in `timezone`. */
 export function reportDay(at: number, timezone: string): string {
   return new Intl.DateTimeFormat('en-CA', { timeZone: timezone, year: 'numeric', month: '2-digit', day: '2-digit' }).format(new Date(at));
-}
-
-/** Hash of reports by id (JSON). */
-export function reportsKey(keys: Keys): string {
-  return keys.key('reports');
-}
-
-/** Sorted set of report ids by generation time (ms): the retention index. */
-export function reportsIndexKey(keys: Keys): string {
-  return keys.key('reports', 'index');
 }
 
 /**

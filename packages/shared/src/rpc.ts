@@ -30,7 +30,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { AgentSpec } from './agent.js';
 import { InvalidInputError, RemoteRequestError, RequestPayloadError, RequestShutdownError, RequestTimeoutError } from './errors.js';
-import type { Keys } from './keys.js';
+import { type Keys, rpcReplyChannel, rpcRequestsKey } from './keys.js';
 import { runInScope } from './process-faults.js';
 import { MAX_ERROR_MESSAGE_BYTES, MAX_TIMER_MS, truncateBytes } from './size-limits.js';
 
@@ -41,16 +41,6 @@ export const DEFAULT_REQUEST_TIMEOUT_MS = 5000;
 const LIST_TTL_SLACK_MS = 10_000;
 
 const AGENT_NAME = /^[a-z0-9][a-z0-9-]*$/;
-
-/** The request list of `agent`. */
-export function rpcRequestsKey(keys: Keys, agent: string): string {
-  return keys.key('rpc', agent, 'requests');
-}
-
-/** The pub/sub channel (not a key) on which a client receives its replies. */
-export function rpcReplyChannel(keys: Keys, clientId: string): string {
-  return `${keys.prefix}:rpc:reply:${clientId}`;
-}
 
 // Invariant: a request list lives at least until the deadline (+ slack) of every entry in it, and
 // expires once none is left to answer. KEYS[1] list; ARGV[1] envelope; ARGV[2] minimum TTL in ms.

@@ -4,33 +4,14 @@ import type { Logger } from 'pino';
 import type { AgentSpec, LimiterDefinition } from './agent.js';
 import { SLOTS_LUA, controlKeyValue, luaSlotMode, slotGroupOf, type SlotGroup } from './concurrency-slots.js';
 import { BUS_EMIT_LUA, BUS_HISTORY_LENGTH } from './bus.js';
-import {
-  CIRCUIT_LUA,
-  CIRCUIT_OPEN_REASON,
-  CIRCUIT_TRIAL_BUSY_REASON,
-  RESTART_WINDOW_MS,
-  circuitKey,
-  restartsKey,
-  trialStaleAfterMs,
-  type CircuitSettings,
-} from './circuit-breaker.js';
-import {
-  DEPENDENCY_STATUS_LUA,
-  DependencyWaits,
-  PARKED_RECHECK_MS,
-  dependencyArgs,
-  dependencyRunsOf,
-  describeDependencyProblems,
-  legacyLastRunKey,
-  pendingCountsKey,
-  type FinishedOutcome,
-} from './dependency-waits.js';
+import { CIRCUIT_LUA, CIRCUIT_OPEN_REASON, CIRCUIT_TRIAL_BUSY_REASON, RESTART_WINDOW_MS, trialStaleAfterMs, type CircuitSettings } from './circuit-breaker.js';
+import { DEPENDENCY_STATUS_LUA, DependencyWaits, PARKED_RECHECK_MS, dependencyArgs, dependencyRunsOf, describeDependencyProblems, type FinishedOutcome } from './dependency-waits.js';
 import { GateCache } from './gate-cache.js';
 import { createRunGate, type GateRule } from './gating.js';
-import type { Keys } from './keys.js';
+import { circuitKey, type Keys, legacyLastRunKey, pendingCountsKey, rateWaitingKey, restartsKey } from './keys.js';
 import { LEASE_LUA, OverlapGuard, leaseTtlMs } from './overlap.js';
 import { PROMOTE_PARKED_LUA, promoteParkedRun } from './parked-runs.js';
-import { RATE_LUA, rateBucketsOf, rateWaitingKey, type RateBucket } from './rate-limits.js';
+import { RATE_LUA, rateBucketsOf, type RateBucket } from './rate-limits.js';
 import type { CatchUpDecision } from './tick-runs.js';
 import { QUEUE_NAMES, type RunJobData } from './queues.js';
 import { markAgentsChanged } from './snapshot-changes.js';

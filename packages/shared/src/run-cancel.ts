@@ -28,13 +28,12 @@ import type { Redis, Result } from 'ioredis';
 import type { Logger } from 'pino';
 import { RECORD_RUN_LUA, recordArgs } from './agent-state.js';
 import { BUS_EMIT_LUA, type EventBus } from './bus.js';
-import { CIRCUIT_LUA, circuitKey, restartsKey } from './circuit-breaker.js';
-import { FINISH_RUN_LUA, WAIT_TTL_SECONDS, canHaveWaiters, pendingCountsKey, runDoneKey, runWaitersKey } from './dependency-waits.js';
+import { CIRCUIT_LUA } from './circuit-breaker.js';
+import { FINISH_RUN_LUA, WAIT_TTL_SECONDS, canHaveWaiters } from './dependency-waits.js';
 import { InvalidInputError, RunFinishedError, RunNotFoundError, WerkpilotError } from './errors.js';
-import type { Keys } from './keys.js';
+import { cancelAckKey, cancelChannel, circuitKey, type Keys, leaseKey, leaseWaitersKey, pendingCountsKey, rateWaitingKey, restartsKey, runDoneKey, runWaitersKey } from './keys.js';
 import { SLOTS_LUA, controlKeyValue, luaSlotMode, slotGroupOf, type SlotGroup } from './concurrency-slots.js';
-import { LEASE_LUA, leaseKey, leaseTtlMs, leaseWaitersKey } from './overlap.js';
-import { rateWaitingKey } from './rate-limits.js';
+import { LEASE_LUA, leaseTtlMs } from './overlap.js';
 import { PROMOTE_PARKED_LUA, parkedQueueKeys } from './parked-runs.js';
 import { QUEUE_NAMES, type RunJobData } from './queues.js';
 import type { Registry } from './registry.js';
@@ -61,11 +60,6 @@ export class RunCancelTimeoutError extends WerkpilotError {
         '(BullMQ will hand the run to another worker once it stalls): try again',
     );
   }
-}
-
-/** The control channel (not a key) on which cancel requests reach every worker. */
-export function cancelChannel(keys: Keys): string {
-  return `${keys.prefix}:control:cancel`;
 }
 
 const MAX_REASON_LENGTH = 500;
@@ -287,7 +281,7 @@ type AckKind = 'aborting' | 'finished' | 'retry';
 
 async function abortOnOwningWorker(deps: CancelRunDeps, runId: string, reason: string): Promise<{ kind: AckKind; workerId: string }> {
   const timeoutMs = deps.ackTimeoutMs ?? 5000;
-  const ackKey = deps.keys.key('cancel', randomBytes(8).toString('hex'), 'ack');
+  const ackKey = cancelAckKey(deps.keys, randomBytes(8).toString('hex'));
   // The wait blocks a connection, so it gets its own; cancels are rare operator actions.
   const waiter = deps.redis.duplicate({ connectionName: `${deps.redis.options.connectionName ?? 'werkpilot'}:cancel-ack` });
   waiter.on('error', () => {});

@@ -5,7 +5,7 @@ import type { GateRule } from './gating.js';
 import { skipReason } from './skip-reasons.js';
 import { InvalidInputError } from './errors.js';
 import { upsertAgentScheduler } from './job-schedulers.js';
-import type { Keys } from './keys.js';
+import { type Keys, pausedSchedulesSet } from './keys.js';
 import type { Retention, RunJobData } from './queues.js';
 
 /**
@@ -27,9 +27,6 @@ export interface SchedulePauseDeps {
   queue: Queue<RunJobData>;
   retention: Retention;
 }
-
-/** The set of agents whose schedule is paused. */
-export const pausedSchedulesSet = (keys: Keys) => keys.key('schedules', 'paused');
 
 export const SCHEDULE_PAUSED_REASON = 'schedule paused';
 

@@ -1,6 +1,9 @@
 import type { ChainableCommander, Redis } from 'ioredis';
-import type { Keys } from './keys.js';
+import { changedAgentsKey, changeSequenceKey, type Keys, snapshotGenerationsKey } from './keys.js';
 import { execOrThrow } from './redis-pipeline.js';
+
+// run-completion.ts still imports these from here; the lead drops this line once the run-history work has landed.
+export { changeSequenceKey, changedAgentsKey } from './keys.js';
 
 /**
  * The change feed the cluster snapshot builds from incrementally: whatever changes an agent's
@@ -15,21 +18,6 @@ import { execOrThrow } from './redis-pipeline.js';
  * Figures that change for many agents at once and rarely (the health monitor's round, a boot) bump a
  * generation instead; a builder that sees a new generation re-reads that part for every agent.
  */
-
-/** Sorted set: agent → the sequence number of its latest change. */
-export function changedAgentsKey(keys: Keys): string {
-  return keys.key('snapshot', 'changed');
-}
-
-/** Counter behind the change sequence. */
-export function changeSequenceKey(keys: Keys): string {
-  return keys.key('snapshot', 'sequence');
-}
-
-/** Hash: part (`health`, `boot`) → generation, bumped whenever that part is rewritten. */
-export function snapshotGenerationsKey(keys: Keys): string {
-  return keys.key('snapshot', 'generations');
-}
 
 /** The parts that change for many agents at once and are re-read whole when their generation moves. */
 export type SnapshotPart = 'health' | 'boot';

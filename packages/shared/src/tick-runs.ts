@@ -3,9 +3,9 @@ import type { Job, Queue } from 'bullmq';
 import { CronExpressionParser } from 'cron-parser';
 import type { ChainableCommander, Redis } from 'ioredis';
 import type { AgentSpec } from './agent.js';
-import { PARKED_RECHECK_MS, pendingCountsKey, runWaitersKey } from './dependency-waits.js';
+import { PARKED_RECHECK_MS } from './dependency-waits.js';
 import { InvalidInputError } from './errors.js';
-import type { Keys } from './keys.js';
+import { catchUpMarkerKey, type Keys, pendingCountsKey, runWaitersKey } from './keys.js';
 import { runJobOptions, type Retention, type RunJobData } from './queues.js';
 import { checkControlKeys } from './run-trigger.js';
 import type { Registry } from './registry.js';
@@ -132,7 +132,7 @@ export function createCatchUp(options: CatchUpOptions): (spec: AgentSpec, job: J
     const oldest = now - spec.catchUp.windowMs;
     const inWindow = missed.filter((t) => t >= oldest).slice(-MAX_CHAINED_TICKS);
     if (inWindow.length > 0) {
-      const marker = options.keys.key('catch-up', job.id!);
+      const marker = catchUpMarkerKey(options.keys, job.id!);
       if (!options.queue) throw new Error('catch-up with a window needs CatchUpOptions.queue');
       if ((await options.redis.set(marker, String(inWindow.length), 'EX', 86_400, 'NX')) === 'OK') {
         const links = inWindow.map((t, i) => ({ runId: `repeat:${spec.name}:${t}`, tick: t, after: i === 0 ? job.id! : `repeat:${spec.name}:${inWindow[i - 1]}` }));
