@@ -1,12 +1,11 @@
 import { QueueEvents, type Queue } from 'bullmq';
 import type { Redis, Result } from 'ioredis';
 import type { Logger } from 'pino';
-import { isWaitTimeoutError } from './bullmq-errors.js';
-import type { HealthCheckResult } from './agent.js';
 import type { EventBus } from './bus.js';
 import { NotLeaderError } from './errors.js';
 import { dependencyRule, type GateRule } from './gating.js';
-import { createHealthCheckHandler } from './health.js';
+import { createHealthCheckHandler } from './health-check-handler.js';
+import { runCheckOnWorker } from './worker-check-job.js';
 import { bootKey, type Keys, leaderKey, snapshotGenerationsKey } from './keys.js';
 import { type LeaderFence } from './leader.js';
 import type { Registry } from './registry.js';
@@ -242,21 +241,20 @@ async function runBootCheck(
   checkTimeoutMs: number,
   pickupTimeoutMs: number,
 ): Promise<{ status: BootStatus; reason?: string }> {
-  const job = await queue.add(
-    BOOT_CHECK_JOB,
-    { agent, timeoutMs: checkTimeoutMs },
-    { jobId: `boot:${checkId}:${agent}`, attempts: 1, removeOnComplete: { count: 1000 }, removeOnFail: { count: 100 } },
-  );
-  try {
-    const result = (await job.waitUntilFinished(events, pickupTimeoutMs + checkTimeoutMs)) as HealthCheckResult;
-    return result?.healthy ? { status: 'ok' } : { status: 'failed', reason: result?.reason ?? 'unhealthy' };
-  } catch (err) {
-    const message = (err as Error).message;
-    if (!isWaitTimeoutError(err)) return { status: 'failed', reason: message };
-    const state = await job.getState();
-    if (state === 'active') return { status: 'failed', reason: `boot check timed out after ${checkTimeoutMs} ms` };
-    await job.remove().catch(() => {});
-    return { status: 'unchecked', reason: `no worker took the boot check within ${Math.round((pickupTimeoutMs + checkTimeoutMs) / 1000)} s` };
+  const outcome = await runCheckOnWorker(queue, events, {
+    name: BOOT_CHECK_JOB,
+    data: { agent, timeoutMs: checkTimeoutMs },
+    opts: { jobId: `boot:${checkId}:${agent}`, attempts: 1, removeOnComplete: { count: 1000 }, removeOnFail: { count: 100 } },
+    waitMs: pickupTimeoutMs + checkTimeoutMs,
+  });
+  switch (outcome.kind) {
+    case 'answered':
+      return outcome.result?.healthy ? { status: 'ok' } : { status: 'failed', reason: outcome.result?.reason ?? 'unhealthy' };
+    case 'error':
+      return { status: 'failed', reason: outcome.message };
+    case 'timed-out':
+      if (outcome.wasTaken) return { status: 'failed', reason: `boot check timed out after ${checkTimeoutMs} ms` };
+      return { status: 'unchecked', reason: `no worker took the boot check within ${Math.round((pickupTimeoutMs + checkTimeoutMs) / 1000)} s` };
   }
 }
 

@@ -1,6 +1,6 @@
 import type { AgentSpec } from './agent.js';
 import type { CircuitState } from './circuit-breaker.js';
-import type { HealthState } from './health.js';
+import type { HealthState } from './health-rating.js';
 import { RUN_DURATION_BUCKETS_SECONDS } from './agent-state.js';
 import { WERKPILOT_VERSION } from './version.js';
 

@@ -15,7 +15,7 @@ import {
 } from './cluster-exposition.js';
 import { DeadLetterQueue, type DeadLetterEntry } from './dlq.js';
 import { FragmentBlocks } from './fragment-blocks.js';
-import { type AgentHealth, type HealthState } from './health.js';
+import { type AgentHealth, type HealthState } from './health-rating.js';
 import { listLiveWorkers } from './heartbeat.js';
 import { bootKey, disabledSet, healthKey, type Keys } from './keys.js';
 import type { LeaderElection } from './leader.js';

@@ -2,7 +2,7 @@ import type { Job } from 'bullmq';
 import type { AgentSpec } from './agent.js';
 import type { AgentBootState } from './boot.js';
 import type { CircuitState } from './circuit-breaker.js';
-import type { AgentHealth } from './health.js';
+import type { AgentHealth } from './health-rating.js';
 import type { RunJobData } from './queues.js';
 import { dependencySkipReason, type SkipReason, uniqueSkipReasons } from './skip-reasons.js';
 

@@ -1,189 +1,22 @@
-import { QueueEvents, UnrecoverableError, type Queue } from 'bullmq';
-import type { Redis, Result } from 'ioredis';
+import { QueueEvents, type Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { isWaitTimeoutError } from './bullmq-errors.js';
-import { BUS_EMIT_LUA, BUS_HISTORY_LENGTH } from './bus.js';
-import type { AgentSpec, HealthCheckResult } from './agent.js';
-import type { AgentState, AgentStateStore } from './agent-state.js';
-import type { CircuitBreaker, CircuitStatus } from './circuit-breaker.js';
-import { cronIntervalMs } from './cron.js';
-import { dependencyRule, type GateRule } from './gating.js';
-import { healthKey, type Keys } from './keys.js';
-import { runInScope } from './process-faults.js';
-import { execOrThrow } from './redis-pipeline.js';
-import { MAX_ERROR_MESSAGE_BYTES, truncateBytes } from './size-limits.js';
+import type { HealthCheckResult } from './agent.js';
+import type { AgentStateStore } from './agent-state.js';
+import type { CircuitBreaker } from './circuit-breaker.js';
+import { DEFAULT_HEALTH_CHECK_TIMEOUT_MS, HEALTH_CHECK_JOB } from './health-check-handler.js';
+import { evaluateHealth, type HealthState } from './health-rating.js';
+import type { HealthStore } from './health-store.js';
 import type { Registry } from './registry.js';
-import { addGenerationBumpTo } from './snapshot-changes.js';
-import type { SystemJobHandler } from './system-worker.js';
-import { defineScripts } from './redis-scripts.js';
+import { runCheckOnWorker } from './worker-check-job.js';
 
 /**
  * The health monitor: every HEALTH_INTERVAL_MS the scheduler leader rates each agent `healthy`,
- * `degraded` or `unhealthy`, with the reasons, stores it in Redis and publishes `health:changed`
- * when an agent's state changes. Agents' own `healthCheck`s run on a worker (the `system` queue
- * job `health-check`), never in the scheduler.
+ * `degraded` or `unhealthy`, with the reasons (health-rating.ts), stores it in Redis and publishes
+ * `health:changed` when an agent's state changes (health-store.ts). Agents' own `healthCheck`s run
+ * on a worker (the `system` queue job `health-check`, health-check-handler.ts), never in the
+ * scheduler; dependents skip on an unhealthy dependency by health-gate.ts.
  */
-
-export type HealthState = 'healthy' | 'degraded' | 'unhealthy';
-
-export interface AgentHealth {
-  /** null until the monitor has rated the agent once. */
-  state: HealthState | null;
-  reasons: string[];
-  checkedAt: string | null;
-}
-
-/** Thresholds of the health monitor (docs/design.md#health-monitor). */
-export const HEALTH_RULES = {
-  consecutiveFailures: 3,
-  staleScheduleIntervals: 3,
-  minSuccessRate: 0.9,
-  maxP95OfTimeout: 0.8,
-} as const;
-
-export const HEALTH_CHECK_JOB = 'health-check';
-export const DEFAULT_HEALTH_CHECK_TIMEOUT_MS = 10_000;
-
-/** Everything one rating looks at, gathered by the monitor (or a test). */
-export interface HealthInputs {
-  spec: Pick<AgentSpec, 'name' | 'schedule' | 'timeoutMs'>;
-  state: Pick<AgentState, 'consecutiveFailures' | 'lastSuccessAt' | 'recentSuccessRate' | 'recentRuns' | 'p95'>;
-  circuit: Pick<CircuitStatus, 'state'>;
-  isDisabled: boolean;
-  hasLiveWorker: boolean;
-  /** The agent's healthCheck outcome; undefined when it has none (or it was not run). */
-  healthCheck?: HealthCheckResult;
-  now: number;
-}
-
-/** Rates one agent by the rules of docs/design.md#health-monitor. Pure: the same inputs always give the same answer. */
-export function evaluateHealth(input: HealthInputs): { state: HealthState; reasons: string[] } {
-  const unhealthy: string[] = [];
-  const degraded: string[] = [];
-  const { spec, state } = input;
-
-  if (input.isDisabled) unhealthy.push('disabled');
-  if (input.circuit.state === 'open') unhealthy.push('circuit open');
-  if (input.circuit.state === 'half-open') unhealthy.push('circuit half-open');
-  if (state.consecutiveFailures >= HEALTH_RULES.consecutiveFailures) unhealthy.push(`${state.consecutiveFailures} consecutive failures`);
-  if (input.healthCheck && !input.healthCheck.healthy) unhealthy.push(`healthCheck failed: ${input.healthCheck.reason ?? 'no reason given'}`);
-  if (!input.hasLiveWorker) unhealthy.push('no live worker');
-  if (spec.schedule && state.lastSuccessAt) {
-    const limit = HEALTH_RULES.staleScheduleIntervals * cronIntervalMs(spec.schedule.cron, spec.schedule.tz, new Date(input.now));
-    const age = input.now - Date.parse(state.lastSuccessAt);
-    if (age > limit) unhealthy.push(`last success ${formatMs(age)} ago, over ${HEALTH_RULES.staleScheduleIntervals} schedule intervals (${formatMs(limit)})`);
-  }
-
-  if (state.recentSuccessRate !== null && state.recentSuccessRate < HEALTH_RULES.minSuccessRate) {
-    degraded.push(`success rate ${Math.round(state.recentSuccessRate * 100)}% over the last ${state.recentRuns} runs (under ${HEALTH_RULES.minSuccessRate * 100}%)`);
-  }
-  if (state.p95 !== null && state.p95 > HEALTH_RULES.maxP95OfTimeout * spec.timeoutMs) {
-    degraded.push(`p95 ${state.p95} ms is over ${HEALTH_RULES.maxP95OfTimeout * 100}% of timeoutMs ${spec.timeoutMs} ms`);
-  }
-
-  if (unhealthy.length > 0) return { state: 'unhealthy', reasons: [...unhealthy, ...degraded] };
-  if (degraded.length > 0) return { state: 'degraded', reasons: degraded };
-  return { state: 'healthy', reasons: [] };
-}
-
-/** Whether a reason only degrades an agent (it never makes a dependency skip). */
-export function isDegradedReason(reason: string): boolean {
-  return reason.startsWith('success rate ') || reason.startsWith('p95 ');
-}
-
-function formatMs(ms: number): string {
-  if (ms >= 3_600_000) return `${(ms / 3_600_000).toFixed(1)} h`;
-  if (ms >= 60_000) return `${(ms / 60_000).toFixed(1)} min`;
-  return `${(ms / 1000).toFixed(1)} s`;
-}
-
-/**
- * Stores a rating and publishes `health:changed` when the state differs from the stored one.
- * Invariant: compare and write are one step, so however many monitors rate an agent, each change
- * is published once with the state it really replaced. An agent never rated counts as healthy.
- * A change the gate can see (becoming or ceasing to be unhealthy, an unhealthy agent's reasons) bumps the gate epoch.
- * KEYS: health hash, events stream, gate epoch. ARGV: state, reasonsJson, checkedAt, channel, maxlen, agent, atIso.
- * Returns 1 when the state changed.
- */
-const WRITE_HEALTH_LUA = `${BUS_EMIT_LUA}
-local health, stream = KEYS[1], KEYS[2]
-local state, reasons, checkedAt = ARGV[1], ARGV[2], ARGV[3]
-local stored = redis.call('HMGET', health, 'state', 'reasons')
-local previous = stored[1] or 'healthy'
-local previousReasons = stored[2] or '[]'
-redis.call('HSET', health, 'state', state, 'reasons', reasons, 'checkedAt', checkedAt)
-if (previous == 'unhealthy') ~= (state == 'unhealthy') or (state == 'unhealthy' and previousReasons ~= reasons) then
-  redis.call('INCR', KEYS[3])
-end
-if previous == state then return 0 end
--- reasons are stored as JSON text: passed through as they are (see emitDataJson).
-local data = '{"from":' .. cjson.encode(previous) .. ',"to":' .. cjson.encode(state) ..
-  ',"reasons":' .. reasons .. ',"previousReasons":' .. previousReasons .. '}'
-emitDataJson(stream, ARGV[4], ARGV[5], 'health:changed', ARGV[6], ARGV[7], data)
-return 1
-`;
-
-declare module 'ioredis' {
-  interface RedisCommander<Context> {
-    werkpilotWriteHealth(health: string, stream: string, epoch: string, ...args: (string | number)[]): Result<number, Context>;
-  }
-}
-
-/** Reads and writes agents' health records. */
-export class HealthStore {
-  private readonly redis: Redis;
-  private readonly keys: Keys;
-  private readonly historyLength: number;
-
-  constructor({ redis, keys, historyLength = BUS_HISTORY_LENGTH }: { redis: Redis; keys: Keys; historyLength?: number }) {
-    this.redis = redis;
-    this.keys = keys;
-    this.historyLength = historyLength;
-    defineScripts(redis, { 'werkpilotWriteHealth-3': WRITE_HEALTH_LUA });
-  }
-
-  /** Stores each rating; returns the agents whose state changed (each published `health:changed`). */
-  async write(ratings: Map<string, { state: HealthState; reasons: string[] }>, now: number): Promise<string[]> {
-    if (ratings.size === 0) return [];
-    const pipeline = this.redis.pipeline();
-    const agents = [...ratings.keys()];
-    for (const agent of agents) {
-      const rating = ratings.get(agent)!;
-      pipeline.werkpilotWriteHealth(
-        healthKey(this.keys, agent),
-        this.keys.eventsStream,
-        this.keys.gateEpoch,
-        rating.state,
-        JSON.stringify(rating.reasons),
-        now,
-        this.keys.eventsChannel,
-        this.historyLength,
-        agent,
-        new Date(now).toISOString(),
-      );
-    }
-    // Every rating rewrites checkedAt: the snapshot re-reads health whole when the generation moves.
-    addGenerationBumpTo(pipeline, this.keys, 'health');
-    const replies = await execOrThrow(pipeline);
-    return agents.filter((_, i) => replies[i] === 1);
-  }
-
-  async getMany(agents: readonly string[]): Promise<Map<string, AgentHealth>> {
-    const pipeline = this.redis.pipeline();
-    for (const agent of agents) pipeline.hmget(healthKey(this.keys, agent), 'state', 'reasons', 'checkedAt');
-    const replies = await execOrThrow(pipeline);
-    const result = new Map<string, AgentHealth>();
-    agents.forEach((agent, i) => {
-      const [state, reasons, checkedAt] = replies[i] as (string | null)[];
-      result.set(agent, {
-        state: (state as HealthState | null) ?? null,
-        reasons: reasons ? (JSON.parse(reasons) as string[]) : [],
-        checkedAt: checkedAt ? new Date(Number(checkedAt)).toISOString() : null,
-      });
-    });
-    return result;
-  }
-}
 
 export interface HealthMonitorOptions {
   registry: Registry;
@@ -308,23 +141,16 @@ export class HealthMonitor {
 
   /** Runs the agent's healthCheck on a worker; a failure, an error or no answer in time is unhealthy. */
   async runHealthCheck(agent: string): Promise<HealthCheckResult> {
-    const events = await this.queueEvents();
-    const job = await this.options.systemQueue.add(
-      HEALTH_CHECK_JOB,
-      { agent, timeoutMs: this.timeoutMs },
-      { attempts: 1, removeOnComplete: { count: 100 }, removeOnFail: { count: 100 } },
-    );
-    try {
-      const result = (await job.waitUntilFinished(events, this.timeoutMs + 1000)) as HealthCheckResult;
-      return { healthy: Boolean(result?.healthy), ...(result?.reason ? { reason: result.reason } : {}) };
-    } catch (err) {
-      const message = (err as Error).message;
-      if (isWaitTimeoutError(err)) {
-        await job.remove().catch(() => {}); // still waiting for a worker: it is of no use any more
-        return { healthy: false, reason: `timed out after ${this.timeoutMs} ms` };
-      }
-      return { healthy: false, reason: message };
-    }
+    const outcome = await runCheckOnWorker(this.options.systemQueue, await this.queueEvents(), {
+      name: HEALTH_CHECK_JOB,
+      data: { agent, timeoutMs: this.timeoutMs },
+      opts: { attempts: 1, removeOnComplete: { count: 100 }, removeOnFail: { count: 100 } },
+      waitMs: this.timeoutMs + 1000,
+    });
+    if (outcome.kind === 'timed-out') return { healthy: false, reason: `timed out after ${this.timeoutMs} ms` };
+    if (outcome.kind === 'error') return { healthy: false, reason: outcome.message };
+    const { result } = outcome;
+    return { healthy: Boolean(result?.healthy), ...(result?.reason ? { reason: result.reason } : {}) };
   }
 
   private async queueEvents(): Promise<QueueEvents> {
@@ -339,61 +165,5 @@ export class HealthMonitor {
     await this.events.waitUntilReady();
     return this.events;
   }
-}
-
-/**
- * The worker side of a health check: runs the agent's `healthCheck` with an AbortSignal that fires
- * after the job's `timeoutMs`. A throw or a timeout answers unhealthy (never a failed job), so the
- * monitor hears the reason.
- */
-export function createHealthCheckHandler({ registry, log }: { registry: Registry; log: Logger }): SystemJobHandler {
-  return async (job, bullSignal) => {
-    const { agent, timeoutMs = DEFAULT_HEALTH_CHECK_TIMEOUT_MS } = job.data as { agent: string; timeoutMs?: number };
-    const spec = registry.get(agent);
-    if (!spec) throw new UnrecoverableError(`unknown agent ${agent}`);
-    const check = spec.definition.healthCheck;
-    if (!check) return { healthy: true };
-    const timeout = AbortSignal.timeout(timeoutMs);
-    const signal = bullSignal ? AbortSignal.any([timeout, bullSignal]) : timeout;
-    const scoped = log.child({ agent, component: 'health-check' });
-    try {
-      const result = await new Promise<HealthCheckResult>((resolve, reject) => {
-        signal.addEventListener('abort', () => reject(new Error(`timed out after ${timeoutMs} ms`)), { once: true });
-        Promise.resolve()
-          .then(() => runInScope({ agent, activity: 'health-check' }, () => check({ signal, log: scoped })))
-          .then(resolve, reject);
-      });
-      return { healthy: result?.healthy === true, ...(result?.reason ? { reason: truncateBytes(String(result.reason), MAX_ERROR_MESSAGE_BYTES) } : {}) };
-    } catch (err) {
-      const message = truncateBytes((err as Error)?.message ?? String(err), MAX_ERROR_MESSAGE_BYTES);
-      return { healthy: false, reason: signal.aborted ? message : `threw: ${message}` };
-    }
-  };
-}
-
-/**
- * Gate rule: a dependency whose circuit is open (or half-open), or which the monitor rated
- * unhealthy, skips the run: `dependency crm-sync unhealthy: circuit open`. The circuit is taken from
- * its own state (an operator's reset takes effect at once); the stored rating's circuit and
- * `disabled` reasons are therefore ignored (the toggle rule reads `disabled` itself), so a stale
- * rating cannot keep skipping after a reset, and degraded-only reasons never skip.
- */
-export function dependencyHealthRule(): GateRule {
-  return dependencyRule((dep, { view }) => {
-    const { circuit, health } = view.of(dep);
-    if (circuit === 'open') return 'unhealthy: circuit open';
-    if (circuit === 'half-open') return 'unhealthy: circuit half-open';
-    if (health.state !== 'unhealthy') return null;
-    const reasons = health.reasons.filter((r) => !isCoveredLive(r) && !isDegradedReason(r));
-    return reasons.length > 0 ? `unhealthy: ${reasons.join(', ')}` : null;
-  });
-}
-
-/**
- * Reasons a stored rating must not skip a dependent for: the circuit and `disabled` are read live
- * (here and in agent-toggle.ts), and `no live worker` is false by definition on the worker asking.
- */
-function isCoveredLive(reason: string): boolean {
-  return reason.startsWith('circuit ') || reason === 'disabled' || reason === 'no live worker';
 }
 

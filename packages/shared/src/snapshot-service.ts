@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { ClusterSnapshotBuilder, type ClusterSnapshot, type ClusterSnapshotOptions } from './cluster-snapshot.js';
-import { createProcessMetrics } from './prometheus-metrics.js';
+import { createProcessMetrics } from './process-metrics.js';
 
 /**
  * Serves every metrics request from the latest cluster snapshot, and keeps it young.
