@@ -73,7 +73,7 @@ beforeAll(() => {
   mkdirSync(path.join(home, 'agents'));
   writeFileSync(
     path.join(home, 'agents', 'hello.ts'),
-    `import { defineAgent } from '@werkpilot/shared';
+    `import { defineAgent } from '@werkpilot/shared/agent';
 export default defineAgent({ name: 'hello', schedule: { cron: '* * * * * *' }, async run() { return { greeted: true }; } });
 `,
   );

@@ -1,4 +1,4 @@
-import { defineAgent } from '@werkpilot/shared';
+import { defineAgent } from '@werkpilot/shared/agent';
 import { simulateWork } from './_simulate.ts';
 
 /** Layer 2: plans outreach from scored leads and classified mail. */

@@ -1,4 +1,4 @@
-import { defineAgent } from '@werkpilot/shared';
+import { defineAgent } from '@werkpilot/shared/agent';
 import { simulateWork } from './_simulate.ts';
 
 /** Layer 3: compiles the report from everything upstream. */

@@ -1,4 +1,4 @@
-import { defineAgent } from '@werkpilot/shared';
+import { defineAgent } from '@werkpilot/shared/agent';
 import { demoFailRate, simulateWork } from './_simulate.ts';
 
 /** One run in this many (chosen by its id, so every worker retrying it agrees) holds a message the classifier cannot parse. */

@@ -1,4 +1,4 @@
-import { defineAgent } from '@werkpilot/shared';
+import { defineAgent } from '@werkpilot/shared/agent';
 import { simulateWork } from './_simulate.ts';
 
 /** The latest scoring this worker process did, for requests from other agents. */

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import type { AgentContext, AgentDefinition } from '@werkpilot/shared';
+import type { AgentContext, AgentDefinition } from '@werkpilot/shared/agent';
 
 /**
  * The demo's flaky agent over an hour of its ticks (720, one per 5 s), attempts retried as the

@@ -1,7 +1,7 @@
 import { Queue } from 'bullmq';
-import type { ChainableCommander, Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { DURATION_SAMPLES, OUTCOME_WINDOW, type AgentStateStore, type RunRecord } from './agent-state.js';
+import { DURATION_SAMPLES, OUTCOME_WINDOW, type AgentStateStore } from './agent-state.js';
 import type { EventBus } from './bus.js';
 import { type CircuitBreaker } from './circuit-breaker.js';
 import { type Keys, restartsKey, skipCausesKey } from './keys.js';
@@ -11,7 +11,6 @@ import type { Registry } from './registry.js';
 import { buildAgentReport, reportDay, ReportStore, type AgentTotals, type NightlyReport } from './reports.js';
 import { readScores } from './score.js';
 import { sweepRollups } from './run-rollups.js';
-import { skipCausesOf, splitSkipReasons } from './skip-reasons.js';
 import type { SystemJobHandler } from './system-worker.js';
 
 // run-completion.ts still imports these from here; the lead drops this line once the run-history work has landed.
@@ -34,12 +33,6 @@ export const NIGHTLY_SCHEDULER_ID = 'nightly';
 export interface NightlyJobData {
   /** Replace the day's report if there is one (on-demand runs); cron runs never replace. */
   force?: boolean;
-}
-
-/** Counts a skipped run's causes on a pipeline the caller executes (tools and tests; the run path does it in its completion). */
-export function addSkipCausesTo(pipeline: ChainableCommander, keys: Keys, record: RunRecord): void {
-  if (record.outcome !== 'skipped' || !record.error) return;
-  for (const dependency of skipCausesOf(splitSkipReasons(record.error))) pipeline.hincrby(skipCausesKey(keys, record.agent), dependency, 1);
 }
 
 /**

@@ -196,13 +196,3 @@ export class ReportStore {
     return jsons.filter((j): j is string => j !== null).map((j) => JSON.parse(j) as NightlyReport);
   }
 }
-
-/** The most recent nightly report, or null before the first (for the API's `/api/reports/latest`). */
-export function getLatestReport(deps: { redis: Redis; keys: Keys }): Promise<NightlyReport | null> {
-  return new ReportStore(deps).getLatest();
-}
-
-/** The kept nightly reports, newest first (for the API's `/api/reports`). */
-export function listReports(deps: { redis: Redis; keys: Keys }): Promise<NightlyReport[]> {
-  return new ReportStore(deps).list();
-}
