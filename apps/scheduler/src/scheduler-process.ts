@@ -69,6 +69,7 @@ export async function runScheduler(): Promise<void> {
   const keys = createKeys(config.prefix);
   // Serves requests, not runs: its offline queue is bounded (see BOUNDED_RETRIES_PER_REQUEST).
   const redis = createRedisConnection({ url: config.redisUrl, role: 'scheduler', log }, { maxRetriesPerRequest: BOUNDED_RETRIES_PER_REQUEST });
+  const bus = new EventBus({ redis, keys, log });
   // Cleanups are registered as each resource is acquired; within a step they run in reverse.
   const shutdown = new GracefulShutdown({
     log,
@@ -85,7 +86,6 @@ export async function runScheduler(): Promise<void> {
   if (tracing) shutdown.register(6, 'tracing: export the last spans', () => tracing.shutdown());
   const queues = createQueues({ connection: redis, keys, telemetry: tracing?.telemetry });
   shutdown.register(5, 'queues', () => queues.close());
-  const bus = new EventBus({ redis, keys, log });
   shutdown.register(5, 'event bus', () => bus.close());
   const memory = new MemoryMonitor({
     log,
@@ -104,18 +104,7 @@ export async function runScheduler(): Promise<void> {
 
   // Leader election: every replica serves HTTP; only the lease holder plans. Each duty starts with
   // `leader.confirm()` (a read of the lease), so a replica paused past the lease never acts on it.
-  const leader: LeaderElection = new LeaderElection({
-    redis,
-    keys,
-    log,
-    id: replicaId,
-    ttlMs: config.leaderLeaseMs,
-    onElected: () => lead(),
-    onDeposed: () => {
-      healer.stop();
-      return monitor.stop();
-    },
-  });
+  const leader = new LeaderElection({ redis, keys, log, id: replicaId, ttlMs: config.leaderLeaseMs });
   const monitor = new HealthMonitor({
     registry,
     state,
@@ -153,7 +142,7 @@ export async function runScheduler(): Promise<void> {
         break;
       } catch (err) {
         if (!leader.isLeader) return;
-        log.warn({ err: (err as Error).message }, 'leader setup failed; retrying in 1 s');
+        log.warn({ err }, 'leader setup failed; retrying in 1 s');
         await new Promise((resolve) => setTimeout(resolve, 1000));
       }
     }
@@ -218,7 +207,13 @@ export async function runScheduler(): Promise<void> {
   log.info({ port: http.port }, `dashboard on http://localhost:${http.port}`);
 
   // Only now, serving, does it campaign. Not awaited: with Redis away the first attempt waits for it.
-  const campaigning = leader.start();
+  const campaigning = leader.start({
+    onElected: lead,
+    onDeposed: () => {
+      healer.stop();
+      return monitor.stop();
+    },
+  });
   shutdown.register(1, 'leader lease, health monitor and boot healer', async () => {
     healer.stop();
     await monitor.stop();

@@ -59,6 +59,7 @@ export async function runWorker(): Promise<void> {
 
   const keys = createKeys(config.prefix);
   const redis = createRedisConnection({ url: config.redisUrl, role: 'worker', log });
+  const bus = new EventBus({ redis, keys, log });
   // Cleanups are registered as each resource is acquired; within a step they run in reverse.
   const shutdown = new GracefulShutdown({
     log,
@@ -88,12 +89,19 @@ export async function runWorker(): Promise<void> {
   shutdown.register(6, 'redis connection', () => closeRedisConnection(redis));
   if (tracing) shutdown.register(6, 'tracing: export the last spans', () => tracing.shutdown());
   const availability = new RedisAvailability({ redis });
+  let isOnline = false;
+  const readiness = async (): Promise<Availability> => {
+    if (shutdown.isShuttingDown) return { available: false, reason: 'shutting down' };
+    const redisVerdict = await availability.check();
+    if (!redisVerdict.available) return redisVerdict;
+    return isOnline ? { available: true } : { available: false, reason: 'starting' };
+  };
   if (http) {
     http.serve(
       createWorkerHttpApp({
         workerId,
         metrics: () => runtime?.metrics,
-        readiness: () => readiness(),
+        readiness,
         isStopping: () => shutdown.isShuttingDown,
       }),
     );
@@ -102,15 +110,7 @@ export async function runWorker(): Promise<void> {
       http.server.closeAllConnections();
     }));
   }
-  let isOnline = false;
-  const readiness = async (): Promise<Availability> => {
-    if (shutdown.isShuttingDown) return { available: false, reason: 'shutting down' };
-    const redisVerdict = await availability.check();
-    if (!redisVerdict.available) return redisVerdict;
-    return isOnline ? { available: true } : { available: false, reason: 'starting' };
-  };
 
-  const bus = new EventBus({ redis, keys, log });
   shutdown.register(5, 'event bus', () => bus.close());
   const state = new AgentStateStore({ redis, keys });
   const memory = new MemoryMonitor({

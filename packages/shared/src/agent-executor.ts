@@ -202,7 +202,7 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
         const events = [bus.encode('agent:failed', { ...base, error: error.message, durationMs: 0, willRetry: false }, spec.name), bus.encode('agent:dlq', { ...base, error: error.message, attemptsMade: attempt }, spec.name)];
         const record: RunRecord = { agent: spec.name, runId, outcome: 'failure', durationMs: 0, at: clock(), error: error.message, attempt };
         complete(spec, job, token, { record, events, finished: `dlq:${error.message}`, ...NOT_ADMITTED }, traced);
-        deps.log.warn({ agent: spec.name, runId, err: error.message }, 'run failed: its control key could not be computed');
+        deps.log.warn({ agent: spec.name, runId, err: error }, 'run failed: its control key could not be computed');
         throw markReported(error);
       }
       traced?.gated(decision.kind, decision.kind === 'skip' ? skipReasonTexts(decision.reasons) : undefined);
@@ -299,7 +299,7 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
         ...(error instanceof RunTimeoutError ? { timedOut: true } : {}),
       };
       complete(spec, job, token, { record, events, ...(willRetry ? {} : { finished: `dlq:${error.message}` as const }), ...admitted }, traced);
-      deps.log.warn({ agent: spec.name, runId, attempt, err: error.message, willRetry }, 'run failed');
+      deps.log.warn({ agent: spec.name, runId, attempt, err: error, willRetry }, 'run failed');
       throw markReported(error);
     } finally {
       clearTimeout(timer);

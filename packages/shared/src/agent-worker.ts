@@ -105,8 +105,8 @@ export function createAgentWorker(options: AgentWorkerOptions): Worker<RunJobDat
   worker.on('error', (err) => {
     if (isConnectionError(err)) return;
     // The run's own log line (lost the lock of run ...) already said why BullMQ could not finish it.
-    if (isLostLockError(err)) log.debug({ err: err.message }, 'BullMQ could not finish a run whose lock was lost');
-    else log.warn({ err: err.message }, 'worker error');
+    if (isLostLockError(err)) log.debug({ err }, 'BullMQ could not finish a run whose lock was lost');
+    else log.warn({ err }, 'worker error');
   });
   // A lock that could not be renewed (the event loop was blocked longer than lockDuration, or Redis
   // was away that long) may already have been handed to another worker as stalled: stop this copy,

@@ -104,8 +104,8 @@ export class BootHealer {
       if (this.round) return;
       this.round = this.heal()
         .catch((err: unknown) => {
-          if (err instanceof NotLeaderError) this.log.warn(err.message);
-          else this.log.warn({ err: (err as Error).message }, 'boot re-check round failed; retrying');
+          if (err instanceof NotLeaderError) this.log.warn({ err }, err.message);
+          else this.log.warn({ err }, 'boot re-check round failed; retrying');
           this.view = undefined; // read again: a round cut short may have written part of its outcome
         })
         .finally(() => (this.round = undefined));

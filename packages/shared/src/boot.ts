@@ -193,7 +193,7 @@ export async function bootAgents(deps: BootDeps): Promise<BootReport> {
  */
 export function startBoot(deps: BootDeps): Promise<BootReport | undefined> {
   return bootAgents(deps).catch((err: unknown) => {
-    if (err instanceof NotLeaderError) deps.log.warn(err.message);
+    if (err instanceof NotLeaderError) deps.log.warn({ err }, err.message);
     else deps.log.error({ err }, 'boot failed; the boot healer will check the agents it did not decide');
     return undefined;
   });

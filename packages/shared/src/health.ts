@@ -72,7 +72,7 @@ export class HealthMonitor {
     const tick = () => {
       if (this.round) return;
       this.round = this.checkAll()
-        .catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'health round failed'))
+        .catch((err: unknown) => this.log.warn({ err }, 'health round failed'))
         .finally(() => (this.round = undefined));
     };
     const firstDelay = this.options.firstRoundDelayMs ?? Math.min(this.options.intervalMs, 10_000);

@@ -112,7 +112,7 @@ export class WorkerHeartbeat {
     try {
       await writeHeartbeat(this.options.redis, this.options.keys, info, now, this.ttlMs);
     } catch (err) {
-      this.options.log.debug({ err: (err as Error).message }, 'heartbeat write failed');
+      this.options.log.debug({ err }, 'heartbeat write failed');
     }
   }
 

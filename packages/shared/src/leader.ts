@@ -59,11 +59,18 @@ export interface LeaderElectionOptions {
   ttlMs?: number;
   /** How often the leader renews and followers try to take over; ttl / 3, at most 1 s, unless given. */
   renewIntervalMs?: number;
+  clock?: () => number;
+}
+
+/**
+ * What the leader does, given to `start()` rather than the constructor: the duties usually need
+ * the election themselves (`confirm()`, `fence`), so they are built after it.
+ */
+export interface LeaderDuties {
   /** Called when this replica becomes leader (after the lease is taken); not awaited by renewals. */
   onElected?: () => void | Promise<void>;
   /** Called when it stops being leader (lease lost, or released on shutdown). */
   onDeposed?: () => void | Promise<void>;
-  clock?: () => number;
 }
 
 export class LeaderElection {
@@ -74,7 +81,7 @@ export class LeaderElection {
   private readonly ttlMs: number;
   private readonly renewIntervalMs: number;
   private readonly clock: () => number;
-  private readonly options: LeaderElectionOptions;
+  private duties: LeaderDuties = {};
   private timer: NodeJS.Timeout | undefined;
   private attempt: Promise<void> | undefined;
   private leading = false;
@@ -82,7 +89,6 @@ export class LeaderElection {
   private leaseRenewedAt = 0;
 
   constructor(options: LeaderElectionOptions) {
-    this.options = options;
     this.id = options.id;
     this.redis = options.redis;
     this.key = leaderKey(options.keys);
@@ -108,7 +114,8 @@ export class LeaderElection {
    * Tries to take the lease now, then keeps renewing or retrying every interval. Resolves after
    * the first attempt — which waits for Redis while it is away; `stop()` may be called meanwhile.
    */
-  async start(): Promise<void> {
+  async start(duties: LeaderDuties = {}): Promise<void> {
+    this.duties = duties;
     this.timer = setInterval(() => void this.attemptOnce(), this.renewIntervalMs);
     await this.attemptOnce();
   }
@@ -163,10 +170,10 @@ export class LeaderElection {
       this.log.info({ ttlMs: this.ttlMs }, 'elected leader');
       // Not awaited: the leader's work (reconcile, boot) may outlast the ttl, and renewals must go on.
       Promise.resolve()
-        .then(() => this.options.onElected?.())
-        .catch((err: unknown) => this.log.error({ err: (err as Error).message }, 'leader work failed'));
+        .then(() => this.duties.onElected?.())
+        .catch((err: unknown) => this.log.error({ err }, 'leader work failed'));
     } catch (err) {
-      this.log.warn({ err: (err as Error).message }, 'leader election attempt failed');
+      this.log.warn({ err }, 'leader election attempt failed');
     }
   }
 
@@ -175,9 +182,9 @@ export class LeaderElection {
     this.leading = false;
     this.log.warn({ why }, 'no longer leader');
     try {
-      await this.options.onDeposed?.();
+      await this.duties.onDeposed?.();
     } catch (err) {
-      this.log.warn({ err: (err as Error).message }, 'onDeposed failed');
+      this.log.warn({ err }, 'onDeposed failed');
     }
   }
 }

@@ -159,7 +159,7 @@ function safely(log: Logger, fn: () => void): void {
   try {
     fn();
   } catch (err) {
-    log.warn({ err: (err as Error)?.message ?? String(err) }, 'the fault policy could not report a fault');
+    log.warn({ err }, 'the fault policy could not report a fault');
   }
 }
 

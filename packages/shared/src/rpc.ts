@@ -298,7 +298,7 @@ export function startRpcResponder(options: RpcResponderOptions): RpcResponder {
       reply = `${JSON.stringify({ id: envelope.id, ok: true }).slice(0, -1)},"result":${resultJson}}`;
     } catch (thrown) {
       const err = thrown instanceof Error ? thrown : new Error(String(thrown));
-      requestLog.debug({ err: err.message }, 'onRequest failed');
+      requestLog.debug({ err }, 'onRequest failed');
       reply = JSON.stringify({ id: envelope.id, ok: false, error: truncateBytes(String(err.message), MAX_ERROR_MESSAGE_BYTES), name: truncateBytes(String(err.name), 200) });
     } finally {
       clearTimeout(timer);
@@ -324,7 +324,7 @@ export function startRpcResponder(options: RpcResponderOptions): RpcResponder {
         popped = await blocking.blpop(...listKeys, 0);
       } catch (err) {
         if (isClosing) break;
-        log.warn({ err: (err as Error).message }, 'request pop failed; retrying');
+        log.warn({ err }, 'request pop failed; retrying');
         await delay(500);
         continue;
       }

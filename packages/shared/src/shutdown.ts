@@ -224,7 +224,7 @@ export class GracefulShutdown {
     try {
       await entry.cleanup(ctx);
     } catch (err) {
-      this.options.log.warn({ cleanup: entry.name, err: (err as Error)?.message ?? String(err) }, `shutdown: ${entry.name} failed; moving on`);
+      this.options.log.warn({ cleanup: entry.name, err }, `shutdown: ${entry.name} failed; moving on`);
     }
     return 'done';
   }

@@ -124,7 +124,7 @@ export class SnapshotService {
       if (this.isClosed || !hasDemand || this.inFlight) return;
       this.start().promise.then(
         () => this.keepWarm(),
-        (err: unknown) => this.options.log.warn({ err: (err as Error).message }, 'background snapshot build failed'),
+        (err: unknown) => this.options.log.warn({ err }, 'background snapshot build failed'),
       );
     }, dueIn);
     this.warmTimer.unref();

@@ -41,7 +41,7 @@ export function createSystemWorker({ connection, keys, log, workerId, handlers, 
     { connection, prefix: keys.bullPrefix, concurrency, name: workerId },
   );
   worker.on('error', (err) => {
-    if (!isConnectionError(err)) scoped.warn({ err: err.message }, 'system worker error');
+    if (!isConnectionError(err)) scoped.warn({ err }, 'system worker error');
   });
   return worker;
 }

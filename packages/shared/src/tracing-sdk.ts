@@ -66,7 +66,7 @@ export function startSdk({ settings, defaultServiceName, log, instanceId }: Star
     async shutdown() {
       if (isShutDown) return;
       isShutDown = true;
-      await provider.shutdown().catch((err: unknown) => sdkLog.warn({ err: (err as Error).message }, 'could not export the last spans'));
+      await provider.shutdown().catch((err: unknown) => sdkLog.warn({ err }, 'could not export the last spans'));
       trace.disable();
       context.disable();
       propagation.disable();

@@ -27,18 +27,17 @@ function replica(keys: Keys, id: string, ttlMs = TTL_MS) {
     id,
     ttlMs,
     renewIntervalMs: RENEW_MS,
-    onElected: () => void calls.push('elected'),
-    onDeposed: () => void calls.push('deposed'),
   });
   cleanups.push(() => election.stop());
-  return { election, calls };
+  const start = () => election.start({ onElected: () => void calls.push('elected'), onDeposed: () => void calls.push('deposed') });
+  return { election, calls, start };
 }
 
 describe('leader election', () => {
   it('elects exactly one of several replicas and keeps it while it renews', async () => {
     const keys = createKeys(uniquePrefix());
     const replicas = ['a', 'b', 'c'].map((id) => replica(keys, id));
-    await Promise.all(replicas.map((r) => r.election.start()));
+    await Promise.all(replicas.map((r) => r.start()));
     const leaders = replicas.filter((r) => r.election.isLeader);
     expect(leaders).toHaveLength(1);
     const leader = leaders[0]!;
@@ -57,8 +56,8 @@ describe('leader election', () => {
     // A lease far longer than the wait: b can only lead because a released it, not because it expired.
     const a = replica(keys, 'a', 60_000);
     const b = replica(keys, 'b', 60_000);
-    await a.election.start();
-    await b.election.start();
+    await a.start();
+    await b.start();
     expect(a.election.isLeader).toBe(true);
     await a.election.stop();
     expect(a.calls).toEqual(['elected', 'deposed']);
@@ -69,7 +68,7 @@ describe('leader election', () => {
   it('steps down without acting when it finds another replica holding the lease (a paused leader coming back)', async () => {
     const keys = createKeys(uniquePrefix());
     const a = replica(keys, 'a', 60_000);
-    await a.election.start();
+    await a.start();
     expect(a.election.isLeader).toBe(true);
     // While "a" was paused its lease expired and "b" took it.
     const client = redis.client();
