@@ -1,5 +1,6 @@
 import { AGENT_DEFAULTS, OVERLAP_POLICIES, type AgentDefinition, type AgentSpec, type CatchUpPolicy, type LimiterDefinition } from './agent.js';
 import { MAX_TIMER_MS } from './size-limits.js';
+import { describeValue } from './value-description.js';
 
 /**
  * Validation of the fleet controls an agent declares (`concurrency`, `overlap`, `rateLimit`,
@@ -151,14 +152,4 @@ function unknownFields(value: Record<string, unknown>, known: readonly string[],
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-function describeValue(value: unknown): string {
-  if (value === undefined) return 'nothing';
-  if (typeof value === 'function') return 'a function';
-  try {
-    return JSON.stringify(value) ?? String(value);
-  } catch {
-    return String(value);
-  }
 }

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { AGENT_DEFAULTS, type AgentDefinition, type AgentSpec, type LimiterDefinition, type Priority } from './agent.js';
 import { checkControls, checkLimiter, checkLimiterUses, controlsOf, type LimiterUseRead } from './controls-validation.js';
+import { describeValue } from './value-description.js';
 import { cronProblem, timezoneProblem } from './cron.js';
 import { computeDepths, findCycles, layersOf, topologicalOrder, transitiveDependents } from './dag.js';
 import { AgentNotFoundError, RegistryError } from './errors.js';
@@ -180,7 +181,7 @@ interface Normalised {
 
 function normalise(raw: unknown, where: string, source: string): Normalised {
   if (raw === null || typeof raw !== 'object') {
-    return { problems: [`${where}: the default export must be defineAgent({ ... }), got ${describe(raw)}`] };
+    return { problems: [`${where}: the default export must be defineAgent({ ... }), got ${describeValue(raw)}`] };
   }
   const def = raw as Partial<AgentDefinition> & Record<string, unknown>;
   const problems: string[] = [];
@@ -188,7 +189,7 @@ function normalise(raw: unknown, where: string, source: string): Normalised {
   const problem = (text: string) => problems.push(`${label}: ${text}`);
 
   if (typeof def.name !== 'string' || !NAME_PATTERN.test(def.name)) {
-    problem(`name must match [a-z0-9][a-z0-9-]*, got ${describe(def.name)}`);
+    problem(`name must match [a-z0-9][a-z0-9-]*, got ${describeValue(def.name)}`);
   }
   if (typeof def.run !== 'function') problem('run must be a function');
   for (const hook of ['healthCheck', 'onRequest'] as const) {
@@ -206,7 +207,7 @@ function normalise(raw: unknown, where: string, source: string): Normalised {
     }
   }
   if (def.priority !== undefined && ![1, 2, 3].includes(def.priority as number)) {
-    problem(`priority must be 1 (critical), 2 (important) or 3 (normal), got ${describe(def.priority)}`);
+    problem(`priority must be 1 (critical), 2 (important) or 3 (normal), got ${describeValue(def.priority)}`);
   }
   const dependsOn = def.dependsOn ?? [];
   const hasReadableDependsOn = Array.isArray(dependsOn) && dependsOn.every((d) => typeof d === 'string');
@@ -220,11 +221,11 @@ function normalise(raw: unknown, where: string, source: string): Normalised {
     checkPositiveInt(retry.attempts, 'retry.attempts', problem, MAX_ATTEMPTS);
     if (retry.backoff !== undefined) {
       if (retry.backoff.type !== undefined && retry.backoff.type !== 'exponential') {
-        problem(`retry.backoff.type must be "exponential", got ${describe(retry.backoff.type)}`);
+        problem(`retry.backoff.type must be "exponential", got ${describeValue(retry.backoff.type)}`);
       }
       const d = retry.backoff.delayMs;
-      if (d !== undefined && !(Number.isInteger(d) && d >= 0)) problem(`retry.backoff.delayMs must be a whole number of ms, got ${describe(d)}`);
-      else if (d !== undefined && d > MAX_TIMER_MS) problem(`retry.backoff.delayMs must be at most ${MAX_TIMER_MS} ms (2^31 − 1, about 24.8 days), got ${describe(d)}`);
+      if (d !== undefined && !(Number.isInteger(d) && d >= 0)) problem(`retry.backoff.delayMs must be a whole number of ms, got ${describeValue(d)}`);
+      else if (d !== undefined && d > MAX_TIMER_MS) problem(`retry.backoff.delayMs must be at most ${MAX_TIMER_MS} ms (2^31 − 1, about 24.8 days), got ${describeValue(d)}`);
     }
   }
   const readable = {
@@ -260,18 +261,8 @@ const MAX_RESTARTS_PER_HOUR = 1_000_000;
 
 function checkPositiveInt(value: unknown, field: string, problem: (t: string) => void, max: number, unit = '') {
   if (value === undefined) return;
-  if (!(Number.isInteger(value) && (value as number) > 0)) problem(`${field} must be a positive integer, got ${describe(value)}`);
-  else if ((value as number) > max) problem(`${field} must be at most ${max}${unit ? ` ${unit}` : ''}, got ${describe(value)}`);
-}
-
-function describe(value: unknown): string {
-  if (value === undefined) return 'nothing';
-  if (typeof value === 'function') return 'a function';
-  try {
-    return JSON.stringify(value) ?? String(value);
-  } catch {
-    return String(value);
-  }
+  if (!(Number.isInteger(value) && (value as number) > 0)) problem(`${field} must be a positive integer, got ${describeValue(value)}`);
+  else if ((value as number) > max) problem(`${field} must be at most ${max}${unit ? ` ${unit}` : ''}, got ${describeValue(value)}`);
 }
 
 function firstLine(text: string): string {
