@@ -22,6 +22,7 @@ import {
   type RunJobData,
   type Tracing,
 } from '@werkpilot/shared';
+import { countdown } from './samples.js';
 
 /** The configuration a process gets with no environment set. */
 const WORKER_DEFAULTS = loadConfig({});
@@ -163,4 +164,17 @@ export function openOrchestratorQueues(url: string, prefix: string): { keys: Key
       await redis.quit().catch(() => redis.disconnect());
     },
   };
+}
+
+/**
+ * A worker of the orchestrator at concurrency 50 about to drain `count` queued runs: its
+ * completions counted and its outcomes watched (`what` names the runs when one did not succeed).
+ */
+export async function startDrainingWorker({ url, prefix, registry, count, what }: { url: string; prefix: string; registry: Registry; count: number; what: string }) {
+  const started = await startOrchestratorWorker({ url, prefix, registry, concurrency: 50 });
+  const worker = started.worker as unknown as Worker;
+  const completions = countdown(count);
+  worker.on('completed', completions.tick);
+  const outcomes = watchOutcomes(worker, what);
+  return { started, completions, outcomes };
 }

@@ -2,13 +2,13 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { get as httpGet } from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Queue, Worker } from 'bullmq';
+import type { Queue } from 'bullmq';
 import { AgentStateStore, addChangeMarkTo, runJobOptions, type Registry } from '@werkpilot/shared';
 import type { BenchRedis } from './bench-redis.js';
 import type { Measurement } from './measurement.js';
-import { RETENTION, openOrchestratorQueues, startOrchestratorWorker, watchOutcomes } from './orchestrator.js';
+import { RETENTION, openOrchestratorQueues, startDrainingWorker } from './orchestrator.js';
 import { addMany } from './raw-bullmq.js';
-import { countdown, median, preciseNow, sleep, within } from './samples.js';
+import { median, preciseNow, sleep, within } from './samples.js';
 import type { SnapshotServerReply, SnapshotServerRequest } from './snapshot-server.js';
 
 /**
@@ -267,11 +267,7 @@ export async function measureThroughputWithDashboard(redis: BenchRedis, registry
       const queue = queues.agents as unknown as Queue;
       await queue.pause();
       await addMany(queue, nameOf, jobOptions, count);
-      const started = await startOrchestratorWorker({ url: redis.url, prefix, registry, concurrency: 50 });
-      const worker = started.worker as unknown as Worker;
-      const completions = countdown(count);
-      worker.on('completed', completions.tick);
-      const outcomes = watchOutcomes(worker, `${count} runs with the dashboard ${isPolled ? 'polling' : 'closed'}`);
+      const { started, completions, outcomes } = await startDrainingWorker({ url: redis.url, prefix, registry, count, what: `${count} runs with the dashboard ${isPolled ? 'polling' : 'closed'}` });
       let isPolling = isPolled;
       const poller = (async () => {
         while (isPolling) {

@@ -2,7 +2,7 @@ import type { Queue, Worker } from 'bullmq';
 import { agentRateKey, createKeys, defineAgent, runJobOptions, triggerRun, type AgentDefinition, type Registry } from '@werkpilot/shared';
 import type { BenchRedis } from '../bench-redis.js';
 import type { Measurement } from '../measurement.js';
-import { RETENTION, noOpAgent, openOrchestratorQueues, registryOf, startOrchestratorWorker, watchOutcomes } from '../orchestrator.js';
+import { RETENTION, noOpAgent, openOrchestratorQueues, registryOf, startDrainingWorker, startOrchestratorWorker, watchOutcomes } from '../orchestrator.js';
 import { countdown, median, preciseNow, sleep, summarise, within } from '../samples.js';
 import type { Scenario } from '../scenario.js';
 
@@ -56,11 +56,7 @@ async function drain(redis: BenchRedis, variant: Variant, count: number): Promis
   const queue = producer.queues.agents as unknown as Queue;
   await queue.pause();
   await fill(queue, registry, nameOf, count);
-  const started = await startOrchestratorWorker({ url: redis.url, prefix, registry, concurrency: 50 });
-  const worker = started.worker as unknown as Worker;
-  const done = countdown(count);
-  worker.on('completed', done.tick);
-  const outcomes = watchOutcomes(worker, `${count} ${variant} runs`);
+  const { started, completions: done, outcomes } = await startDrainingWorker({ url: redis.url, prefix, registry, count, what: `${count} ${variant} runs` });
   const redisCpuBefore = await redis.cpuSeconds();
   const cpuBefore = process.cpuUsage();
   const t0 = preciseNow();
