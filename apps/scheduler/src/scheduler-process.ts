@@ -5,9 +5,9 @@ import {
   createLogger,
   createQueues,
   createRedisConnection,
-  GracefulShutdown,
-  SCHEDULER_SHUTDOWN_STEPS,
+  createProcessShutdown,
   closeRedisConnection,
+  SCHEDULER_SHUTDOWN_STEPS,
   MemoryMonitor,
   loadConfig,
   loadRegistry,
@@ -32,7 +32,6 @@ import {
   BootHealer,
   BOUNDED_RETRIES_PER_REQUEST,
   CRASH_GRACE_MS,
-  createFaultReporter,
   installProcessFaultPolicy,
   RedisAvailability,
   requestBootCheck,
@@ -71,19 +70,17 @@ export async function runScheduler(): Promise<void> {
   const redis = createRedisConnection({ url: config.redisUrl, role: 'scheduler', log }, { maxRetriesPerRequest: BOUNDED_RETRIES_PER_REQUEST });
   const bus = new EventBus({ redis, keys, log });
   // Cleanups are registered as each resource is acquired; within a step they run in reverse.
-  const shutdown = new GracefulShutdown({
+  const { shutdown, reportFault } = createProcessShutdown({
     log,
     graceMs: config.shutdownGraceMs,
-    isRedisUp: () => redis.status === 'ready',
-    publish: (type, data) => bus.publish(type, data),
+    redis,
+    bus,
     identity: { process: 'scheduler', pid: process.pid },
+    faultIdentity: { process: 'scheduler' },
     stepNames: SCHEDULER_SHUTDOWN_STEPS,
+    tracing,
   });
-  shutdown.listen();
-  const reportFault = createFaultReporter({ publish: (type, data, agent) => bus.publish(type, data, agent), isRedisUp: () => redis.status === 'ready', identity: { process: 'scheduler' }, log });
   installProcessFaultPolicy({ log, shutdown, crashGraceMs: Math.min(config.shutdownGraceMs, CRASH_GRACE_MS), onUnhandledRejection: reportFault });
-  shutdown.register(6, 'redis connection', () => closeRedisConnection(redis));
-  if (tracing) shutdown.register(6, 'tracing: export the last spans', () => tracing.shutdown());
   const queues = createQueues({ connection: redis, keys, telemetry: tracing?.telemetry });
   shutdown.register(5, 'queues', () => queues.close());
   shutdown.register(5, 'event bus', () => bus.close());

@@ -13,7 +13,7 @@ import {
   createKeys,
   createLogger,
   createRedisConnection,
-  GracefulShutdown,
+  createProcessShutdown,
   closeRedisConnection,
   MemoryMonitor,
   WorkerHeartbeat,
@@ -26,7 +26,6 @@ import {
   createBootCheckHandler,
   bindPort,
   installProcessFaultPolicy,
-  createFaultReporter,
   createMemoryShedding,
   RedisAvailability,
   UncaughtAgentError,
@@ -61,16 +60,16 @@ export async function runWorker(): Promise<void> {
   const redis = createRedisConnection({ url: config.redisUrl, role: 'worker', log });
   const bus = new EventBus({ redis, keys, log });
   // Cleanups are registered as each resource is acquired; within a step they run in reverse.
-  const shutdown = new GracefulShutdown({
+  const { shutdown, reportFault } = createProcessShutdown({
     log,
     graceMs: config.shutdownGraceMs,
-    isRedisUp: () => redis.status === 'ready',
-    publish: (type, data) => bus.publish(type, data),
+    redis,
+    bus,
     identity: { process: 'worker', workerId },
+    faultIdentity: { workerId },
+    tracing,
   });
-  shutdown.listen();
   let runtime: WorkerRuntime | undefined;
-  const reportFault = createFaultReporter({ publish: (type, data, agent) => bus.publish(type, data, agent), isRedisUp: () => redis.status === 'ready', identity: { workerId }, log });
   installProcessFaultPolicy({
     log,
     shutdown,
@@ -86,8 +85,6 @@ export async function runWorker(): Promise<void> {
       }
     },
   });
-  shutdown.register(6, 'redis connection', () => closeRedisConnection(redis));
-  if (tracing) shutdown.register(6, 'tracing: export the last spans', () => tracing.shutdown());
   const availability = new RedisAvailability({ redis });
   let isOnline = false;
   const readiness = async (): Promise<Availability> => {

@@ -40,6 +40,7 @@ export * from './metrics-negotiation.js';
 export * from './process-metrics.js';
 export * from './worker-metrics.js';
 export * from './shutdown.js';
+export * from './process-shutdown.js';
 export * from './termination-signals.js';
 export * from './memory-monitor.js';
 export * from './run-lookup.js';
