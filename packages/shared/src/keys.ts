@@ -83,6 +83,7 @@ export const bootKey = (keys: Keys) => keys.key('boot');
 /** The on-demand requests: agent → the request's sequence number. */
 export const bootRequestsKey = (keys: Keys) => keys.key('boot', 'requests');
 
+/** The counter that numbers on-demand boot requests. */
 export const bootRequestSequenceKey = (keys: Keys) => keys.key('boot', 'request-seq');
 
 // health
@@ -118,6 +119,7 @@ export function leaseKey(keys: Keys, agent: string, keyValue?: string): string {
   return withKeyValue(keys, [agent, 'lease'], keyValue);
 }
 
+/** The runs parked for the lease. */
 export function leaseWaitersKey(keys: Keys, agent: string, keyValue?: string): string {
   return withKeyValue(keys, [agent, 'lease-waiters'], keyValue);
 }
@@ -153,10 +155,12 @@ export function waitingIndexKey(keys: Keys, agent: string): string {
 
 // rate-limits
 
+/** The agent's own rate-limit log, per key value for a keyed limit. */
 export function agentRateKey(keys: Keys, agent: string, keyValue?: string): string {
   return keyValue === undefined ? keys.key('rate', 'agent', agent) : keys.key('rate', 'agent', agent, keyValue);
 }
 
+/** A shared limiter's log (defineLimiter). */
 export function limiterKey(keys: Keys, limiter: string): string {
   return keys.key('rate', 'limiter', limiter);
 }
@@ -202,6 +206,7 @@ export function legacyLastRunKey(keys: Keys): string {
 
 // pipeline
 
+/** A pipeline's record: its root, agents and start (kept for PIPELINE_TTL_SECONDS). */
 export const pipelineKey = (keys: Keys, pipelineId: string) => keys.key('pipeline', pipelineId);
 
 // idempotent-triggers
@@ -225,6 +230,7 @@ export function workerKey(keys: Keys, workerId: string): string {
 
 // leader
 
+/** The leader lease: the holding replica's id, with a TTL. */
 export function leaderKey(keys: Keys): string {
   return keys.key('scheduler', 'leader');
 }
