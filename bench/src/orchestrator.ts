@@ -5,7 +5,7 @@ import {
   AgentStateStore,
   EventBus,
   MemoryMonitor,
-  RpcClient,
+  type RpcClient,
   buildRegistry,
   createWorkerRuntime,
   createKeys,

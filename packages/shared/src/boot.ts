@@ -7,7 +7,7 @@ import { dependencyRule, type GateRule } from './gating.js';
 import { createHealthCheckHandler } from './health-check-handler.js';
 import { runCheckOnWorker } from './worker-check-job.js';
 import { bootKey, type Keys, leaderKey, snapshotGenerationsKey } from './keys.js';
-import { type LeaderFence } from './leader.js';
+import type { LeaderFence } from './leader.js';
 import type { Registry } from './registry.js';
 import type { SystemJobHandler } from './system-worker.js';
 import { defineScripts } from './redis-scripts.js';

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
 import { AgentFiguresReader, agentStateOf, type AgentFigures } from './agent-figures.js';
-import { type AgentBootState } from './boot.js';
+import type { AgentBootState } from './boot.js';
 import {
   AGENT_FAMILIES,
   AGENT_FAMILY_HEADERS,
@@ -15,7 +15,7 @@ import {
 } from './cluster-exposition.js';
 import { DeadLetterQueue, type DeadLetterEntry } from './dlq.js';
 import { FragmentBlocks } from './fragment-blocks.js';
-import { type AgentHealth, type HealthState } from './health-rating.js';
+import type { AgentHealth, HealthState } from './health-rating.js';
 import { listLiveWorkers } from './heartbeat.js';
 import { bootKey, disabledSet, healthKey, type Keys } from './keys.js';
 import type { LeaderElection } from './leader.js';

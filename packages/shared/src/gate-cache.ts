@@ -1,8 +1,8 @@
 import type { Redis } from 'ioredis';
-import { type AgentBootState } from './boot.js';
-import { type CircuitState } from './circuit-breaker.js';
+import type { AgentBootState } from './boot.js';
+import type { CircuitState } from './circuit-breaker.js';
 import type { AgentGateState, GateView } from './gating.js';
-import { type HealthState } from './health-rating.js';
+import type { HealthState } from './health-rating.js';
 import { bootKey, circuitKey, disabledSet, healthKey, type Keys, pausedSchedulesSet } from './keys.js';
 
 /**

@@ -78,13 +78,14 @@ export interface RunGateOptions {
 export function createRunGate({ rules }: RunGateOptions): RunGate {
   const list = [...rules];
   return (ctx) => {
-    let reasons: SkipReason[] | undefined;
+    const reasons: SkipReason[] = [];
     for (const rule of list) {
       const result = rule(ctx);
       if (result === null) continue;
-      for (const reason of Array.isArray(result) ? result : [result]) (reasons ??= []).push(reason);
+      if (Array.isArray(result)) reasons.push(...result);
+      else reasons.push(result);
     }
-    return reasons ? uniqueSkipReasons(reasons) : NO_REASONS;
+    return reasons.length > 0 ? uniqueSkipReasons(reasons) : NO_REASONS;
   };
 }
 

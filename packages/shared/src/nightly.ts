@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { DURATION_SAMPLES, OUTCOME_WINDOW, type AgentStateStore } from './agent-state.js';
 import type { EventBus } from './bus.js';
-import { type CircuitBreaker } from './circuit-breaker.js';
+import type { CircuitBreaker } from './circuit-breaker.js';
 import { type Keys, restartsKey, skipCausesKey } from './keys.js';
 import { QUEUE_NAMES } from './queues.js';
 import { execOrThrow } from './redis-pipeline.js';

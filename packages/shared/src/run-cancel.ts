@@ -26,7 +26,7 @@ import { randomBytes } from 'node:crypto';
 import { UnrecoverableError, type Job, type Queue } from 'bullmq';
 import type { Redis, Result } from 'ioredis';
 import type { Logger } from 'pino';
-import { RECORD_RUN_LUA, recordArgs } from './agent-state.js';
+import { RECORD_RUN_LUA } from './agent-state.js';
 import { BUS_EMIT_LUA, type EventBus } from './bus.js';
 import { CIRCUIT_LUA } from './circuit-breaker.js';
 import { FINISH_RUN_LUA, WAIT_TTL_SECONDS, canHaveWaiters } from './dependency-waits.js';
