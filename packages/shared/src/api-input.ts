@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { BUS_HISTORY_LENGTH } from './bus.js';
 import { InvalidInputError } from './errors.js';
 import { RUN_ID_PATTERN } from './run-lookup.js';
 import { SEARCH_MAX_LIMIT, SEARCH_STATES } from './run-search.js';
@@ -58,7 +59,8 @@ export const backfillBody = z
 
 export const cancelBody = z.object({ reason: z.string().trim().min(1).max(500).optional() }).strict();
 
-export const recentEventsQuery = z.object({ limit: pageNumber(100, 1000) });
+/** `GET /api/events/recent`: at most what the history keeps. */
+export const recentEventsQuery = z.object({ limit: pageNumber(100, BUS_HISTORY_LENGTH) });
 
 /** Parses `value` or throws InvalidInputError with the first problem, prefixed by `what`. */
 export function parseInput<S extends z.ZodType>(schema: S, value: unknown, what: string): z.output<S> {
