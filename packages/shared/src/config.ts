@@ -206,9 +206,3 @@ export function loadConfig(env: Env = process.env): Config {
   if (problems.length > 0) throw new ConfigError(problems.join('; '));
   return cfg;
 }
-
-/** The environment variable behind each config field, for documentation and error messages. */
-export const CONFIG_VARIABLES: { [K in Exclude<keyof Config, 'tracing'>]: { name: string; default: Config[K]; allowed: string } } =
-  Object.fromEntries(
-    Object.entries(VARIABLES).map(([k, v]) => [k, { name: v.name, default: v.default, allowed: v.allowed }]),
-  ) as never;
