@@ -9,8 +9,6 @@ import { execOrThrow } from './redis-pipeline.js';
 import { markAgentsChanged } from './snapshot-changes.js';
 import { defineScripts } from './redis-scripts.js';
 
-// run-completion.ts still imports these from here; the lead drops this line once the run-history work has landed.
-export { circuitKey, restartsKey } from './keys.js';
 
 /**
  * The circuit breaker, cluster-wide. A restart is a failed attempt of an agent (one that will be

@@ -7,8 +7,6 @@ import { QUEUE_NAMES, type RunJobData } from './queues.js';
 import { defineScripts } from './redis-scripts.js';
 import { dependencySkipReason, type SkipReason } from './skip-reasons.js';
 
-// run-completion.ts still imports these from here; the lead drops this line once the run-history work has landed.
-export { pendingCountsKey, runDoneKey, runWaitersKey } from './keys.js';
 
 /**
  * Waiting for dependency runs of the same tick or pipeline, without holding a worker slot, and

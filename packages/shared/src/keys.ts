@@ -294,3 +294,15 @@ export function cancelChannel(keys: Keys): string {
 export function catchUpMarkerKey(keys: Keys, runId: string): string {
   return keys.key('catch-up', runId);
 }
+
+// run-rollups
+
+/** The agent's rollup hash for the UTC hour `hour` (ms since epoch / 1 h). */
+export function rollupKey(keys: Keys, agent: string, hour: number): string {
+  return keys.key('agent', agent, 'rollup', String(hour));
+}
+
+/** The hour (UTC, ms / 1 h) up to which the nightly sweep has deleted rollups: each night resumes there. */
+export function rollupSweptKey(keys: Keys): string {
+  return keys.key('rollup', 'swept');
+}

@@ -13,8 +13,6 @@ import { readScores } from './score.js';
 import { sweepRollups } from './run-rollups.js';
 import type { SystemJobHandler } from './system-worker.js';
 
-// run-completion.ts still imports these from here; the lead drops this line once the run-history work has landed.
-export { skipCausesKey } from './keys.js';
 
 /**
  * The nightly optimisation: a job scheduler on the `system` queue (`NIGHTLY_CRON` in `NIGHTLY_TZ`,

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import { RUN_DURATION_BUCKETS_SECONDS, durationBucketIndex, type RunRecord } from './agent-state.js';
-import type { Keys } from './keys.js';
+import { rollupKey, rollupSweptKey, type Keys } from './keys.js';
 import { execOrThrow } from './redis-pipeline.js';
 
 /**
@@ -22,11 +22,6 @@ const HOUR_MS = 3_600_000;
 const MINUTE_MS = 60_000;
 const OUTCOME_LETTER = { success: 's', failure: 'f', skipped: 'k', cancelled: 'c' } as const;
 const LETTER_OUTCOME = { s: 'success', f: 'failure', k: 'skipped', c: 'cancelled' } as const;
-
-/** The agent's rollup hash for the UTC hour `hour` (ms since epoch / 1 h). */
-export function rollupKey(keys: Keys, agent: string, hour: number): string {
-  return keys.key('agent', agent, 'rollup', String(hour));
-}
 
 /** The key and field a run record increments. */
 export function rollupTarget(keys: Keys, record: RunRecord): { key: string; field: string } {
@@ -140,10 +135,6 @@ export function quantile(buckets: readonly number[], q: number): number | null {
   return null;
 }
 
-/** The hour (UTC, ms / 1 h) up to which the nightly sweep has deleted rollups: each night resumes there. */
-export function rollupSweptKey(keys: Keys): string {
-  return keys.key('rollup', 'swept');
-}
 
 /** Agents whose stale hours one pipeline deletes: bounds one round trip's size with many agents. */
 const SWEEP_AGENTS_PER_PIPELINE = 50;

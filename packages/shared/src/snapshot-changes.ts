@@ -2,8 +2,6 @@ import type { ChainableCommander, Redis } from 'ioredis';
 import { changedAgentsKey, changeSequenceKey, type Keys, snapshotGenerationsKey } from './keys.js';
 import { execOrThrow } from './redis-pipeline.js';
 
-// run-completion.ts still imports these from here; the lead drops this line once the run-history work has landed.
-export { changeSequenceKey, changedAgentsKey } from './keys.js';
 
 /**
  * The change feed the cluster snapshot builds from incrementally: whatever changes an agent's
