@@ -22,6 +22,6 @@ export {
   type RateLimit,
   type RetryPolicy,
   type TopicHandler,
-} from './agent.js';
+} from './agents/agent.js';
 /** What `ctx.publish` and `ctx.request` reject with, for agents that tell them apart. */
-export { PublishPayloadError, RemoteRequestError, RequestPayloadError, RequestShutdownError, RequestTimeoutError } from './errors.js';
+export { PublishPayloadError, RemoteRequestError, RequestPayloadError, RequestShutdownError, RequestTimeoutError } from './process/errors.js';
