@@ -1,4 +1,5 @@
 import { Option, type Command } from 'commander';
+import type { DeadLetterGroup } from '@werkpilot/shared';
 import type { DeadLetterEntry } from '../api-types.js';
 import { UsageError } from '../cli-error.js';
 import type { CliIo } from '../cli-io.js';
@@ -185,15 +186,6 @@ interface SelectionOptions {
   since?: string;
   until?: string;
   match?: string;
-}
-
-interface DeadLetterGroup {
-  id: string;
-  agent: string;
-  signature: string;
-  count: number;
-  firstSeen: string;
-  lastSeen: string;
 }
 
 interface GroupsAnswer {
