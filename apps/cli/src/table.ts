@@ -17,13 +17,13 @@ export function renderTable<T>(columns: Column<T>[], rows: readonly T[], empty =
       .map((v, i) => (columns[i]!.align === 'right' ? v.padStart(widths[i]!) : v.padEnd(widths[i]!)))
       .join('  ')
       .trimEnd();
-  return [line(columns.map((c) => c.header)), ...cells.map(line)].join('\n') + '\n';
+  return `${[line(columns.map((c) => c.header)), ...cells.map(line)].join('\n')}\n`;
 }
 
 /** Key/value lines: `label  value`, labels aligned. */
 export function renderFields(fields: [string, string][]): string {
   const width = Math.max(...fields.map(([k]) => k.length));
-  return fields.map(([k, v]) => `${k.padEnd(width)}  ${sanitize(v)}`.trimEnd()).join('\n') + '\n';
+  return `${fields.map(([k, v]) => `${k.padEnd(width)}  ${sanitize(v)}`.trimEnd()).join('\n')}\n`;
 }
 
 /** Table cells stay on one line. */

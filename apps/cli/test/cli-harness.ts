@@ -30,7 +30,9 @@ export async function runWerkpilot(args: string[], baseEnv: Record<string, strin
       result.stdout += text;
       call.onOutput?.(result.stdout);
     },
-    stderr: (text) => void (result.stderr += text),
+    stderr: (text) => {
+      result.stderr += text;
+    },
     isInteractive: call.isInteractive ?? false,
     prompt: async (question) => {
       result.prompts.push(question);

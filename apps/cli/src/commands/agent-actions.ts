@@ -66,7 +66,14 @@ async function waitForBootAnswer(ctx: CommandContext, path: string, requestSeq: 
     }
     await new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, BOOT_POLL_MS);
-      ctx.io.signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
+      ctx.io.signal.addEventListener(
+        'abort',
+        () => {
+          clearTimeout(timer);
+          resolve();
+        },
+        { once: true },
+      );
     });
   }
 }

@@ -42,7 +42,10 @@ function nestingOf(json: Buffer, limit: number): number {
       isInString = true;
     } else if (OPENERS.has(byte)) {
       depth++;
-      if (depth > deepest && (deepest = depth) > limit) return deepest;
+      if (depth > deepest) {
+        deepest = depth;
+        if (deepest > limit) return deepest;
+      }
     } else if (CLOSERS.has(byte)) {
       depth--;
     }

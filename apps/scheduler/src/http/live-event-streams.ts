@@ -143,12 +143,13 @@ export class LiveEventStreams {
     const frames: (string | undefined)[] = [];
     const frame = (i: number) => (frames[i] ??= `data: ${JSON.stringify(events[i])}\n\n`);
     let everything: Buffer | undefined;
+    const everythingChunk = () => (everything ??= Buffer.from(events.map((_, i) => frame(i)).join('')));
     for (const client of [...this.clients]) {
       const { filter } = client;
       const wanted = filter ? events.flatMap((event, i) => (filter(event) ? [i] : [])) : undefined;
       if (wanted?.length === 0) continue;
       const isEverything = wanted === undefined || wanted.length === events.length;
-      const chunk = isEverything ? (everything ??= Buffer.from(events.map((_, i) => frame(i)).join(''))) : Buffer.from(wanted.map(frame).join(''));
+      const chunk = isEverything ? everythingChunk() : Buffer.from(wanted.map(frame).join(''));
       this.write(client, chunk);
     }
   }
