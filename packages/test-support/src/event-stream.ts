@@ -32,8 +32,7 @@ export async function openEventStream(url: string, headers: Record<string, strin
     try {
       for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
         buffer += decoder.decode(chunk, { stream: true });
-        let end: number;
-        while ((end = buffer.indexOf('\n\n')) >= 0) {
+        for (let end = buffer.indexOf('\n\n'); end >= 0; end = buffer.indexOf('\n\n')) {
           for (const line of buffer.slice(0, end).split('\n')) {
             if (line.startsWith('data: ')) stream.events.push(JSON.parse(line.slice(6)) as BusEvent);
             else if (line.startsWith(':')) stream.comments.push(line.slice(1).trim());

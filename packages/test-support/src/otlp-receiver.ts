@@ -136,14 +136,14 @@ function decodeJsonRequest(body: Buffer): ReceivedSpan[] {
 }
 
 function attributesOf(list: JsonKeyValue[] | undefined): Record<string, unknown> {
-  return Object.fromEntries((list ?? []).map(({ key, value }) => [key, valueOf(value)]));
+  return Object.fromEntries((list ?? []).map(({ key, value }) => [key, attributeValueOf(value)]));
 }
 
-function valueOf(value: JsonAnyValue): unknown {
+function attributeValueOf(value: JsonAnyValue): unknown {
   if (value.stringValue !== undefined) return value.stringValue;
   if (value.boolValue !== undefined) return value.boolValue;
   if (value.intValue !== undefined) return Number(value.intValue);
   if (value.doubleValue !== undefined) return value.doubleValue;
-  if (value.arrayValue !== undefined) return (value.arrayValue.values ?? []).map(valueOf);
+  if (value.arrayValue !== undefined) return (value.arrayValue.values ?? []).map(attributeValueOf);
   return undefined;
 }

@@ -53,7 +53,10 @@ export function computeDepths(graph: DependencyGraph): Map<string, number> {
 /** Layer k holds the agents of depth k, names sorted. */
 export function layersOf(depths: ReadonlyMap<string, number>): string[][] {
   const layers: string[][] = [];
-  for (const [name, depth] of depths) (layers[depth] ??= []).push(name);
+  for (const [name, depth] of depths) {
+    layers[depth] ??= [];
+    layers[depth].push(name);
+  }
   return Array.from(layers, (layer) => (layer ?? []).sort());
 }
 

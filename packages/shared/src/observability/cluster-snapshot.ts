@@ -140,7 +140,7 @@ export class ClusterSnapshotBuilder {
     this.clock = options.clock ?? Date.now;
     this.names = options.registry.names();
     this.views = this.names.map(() => undefined);
-    this.names.forEach((name, i) => this.position.set(name, i));
+    for (const [i, name] of this.names.entries()) this.position.set(name, i);
     this.blocks = new FragmentBlocks(this.names, ANONYMOUS_JSON_KIND + 1);
     this.firstAgent = this.names[0];
     this.dlq = new DeadLetterQueue(options.queues.agents);
@@ -468,7 +468,10 @@ function memoiseBy<K, T>(make: (key: K) => Promise<T>): (key: K) => Promise<T> {
   const made = new Map<K, Promise<T>>();
   return (key) => {
     let value = made.get(key);
-    if (!value) made.set(key, (value = make(key)));
+    if (!value) {
+      value = make(key);
+      made.set(key, value);
+    }
     return value;
   };
 }

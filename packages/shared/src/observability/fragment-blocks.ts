@@ -18,7 +18,7 @@ export class FragmentBlocks {
     private readonly kinds: number,
     private readonly blockSize = 128,
   ) {
-    names.forEach((name, i) => this.position.set(name, i));
+    for (const [i, name] of names.entries()) this.position.set(name, i);
     const count = Math.ceil(names.length / blockSize);
     this.blocks = Array.from({ length: kinds }, () => Array.from({ length: count }, () => this.empty));
   }

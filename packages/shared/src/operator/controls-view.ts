@@ -137,7 +137,7 @@ export async function readControlsNow({ redis, keys, registry, clock = Date.now 
     },
     { keys, registry, now: clock() },
   );
-  (await execOrThrow(pipeline)).forEach((reply, i) => consumers[i]!(reply));
+  for (const [i, reply] of (await execOrThrow(pipeline)).entries()) consumers[i]!(reply);
   return result();
 }
 

@@ -329,7 +329,8 @@ function buildContext(
   return {
     signal,
     get log() {
-      return (agentLog ??= createRunLogger(runLog(), job, (err) => runLog().debug({ err }, 'job log write failed')));
+      agentLog ??= createRunLogger(runLog(), job, (err) => runLog().debug({ err }, 'job log write failed'));
+      return agentLog;
     },
     data: job.data.data,
     attempt,

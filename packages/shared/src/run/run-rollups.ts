@@ -90,7 +90,10 @@ export async function readAgentRollups(redis: Redis, keys: Keys, agent: string, 
       ] as const) {
         if (map === byMinute && minute <= currentMinute - 60) continue;
         let tally = map.get(slot);
-        if (!tally) map.set(slot, (tally = emptyTally()));
+        if (!tally) {
+          tally = emptyTally();
+          map.set(slot, tally);
+        }
         tally.counts[LETTER_OUTCOME[match[2] as keyof typeof LETTER_OUTCOME]] += count;
         if (match[3] !== '') tally.buckets[Number(match[3])] = (tally.buckets[Number(match[3])] ?? 0) + count;
       }

@@ -177,7 +177,7 @@ export class AgentFiguresReader {
       );
     }
     const replies = await execOrThrow(pipeline);
-    agents.forEach((agent, i) => this.apply(agent, replies[i] as unknown[]));
+    for (const [i, agent] of agents.entries()) this.apply(agent, replies[i] as unknown[]);
   }
 
   /** Restarts of `agent` in the rolling window as of `now`. */

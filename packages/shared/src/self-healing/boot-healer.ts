@@ -129,7 +129,8 @@ export class BootHealer {
     for (let i = 0; i + 1 < taken.length; i += 2) {
       if (o.registry.get(taken[i]!)) requests.set(taken[i]!, Number(taken[i + 1]));
     }
-    const view = (this.view ??= await readBootStates(o));
+    this.view ??= await readBootStates(o);
+    const view = this.view;
     const now = this.clock();
     const targets = new Set(requests.keys());
     for (const spec of o.registry.list()) {
