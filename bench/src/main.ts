@@ -17,13 +17,17 @@ const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..
 
 const USAGE = `usage: pnpm bench [--quick] [--only ${SCENARIOS.map((s) => s.name).join(',')}] [--out bench/results/latest.json]`;
 
+function parseCommandLine(argv: string[]) {
+  return parseArgs({
+    args: argv.filter((a) => a !== '--'),
+    options: { quick: { type: 'boolean', default: false }, only: { type: 'string' }, out: { type: 'string' }, help: { type: 'boolean', default: false } },
+  }).values;
+}
+
 async function main(): Promise<number> {
-  let args;
+  let args: ReturnType<typeof parseCommandLine>;
   try {
-    args = parseArgs({
-      args: process.argv.slice(2).filter((a) => a !== '--'),
-      options: { quick: { type: 'boolean', default: false }, only: { type: 'string' }, out: { type: 'string' }, help: { type: 'boolean', default: false } },
-    }).values;
+    args = parseCommandLine(process.argv.slice(2));
   } catch (err) {
     console.error(`${(err as Error).message}\n${USAGE}`);
     return 2;

@@ -121,7 +121,7 @@ async function commandsSince(redis: BenchRedis, before: Map<string, number>): Pr
 }
 
 /** Logs every command's execution time from now on (SLOWLOG with no threshold). */
-async function startSlowlog(redis: BenchRedis, admin: ReturnType<BenchRedis['client']>): Promise<void> {
+async function startSlowlog(admin: ReturnType<BenchRedis['client']>): Promise<void> {
   await admin.config('SET', 'slowlog-log-slower-than', '0');
   await admin.config('SET', 'slowlog-max-len', '400000');
   await admin.slowlog('RESET');
@@ -154,7 +154,7 @@ export async function measureSnapshot(redis: BenchRedis, registry: Registry, qui
     const server = await startSnapshotServer(redis, prefix, size, agentHistograms);
     try {
       // The first build reads every agent once (a scheduler starts it at boot).
-      await startSlowlog(redis, admin);
+      await startSlowlog(admin);
       let before = await redis.commandCounts();
       const first = await get(server.port, '/api/metrics', JSON_GZIP);
       const firstCommands = await commandsSince(redis, before);
@@ -203,7 +203,7 @@ export async function measureSnapshot(redis: BenchRedis, registry: Registry, qui
       });
 
       // A dashboard polling every 2 s, as the overview page does: builds keep pace in the background.
-      await startSlowlog(redis, admin);
+      await startSlowlog(admin);
       await server.ask('reset-loop');
       before = await redis.commandCounts();
       const polls: number[] = [];

@@ -17,7 +17,7 @@ if (!hasPromtool) warnMissing('promtool', 'apt-get install prometheus');
 /** The normalised `config` output, split into one text block per service. */
 function serviceBlocks(configYaml: string): Map<string, string> {
   const lines = configYaml.split('\n');
-  const start = lines.findIndex((l) => l === 'services:');
+  const start = lines.indexOf('services:');
   const blocks = new Map<string, string>();
   let current: string | undefined;
   for (const line of lines.slice(start + 1)) {
