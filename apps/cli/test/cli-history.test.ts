@@ -28,6 +28,7 @@ beforeAll(async () => {
   const agentsDir = writeAgentsDir({
     'flappy.ts': agentSource(
       { name: 'flappy', retry: { attempts: 1 }, overlap: 'queue' },
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: the agent's source code, written to a file; its template literal is evaluated there
       "const d = ctx.data ?? {}; if (d.fail) throw new Error(`${d.fail} after ${d.ms ?? 17} ms at 0x${(d.at ?? 255).toString(16)}`); return { ok: true };",
     ),
     'fine.ts': agentSource({ name: 'fine' }, 'return 1;'),

@@ -11,7 +11,7 @@ import type { LiveStreamLimits } from '../src/http/live-event-streams.js';
 const redis = useTestRedis();
 const log = createLogger({ level: 'silent', name: 'test' });
 
-const cleanups: (() => Promise<unknown> | void)[] = [];
+const cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
   while (cleanups.length > 0) await cleanups.pop()!();
 });
@@ -22,13 +22,16 @@ interface Setup {
   serverBus: EventBus;
   /** Another process's bus, publishing through Redis. */
   publisher: EventBus;
+  /** The publisher's connection, for pipelining a flood of its events. */
+  publisherRedis: ReturnType<typeof redis.client>;
   router: EventsRouter;
 }
 
 async function setup(limits: Partial<LiveStreamLimits> = {}): Promise<Setup> {
   const keys = createKeys(uniquePrefix());
   const serverBus = new EventBus({ redis: redis.client(), keys, log });
-  const publisher = new EventBus({ redis: redis.client(), keys, log });
+  const publisherRedis = redis.client();
+  const publisher = new EventBus({ redis: publisherRedis, keys, log });
   const router = eventsRoutes({ bus: serverBus, log, limits });
   const app = express();
   app.use(router);
@@ -44,7 +47,7 @@ async function setup(limits: Partial<LiveStreamLimits> = {}): Promise<Setup> {
         server.closeAllConnections();
       }),
   );
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, serverBus, publisher, router };
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, serverBus, publisher, publisherRedis, router };
 }
 
 /** Opens an SSE stream (closed after the test) and resolves once the subscription is live. */
@@ -136,13 +139,13 @@ describe('GET /api/events', () => {
   });
 
   it('drops a client that stopped reading once its backlog passes the bound, and keeps serving the others', async () => {
-    const { url, publisher, router } = await setup({ maxBufferedBytes: 64 * 1024 });
+    const { url, publisher, publisherRedis, router } = await setup({ maxBufferedBytes: 64 * 1024 });
     const stalled = await openStalledEventStream(url);
     const reader = await openStream(`${url}/api/events`);
     // 4000 events of 4 KiB: 16 MiB, more than loopback socket buffers take.
     const payload = 'x'.repeat(4096);
     for (let i = 0; i < 4000; i += 100) {
-      const pipeline = publisher['redis'].pipeline();
+      const pipeline = publisherRedis.pipeline();
       for (let j = i; j < i + 100; j++) publisher.addTo(pipeline, publisher.event('flood:event', { n: j, payload }));
       await pipeline.exec();
     }
@@ -156,12 +159,12 @@ describe('GET /api/events', () => {
   });
 
   it('drops a client whose socket has not drained for stallMs, however little it holds', async () => {
-    const { url, publisher, router } = await setup({ maxBufferedBytes: 512 * 1024 * 1024, stallMs: 300 });
+    const { url, publisher, publisherRedis, router } = await setup({ maxBufferedBytes: 512 * 1024 * 1024, stallMs: 300 });
     const stalled = await openStalledEventStream(url);
     const payload = 'x'.repeat(4096);
     // 16 MiB back the server's writes up; then nothing more is sent, so only the stall can drop it.
     for (let i = 0; i < 4000; i += 100) {
-      const pipeline = publisher['redis'].pipeline();
+      const pipeline = publisherRedis.pipeline();
       for (let j = i; j < i + 100; j++) publisher.addTo(pipeline, publisher.event('flood:event', { n: j, payload }));
       await pipeline.exec();
     }

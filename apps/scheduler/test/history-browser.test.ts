@@ -28,6 +28,7 @@ const agentsDir = writeAgentsDir({
   'sink.ts': agentSource({ name: 'sink', dependsOn: ['transform'], timeoutMs: 5000 }, 'await new Promise((r) => setTimeout(r, 20)); return { written: 1 };'),
   'flappy.ts': agentSource(
     { name: 'flappy', retry: { attempts: 1 }, overlap: 'queue' },
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: the agent's source code, written to a file; its template literal is evaluated there
     "const d = ctx.data ?? {}; if (d.fail === 'reset') throw new Error(`read ECONNRESET from 10.0.0.${d.host ?? 7}:5432 after ${d.ms ?? 12} ms`); if (d.fail === 'quota') throw new Error(`quota exceeded for account ${d.account ?? 42}`); return { ok: true };",
   ),
 });
@@ -242,7 +243,7 @@ describe.skipIf(isMissing(CHROMIUM))('run-history pages in headless Chromium', (
       // Runs in the page (no DOM types in this project's compile): every visible, enabled control, numbered.
       const targets = await page.evaluate(() => {
         const all = [...(globalThis as any).document.querySelectorAll('main button, main a[href], main input, main select, header a[href]')] as any[];
-        all.forEach((el, i) => (el.dataset.kb = String(i)));
+        for (const [i, el] of all.entries()) el.dataset.kb = String(i);
         return all.filter((el) => !el.disabled && el.offsetParent !== null).map((el) => el.dataset.kb as string);
       });
       expect(targets.length).toBeGreaterThan(5);

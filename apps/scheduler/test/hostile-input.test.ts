@@ -185,7 +185,7 @@ describe('port 3001 under hostile input', () => {
       if (ms > SLOWEST_MS) failures.push(`${what} took ${Math.round(ms)} ms`);
       // 431 (headers over 16 KiB) is Node's HTTP parser refusing before the app sees the request.
       const isAppAnswer = status !== 431;
-      if (status >= 400 && isAppAnswer && c.path.startsWith('/api/') && !/^\{"error":"[^]*"\}$/.test(text)) failures.push(`${what} → ${status} without one { error }: ${text.slice(0, 200)}`);
+      if (status >= 400 && isAppAnswer && c.path.startsWith('/api/') && !/^\{"error":"[\s\S]*"\}$/.test(text)) failures.push(`${what} → ${status} without one { error }: ${text.slice(0, 200)}`);
       // A failed run's own stack trace is data; an error answer carries none.
       if (status >= 400 && /\n\s+at |node_modules|\.ts:\d+/.test(text)) failures.push(`${what} → leaked a stack: ${text.slice(0, 200)}`);
     }

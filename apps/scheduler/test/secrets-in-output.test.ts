@@ -1,5 +1,4 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { freePort } from '@werkpilot/shared';
 import { REPO_ROOT, WERKPILOT_BIN, startApp, uniquePrefix, waitFor } from '@werkpilot/test-support';

@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { AgentStateStore, pipelineRunId, type BusEvent } from '@werkpilot/shared';
+import { AgentStateStore, pipelineRunId } from '@werkpilot/shared';
 import { noteSkipped, sleep, startApp, stopApps, useTestRedis, waitFor, writeAgentsDir, type AppProcess } from '@werkpilot/test-support';
 import { processCluster, type ProcessCluster } from './_process-cluster.js';
 

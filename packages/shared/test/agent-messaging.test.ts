@@ -122,7 +122,13 @@ describe('agents talking to each other', () => {
           return heard.length;
         },
       },
-      { name: 'lead-scoring', run: async (ctx) => (await ctx.publish('leads:scored', { hot: 1 }), await ctx.publish('leads:scored', { hot: 2 })) },
+      {
+        name: 'lead-scoring',
+        run: async (ctx) => {
+          await ctx.publish('leads:scored', { hot: 1 });
+          return await ctx.publish('leads:scored', { hot: 2 });
+        },
+      },
     ]);
     const listening = run('listener');
     await waitFor(() => events.some((e) => e.type === 'listener:ready'));

@@ -3,7 +3,6 @@ import {
   CircuitBreaker,
   DeadLetterQueue,
   EventBus,
-  HealthStore,
   createKeys,
   createLogger,
   cancelRun,

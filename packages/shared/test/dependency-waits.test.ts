@@ -37,7 +37,7 @@ describe('waiting for dependency runs of the same tick', () => {
     const finished: Record<string, number> = {};
     const starts: string[] = [];
     const c = await dependencyCluster(redis, [
-      { name: 'a', run: async () => void (finished.a = Date.now()) },
+      { name: 'a', run: async () => { finished.a = Date.now(); } },
       { name: 'b', dependsOn: ['a'], run: async () => { await sleep(150); finished.b = Date.now(); } },
       { name: 'c', dependsOn: ['a'], run: async () => { await sleep(300); finished.c = Date.now(); } },
       { name: 'd', dependsOn: ['b', 'c'], run: async () => void starts.push(`d@${Date.now()}`) },
@@ -117,7 +117,7 @@ describe('waiting for dependency runs of the same tick', () => {
     let dependentRan = false;
     const c = await dependencyCluster(redis, [
       { name: 'crm-sync', retry: { attempts: 2, backoff: { type: 'exponential', delayMs: 100 } }, run: async () => { throw new Error('CRM answered 503'); } },
-      { name: 'lead-scorer', dependsOn: ['crm-sync'], run: async () => void (dependentRan = true) },
+      { name: 'lead-scorer', dependsOn: ['crm-sync'], run: async () => { dependentRan = true; } },
     ]);
     await c.startWorker({ concurrency: 2 });
     await c.addTick(2_000, ['lead-scorer', 'crm-sync']);

@@ -65,7 +65,12 @@ describe('overlap across workers', () => {
           active -= 1;
         },
       },
-      { name: 'other', run: async () => void (otherRan = true) },
+      {
+        name: 'other',
+        run: async () => {
+          otherRan = true;
+        },
+      },
     ]);
     // Two workers, one slot each: a waiting run must not sit on the second slot.
     await Promise.all([c.startWorker({ id: 'w1' }), c.startWorker({ id: 'w2' })]);

@@ -182,7 +182,15 @@ describe('agent requests', () => {
     const { client, respond, admin, keys } = setup();
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
-    const responder = respond([{ name: 'gated', onRequest: async () => (await gate, 'done') }]);
+    const responder = respond([
+      {
+        name: 'gated',
+        onRequest: async () => {
+          await gate;
+          return 'done';
+        },
+      },
+    ]);
     const first = client.request('gated', null, { timeoutMs: 10_000 });
     await waitFor(() => responder.inFlight === 1);
     const closing = responder.close();

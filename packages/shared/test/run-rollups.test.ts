@@ -27,7 +27,7 @@ afterEach(async () => {
 
 describe('run rollups', () => {
   it('counts every attempt by outcome in its minute, with the duration in its bucket', async () => {
-    const c = (current = await createAgentCluster(
+    current = await createAgentCluster(
       redis,
       [
         { name: 'steady', run: async () => new Promise((resolve) => setTimeout(resolve, 30)) },
@@ -40,7 +40,8 @@ describe('run rollups', () => {
         },
       ],
       { log },
-    ));
+    );
+    const c = current;
     await c.startWorker();
     for (let i = 0; i < 4; i++) {
       const { runId } = await triggerRun({ queue: c.queues.agents, registry: c.registry, retention }, 'steady');
@@ -76,7 +77,8 @@ describe('run rollups', () => {
   });
 
   it('sweeps hour keys past the retention, resuming each night where the last sweep stopped', async () => {
-    const c = (current = await createAgentCluster(redis, [{ name: 'old', run: async () => 1 }], { log }));
+    current = await createAgentCluster(redis, [{ name: 'old', run: async () => 1 }], { log });
+    const c = current;
     const now = Date.UTC(2026, 0, 10, 12, 30);
     const hour = Math.floor(now / HOUR);
     const keyOf = (agent: string, h: number) => rollupKey(c.keys, agent, h);
