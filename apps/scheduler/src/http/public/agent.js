@@ -38,7 +38,7 @@
   }
 
   function renderDefinition(a) {
-    const list = (names) => (names && names.length ? names.map(agentLink).join(', ') : '<span class="muted">none</span>');
+    const list = (names) => (names?.length ? names.map(agentLink).join(', ') : '<span class="muted">none</span>');
     const c = a.controls || {};
     const limits = [];
     if (c.concurrency) limits.push(`${c.concurrency.limit} at a time${c.concurrency.keyed ? ' per key' : ''}`);
@@ -50,7 +50,7 @@
       ['Depends on', list(a.dependsOn)],
       ['Needed by', list(a.dependents)],
       ['Timeout', ms(a.timeoutMs)],
-      ['Retry', a.retry ? `${esc(a.retry.attempts)} attempts, exponential from ${ms(a.retry.backoff && a.retry.backoff.delayMs)}` : '—'],
+      ['Retry', a.retry ? `${esc(a.retry.attempts)} attempts, exponential from ${ms(a.retry.backoff?.delayMs)}` : '—'],
       ['Overlap', esc(a.overlap || c.overlap || '—')],
       ['Limits', limits.length ? limits.map(esc).join(' · ') : 'one at a time'],
       ['Circuit opens after', `${esc(a.maxRestartsPerHour)} restarts in an hour`],
@@ -79,7 +79,7 @@
       ? runs
           .map((r) => {
             const o = outcomeOf(r);
-            const reason = r.error || (r.result && (r.result.reasons || []).join('; ')) || (r.result && r.result.reason) || '';
+            const reason = r.error || (r.result && (r.result.reasons || []).join('; ')) || r.result?.reason || '';
             return `<tr data-run="${esc(r.id)}"><td>${runLink(r.id)}</td><td><span class="badge ${outcomeClass(o)}">${esc(o)}</span></td><td>${esc(r.trigger || '—')}</td>
               <td class="num">${ms(r.timings.durationMs)}</td><td class="num">${esc(r.attempts.made || r.attempts.started)}/${esc(r.attempts.max)}</td>
               <td class="nowrap">${esc(ago(r.timings.finishedAt || r.timings.queuedAt))}</td><td class="sig">${esc(reason)}</td></tr>`;
@@ -113,7 +113,7 @@
   async function renderAdvice() {
     try {
       const report = await api('/api/reports/latest');
-      const mine = report.agents && report.agents[name];
+      const mine = report.agents?.[name];
       $('#advice-date').textContent = new Date(report.generatedAt).toLocaleString();
       $('#advice').innerHTML = mine
         ? `<dl class="fields"><dt>Score</dt><dd>${esc(mine.score ?? '—')}${mine.flagged ? ' <span class="badge bad">flagged</span>' : ''}</dd><dt>Runs</dt><dd>${esc(mine.runs)}</dd>

@@ -76,7 +76,7 @@ function renderAgents(m) {
   let healthy = 0;
   const rows = names.map((name) => {
     const a = m.agents[name];
-    const controls = m.controls && m.controls.agents[name];
+    const controls = m.controls?.agents[name];
     if (a.health === 'healthy') healthy++;
     const rate = a.runs > 0 ? Math.round((a.successes / a.runs) * 100) : null;
     const changed = state.lastRuns.has(name) && state.lastRuns.get(name) !== `${a.runs}/${a.skipped}`;
@@ -92,7 +92,7 @@ function renderAgents(m) {
       : '<span class="muted">never</span>';
     const schedule = a.schedule ? `cron ${esc(a.schedule.cron)}` : 'manual only';
     return `<tr data-agent="${esc(name)}"${changed ? ' class="flash"' : ''}>
-      <td><a class="agent-name" href="/agents/${encodeURIComponent(name)}" title="charts, recent runs, definition">${esc(name)}</a><div class="agent-meta">${schedule}${a.dependsOn && a.dependsOn.length ? ` · needs ${a.dependsOn.map(esc).join(', ')}` : ''}</div></td>
+      <td><a class="agent-name" href="/agents/${encodeURIComponent(name)}" title="charts, recent runs, definition">${esc(name)}</a><div class="agent-meta">${schedule}${a.dependsOn?.length ? ` · needs ${a.dependsOn.map(esc).join(', ')}` : ''}</div></td>
       <td><span class="badge ${healthClass(a.health)}">${esc(a.health || 'unknown')}</span>${reasons}</td>
       <td><span class="badge ${circuitClass(a.circuit)}">${esc(a.circuit || 'n/a')}</span>${a.restartsLastHour ? `<div class="agent-meta">${a.restartsLastHour} restarts/h</div>` : ''}</td>
       <td>${score}</td>
@@ -133,7 +133,7 @@ function renderQueues(m) {
     ['failed', q.failed],
     ['system', m.queues.system.waiting + m.queues.system.prioritized + m.queues.system.active + m.queues.system.delayed],
   ];
-  const limiters = Object.entries((m.controls && m.controls.limiters) || {})
+  const limiters = Object.entries(m.controls?.limiters || {})
     .map(([name, l]) => `<div class="queue-row"><span title="shared limiter: tokens granted or booked in its window">${esc(name)}</span><div class="track"><i style="width:${Math.min(100, (l.inWindow / l.max) * 100)}%"></i></div><b class="num">${l.inWindow}/${l.max} per ${ms(l.perMs)}</b></div>`)
     .join('');
   $('#queues').innerHTML = `${rows}${limiters}<div class="queue-states">${stats.map(([k, v]) => `<div class="stat"><span>${k}</span><b>${v}</b></div>`).join('')}</div>`;
@@ -178,7 +178,10 @@ function renderDlq(m) {
 function renderDag(m) {
   const agents = m.agents;
   const layers = [];
-  for (const [name, a] of Object.entries(agents)) (layers[a.dependencyDepth] ||= []).push(name);
+  for (const [name, a] of Object.entries(agents)) {
+    layers[a.dependencyDepth] ||= [];
+    layers[a.dependencyDepth].push(name);
+  }
   const key = JSON.stringify(layers);
   if (key !== state.layoutKey) {
     state.layoutKey = key;

@@ -2,6 +2,7 @@
 // (no library, no CDN): the page's Content Security Policy allows only this server's scripts.
 'use strict';
 
+// biome-ignore lint/correctness/noUnusedVariables: a classic script's global, read by agent.js
 const Charts = (() => {
   const W = 1000;
   const H = 170;
@@ -74,7 +75,10 @@ const Charts = (() => {
       let d = '';
       let isDrawing = false;
       points.forEach((p, i) => {
-        if (p[k] === null) return void (isDrawing = false);
+        if (p[k] === null) {
+          isDrawing = false;
+          return;
+        }
         const x = PAD.left + i * slot + slot / 2;
         const y = H - PAD.bottom - (p[k] / max) * plotH;
         d += `${isDrawing ? 'L' : 'M'}${x.toFixed(1)} ${y.toFixed(1)} `;

@@ -41,7 +41,7 @@ const WP = (() => {
   function outcomeOf(run) {
     if (run.state === 'failed') return 'failed';
     if (run.state !== 'completed') return run.state;
-    const outcome = run.result && run.result.outcome;
+    const outcome = run.result?.outcome;
     return outcome === 'skipped' || outcome === 'cancelled' ? outcome : 'success';
   }
   const outcomeClass = (o) => ({ success: 'ok', failed: 'bad', skipped: 'warn', cancelled: 'warn', active: 'warn' })[o] || 'idle';

@@ -109,18 +109,25 @@
     const depthOf = (agent) => {
       if (depth.has(agent)) return depth.get(agent);
       const run = byAgent.get(agent);
-      const d = run && run.dependsOn.length ? 1 + Math.max(...run.dependsOn.map(depthOf)) : 0;
+      const d = run?.dependsOn.length ? 1 + Math.max(...run.dependsOn.map(depthOf)) : 0;
       depth.set(agent, d);
       return d;
     };
     const layers = [];
-    for (const r of p.runs) (layers[depthOf(r.agent)] ||= []).push(r);
+    for (const r of p.runs) {
+      const d = depthOf(r.agent);
+      layers[d] ||= [];
+      layers[d].push(r);
+    }
     const NODE_W = 190;
     const NODE_H = 46;
     const GAP_X = 70;
     const GAP_Y = 18;
     const pos = new Map();
-    layers.forEach((runs, x) => runs.forEach((r, y) => pos.set(r.agent, { x: 10 + x * (NODE_W + GAP_X), y: 10 + y * (NODE_H + GAP_Y) })));
+    // forEach, not for/of: it skips a depth no run of this pipeline has.
+    layers.forEach((runs, x) => {
+      for (const [y, r] of runs.entries()) pos.set(r.agent, { x: 10 + x * (NODE_W + GAP_X), y: 10 + y * (NODE_H + GAP_Y) });
+    });
     const width = 20 + layers.length * (NODE_W + GAP_X) - GAP_X;
     const height = 20 + Math.max(...layers.map((l) => l.length)) * (NODE_H + GAP_Y) - GAP_Y;
     const edges = p.runs.flatMap((r) =>
