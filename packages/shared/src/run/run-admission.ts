@@ -416,7 +416,10 @@ export function createRunAdmission(options: RunAdmissionOptions): RunAdmission {
               // open → half-open happens here, not in a run's completion: the metrics snapshot hears of it (rare, off the common path).
               markAgentsChanged({ redis, keys }, [spec.name]).catch((err: unknown) => log.warn({ err }, 'could not mark the agent changed for the metrics snapshot'));
             }
-            if (reply[2] > 0) await new Promise((resolve) => setTimeout(resolve, reply[2]));
+            // One millisecond more: Node's timers can fire up to 1 ms early against the clock
+            // (libuv truncates its loop time to the millisecond), and a run must not start before
+            // the time its tokens were granted for.
+            if (reply[2] > 0) await new Promise((resolve) => setTimeout(resolve, reply[2] + 1));
             return { kind: 'run', isTrial: reply[1] === 1, slot: slot && slot.mode !== 'none' ? slot : undefined };
         }
       }
