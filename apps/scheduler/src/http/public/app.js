@@ -5,37 +5,8 @@ const REFRESH_MS = 2000;
 const MAX_EVENTS = 80;
 const state = { canMutate: false, metrics: null, lastRuns: new Map(), eventsLive: false, layoutKey: '' };
 
-const $ = (selector) => document.querySelector(selector);
-const esc = (value) =>
-  String(value ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
-
-async function api(path, options = {}) {
-  const res = await fetch(path, { credentials: 'same-origin', headers: { Accept: 'application/json', 'Content-Type': 'application/json' }, ...options });
-  const body = await res.json().catch(() => ({}));
-  if (!res.ok) throw new Error(body.error || `${res.status} ${res.statusText}`);
-  return body;
-}
-
-function toast(message, isError = false) {
-  const el = $('#toast');
-  el.textContent = message;
-  el.className = `toast show${isError ? ' bad' : ''}`;
-  clearTimeout(toast.timer);
-  toast.timer = setTimeout(() => (el.className = 'toast'), 3500);
-}
-
-function ago(iso) {
-  if (!iso) return '—';
-  const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
-  if (s < 60) return `${Math.round(s)} s ago`;
-  if (s < 3600) return `${Math.round(s / 60)} min ago`;
-  if (s < 86400) return `${Math.round(s / 3600)} h ago`;
-  return new Date(iso).toLocaleString();
-}
-
-const ms = (v) => (v === null || v === undefined ? '—' : v >= 1000 ? `${(v / 1000).toFixed(v >= 10000 ? 0 : 1)} s` : `${v} ms`);
-const healthClass = (h) => ({ healthy: 'ok', degraded: 'warn', unhealthy: 'bad' })[h] || 'idle';
-const circuitClass = (c) => ({ closed: 'ok', 'half-open': 'warn', open: 'bad' })[c] || 'idle';
+// The helpers the run-history pages use too (common.js, loaded first).
+const { $, esc, api, toast, ago, ms, healthClass, circuitClass } = WP;
 const scoreColor = (s) => (s >= 80 ? 'var(--ok)' : s >= 50 ? 'var(--warn)' : 'var(--bad)');
 
 /** An agent's fleet controls in one cell: limits as configured, then how they stand now. */

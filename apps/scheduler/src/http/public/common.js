@@ -1,5 +1,4 @@
-// Helpers shared by the run-history pages (agent, run, runs, dlq). Vanilla JS, no build step; the
-// overview page (app.js) predates them and keeps its own copies.
+// Helpers shared by every dashboard page (overview, agent, run, runs, dlq). Vanilla JS, no build step.
 'use strict';
 
 const WP = (() => {
@@ -82,7 +81,18 @@ const WP = (() => {
 
   const json = (value) => (value === undefined || value === null ? '—' : JSON.stringify(value, null, 2));
 
-  return { $, esc, api, toast, ago, ms, time, healthClass, circuitClass, outcomeOf, outcomeClass, runLink, agentLink, guard, start, confirmAction, json, session, READ_ONLY };
+  /** Fills a filter form: the agent choices from the API, and each field from the page's URL. */
+  async function prefillFilters(form, fields) {
+    const { agents } = await api('/api/agents').catch(() => ({ agents: [] }));
+    $('#f-agent', form).insertAdjacentHTML('beforeend', agents.map((a) => `<option>${esc(a.name)}</option>`).join(''));
+    const params = new URLSearchParams(location.search);
+    for (const f of fields) {
+      const input = $(`[name="${f}"]`, form);
+      if (input && params.has(f)) input.value = params.get(f);
+    }
+  }
+
+  return { $, esc, api, toast, ago, ms, time, healthClass, circuitClass, outcomeOf, outcomeClass, runLink, agentLink, guard, start, confirmAction, json, prefillFilters, session, READ_ONLY };
 })();
 
 document.addEventListener('DOMContentLoaded', () => {

@@ -86,13 +86,7 @@
 
   (async () => {
     await WP.start();
-    const { agents } = await api('/api/agents').catch(() => ({ agents: [] }));
-    $('#f-agent').insertAdjacentHTML('beforeend', agents.map((a) => `<option>${esc(a.name)}</option>`).join(''));
-    const params = new URLSearchParams(location.search);
-    for (const f of FIELDS) {
-      const input = $(`#dlq-filter [name="${f}"]`);
-      if (input && params.has(f)) input.value = params.get(f);
-    }
+    await WP.prefillFilters($('#dlq-filter'), FIELDS);
     await load();
     setInterval(load, 5000);
   })();

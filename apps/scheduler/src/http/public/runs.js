@@ -55,13 +55,7 @@
 
   (async () => {
     await WP.start();
-    const { agents } = await api('/api/agents').catch(() => ({ agents: [] }));
-    $('#f-agent').insertAdjacentHTML('beforeend', agents.map((a) => `<option>${esc(a.name)}</option>`).join(''));
-    const params = new URLSearchParams(location.search);
-    for (const f of FIELDS) {
-      const input = $(`#search [name="${f}"]`);
-      if (input && params.has(f)) input.value = params.get(f);
-    }
+    await WP.prefillFilters($('#search'), FIELDS);
     search(filtersFromForm(), false);
   })();
 })();
