@@ -4,6 +4,7 @@ import { CliError } from '../cli-error.js';
 import type { CliIo } from '../cli-io.js';
 import { withContext, type CommandContext } from '../command-context.js';
 import { positiveInt } from './run.js';
+import { abortableSleep } from '../abortable-sleep.js';
 
 interface EventsOptions {
   follow?: boolean;
@@ -60,7 +61,7 @@ async function follow(ctx: CommandContext, filters: { type?: string | undefined;
       // are reconnections while a scheduler restarts.
       if (isFirst || ctx.io.signal.aborted || !(err instanceof CliError) || err.exitCode === 2) throw err;
       ctx.io.stderr(`werkpilot: ${err.message}; retrying in ${RECONNECT_MS / 1000}s\n`);
-      await pause(RECONNECT_MS, ctx.io.signal);
+      await abortableSleep(RECONNECT_MS, ctx.io.signal);
       continue;
     }
     isFirst = false;
@@ -73,7 +74,7 @@ async function follow(ctx: CommandContext, filters: { type?: string | undefined;
     }
     if (ctx.io.signal.aborted) return;
     ctx.io.stderr(`werkpilot: event stream closed; reconnecting in ${RECONNECT_MS / 1000}s\n`);
-    await pause(RECONNECT_MS, ctx.io.signal);
+    await abortableSleep(RECONNECT_MS, ctx.io.signal);
   }
 }
 
@@ -108,17 +109,3 @@ export function formatEvent(event: BusEvent): string {
   return [event.at, event.type.padEnd(20), (event.agent ?? '-').padEnd(18), data].join('  ').trimEnd();
 }
 
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(resolve, ms);
-    signal.addEventListener(
-      'abort',
-      () => {
-        clearTimeout(timer);
-        resolve();
-      },
-      { once: true },
-    );
-  });
-}

@@ -4,6 +4,7 @@ import { CliError, UsageError } from '../cli-error.js';
 import type { CliIo } from '../cli-io.js';
 import { withContext, type CommandContext } from '../command-context.js';
 import { formatMs, formatValue, renderTable } from '../table.js';
+import { abortableSleep } from '../abortable-sleep.js';
 
 /** What `POST /api/agents/:name/run` answers: the run, and for a pipeline every run in it. */
 interface Queued {
@@ -107,22 +108,8 @@ async function waitForRuns(ctx: CommandContext, runIds: string[], timeoutMs: num
     if (Date.now() > deadline) {
       throw new CliError(`timed out after ${timeoutMs} ms waiting for ${runIds.filter((id) => !done.has(id)).join(', ')} (they keep running)`);
     }
-    await sleep(POLL_MS, ctx.io.signal);
+    await abortableSleep(POLL_MS, ctx.io.signal);
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal.addEventListener(
-      'abort',
-      () => {
-        clearTimeout(timer);
-        resolve();
-      },
-      { once: true },
-    );
-  });
 }
 
 export function parseJsonOption(flag: string, text: string): unknown {
