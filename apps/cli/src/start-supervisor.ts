@@ -6,7 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createLogger, listenForTermination, loadConfig, maskUrlCredentials, provisionRedis } from '@werkpilot/shared';
+import { createLogger, describeRedisTarget, listenForTermination, loadConfig, maskUrlCredentials, provisionRedis } from '@werkpilot/shared';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 
@@ -16,18 +16,29 @@ const STOP_MARGIN_MS = 15_000;
 export async function runStart(): Promise<void> {
   const config = loadConfig();
   const log = createLogger({ level: config.logLevel, name: 'start' });
-  const redis = await provisionRedis({
-    url: config.redisUrl,
-    dataDir: path.join(root, '.data', 'redis'),
-    preferredPort: Number(new URL(config.redisUrl).port || 6379),
-    hz: 100,
-  });
-  // The logger masks the `url` field; the message masks its own copy (a REDIS_URL may hold a password).
-  const shownUrl = maskUrlCredentials(redis.url);
-  if (redis.source === 'external') log.info({ url: redis.url }, `using the Redis at ${shownUrl}`);
-  else log.info({ url: redis.url }, `started ${redis.source === 'docker' ? 'a redis:7 container' : 'redis-server'} at ${shownUrl} (data in .data/redis, AOF on); it stops when you press Ctrl-C`);
+  const target = config.redisTarget;
+  let redis: { stop(): Promise<void> };
+  let env: NodeJS.ProcessEnv = process.env;
+  if (target.kind !== 'single') {
+    // A Sentinel set or a cluster is run by its operator: never a redis-server of our own beside
+    // it. The children read the same REDIS_SENTINELS / REDIS_CLUSTER_NODES from the environment.
+    log.info(`using the Redis ${describeRedisTarget(target)}`);
+    redis = { stop: async () => {} };
+  } else {
+    const provisioned = await provisionRedis({
+      url: target.url,
+      dataDir: path.join(root, '.data', 'redis'),
+      preferredPort: Number(new URL(target.url).port || 6379),
+      hz: 100,
+    });
+    // The logger masks the `url` field; the message masks its own copy (a REDIS_URL may hold a password).
+    const shownUrl = maskUrlCredentials(provisioned.url);
+    if (provisioned.source === 'external') log.info({ url: provisioned.url }, `using the Redis at ${shownUrl}`);
+    else log.info({ url: provisioned.url }, `started ${provisioned.source === 'docker' ? 'a redis:7 container' : 'redis-server'} at ${shownUrl} (data in .data/redis, AOF on); it stops when you press Ctrl-C`);
+    redis = provisioned;
+    env = { ...process.env, REDIS_URL: provisioned.url };
+  }
 
-  const env = { ...process.env, REDIS_URL: redis.url };
   const children = new Map<string, ChildProcess>();
   for (const role of ['scheduler', 'worker'] as const) {
     // The same binary, in the same mode (compiled, or the sources under tsx in development), runs

@@ -67,7 +67,7 @@ export async function runScheduler(): Promise<void> {
 
   const keys = createKeys(config.prefix);
   // Serves requests, not runs: its offline queue is bounded (see BOUNDED_RETRIES_PER_REQUEST).
-  const redis = createRedisConnection({ url: config.redisUrl, role: 'scheduler', log }, { maxRetriesPerRequest: BOUNDED_RETRIES_PER_REQUEST });
+  const redis = createRedisConnection({ target: config.redisTarget, role: 'scheduler', log }, { maxRetriesPerRequest: BOUNDED_RETRIES_PER_REQUEST });
   const bus = new EventBus({ redis, keys, log });
   // Cleanups are registered as each resource is acquired; within a step they run in reverse.
   const { shutdown, reportFault } = createProcessShutdown({
@@ -151,7 +151,7 @@ export async function runScheduler(): Promise<void> {
   };
 
   // Its own connection, so a burst of API requests queued on `redis` does not read as a frozen Redis.
-  const probe = createRedisConnection({ url: config.redisUrl, role: 'scheduler:probe', log }, { maxRetriesPerRequest: BOUNDED_RETRIES_PER_REQUEST });
+  const probe = createRedisConnection({ target: config.redisTarget, role: 'scheduler:probe', log }, { maxRetriesPerRequest: BOUNDED_RETRIES_PER_REQUEST });
   shutdown.register(6, 'redis probe connection', () => closeRedisConnection(probe));
   const availability = new RedisAvailability({ redis, probe });
   const snapshots = createSnapshotService({

@@ -57,7 +57,7 @@ export async function runWorker(): Promise<void> {
   const tracing = config.tracing ? await startTracing({ settings: config.tracing, defaultServiceName: 'werkpilot-worker', log, instanceId: workerId }) : undefined;
 
   const keys = createKeys(config.prefix);
-  const redis = createRedisConnection({ url: config.redisUrl, role: 'worker', log });
+  const redis = createRedisConnection({ target: config.redisTarget, role: 'worker', log });
   const bus = new EventBus({ redis, keys, log });
   // Cleanups are registered as each resource is acquired; within a step they run in reverse.
   const { shutdown, reportFault } = createProcessShutdown({
@@ -118,7 +118,7 @@ export async function runWorker(): Promise<void> {
   });
   const shedding = createMemoryShedding({ monitor: memory, log });
   // BullMQ gets a connection of its own (see WorkerRuntimeOptions.bullConnection).
-  const bullConnection = createRedisConnection({ url: config.redisUrl, role: 'worker:bullmq', log });
+  const bullConnection = createRedisConnection({ target: config.redisTarget, role: 'worker:bullmq', log });
   shutdown.register(6, 'bullmq connection', () => closeRedisConnection(bullConnection));
   runtime = createWorkerRuntime({
     redis,

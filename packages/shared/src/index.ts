@@ -19,6 +19,7 @@ export * from './process/process-entry.js';
 export * from './process/process-memory.js';
 export * from './queues/queues.js';
 export * from './redis/redis-connection.js';
+export * from './redis/redis-target.js';
 export * from './redis/redis-pipeline.js';
 export * from './redis/redis-scripts.js';
 export * from './redis/redis-provisioner.js';

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { PublishPayloadError } from '../process/errors.js';
 import type { Keys } from '../redis/keys.js';
 import { MAX_PUBLISH_PAYLOAD_BYTES } from '../run/size-limits.js';
+import { duplicateRedisConnection } from '../redis/redis-connection.js';
 
 /** One message on the bus: `{ type, agent?, at, data }`, JSON on `<prefix>:events`. */
 export interface BusEvent<TData = Record<string, unknown>> {
@@ -125,7 +126,7 @@ export class EventBus {
 
   private ensureSubscribed(): Promise<void> {
     if (this.subscribing) return this.subscribing;
-    const subscriber = this.redis.duplicate({ connectionName: `${this.redis.options.connectionName ?? 'werkpilot'}:bus-sub` });
+    const subscriber = duplicateRedisConnection(this.redis, 'bus-sub');
     this.subscriber = subscriber;
     subscriber.on('error', () => {}); // the command connection already logs outages
     subscriber.on('message', (_channel: string, message: string) => {

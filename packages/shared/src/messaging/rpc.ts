@@ -26,13 +26,14 @@
  *   popping (CLIENT UNBLOCK of its blocking connection) and finishes what it already popped.
  */
 import { randomBytes } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { AgentSpec } from '../agents/agent.js';
 import { InvalidInputError, RemoteRequestError, RequestPayloadError, RequestShutdownError, RequestTimeoutError } from '../process/errors.js';
 import { type Keys, rpcReplyChannel, rpcRequestsKey } from '../redis/keys.js';
 import { runInScope } from '../process/process-faults.js';
 import { MAX_ERROR_MESSAGE_BYTES, MAX_TIMER_MS, truncateBytes } from '../run/size-limits.js';
+import { duplicateRedisConnection, isClusterConnection } from '../redis/redis-connection.js';
 
 /** Largest serialised payload or result a request may carry. */
 export const MAX_REQUEST_BYTES = 1024 * 1024;
@@ -176,7 +177,7 @@ export class RpcClient {
 
   private ensureSubscribed(): Promise<void> {
     if (this.subscribing) return this.subscribing;
-    const subscriber = this.redis.duplicate({ connectionName: `${this.redis.options.connectionName ?? 'werkpilot'}:rpc-replies` });
+    const subscriber = duplicateRedisConnection(this.redis, 'rpc-replies');
     this.subscriber = subscriber;
     subscriber.on('error', () => {}); // the command connection logs outages
     subscriber.on('message', (_channel: string, message: string) => this.onReply(message));
@@ -271,7 +272,7 @@ export function startRpcResponder(options: RpcResponderOptions): RpcResponder {
 
   // A unique client name lets close() find this connection's id after any reconnect.
   const blockingName = `werkpilot-rpc-${randomBytes(6).toString('hex')}`;
-  const blocking = redis.duplicate({ connectionName: blockingName });
+  const blocking = duplicateRedisConnection(redis, 'rpc-blocking', { connectionName: blockingName });
   blocking.on('error', () => {}); // the command connection logs outages
 
   const handle = async (key: string, raw: string) => {
@@ -353,10 +354,17 @@ export function startRpcResponder(options: RpcResponderOptions): RpcResponder {
 
 /** Ends the BLPOP of the connection named `name` (it returns nil), found by name since ids change on reconnect. */
 async function unblock(redis: Redis, name: string): Promise<void> {
-  const list = (await redis.client('LIST')) as string;
-  const line = list.split('\n').find((l) => l.includes(` name=${name} `));
-  const id = line?.match(/^id=(\d+)/)?.[1];
-  if (id) await redis.client('UNBLOCK', id);
+  // On a cluster, CLIENT goes to any node: ask each master, the one serving the tag's slot holds it.
+  const servers = isClusterConnection(redis) ? (redis as unknown as Cluster).nodes('master') : [redis];
+  for (const server of servers) {
+    const list = (await server.client('LIST')) as string;
+    const line = list.split('\n').find((l) => l.includes(` name=${name} `));
+    const id = line?.match(/^id=(\d+)/)?.[1];
+    if (id) {
+      await server.client('UNBLOCK', id);
+      return;
+    }
+  }
 }
 
 /** A timer that does not keep the process alive. */

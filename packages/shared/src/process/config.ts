@@ -5,6 +5,7 @@ import { isValidPrefix } from '../redis/keys.js';
 import { hideUrlUserInfo } from '../observability/redaction.js';
 import { MAX_TIMER_MS } from '../run/size-limits.js';
 import { tracingSettings, type TracingSettings } from '../observability/tracing.js';
+import { parseRedisNodes, type RedisTarget } from '../redis/redis-target.js';
 
 /**
  * Process configuration, read from the environment and validated in one place.
@@ -12,6 +13,11 @@ import { tracingSettings, type TracingSettings } from '../observability/tracing.
  */
 export interface Config {
   redisUrl: string;
+  /**
+   * Where Redis is: `REDIS_URL` (the default), or a Sentinel set or a Redis Cluster instead
+   * (redis-target.ts). Every connection is built from this, never from `redisUrl` directly.
+   */
+  redisTarget: RedisTarget;
   prefix: string;
   agentsDir: string;
   port: number;
@@ -172,7 +178,42 @@ const VARIABLES = {
     schema: z.enum(LOG_LEVELS),
     allowed: `one of ${LOG_LEVELS.join(', ')}`,
   } as Variable<LogLevel>,
-} satisfies { [K in Exclude<keyof Config, 'tracing'>]: Variable<Config[K]> };
+} satisfies { [K in Exclude<keyof Config, 'tracing' | 'redisTarget'>]: Variable<Config[K]> };
+
+const NODE_LIST = 'a comma-separated list of host:port';
+
+/**
+ * The Redis target from REDIS_URL, REDIS_SENTINELS + REDIS_SENTINEL_NAME or REDIS_CLUSTER_NODES,
+ * and REDIS_PASSWORD. Exactly one kind may be configured; a combination that would leave a process
+ * guessing which one is meant is a problem, reported like any other bad variable.
+ */
+function redisTargetOf(env: Env, redisUrl: string, problems: string[]): RedisTarget | undefined {
+  const value = (name: string) => {
+    const raw = env[name]?.trim();
+    return raw === undefined || raw === '' ? undefined : raw;
+  };
+  const url = value('REDIS_URL');
+  const sentinels = value('REDIS_SENTINELS');
+  const sentinelName = value('REDIS_SENTINEL_NAME');
+  const clusterNodes = value('REDIS_CLUSTER_NODES');
+  const password = env.REDIS_PASSWORD === '' ? undefined : env.REDIS_PASSWORD;
+  const before = problems.length;
+  const given = [url && 'REDIS_URL', sentinels && 'REDIS_SENTINELS', clusterNodes && 'REDIS_CLUSTER_NODES'].filter(Boolean);
+  if (given.length > 1) problems.push(`${given.join(' and ')} must not be set together: set one of REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES`);
+  if (sentinels && !sentinelName) problems.push('REDIS_SENTINELS needs REDIS_SENTINEL_NAME (the name the sentinels monitor the primary under)');
+  if (sentinelName && !sentinels) problems.push('REDIS_SENTINEL_NAME is set but REDIS_SENTINELS is not: set both, or neither');
+  if (password !== undefined && !sentinels && !clusterNodes) {
+    problems.push('REDIS_PASSWORD goes with REDIS_SENTINELS or REDIS_CLUSTER_NODES; with REDIS_URL put it in the URL (redis://:password@host:6379)');
+  }
+  const sentinelNodes = sentinels === undefined ? undefined : parseRedisNodes(sentinels);
+  if (sentinels !== undefined && !sentinelNodes) problems.push(`REDIS_SENTINELS must be ${NODE_LIST}, e.g. 10.0.0.1:26379,10.0.0.2:26379, got ${JSON.stringify(sentinels)}`);
+  const nodes = clusterNodes === undefined ? undefined : parseRedisNodes(clusterNodes);
+  if (clusterNodes !== undefined && !nodes) problems.push(`REDIS_CLUSTER_NODES must be ${NODE_LIST}, e.g. 10.0.0.1:6379,10.0.0.2:6379, got ${JSON.stringify(clusterNodes)}`);
+  if (problems.length > before) return undefined;
+  if (sentinelNodes && sentinelName) return { kind: 'sentinel', sentinels: sentinelNodes, name: sentinelName, password };
+  if (nodes) return { kind: 'cluster', nodes, password };
+  return { kind: 'single', url: redisUrl };
+}
 
 /**
  * Reads and validates the configuration. Throws one ConfigError listing every bad variable,
@@ -183,7 +224,7 @@ const VARIABLES = {
 export function loadConfig(env: Env = process.env): Config {
   const problems: string[] = [];
   const config: Record<string, unknown> = {};
-  for (const [field, variable] of Object.entries(VARIABLES) as [Exclude<keyof Config, 'tracing'>, Variable<unknown>][]) {
+  for (const [field, variable] of Object.entries(VARIABLES) as [Exclude<keyof Config, 'tracing' | 'redisTarget'>, Variable<unknown>][]) {
     const raw = env[variable.name];
     if (raw === undefined || raw === '') {
       config[field] = variable.default;
@@ -193,6 +234,7 @@ export function loadConfig(env: Env = process.env): Config {
     if (parsed.success) config[field] = parsed.data;
     else problems.push(`${variable.name} must be ${variable.allowed}, got ${(variable.shown ?? JSON.stringify)(raw)}`);
   }
+  config.redisTarget = redisTargetOf(env, config.redisUrl as string, problems);
   try {
     config.tracing = tracingSettings(env);
   } catch (err) {

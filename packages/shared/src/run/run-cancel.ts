@@ -38,6 +38,7 @@ import { PROMOTE_PARKED_LUA, parkedQueueKeys } from './parked-runs.js';
 import { QUEUE_NAMES, type RunJobData } from '../queues/queues.js';
 import type { Registry } from '../agents/registry.js';
 import { defineScripts } from '../redis/redis-scripts.js';
+import { duplicateRedisConnection } from '../redis/redis-connection.js';
 
 /**
  * The reason a cancelled run's AbortSignal carries. An UnrecoverableError, so nothing retries it
@@ -283,7 +284,7 @@ async function abortOnOwningWorker(deps: CancelRunDeps, runId: string, reason: s
   const timeoutMs = deps.ackTimeoutMs ?? 5000;
   const ackKey = cancelAckKey(deps.keys, randomBytes(8).toString('hex'));
   // The wait blocks a connection, so it gets its own; cancels are rare operator actions.
-  const waiter = deps.redis.duplicate({ connectionName: `${deps.redis.options.connectionName ?? 'werkpilot'}:cancel-ack` });
+  const waiter = duplicateRedisConnection(deps.redis, 'cancel-ack');
   waiter.on('error', () => {});
   try {
     const message: CancelMessage = { runId, reason, ackKey };
@@ -345,7 +346,7 @@ export async function startRunCancelListener(options: RunCancelListenerOptions):
   const { redis, keys, worker, workerId } = options;
   const phaseOf = options.phaseOf ?? (() => 'running' as const);
   const log = options.log.child({ component: 'run-cancel', workerId });
-  const subscriber = redis.duplicate({ connectionName: `${redis.options.connectionName ?? 'werkpilot'}:cancel-sub` });
+  const subscriber = duplicateRedisConnection(redis, 'cancel-sub');
   subscriber.on('error', () => {});
   subscriber.on('message', (_channel: string, raw: string) => {
     let message: CancelMessage;

@@ -12,6 +12,7 @@ import type { Registry } from '../agents/registry.js';
 import type { SystemJobHandler } from '../queues/system-worker.js';
 import { defineScripts } from '../redis/redis-scripts.js';
 import { dependencySkipReason, joinSkipReasons, splitSkipReasons, uniqueSkipReasons, type SkipReason } from '../run/skip-reasons.js';
+import { duplicateRedisConnection } from '../redis/redis-connection.js';
 
 /**
  * Layered boot (the predecessor's "4-layer dependency boot", any number of layers): layer k holds
@@ -216,7 +217,7 @@ export async function withBootChecks<T>(
   const pickupTimeoutMs = deps.pickupTimeoutMs ?? 60_000;
   // Blocking (XREAD): its own connection, which must wait through reconnects (BullMQ requires it).
   // (A template BullMQ copies; lazy, so it never connects itself.)
-  const connection = deps.redis.duplicate({ connectionName: `${deps.redis.options.connectionName ?? 'werkpilot'}:boot-events`, maxRetriesPerRequest: null, lazyConnect: true });
+  const connection = duplicateRedisConnection(deps.redis, 'boot-events', { maxRetriesPerRequest: null, lazyConnect: true });
   connection.on('error', () => {});
   const events = new QueueEvents(deps.systemQueue.name, { connection, prefix: deps.keys.bullPrefix });
   events.on('error', () => {});

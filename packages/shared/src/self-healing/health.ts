@@ -9,6 +9,7 @@ import { evaluateHealth, type HealthState } from './health-rating.js';
 import type { HealthStore } from './health-store.js';
 import type { Registry } from '../agents/registry.js';
 import { runCheckOnWorker } from './worker-check-job.js';
+import { duplicateRedisConnection } from '../redis/redis-connection.js';
 
 /**
  * The health monitor: every HEALTH_INTERVAL_MS the scheduler leader rates each agent `healthy`,
@@ -158,7 +159,7 @@ export class HealthMonitor {
       const queue = this.options.systemQueue;
       // A template BullMQ copies for its blocking connection (it never connects itself): that one
       // must wait through reconnects (maxRetriesPerRequest null) whatever the scheduler's does.
-      const connection = this.options.connection.duplicate({ lazyConnect: true, maxRetriesPerRequest: null });
+      const connection = duplicateRedisConnection(this.options.connection, 'health-events', { lazyConnect: true, maxRetriesPerRequest: null });
       this.events = new QueueEvents(queue.name, { connection, prefix: queue.opts.prefix! });
       this.events.on('error', () => {});
     }
