@@ -6,3 +6,6 @@ export * from './agent-cluster.js';
 export * from './event-stream.js';
 export * from './otlp-receiver.js';
 export * from './tools.js';
+export * from './redis-server-process.js';
+export * from './sentinel-set.js';
+export * from './redis-cluster-set.js';

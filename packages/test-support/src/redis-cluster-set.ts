@@ -1,0 +1,101 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { freePort } from '@werkpilot/shared';
+import { startRedisServerProcess, type RedisServerProcess } from './redis-server-process.js';
+import { waitFor } from './wait-for.js';
+
+const run = promisify(execFile);
+
+/**
+ * A Redis Cluster on loopback: three masters and one replica each (`redis-cli --cluster create`),
+ * every node in a temp directory on a free port. A short node timeout, so a failover settles in
+ * seconds; `hz 100` like every Redis this project runs.
+ */
+export interface RedisClusterSet {
+  readonly nodes: RedisServerProcess[];
+  /** REDIS_CLUSTER_NODES for the processes (every node; any one would do). */
+  readonly nodesEnv: string;
+  /** The master serving `key`'s slot now, and its replica. */
+  ownerOf(key: string): Promise<{ master: RedisServerProcess; replica: RedisServerProcess | undefined }>;
+  /** Waits until every node reports cluster_state:ok. */
+  waitUntilOk(timeoutMs?: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+interface NodeLine {
+  port: number;
+  id: string;
+  isMaster: boolean;
+  masterId: string;
+  slots: [number, number][];
+}
+
+function parseClusterNodes(text: string): NodeLine[] {
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const [id, addr, flags, masterId, , , , , ...slots] = line.split(' ');
+      return {
+        id: id!,
+        port: Number(addr!.split('@')[0]!.split(':')[1]),
+        isMaster: flags!.split(',').includes('master'),
+        masterId: masterId!,
+        slots: slots
+          .filter((s) => !s.startsWith('['))
+          .map((s) => {
+            const [from, to] = s.split('-');
+            return [Number(from), Number(to ?? from)] as [number, number];
+          }),
+      };
+    });
+}
+
+export async function startRedisClusterSet({ masters = 3, replicasPerMaster = 1 } = {}): Promise<RedisClusterSet> {
+  const nodes: RedisServerProcess[] = [];
+  try {
+    for (let i = 0; i < masters * (1 + replicasPerMaster); i++) {
+      nodes.push(
+        await startRedisServerProcess({
+          port: await freePort(),
+          config: ['hz 100', 'cluster-enabled yes', 'cluster-config-file nodes.conf', 'cluster-node-timeout 2000'],
+        }),
+      );
+    }
+    await run('redis-cli', ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', String(replicasPerMaster), '--cluster-yes'], {
+      timeout: 60_000,
+    });
+    const set: RedisClusterSet = {
+      nodes,
+      nodesEnv: nodes.map((n) => `127.0.0.1:${n.port}`).join(','),
+      async ownerOf(key) {
+        const live = nodes.filter((n) => n.proc.exitCode === null);
+        const slot = Number(await live[0]!.client().cluster('KEYSLOT', key));
+        const lines = parseClusterNodes(String(await live[0]!.client().cluster('NODES')));
+        const masterLine = lines.find((l) => l.isMaster && l.slots.some(([from, to]) => slot >= from && slot <= to));
+        if (!masterLine) throw new Error(`no master serves slot ${slot}`);
+        const replicaLine = lines.find((l) => !l.isMaster && l.masterId === masterLine.id);
+        return { master: nodes.find((n) => n.port === masterLine.port)!, replica: nodes.find((n) => n.port === replicaLine?.port) };
+      },
+      async waitUntilOk(timeoutMs = 30_000) {
+        await waitFor(
+          async () => {
+            for (const node of nodes.filter((n) => n.proc.exitCode === null)) {
+              if (!String(await node.client().cluster('INFO')).includes('cluster_state:ok')) return false;
+            }
+            return true;
+          },
+          { timeoutMs, intervalMs: 100, what: 'cluster_state:ok on every node' },
+        );
+      },
+      async stop() {
+        await Promise.all(nodes.map((n) => n.stop('SIGKILL')));
+      },
+    };
+    await set.waitUntilOk();
+    return set;
+  } catch (err) {
+    await Promise.all(nodes.map((n) => n.stop('SIGKILL')));
+    throw err;
+  }
+}
