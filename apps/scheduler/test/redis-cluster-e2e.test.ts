@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -66,6 +66,7 @@ const processes: AppProcess[] = [];
 afterAll(async () => {
   await stopApps(processes.splice(0)).catch(() => undefined);
   await cluster?.stop();
+  rmSync(runLog, { force: true });
 }, 60_000);
 
 describe.skipIf(missing)('a Redis Cluster (3 masters, 1 replica each) with every key in one hash-tag shard', () => {

@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -63,6 +63,7 @@ const processes: AppProcess[] = [];
 afterAll(async () => {
   await stopApps(processes.splice(0)).catch(() => undefined);
   await set?.stop();
+  rmSync(runLog, { force: true });
 }, 60_000);
 
 describe.skipIf(missing)('a Sentinel set (primary, replica, three sentinels) under a scheduler and two workers', () => {
