@@ -11,8 +11,7 @@ try {
   // no role file: not an app container
 }
 
-const port =
-  role === 'scheduler' ? process.env.PORT || '3001' : role === 'worker' ? process.env.WORKER_HTTP_PORT || '3002' : undefined;
+const port = role === 'scheduler' ? process.env.PORT || '3001' : role === 'worker' ? process.env.WORKER_HTTP_PORT || '3002' : undefined;
 
 if (port === undefined) {
   process.exit(0);

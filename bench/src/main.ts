@@ -90,7 +90,10 @@ async function main(): Promise<number> {
 
 function selectScenarios(only: string | undefined): readonly Scenario[] | string {
   if (!only) return SCENARIOS;
-  const names = only.split(',').map((n) => n.trim()).filter(Boolean);
+  const names = only
+    .split(',')
+    .map((n) => n.trim())
+    .filter(Boolean);
   const unknown = names.filter((n) => !SCENARIOS.some((s) => s.name === n));
   if (unknown.length > 0) return `--only: unknown scenario ${unknown.map((n) => JSON.stringify(n)).join(', ')}`;
   return SCENARIOS.filter((s) => names.includes(s.name));

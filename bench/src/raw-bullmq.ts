@@ -15,13 +15,7 @@ export function openRawQueue(connection: Redis, prefix: string, name = 'agents')
   return queue;
 }
 
-export async function startRawWorker(
-  connection: Redis,
-  prefix: string,
-  concurrency: number,
-  processor: Processor = async () => null,
-  name = 'agents',
-): Promise<Worker> {
+export async function startRawWorker(connection: Redis, prefix: string, concurrency: number, processor: Processor = async () => null, name = 'agents'): Promise<Worker> {
   const worker = new Worker(name, processor, { connection, prefix: rawPrefix(prefix), concurrency });
   worker.on('error', () => {});
   await worker.waitUntilReady();

@@ -1,14 +1,5 @@
 import type { Express } from 'express';
-import {
-  EventBus,
-  LeaderElection,
-  createSnapshotService,
-  type Keys,
-  type Queues,
-  type Redis,
-  type Registry,
-  type SnapshotService,
-} from '@werkpilot/shared';
+import { EventBus, LeaderElection, createSnapshotService, type Keys, type Queues, type Redis, type Registry, type SnapshotService } from '@werkpilot/shared';
 import { createHttpApp } from '../../apps/scheduler/src/http/app.js';
 import { RETENTION, silentLogger } from './orchestrator.js';
 

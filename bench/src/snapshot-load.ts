@@ -267,7 +267,13 @@ export async function measureThroughputWithDashboard(redis: BenchRedis, registry
       const queue = queues.agents as unknown as Queue;
       await queue.pause();
       await addMany(queue, nameOf, jobOptions, count);
-      const { started, completions, outcomes } = await startDrainingWorker({ url: redis.url, prefix, registry, count, what: `${count} runs with the dashboard ${isPolled ? 'polling' : 'closed'}` });
+      const { started, completions, outcomes } = await startDrainingWorker({
+        url: redis.url,
+        prefix,
+        registry,
+        count,
+        what: `${count} runs with the dashboard ${isPolled ? 'polling' : 'closed'}`,
+      });
       let isPolling = isPolled;
       const poller = (async () => {
         while (isPolling) {

@@ -224,7 +224,12 @@ describe('Dockerfile', () => {
   it('compiles in a build stage and runs the compiled binary with plain node', () => {
     expect(instructions.join('\n')).toMatch(/FROM pnpm AS build[\s\S]*pnpm build/);
     const runtimeFrom = instructions.findLastIndex((l) => l.startsWith('FROM '));
-    const deps = instructions.slice(instructions.findIndex((l) => l.startsWith('FROM pnpm AS deps')), runtimeFrom).join('\n');
+    const deps = instructions
+      .slice(
+        instructions.findIndex((l) => l.startsWith('FROM pnpm AS deps')),
+        runtimeFrom,
+      )
+      .join('\n');
     for (const dist of ['packages/shared/dist', 'apps/worker/dist', 'apps/scheduler/dist', 'apps/cli/dist']) {
       expect(deps).toContain(`COPY --from=build /app/${dist} ${dist}`);
     }

@@ -38,38 +38,42 @@ afterAll(() => {
 });
 
 describe('docker compose, for real', () => {
-  it.skipIf(skipReason !== undefined)('runs the demo on WORKER_REPLICAS workers, drains them on stop, refuses a mistyped agents directory, ships no development package', async () => {
-    const port = await freePort();
-    const env = { SCHEDULER_PORT: String(port), DASHBOARD_TOKEN: 'e2e', WORKER_REPLICAS: '2' };
-    const auth = { authorization: 'Bearer e2e' };
+  it.skipIf(skipReason !== undefined)(
+    'runs the demo on WORKER_REPLICAS workers, drains them on stop, refuses a mistyped agents directory, ships no development package',
+    async () => {
+      const port = await freePort();
+      const env = { SCHEDULER_PORT: String(port), DASHBOARD_TOKEN: 'e2e', WORKER_REPLICAS: '2' };
+      const auth = { authorization: 'Bearer e2e' };
 
-    const mistyped = composeRun(['up', '-d', 'redis', 'scheduler', 'worker'], { ...env, WERKPILOT_AGENTS_DIR: './no-such-agents' });
-    expect(mistyped.status).not.toBe(0);
-    expect(mistyped.stderr).toMatch(/no-such-agents/);
+      const mistyped = composeRun(['up', '-d', 'redis', 'scheduler', 'worker'], { ...env, WERKPILOT_AGENTS_DIR: './no-such-agents' });
+      expect(mistyped.status).not.toBe(0);
+      expect(mistyped.stderr).toMatch(/no-such-agents/);
 
-    const up = composeRun(['up', '-d', 'redis', 'scheduler', 'worker'], env);
-    expect(up.status, up.stderr).toBe(0);
-    const metrics = await waitFor(
-      async () => {
-        // Bounded: Docker's port proxy can hold a connection open while the scheduler is not listening yet.
-        const res = await fetch(`http://127.0.0.1:${port}/api/metrics`, { headers: auth, signal: AbortSignal.timeout(5000) }).catch(() => undefined);
-        const body = res?.ok ? ((await res.json()) as { agents: Record<string, { successes: number }>; system: { workers: unknown[] } }) : undefined;
-        return body && body.agents['crm-sync']!.successes > 0 && body.system.workers.length === 2 ? body : undefined;
-      },
-      { timeoutMs: 120_000, intervalMs: 1000, what: 'a completed demo run and two live workers' },
-    );
-    expect(metrics.system.workers).toHaveLength(2);
+      const up = composeRun(['up', '-d', 'redis', 'scheduler', 'worker'], env);
+      expect(up.status, up.stderr).toBe(0);
+      const metrics = await waitFor(
+        async () => {
+          // Bounded: Docker's port proxy can hold a connection open while the scheduler is not listening yet.
+          const res = await fetch(`http://127.0.0.1:${port}/api/metrics`, { headers: auth, signal: AbortSignal.timeout(5000) }).catch(() => undefined);
+          const body = res?.ok ? ((await res.json()) as { agents: Record<string, { successes: number }>; system: { workers: unknown[] } }) : undefined;
+          return body && body.agents['crm-sync']!.successes > 0 && body.system.workers.length === 2 ? body : undefined;
+        },
+        { timeoutMs: 120_000, intervalMs: 1000, what: 'a completed demo run and two live workers' },
+      );
+      expect(metrics.system.workers).toHaveLength(2);
 
-    const check = run('docker', ['run', '--rm', '--entrypoint', 'sh', `werkpilot:${TAG}`, '-c', 'cd /app && sh deploy/check-production.sh']);
-    expect(check.status, check.stderr).toBe(0);
+      const check = run('docker', ['run', '--rm', '--entrypoint', 'sh', `werkpilot:${TAG}`, '-c', 'cd /app && sh deploy/check-production.sh']);
+      expect(check.status, check.stderr).toBe(0);
 
-    const stop = composeRun(['stop', 'worker', 'scheduler'], env);
-    expect(stop.status, stop.stderr).toBe(0);
-    const ids = composeRun(['ps', '-a', '-q', 'worker', 'scheduler'], env).stdout.trim().split('\n').filter(Boolean);
-    expect(ids).toHaveLength(3);
-    for (const id of ids) expect(run('docker', ['inspect', '-f', '{{.State.ExitCode}}', id]).stdout.trim(), id).toBe('0');
-    const schedulerLog = composeRun(['logs', 'scheduler'], env).stdout;
-    expect(schedulerLog).toMatch(/shutdown step 6\/6/);
-    expect(schedulerLog).not.toMatch(/worker:offline|wait for running agents/);
-  }, 900_000);
+      const stop = composeRun(['stop', 'worker', 'scheduler'], env);
+      expect(stop.status, stop.stderr).toBe(0);
+      const ids = composeRun(['ps', '-a', '-q', 'worker', 'scheduler'], env).stdout.trim().split('\n').filter(Boolean);
+      expect(ids).toHaveLength(3);
+      for (const id of ids) expect(run('docker', ['inspect', '-f', '{{.State.ExitCode}}', id]).stdout.trim(), id).toBe('0');
+      const schedulerLog = composeRun(['logs', 'scheduler'], env).stdout;
+      expect(schedulerLog).toMatch(/shutdown step 6\/6/);
+      expect(schedulerLog).not.toMatch(/worker:offline|wait for running agents/);
+    },
+    900_000,
+  );
 });

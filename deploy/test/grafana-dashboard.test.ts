@@ -69,8 +69,20 @@ describe('PromQL name extraction', () => {
 
 describe('dashboard structure', () => {
   it('shows what operators asked for', () => {
-    const titles = allPanels(dashboard.panels).map((p) => p.title ?? '').join('\n');
-    for (const wanted of [/runs by outcome/i, /p50 \/ p95 \/ p99 per agent/i, /p50 \/ p95 \/ p99 by priority/i, /queue depth by priority/i, /dead-letter queue/i, /circuit/i, /health/i, /live workers/i, /memory/i]) {
+    const titles = allPanels(dashboard.panels)
+      .map((p) => p.title ?? '')
+      .join('\n');
+    for (const wanted of [
+      /runs by outcome/i,
+      /p50 \/ p95 \/ p99 per agent/i,
+      /p50 \/ p95 \/ p99 by priority/i,
+      /queue depth by priority/i,
+      /dead-letter queue/i,
+      /circuit/i,
+      /health/i,
+      /live workers/i,
+      /memory/i,
+    ]) {
       expect(titles).toMatch(wanted);
     }
     const quantiles = dashboardQueries().filter((q) => q.expr.includes('histogram_quantile'));
@@ -99,10 +111,15 @@ describe('dashboard structure', () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'werkpilot-dashboard-'));
     try {
       // Panel queries only: a variable's label_values() is Grafana's, not PromQL.
-      const rules = dashboardQueries().filter((q) => q.where.startsWith('panel')).map((q, i) => ({
-        record: `dashboard:query_${i}`,
-        expr: q.expr.replaceAll('$__rate_interval', '1m').replaceAll('$__range', '1h').replace(/\$\{?\w+\}?/g, '.*'),
-      }));
+      const rules = dashboardQueries()
+        .filter((q) => q.where.startsWith('panel'))
+        .map((q, i) => ({
+          record: `dashboard:query_${i}`,
+          expr: q.expr
+            .replaceAll('$__rate_interval', '1m')
+            .replaceAll('$__range', '1h')
+            .replace(/\$\{?\w+\}?/g, '.*'),
+        }));
       const file = path.join(dir, 'rules.json');
       writeFileSync(file, JSON.stringify({ groups: [{ name: 'dashboard', rules }] }));
       const result = run('promtool', ['check', 'rules', file]);
@@ -154,19 +171,27 @@ describe('metric names against a live scrape, with either setting of METRICS_AGE
   const expositions = new Map<boolean, string>();
 
   for (const agentHistograms of [true, false]) {
-    it(`exports every metric the dashboard and the alert rules read (METRICS_AGENT_HISTOGRAMS=${agentHistograms})`, async () => {
-      const scheduler = schedulers.find((s) => s.agentHistograms === agentHistograms)!;
-      const exposition = `${await scrape(scheduler.port, 'scheduler', scheduler.app)}\n${await scrape(workerPort, 'worker', worker)}`;
-      expositions.set(agentHistograms, exposition);
-      const exported = exportedNames(exposition);
-      expect(exported.has('werkpilot_agent_run_duration_seconds_bucket')).toBe(agentHistograms);
-      const queries = [...dashboardQueries({ agentHistograms }), ...alertQueries()];
-      expect(alertQueries().length).toBeGreaterThanOrEqual(4);
-      const used = new Set(queries.flatMap((q) => metricNamesIn(q.expr)));
-      expect(used.size).toBeGreaterThanOrEqual(10);
-      const missing = queries.flatMap((q) => metricNamesIn(q.expr).filter((n) => !exported.has(n) && !SYNTHETIC.has(n)).map((n) => `${n} (${q.where})`));
-      expect(missing, `metric names no process exports; exported werkpilot_*: ${[...exported].filter((n) => n.startsWith('werkpilot_')).join(', ')}`).toEqual([]);
-    }, 2 * SCRAPE_TIMEOUT_MS + 10_000);
+    it(
+      `exports every metric the dashboard and the alert rules read (METRICS_AGENT_HISTOGRAMS=${agentHistograms})`,
+      async () => {
+        const scheduler = schedulers.find((s) => s.agentHistograms === agentHistograms)!;
+        const exposition = `${await scrape(scheduler.port, 'scheduler', scheduler.app)}\n${await scrape(workerPort, 'worker', worker)}`;
+        expositions.set(agentHistograms, exposition);
+        const exported = exportedNames(exposition);
+        expect(exported.has('werkpilot_agent_run_duration_seconds_bucket')).toBe(agentHistograms);
+        const queries = [...dashboardQueries({ agentHistograms }), ...alertQueries()];
+        expect(alertQueries().length).toBeGreaterThanOrEqual(4);
+        const used = new Set(queries.flatMap((q) => metricNamesIn(q.expr)));
+        expect(used.size).toBeGreaterThanOrEqual(10);
+        const missing = queries.flatMap((q) =>
+          metricNamesIn(q.expr)
+            .filter((n) => !exported.has(n) && !SYNTHETIC.has(n))
+            .map((n) => `${n} (${q.where})`),
+        );
+        expect(missing, `metric names no process exports; exported werkpilot_*: ${[...exported].filter((n) => n.startsWith('werkpilot_')).join(', ')}`).toEqual([]);
+      },
+      2 * SCRAPE_TIMEOUT_MS + 10_000,
+    );
 
     it(`exports the label values the queries select exactly (state="open", queue="agents", ...) (METRICS_AGENT_HISTOGRAMS=${agentHistograms})`, () => {
       const exposition = expositions.get(agentHistograms);

@@ -24,7 +24,6 @@ const redis = useTestRedis();
 let home: string;
 const children: ChildProcess[] = [];
 
-
 /** The environment the image sets (Dockerfile ENV), pointed at the copied workspace. */
 function imageEnv(extra: Record<string, string>): Record<string, string> {
   return {
@@ -57,10 +56,7 @@ beforeAll(() => {
   // The build context, as .dockerignore shapes it: sources and manifests, no node_modules, tests or docs.
   const entries = ['package.json', 'pnpm-lock.yaml', 'pnpm-workspace.yaml', '.npmrc', '.pnpmfile.cjs', 'apps', 'packages', 'examples', 'deploy'];
   if (existsSync(path.join(REPO_ROOT, 'bench', 'package.json'))) entries.push('bench/package.json');
-  const copy = run('sh', [
-    '-c',
-    `tar --exclude=node_modules --exclude=test --exclude='*.test.ts' --exclude=dist -cf - ${entries.join(' ')} | tar -xf - -C "${home}"`,
-  ]);
+  const copy = run('sh', ['-c', `tar --exclude=node_modules --exclude=test --exclude='*.test.ts' --exclude=dist -cf - ${entries.join(' ')} | tar -xf - -C "${home}"`]);
   expect(copy.status, copy.stderr).toBe(0);
   const install = run('sh', ['deploy/install-production.sh'], {
     cwd: home,
@@ -88,7 +84,10 @@ describe('the production image contents', () => {
   it('ship no development tools, and the production check catches one that slips in', () => {
     const packages = readdirSync(path.join(home, 'node_modules', '.pnpm'));
     for (const tool of ['typescript', 'vitest', 'vite', 'rollup', 'chai', 'playwright-core', 'testcontainers']) {
-      expect(packages.filter((p) => p.startsWith(`${tool}@`)), tool).toEqual([]);
+      expect(
+        packages.filter((p) => p.startsWith(`${tool}@`)),
+        tool,
+      ).toEqual([]);
     }
     expect(existsSync(path.join(home, 'packages/test-support/node_modules'))).toBe(false);
     expect(run('sh', ['deploy/check-production.sh'], { cwd: home }).status).toBe(0);

@@ -18,8 +18,17 @@ async function anHourOfTicks(): Promise<{ restarts: number; deadLettered: number
   let restartsInFirstTwoMinutes = 0;
   for (let tick = 0; tick < 720; tick += 1) {
     for (let attempt = 1; attempt <= attempts; attempt += 1) {
-      const ctx = { runId: `repeat:email-classifier:${HOUR_START + tick * 5000}`, attempt, signal: new AbortController().signal, log: { info: () => undefined }, data: undefined } as unknown as AgentContext;
-      const outcome = Promise.resolve(agent.run(ctx)).then(() => 'ok' as const, () => 'failed' as const);
+      const ctx = {
+        runId: `repeat:email-classifier:${HOUR_START + tick * 5000}`,
+        attempt,
+        signal: new AbortController().signal,
+        log: { info: () => undefined },
+        data: undefined,
+      } as unknown as AgentContext;
+      const outcome = Promise.resolve(agent.run(ctx)).then(
+        () => 'ok' as const,
+        () => 'failed' as const,
+      );
       await vi.advanceTimersByTimeAsync(250);
       if ((await outcome) === 'ok') {
         if (attempt > 1) retriedThenSucceeded += 1;

@@ -74,10 +74,7 @@ function readTokenFile(path: string, what: string): string {
 }
 
 /** Wraps an action so it receives the context first, then its arguments and its own options. */
-export function withContext<A extends unknown[]>(
-  io: CliIo,
-  action: (ctx: CommandContext, ...args: A) => Promise<void>,
-): (...commanderArgs: unknown[]) => Promise<void> {
+export function withContext<A extends unknown[]>(io: CliIo, action: (ctx: CommandContext, ...args: A) => Promise<void>): (...commanderArgs: unknown[]) => Promise<void> {
   return async (...commanderArgs) => {
     // commander passes the positional arguments, then the options object, then the command.
     const command = commanderArgs[commanderArgs.length - 1] as Command;

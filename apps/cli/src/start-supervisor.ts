@@ -34,7 +34,11 @@ export async function runStart(): Promise<void> {
     // The logger masks the `url` field; the message masks its own copy (a REDIS_URL may hold a password).
     const shownUrl = maskUrlCredentials(provisioned.url);
     if (provisioned.source === 'external') log.info({ url: provisioned.url }, `using the Redis at ${shownUrl}`);
-    else log.info({ url: provisioned.url }, `started ${provisioned.source === 'docker' ? 'a redis:7 container' : 'redis-server'} at ${shownUrl} (data in .data/redis, AOF on); it stops when you press Ctrl-C`);
+    else
+      log.info(
+        { url: provisioned.url },
+        `started ${provisioned.source === 'docker' ? 'a redis:7 container' : 'redis-server'} at ${shownUrl} (data in .data/redis, AOF on); it stops when you press Ctrl-C`,
+      );
     redis = provisioned;
     env = { ...process.env, REDIS_URL: provisioned.url };
   }

@@ -153,7 +153,11 @@ describe('usage', () => {
 
   it('says in one line when the server cannot be reached (exit 1)', async () => {
     const port = await freePort();
-    expectOneLineError(await cli(['status'], { env: { WERKPILOT_URL: `http://127.0.0.1:${port}` } }), 1, new RegExp(`^error: cannot reach the werkpilot API at http://127.0.0.1:${port}: ECONNREFUSED`));
+    expectOneLineError(
+      await cli(['status'], { env: { WERKPILOT_URL: `http://127.0.0.1:${port}` } }),
+      1,
+      new RegExp(`^error: cannot reach the werkpilot API at http://127.0.0.1:${port}: ECONNREFUSED`),
+    );
   });
 });
 

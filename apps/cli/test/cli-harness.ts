@@ -44,4 +44,3 @@ export async function runWerkpilot(args: string[], baseEnv: Record<string, strin
   result.code = await runCli(args, io);
   return result;
 }
-

@@ -29,7 +29,7 @@ beforeAll(async () => {
     'flappy.ts': agentSource(
       { name: 'flappy', retry: { attempts: 1 }, overlap: 'queue' },
       // biome-ignore lint/suspicious/noTemplateCurlyInString: the agent's source code, written to a file; its template literal is evaluated there
-      "const d = ctx.data ?? {}; if (d.fail) throw new Error(`${d.fail} after ${d.ms ?? 17} ms at 0x${(d.at ?? 255).toString(16)}`); return { ok: true };",
+      'const d = ctx.data ?? {}; if (d.fail) throw new Error(`${d.fail} after ${d.ms ?? 17} ms at 0x${(d.at ?? 255).toString(16)}`); return { ok: true };',
     ),
     'fine.ts': agentSource({ name: 'fine' }, 'return 1;'),
   });
@@ -73,10 +73,7 @@ describe('runs', () => {
 describe('dlq by cause', () => {
   it('groups failures by signature, replays a selection after showing its count, and deletes by group', async () => {
     await cli(['dlq', 'purge', '--yes']);
-    const resets = [
-      (await runOnce('flappy', { fail: 'read ECONNRESET', ms: 12, at: 4096 })).id,
-      (await runOnce('flappy', { fail: 'read ECONNRESET', ms: 9000, at: 17 })).id,
-    ];
+    const resets = [(await runOnce('flappy', { fail: 'read ECONNRESET', ms: 12, at: 4096 })).id, (await runOnce('flappy', { fail: 'read ECONNRESET', ms: 9000, at: 17 })).id];
     const quota = (await runOnce('flappy', { fail: 'quota exceeded', ms: 1 })).id;
 
     const table = await cli(['dlq', 'groups']);
@@ -88,7 +85,11 @@ describe('dlq by cause', () => {
     const groups = JSON.parse((await cli(['dlq', 'groups', '--json'])).stdout) as { groups: { id: string; runIds: string[] }[] };
 
     // Without a terminal and without --yes: refused, nothing replayed.
-    expectOneLineError(await cli(['dlq', 'replay', '--agent', 'flappy', '--since', '2h', '--match', 'ECONNRESET']), 2, /^error: refusing to replay 2 dead-lettered runs \(agent flappy, since 2h, match ECONNRESET\) without --yes/);
+    expectOneLineError(
+      await cli(['dlq', 'replay', '--agent', 'flappy', '--since', '2h', '--match', 'ECONNRESET']),
+      2,
+      /^error: refusing to replay 2 dead-lettered runs \(agent flappy, since 2h, match ECONNRESET\) without --yes/,
+    );
     const declined = await cli(['dlq', 'replay', '--agent', 'flappy', '--since', '2h', '--match', 'ECONNRESET'], { isInteractive: true, answer: 'n' });
     expectOneLineError(declined, 1, /aborted/);
     expect(declined.prompts).toEqual(['replay 2 dead-lettered runs (agent flappy, since 2h, match ECONNRESET)? [y/N] ']);
@@ -108,4 +109,3 @@ describe('dlq by cause', () => {
     expect(JSON.parse(deleted.stdout)).toEqual({ deleted: 1, runIds: [quota] });
   });
 });
-

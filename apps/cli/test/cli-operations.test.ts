@@ -44,7 +44,10 @@ beforeAll(async () => {
        });`,
     ),
   });
-  cluster = await startAppCluster({ REDIS_URL: redis.url, WERKPILOT_PREFIX: prefix, WERKPILOT_AGENTS: agentsDir, LOG_LEVEL: 'warn', DASHBOARD_TOKEN: TOKEN }, { workerEnv: { WORKER_CONCURRENCY: '4' } });
+  cluster = await startAppCluster(
+    { REDIS_URL: redis.url, WERKPILOT_PREFIX: prefix, WERKPILOT_AGENTS: agentsDir, LOG_LEVEL: 'warn', DASHBOARD_TOKEN: TOKEN },
+    { workerEnv: { WORKER_CONCURRENCY: '4' } },
+  );
   env = { WERKPILOT_URL: cluster.url, WERKPILOT_TOKEN: TOKEN };
 }, 60_000);
 
@@ -78,7 +81,12 @@ describe('agents', () => {
     expect(table.code).toBe(0);
     const lines = table.stdout.trimEnd().split('\n');
     expect(lines[0]).toMatch(/^AGENT\s+PRI\s+DEPTH\s+SCHEDULE\s+CONTROLS\s+ENABLED\s+HEALTH\s+CIRCUIT\s+SCORE\s+RUNS\s+FAILED\s+P50\s+P95\s+P99\s+LAST RUN$/);
-    expect(lines.slice(1).map((l) => l.split(/\s+/)[0]).sort()).toEqual(['alpha', 'beta', 'slow']);
+    expect(
+      lines
+        .slice(1)
+        .map((l) => l.split(/\s+/)[0])
+        .sort(),
+    ).toEqual(['alpha', 'beta', 'slow']);
     // Controls beyond the default (one run at a time, skip) show in one cell: beta queues its runs.
     expect(table.stdout).toMatch(/^beta\s+3\s+1\s+manual\s+1 queue\s+yes/m);
     expect(table.stdout).toMatch(/^slow\s+3\s+0\s+manual\s+-\s+yes/m);
@@ -262,10 +270,13 @@ describe('report', () => {
     } finally {
       await queues.close();
     }
-    const report = await waitFor(async () => {
-      const r = await cli(['report', '--json']);
-      return r.code === 0 ? (JSON.parse(r.stdout) as { id: string; agents: Record<string, unknown> }) : undefined;
-    }, { timeoutMs: 30_000, what: 'the nightly report' });
+    const report = await waitFor(
+      async () => {
+        const r = await cli(['report', '--json']);
+        return r.code === 0 ? (JSON.parse(r.stdout) as { id: string; agents: Record<string, unknown> }) : undefined;
+      },
+      { timeoutMs: 30_000, what: 'the nightly report' },
+    );
     expect(Object.keys(report.agents).sort()).toEqual(['alpha', 'beta', 'slow']);
 
     const table = await cli(['report']);

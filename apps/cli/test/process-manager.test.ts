@@ -1,19 +1,7 @@
 import { spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { createKeys, createQueues, freePort } from '@werkpilot/shared';
-import {
-  REPO_ROOT,
-  WERKPILOT_BIN,
-  agentSource,
-  descendantsOf,
-  isRunning,
-  startApp,
-  uniquePrefix,
-  useTestRedis,
-  waitFor,
-  writeAgentsDir,
-  type AppProcess,
-} from '@werkpilot/test-support';
+import { REPO_ROOT, WERKPILOT_BIN, agentSource, descendantsOf, isRunning, startApp, uniquePrefix, useTestRedis, waitFor, writeAgentsDir, type AppProcess } from '@werkpilot/test-support';
 
 /**
  * The supervisor's view: systemd, pm2, Docker and Kubernetes start one PID and signal that PID.

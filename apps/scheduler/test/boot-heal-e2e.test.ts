@@ -77,20 +77,26 @@ describe('a failed boot heals', () => {
     const cluster = await start(500);
     const { url } = cluster;
     // The boot: crm-sync fails its check, its dependents are blocked with the root cause.
-    const booted = await waitFor(async () => {
-      const states = await bootStates(url);
-      return states['crm-sync']?.status === 'failed' && states['campaign-planner']?.status === 'blocked' ? states : undefined;
-    }, { timeoutMs: 30_000, what: 'the boot with crm-sync failed' });
+    const booted = await waitFor(
+      async () => {
+        const states = await bootStates(url);
+        return states['crm-sync']?.status === 'failed' && states['campaign-planner']?.status === 'blocked' ? states : undefined;
+      },
+      { timeoutMs: 30_000, what: 'the boot with crm-sync failed' },
+    );
     expect(booted['crm-sync']).toMatchObject({ reason: 'API unreachable', failedChecks: 1, nextCheckAt: expect.any(String) });
     expect(booted['lead-scoring']).toMatchObject({ status: 'blocked', reason: 'dependency crm-sync failed boot: API unreachable' });
     const leader = await leaderId(url);
     expect(existsSync(crmMarker)).toBe(true);
 
     // The re-check passes; the dependents are checked in the same round and unblock.
-    const healed = await waitFor(async () => {
-      const states = await bootStates(url);
-      return ['crm-sync', 'lead-scoring', 'campaign-planner'].every((a) => states[a]?.status === 'ok') ? states : undefined;
-    }, { timeoutMs: 60_000, what: 'crm-sync and its dependents ok' });
+    const healed = await waitFor(
+      async () => {
+        const states = await bootStates(url);
+        return ['crm-sync', 'lead-scoring', 'campaign-planner'].every((a) => states[a]?.status === 'ok') ? states : undefined;
+      },
+      { timeoutMs: 60_000, what: 'crm-sync and its dependents ok' },
+    );
     const failedAt = Date.parse(booted['crm-sync']!.at);
     const passedAt = Date.parse(healed['crm-sync']!.at);
     const unblockedAt = Date.parse(healed['campaign-planner']!.at);
@@ -101,10 +107,13 @@ describe('a failed boot heals', () => {
     // A run of the deepest dependent now runs instead of being skipped for its dependency.
     const res = await fetch(`${url}/api/agents/campaign-planner/run`, { method: 'POST', headers: { ...authorised, 'content-type': 'application/json' }, body: '{}' });
     const { runId } = (await res.json()) as { runId: string };
-    const run = await waitFor(async () => {
-      const view = (await getJson(`${url}/api/runs/${runId}`)) as { state: string; result?: { outcome: string } };
-      return view.state === 'completed' ? view : undefined;
-    }, { what: 'the campaign-planner run' });
+    const run = await waitFor(
+      async () => {
+        const view = (await getJson(`${url}/api/runs/${runId}`)) as { state: string; result?: { outcome: string } };
+        return view.state === 'completed' ? view : undefined;
+      },
+      { what: 'the campaign-planner run' },
+    );
     expect(run.result?.outcome).toBe('success');
   }, 90_000);
 

@@ -14,16 +14,7 @@ import { findTool, isMissing, startAppCluster, uniquePrefix, useTestRedis, waitF
  * must still work under the Content Security Policy.
  */
 const CHROMIUM = findTool('chromium', { install: 'apt-get install -y chromium', pathVariable: 'CHROMIUM_PATH', aliases: ['chromium-browser'] });
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
+const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 const USER = 'operator';
 const PASSWORD = 'browser-security-password';
 const BASIC = { authorization: `Basic ${Buffer.from(`${USER}:${PASSWORD}`).toString('base64')}` };
@@ -154,7 +145,12 @@ describe.skipIf(isMissing(CHROMIUM))('port 3001 and a hostile site, in headless 
       await refused;
       const frame = page.frames().find((f) => f !== page.mainFrame());
       // The dashboard never rendered inside it: no agents table in the frame.
-      expect(await frame?.locator('#agents').count().catch(() => 0)).toBe(0);
+      expect(
+        await frame
+          ?.locator('#agents')
+          .count()
+          .catch(() => 0),
+      ).toBe(0);
     } finally {
       site.close();
       await page.close();

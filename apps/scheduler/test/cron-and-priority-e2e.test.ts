@@ -90,10 +90,6 @@ describe('priority across processes', () => {
     for (let n = 0; n < 3; n++) await cluster.run('critical', { data: { n } });
     await cluster.startWorkers(1, { WORKER_CONCURRENCY: '1' });
     const order = await waitFor(() => (lines(dir).length === 10 ? lines(dir) : undefined), { timeoutMs: 30_000, what: () => `10 runs; log:\n${lines(dir).join('\n')}` });
-    expect(order).toEqual([
-      'critical#0', 'critical#1', 'critical#2',
-      'important#0', 'important#1', 'important#2',
-      'normal#0', 'normal#1', 'normal#2', 'normal#3',
-    ]);
+    expect(order).toEqual(['critical#0', 'critical#1', 'critical#2', 'important#0', 'important#1', 'important#2', 'normal#0', 'normal#1', 'normal#2', 'normal#3']);
   }, 90_000);
 });

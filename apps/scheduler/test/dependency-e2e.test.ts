@@ -30,10 +30,13 @@ describe('dependency-aware execution across real processes', () => {
       return { status: res.status, body: (await res.json()) as any };
     };
 
-    const booted = await waitFor(async () => {
-      const { body } = await api('/api/metrics');
-      return Object.values(body.agents).every((a: any) => a.boot && a.boot.status !== 'checking') ? body : undefined;
-    }, { timeoutMs: 40_000, what: 'every agent to have a boot outcome in /api/metrics' });
+    const booted = await waitFor(
+      async () => {
+        const { body } = await api('/api/metrics');
+        return Object.values(body.agents).every((a: any) => a.boot && a.boot.status !== 'checking') ? body : undefined;
+      },
+      { timeoutMs: 40_000, what: 'every agent to have a boot outcome in /api/metrics' },
+    );
     expect(booted.agents.source.boot).toMatchObject({ status: 'ok', layer: 0 });
     expect(booted.agents.report.boot).toMatchObject({ status: 'ok', layer: 3 });
     expect(booted.agents.warehouse.boot).toMatchObject({ status: 'failed', reason: 'warehouse unreachable' });
@@ -49,21 +52,38 @@ describe('dependency-aware execution across real processes', () => {
     const { pipelineId } = queued.body as { runId: string; pipelineId: string };
     expect(pipelineId).toBeTruthy();
     const completedOf = (all: BusEvent[]) => all.filter((e) => e.type === 'agent:completed' && e.data.pipelineId === pipelineId).map((e) => e.agent);
-    const order = await waitFor(async () => {
-      const done = completedOf(await events());
-      return done.length === 4 ? done : undefined;
-    }, { timeoutMs: 30_000, what: 'the four pipeline runs to complete' }).catch(async (err: Error) => {
+    const order = await waitFor(
+      async () => {
+        const done = completedOf(await events());
+        return done.length === 4 ? done : undefined;
+      },
+      { timeoutMs: 30_000, what: 'the four pipeline runs to complete' },
+    ).catch(async (err: Error) => {
       const seen = (await events()).filter((e) => e.agent).map((e) => [e.type, e.agent, e.data.runId, e.data.reasons ?? e.data.error]);
-      throw new Error(`${err.message}\nevents: ${JSON.stringify(seen)}\n${workers.map((w) => w.output().split('\n').filter((l) => !l.includes('"level":30')).join('\n').slice(-3000)).join('\n---\n')}`);
+      throw new Error(
+        `${err.message}\nevents: ${JSON.stringify(seen)}\n${workers
+          .map((w) =>
+            w
+              .output()
+              .split('\n')
+              .filter((l) => !l.includes('"level":30'))
+              .join('\n')
+              .slice(-3000),
+          )
+          .join('\n---\n')}`,
+      );
     });
     expect(order).toEqual(['source', 'transform', 'load', 'report']);
 
     expect((await api('/api/agents/transform/disable', { method: 'POST' })).status).toBe(200);
     const second = await api('/api/agents/source/run', { method: 'POST', body: JSON.stringify({ withDependents: true }) });
-    const skips = await waitFor(async () => {
-      const skipped = (await events()).filter((e) => e.type === 'agent:skipped' && e.data.pipelineId === second.body.pipelineId);
-      return skipped.length === 3 ? skipped : undefined;
-    }, { timeoutMs: 30_000, what: 'transform, load and report of the second pipeline to be skipped' });
+    const skips = await waitFor(
+      async () => {
+        const skipped = (await events()).filter((e) => e.type === 'agent:skipped' && e.data.pipelineId === second.body.pipelineId);
+        return skipped.length === 3 ? skipped : undefined;
+      },
+      { timeoutMs: 30_000, what: 'transform, load and report of the second pipeline to be skipped' },
+    );
     expect(Object.fromEntries(skips.map((e) => [e.agent, e.data.reasons]))).toEqual({
       transform: ['disabled'],
       load: ['dependency transform disabled'],
@@ -72,10 +92,13 @@ describe('dependency-aware execution across real processes', () => {
     const unhealthy = (await events()).filter((e) => e.type === 'dependency:unhealthy' && e.agent === 'load');
     expect(unhealthy.at(-1)!.data.reasons).toEqual(['dependency transform disabled']);
     // The snapshot behind /api/metrics may be up to METRICS_SNAPSHOT_MAX_AGE_MS (2 s) old.
-    const metrics = await waitFor(async () => {
-      const { body } = await api('/api/metrics');
-      return body.agents.transform.skipped === 1 ? body : undefined;
-    }, { what: 'the skipped run of transform in /api/metrics' });
+    const metrics = await waitFor(
+      async () => {
+        const { body } = await api('/api/metrics');
+        return body.agents.transform.skipped === 1 ? body : undefined;
+      },
+      { what: 'the skipped run of transform in /api/metrics' },
+    );
     expect(metrics.agents.transform).toMatchObject({ enabled: false, skipped: 1, failures: 0 });
     expect(metrics.deadLetterQueueSize).toBe(0);
 

@@ -47,7 +47,7 @@ export default defineAgent({
 });
 
 describe('dependency waits across worker processes', () => {
-  it('starts each tick\'s dependent exactly once, after both dependencies finished together on different workers', async () => {
+  it("starts each tick's dependent exactly once, after both dependencies finished together on different workers", async () => {
     const dir = mkdtempSync(path.join(scratch, 'promotion-'));
     const cluster = await processCluster(redis, agentsDir, { E2E_DIR: dir });
     // A short grace: at the end a tick's dependency may be waiting for its partner, which is aborted.

@@ -247,28 +247,35 @@ describe('fleet controls across a scheduler and three worker processes', () => {
     expect(again.stdout).toBe(`queued run ${JSON.parse(first.stdout).runId} of invoice\n(an earlier request with this idempotency key queued it; nothing new was queued)\n`);
   }, 30_000);
 
-  it.skipIf(isMissing(CHROMIUM))('shows the controls on the overview page and pauses a schedule from it (needs Chromium)', async () => {
-    const browser = await chromium.launch({ executablePath: CHROMIUM.path!, args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
-    try {
-      const context = await browser.newContext({ httpCredentials: { username: 'operator', password: TOKEN } });
-      const page = await context.newPage();
-      await page.goto(`${url}/`);
-      const cell = (agent: string) => page.locator(`#agents tr[data-agent="${agent}"] td.controls`);
-      await cell('tenant-sync').waitFor({ timeout: 20_000 });
-      await waitFor(async () => /2\/key · queue/.test(await cell('tenant-sync').innerText()), { what: 'the limit of tenant-sync on the page' });
-      expect(await cell('tenant-sync').innerText()).toMatch(/0 running/);
-      expect(await cell('summarise').innerText()).toMatch(/no limit · allowAll · openai 5\/1\.0 s/);
-      await page.locator('#queues').getByText('openai').waitFor();
-      await page.locator('button[data-action="pause"][data-agent="pulse"]').click();
-      await waitFor(async () => (await api('/api/agents/pulse')).body.controls.schedulePaused === true, { what: 'the Pause button to pause pulse' });
-      await page.locator('button[data-action="resume"][data-agent="pulse"]').waitFor({ timeout: 10_000 });
-      expect(await cell('pulse').innerText()).toMatch(/schedule paused/);
-      await page.locator('button[data-action="resume"][data-agent="pulse"]').click();
-      await waitFor(async () => (await api('/api/agents/pulse')).body.controls.schedulePaused === false, { what: 'the Resume button to resume pulse' });
-    } finally {
-      await browser.close();
-    }
-  }, 60_000);
+  it.skipIf(isMissing(CHROMIUM))(
+    'shows the controls on the overview page and pauses a schedule from it (needs Chromium)',
+    async () => {
+      const browser = await chromium.launch({
+        executablePath: CHROMIUM.path!,
+        args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      });
+      try {
+        const context = await browser.newContext({ httpCredentials: { username: 'operator', password: TOKEN } });
+        const page = await context.newPage();
+        await page.goto(`${url}/`);
+        const cell = (agent: string) => page.locator(`#agents tr[data-agent="${agent}"] td.controls`);
+        await cell('tenant-sync').waitFor({ timeout: 20_000 });
+        await waitFor(async () => /2\/key · queue/.test(await cell('tenant-sync').innerText()), { what: 'the limit of tenant-sync on the page' });
+        expect(await cell('tenant-sync').innerText()).toMatch(/0 running/);
+        expect(await cell('summarise').innerText()).toMatch(/no limit · allowAll · openai 5\/1\.0 s/);
+        await page.locator('#queues').getByText('openai').waitFor();
+        await page.locator('button[data-action="pause"][data-agent="pulse"]').click();
+        await waitFor(async () => (await api('/api/agents/pulse')).body.controls.schedulePaused === true, { what: 'the Pause button to pause pulse' });
+        await page.locator('button[data-action="resume"][data-agent="pulse"]').waitFor({ timeout: 10_000 });
+        expect(await cell('pulse').innerText()).toMatch(/schedule paused/);
+        await page.locator('button[data-action="resume"][data-agent="pulse"]').click();
+        await waitFor(async () => (await api('/api/agents/pulse')).body.controls.schedulePaused === false, { what: 'the Resume button to resume pulse' });
+      } finally {
+        await browser.close();
+      }
+    },
+    60_000,
+  );
 
   it('keeps its keys under the cluster hash tag', async () => {
     const keys = await redis.client().keys(`*${prefix}*`);

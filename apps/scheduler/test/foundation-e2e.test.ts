@@ -56,13 +56,17 @@ describe('scheduler and worker processes', () => {
     expect(await client.keys(`*${prefix}*`)).toEqual([]);
   }, 30_000);
 
-  it.skipIf(onSharedRedis('counts every key of its Redis'))('writes no key at all, under any prefix, for an invalid registry', async () => {
-    const client = redis.client();
-    const keysBefore = await client.dbsize();
-    const scheduler = startApp('scheduler', { REDIS_URL: redis.url, WERKPILOT_PREFIX: uniquePrefix(), WERKPILOT_AGENTS: cyclic, PORT: String(await freePort()) });
-    expect(await scheduler.exited).toBe(2);
-    expect(await client.dbsize()).toBe(keysBefore);
-  }, 30_000);
+  it.skipIf(onSharedRedis('counts every key of its Redis'))(
+    'writes no key at all, under any prefix, for an invalid registry',
+    async () => {
+      const client = redis.client();
+      const keysBefore = await client.dbsize();
+      const scheduler = startApp('scheduler', { REDIS_URL: redis.url, WERKPILOT_PREFIX: uniquePrefix(), WERKPILOT_AGENTS: cyclic, PORT: String(await freePort()) });
+      expect(await scheduler.exited).toBe(2);
+      expect(await client.dbsize()).toBe(keysBefore);
+    },
+    30_000,
+  );
 
   it('refuses bad configuration with one line and exit code 2', async () => {
     const worker = startApp('worker', { REDIS_URL: redis.url, WORKER_CONCURRENCY: 'ten' });

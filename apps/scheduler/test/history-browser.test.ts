@@ -177,7 +177,9 @@ describe.skipIf(isMissing(CHROMIUM))('run-history pages in headless Chromium', (
     const transformRun = runs.find((r) => r.agent === 'transform')!.runId;
     const page = await open(`${baseUrl}/runs/${encodeURIComponent(transformRun)}`);
     await page.locator('#pipeline-graph a.node').first().waitFor();
-    const nodes = await page.locator('#pipeline-graph a.node').evaluateAll((els) => els.map((el) => [el.getAttribute('data-agent'), el.getAttribute('data-state'), el.classList.contains('current')]));
+    const nodes = await page
+      .locator('#pipeline-graph a.node')
+      .evaluateAll((els) => els.map((el) => [el.getAttribute('data-agent'), el.getAttribute('data-state'), el.classList.contains('current')]));
     expect(nodes).toEqual([
       ['source', 'success', false],
       ['transform', 'success', true],
@@ -226,7 +228,9 @@ describe.skipIf(isMissing(CHROMIUM))('run-history pages in headless Chromium', (
     await page.locator('#toast').filter({ hasText: 'replayed 3 runs' }).waitFor();
     // Each replayed run ran once more and failed again (its data says so): exactly three new failures.
     await waitFor(async () => (await failures('flappy')) === before + 3, { timeoutMs: 20_000, what: 'three replayed runs to fail again' });
-    await waitFor(async () => (await Promise.all(resets.map(async (id) => (await api(`/api/runs/${id}`)).body.state))).every((s) => s === 'failed'), { what: 'the replayed runs back in the DLQ' });
+    await waitFor(async () => (await Promise.all(resets.map(async (id) => (await api(`/api/runs/${id}`)).body.state))).every((s) => s === 'failed'), {
+      what: 'the replayed runs back in the DLQ',
+    });
     await new Promise((resolve) => setTimeout(resolve, 500));
     expect(await failures('flappy')).toBe(before + 3);
     expect((await api(`/api/runs/${quota}`)).body.timings.finishedAt).toBe(quotaFailedAt);

@@ -1,16 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EventBus, createKeys, createLogger } from '@werkpilot/shared';
-import {
-  openEventStream,
-  openStalledEventStream,
-  startAppCluster,
-  uniquePrefix,
-  useTestRedis,
-  waitFor,
-  type AppCluster,
-  type StalledEventStream,
-} from '@werkpilot/test-support';
+import { openEventStream, openStalledEventStream, startAppCluster, uniquePrefix, useTestRedis, waitFor, type AppCluster, type StalledEventStream } from '@werkpilot/test-support';
 
 /**
  * Port 3001 of a real scheduler process (with a worker running the demo agents) under what an
@@ -75,9 +66,32 @@ describe('port 3001 under hostile input', () => {
     const realRun = entries[0]!.id;
 
     const odd = [
-      'stalled-check', 'events', 'id', 'meta', 'repeat', 'repeat:crm-sync', 'wait', 'completed', 'marker', '1:logs', realRun, `${realRun}:lock`,
-      '__proto__', 'constructor', '..', '%2e%2e%2f%2e%2e%2fetc%2fpasswd', '%00', '%E0%A4%A', '%', '%F0%9F%92%A5', encodeURIComponent('ä·💥·\u202e·\u0000'),
-      'x'.repeat(10_000), encodeURIComponent(`${'*'.repeat(40)}X`), '-1', '0', '99999999999999999999999',
+      'stalled-check',
+      'events',
+      'id',
+      'meta',
+      'repeat',
+      'repeat:crm-sync',
+      'wait',
+      'completed',
+      'marker',
+      '1:logs',
+      realRun,
+      `${realRun}:lock`,
+      '__proto__',
+      'constructor',
+      '..',
+      '%2e%2e%2f%2e%2e%2fetc%2fpasswd',
+      '%00',
+      '%E0%A4%A',
+      '%',
+      '%F0%9F%92%A5',
+      encodeURIComponent('ä·💥·\u202e·\u0000'),
+      'x'.repeat(10_000),
+      encodeURIComponent(`${'*'.repeat(40)}X`),
+      '-1',
+      '0',
+      '99999999999999999999999',
     ];
     const globBombs = [`${'*'.repeat(40)}X`, `${'*'.repeat(99)}X`, `${'*'.repeat(9_999)}X`, `${'*a'.repeat(50)}`, Array.from({ length: 5000 }, () => 'agent:*').join(',')];
     const nested = (depth: number) => `{"data":${'['.repeat(depth)}${']'.repeat(depth)}}`;
@@ -100,23 +114,63 @@ describe('port 3001 under hostile input', () => {
     ];
 
     const reads = [
-      '/', '/index.html', '/app.js', '/style.css', '/api/session', '/api/agents', '/api/metrics', '/metrics', '/metrics?format=prometheus',
-      '/api/reports', '/api/reports/latest', '/queues', '/queues/api/queues', '/queues/api/redis/stats',
-      ...odd.flatMap((id) => [`/api/agents/${id}`, `/api/runs/${id}`, `/api/dlq/${id}`, `/queues/api/queues/agents/${id}`, `/queues/api/queues/agents/${id}/logs`, `/queues/api/queues/${id}`]),
+      '/',
+      '/index.html',
+      '/app.js',
+      '/style.css',
+      '/api/session',
+      '/api/agents',
+      '/api/metrics',
+      '/metrics',
+      '/metrics?format=prometheus',
+      '/api/reports',
+      '/api/reports/latest',
+      '/queues',
+      '/queues/api/queues',
+      '/queues/api/redis/stats',
+      ...odd.flatMap((id) => [
+        `/api/agents/${id}`,
+        `/api/runs/${id}`,
+        `/api/dlq/${id}`,
+        `/queues/api/queues/agents/${id}`,
+        `/queues/api/queues/agents/${id}/logs`,
+        `/queues/api/queues/${id}`,
+      ]),
       ...globBombs.flatMap((type) => [`/api/events/recent?limit=1000&type=${encodeURIComponent(type)}`, `/api/events?type=${encodeURIComponent(type)}`]),
       `/api/events/recent?agent=${Array.from({ length: 10_000 }, () => 'crm-sync').join(',')}`,
       `/api/events/recent?${Array.from({ length: 1000 }, () => 'type=a').join('&')}`,
-      '/api/events/recent?limit=1e309', '/api/events/recent?limit=-0', '/api/events/recent?limit=1&limit=2', '/api/events/recent?type[a]=b',
-      '/api/dlq?limit=99999999999999999999&offset=-1', '/api/dlq?offset=100000&limit=100', `/api/dlq?limit=${'9'.repeat(5000)}`,
-      `/api/runs?q=${'x'.repeat(5000)}`, `/api/runs?state=${'completed,'.repeat(1000)}`, '/api/runs?q=%25%5B(.*%00%ff', '/api/runs?limit=1e309',
-      '/api/runs?agent[a]=b', '/api/runs?since=99999-01-01', '/api/runs?until=0s&since=999999d', `/api/runs?cursor=${'A'.repeat(499)}`,
+      '/api/events/recent?limit=1e309',
+      '/api/events/recent?limit=-0',
+      '/api/events/recent?limit=1&limit=2',
+      '/api/events/recent?type[a]=b',
+      '/api/dlq?limit=99999999999999999999&offset=-1',
+      '/api/dlq?offset=100000&limit=100',
+      `/api/dlq?limit=${'9'.repeat(5000)}`,
+      `/api/runs?q=${'x'.repeat(5000)}`,
+      `/api/runs?state=${'completed,'.repeat(1000)}`,
+      '/api/runs?q=%25%5B(.*%00%ff',
+      '/api/runs?limit=1e309',
+      '/api/runs?agent[a]=b',
+      '/api/runs?since=99999-01-01',
+      '/api/runs?until=0s&since=999999d',
+      `/api/runs?cursor=${'A'.repeat(499)}`,
       `/api/runs?cursor=${Buffer.from(JSON.stringify({ p: 4, o: 9e15, oc: 9e15, of: 9e15, u: 9e15 })).toString('base64url')}`,
       `/api/runs?cursor=${Buffer.from(JSON.stringify({ p: 0, o: 2 ** 53, oc: -1, of: 0, u: 0 })).toString('base64url')}`,
-      '/api/dlq/groups', `/api/dlq/groups?match=${'%25'.repeat(300)}`, '/api/dlq/groups?since=1e309', '/api/dlq/selection?group=%00', `/api/dlq/selection?agent=${'a'.repeat(5000)}`,
-      '/api/agents/crm-sync/rollups', ...odd.flatMap((id) => [`/api/agents/${id}/rollups`, `/api/runs/${id}/logs`, `/api/pipelines/${id}`]),
-      '/agents/crm-sync', '/runs', '/dlq', ...odd.flatMap((id) => [`/agents/${id}`, `/runs/${id}`]),
-      '/queues/api/queues?activeQueue=agents&status=failed&page=-1', `/queues/api/queues?activeQueue=agents&status=latest&page=${'9'.repeat(400)}`,
-      '/queues/api/queues?activeQueue=nope&status=%00', '/queues/api/queues?activeQueue=agents&status=failed&jobsPerPage=1000000',
+      '/api/dlq/groups',
+      `/api/dlq/groups?match=${'%25'.repeat(300)}`,
+      '/api/dlq/groups?since=1e309',
+      '/api/dlq/selection?group=%00',
+      `/api/dlq/selection?agent=${'a'.repeat(5000)}`,
+      '/api/agents/crm-sync/rollups',
+      ...odd.flatMap((id) => [`/api/agents/${id}/rollups`, `/api/runs/${id}/logs`, `/api/pipelines/${id}`]),
+      '/agents/crm-sync',
+      '/runs',
+      '/dlq',
+      ...odd.flatMap((id) => [`/agents/${id}`, `/runs/${id}`]),
+      '/queues/api/queues?activeQueue=agents&status=failed&page=-1',
+      `/queues/api/queues?activeQueue=agents&status=latest&page=${'9'.repeat(400)}`,
+      '/queues/api/queues?activeQueue=nope&status=%00',
+      '/queues/api/queues?activeQueue=agents&status=failed&jobsPerPage=1000000',
     ];
     const writes: [string, string][] = [
       ...odd.flatMap((id): [string, string][] => [
@@ -185,7 +239,8 @@ describe('port 3001 under hostile input', () => {
       if (ms > SLOWEST_MS) failures.push(`${what} took ${Math.round(ms)} ms`);
       // 431 (headers over 16 KiB) is Node's HTTP parser refusing before the app sees the request.
       const isAppAnswer = status !== 431;
-      if (status >= 400 && isAppAnswer && c.path.startsWith('/api/') && !/^\{"error":"[\s\S]*"\}$/.test(text)) failures.push(`${what} → ${status} without one { error }: ${text.slice(0, 200)}`);
+      if (status >= 400 && isAppAnswer && c.path.startsWith('/api/') && !/^\{"error":"[\s\S]*"\}$/.test(text))
+        failures.push(`${what} → ${status} without one { error }: ${text.slice(0, 200)}`);
       // A failed run's own stack trace is data; an error answer carries none.
       if (status >= 400 && /\n\s+at |node_modules|\.ts:\d+/.test(text)) failures.push(`${what} → leaked a stack: ${text.slice(0, 200)}`);
     }
@@ -221,7 +276,9 @@ describe('port 3001 under hostile input', () => {
     const health = await healthz.stop();
     expect(health.failures).toEqual([]);
     expect(Math.max(...timings)).toBeLessThan(SLOWEST_MS);
-    console.log(`10 000-character filter: answered in p50 ${percentile(timings, 50).toFixed(1)} ms, max ${Math.max(...timings).toFixed(1)} ms; /healthz max ${Math.max(...health.samples).toFixed(1)} ms`);
+    console.log(
+      `10 000-character filter: answered in p50 ${percentile(timings, 50).toFixed(1)} ms, max ${Math.max(...timings).toFixed(1)} ms; /healthz max ${Math.max(...health.samples).toFixed(1)} ms`,
+    );
   });
 });
 
@@ -259,7 +316,10 @@ describe('the live event stream flooded', () => {
         await pipeline.exec();
       }
       // Every client fell 5 MB behind: the scheduler drops each of them instead of holding it.
-      await waitFor(() => (cluster.scheduler.output().match(/dropped a live event stream/g) ?? []).length === 100, { timeoutMs: 30_000, what: () => `100 dropped streams; dropped ${(cluster.scheduler.output().match(/dropped a live event stream/g) ?? []).length}; rss ${rssMB()}` });
+      await waitFor(() => (cluster.scheduler.output().match(/dropped a live event stream/g) ?? []).length === 100, {
+        timeoutMs: 30_000,
+        what: () => `100 dropped streams; dropped ${(cluster.scheduler.output().match(/dropped a live event stream/g) ?? []).length}; rss ${rssMB()}`,
+      });
     } finally {
       clearInterval(sampler);
     }

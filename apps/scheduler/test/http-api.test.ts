@@ -409,7 +409,12 @@ describe('authentication', () => {
   it('with DASHBOARD_TOKEN: Bearer (or the token as Basic password) is needed for reads and mutations', async () => {
     const token = randomUUID();
     const h = await start({ credentials: { token } });
-    for (const [path, method] of [[READ, 'GET'], [MUTATE, 'POST'], ['/', 'GET'], ['/queues', 'GET']] as const) {
+    for (const [path, method] of [
+      [READ, 'GET'],
+      [MUTATE, 'POST'],
+      ['/', 'GET'],
+      ['/queues', 'GET'],
+    ] as const) {
       const none = await call(h.url, path, { method });
       expect(none.status, `${method} ${path}`).toBe(401);
       expect(none.headers.get('www-authenticate')).toMatch(/^Basic/);
@@ -424,7 +429,10 @@ describe('authentication', () => {
 
   it('with DASHBOARD_USER/PASSWORD: Basic is needed; wrong user, password or scheme is refused', async () => {
     const h = await start({ credentials: CREDENTIALS });
-    for (const [path, method] of [[READ, 'GET'], [MUTATE, 'POST']] as const) {
+    for (const [path, method] of [
+      [READ, 'GET'],
+      [MUTATE, 'POST'],
+    ] as const) {
       expect((await call(h.url, path, { method })).status).toBe(401);
       expect((await call(h.url, path, { method, headers: basic('ops', 'wrong') })).status).toBe(401);
       expect((await call(h.url, path, { method, headers: basic('other', CREDENTIALS.password) })).status).toBe(401);
@@ -444,7 +452,7 @@ describe('authentication', () => {
   });
 });
 
-describe('requests another site makes an operator\'s browser send', () => {
+describe("requests another site makes an operator's browser send", () => {
   const DISABLE = '/api/agents/alpha/disable';
   const isEnabled = async (h: Harness) => (await call(h.url, '/api/agents/alpha', { headers: AUTH })).body.enabled as boolean;
 
@@ -465,7 +473,12 @@ describe('requests another site makes an operator\'s browser send', () => {
       expect(((await res.json()) as { error: string }).error).toMatch(/^operator actions take a JSON body/);
     }
     expect(await isEnabled(h)).toBe(true);
-    for (const [method, path] of [['POST', '/api/dlq/retry'], ['DELETE', '/api/dlq'], ['POST', '/api/agents/alpha/run'], ['POST', '/api/runs/1/cancel']] as const) {
+    for (const [method, path] of [
+      ['POST', '/api/dlq/retry'],
+      ['DELETE', '/api/dlq'],
+      ['POST', '/api/agents/alpha/run'],
+      ['POST', '/api/runs/1/cancel'],
+    ] as const) {
       const res = await fetch(`${h.url}${path}`, { method, headers: { ...AUTH, 'content-type': 'text/plain' }, body: '{}' });
       expect(res.status, `${method} ${path}`).toBe(415);
     }

@@ -249,7 +249,11 @@ describe('serving the snapshot', () => {
 
   it('gzips for clients that ask, answers plain curl in plain text, and 304 for a body the client has', async () => {
     const h = await start({ snapshotMaxAgeMs: 60_000 });
-    for (const [path, accept] of [['/metrics', 'text/plain'], ['/metrics', '*/*'], ['/api/metrics', 'application/json']] as const) {
+    for (const [path, accept] of [
+      ['/metrics', 'text/plain'],
+      ['/metrics', '*/*'],
+      ['/api/metrics', 'application/json'],
+    ] as const) {
       const headers = { accept, ...AUTH };
       const plain = await rawGet(`${h.url}${path}`, headers);
       expect(plain.headers['content-encoding'], path).toBeUndefined();
@@ -293,7 +297,11 @@ describe('serving the snapshot', () => {
     expect(one.agents.flaky).toMatchObject({ runs: 2, failures: 1, successes: 1 });
     expect(one.deadLetterQueue.map((e: { agent: string }) => e.agent).sort()).toEqual(['doomed', 'sleepy']);
     expect(two).toEqual(one);
-    const figures = (text: string) => text.split('\n').filter((l) => l.startsWith('werkpilot_')).join('\n');
+    const figures = (text: string) =>
+      text
+        .split('\n')
+        .filter((l) => l.startsWith('werkpilot_'))
+        .join('\n');
     expect(figures(await prometheusText(other))).toBe(figures(await prometheusText(h.url)));
   });
 });

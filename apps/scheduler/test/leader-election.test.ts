@@ -12,7 +12,6 @@ const agentsDir = writeAgentsDir({
   'lead-scoring.ts': agentSource({ name: 'lead-scoring', schedule: { cron: '30 * * * *' }, dependsOn: ['crm-sync'] }),
 });
 
-
 interface Replica {
   app: AppProcess;
   port: number;
@@ -113,10 +112,13 @@ describe('scheduler leader election (real processes)', () => {
     const killedAt = Date.now();
     leader.app.kill('SIGKILL');
     expect(await leader.app.exited).toBe('SIGKILL');
-    const newLeaderId = await waitFor(async () => {
-      const id = await currentLeader(prefix);
-      return id && id !== leaderId ? id : null;
-    }, { timeoutMs: 20_000, intervalMs: 50, what: 'a new leader' });
+    const newLeaderId = await waitFor(
+      async () => {
+        const id = await currentLeader(prefix);
+        return id && id !== leaderId ? id : null;
+      },
+      { timeoutMs: 20_000, intervalMs: 50, what: 'a new leader' },
+    );
     const failoverMs = Date.now() - killedAt;
     console.log(`leader failover after kill -9: ${failoverMs} ms (default lease ${DEFAULT_LEASE_MS} ms)`);
     // The lease expires at most its ttl after the last renewal; a follower tries every second.
@@ -140,10 +142,13 @@ describe('scheduler leader election (real processes)', () => {
     await paused.app.waitForLog(/health round/);
 
     paused.app.kill('SIGSTOP');
-    await waitFor(async () => {
-      const id = await currentLeader(prefix);
-      return id && id !== leaderId;
-    }, { timeoutMs: 20_000, what: 'the other replica to take over' });
+    await waitFor(
+      async () => {
+        const id = await currentLeader(prefix);
+        return id && id !== leaderId;
+      },
+      { timeoutMs: 20_000, what: 'the other replica to take over' },
+    );
     await other.app.waitForLog(/health round/);
 
     const outputBeforeResume = paused.app.output().length;
@@ -152,10 +157,19 @@ describe('scheduler leader election (real processes)', () => {
     await paused.app.waitForLog(/no longer leader/);
     await waitFor(async () => (await schedulerStatus(paused.port)).isLeader === false, { what: 'the resumed replica to report it is not leader' });
     // Its resumed timers have had three health rounds' time to misbehave: as long as the leader took for three.
-    await waitFor(() => (other.app.output().slice(leaderOutputBeforeResume).match(/health round/g) ?? []).length >= 3, {
-      timeoutMs: 20_000,
-      what: 'three health rounds of the new leader after the resume',
-    });
+    await waitFor(
+      () =>
+        (
+          other.app
+            .output()
+            .slice(leaderOutputBeforeResume)
+            .match(/health round/g) ?? []
+        ).length >= 3,
+      {
+        timeoutMs: 20_000,
+        what: 'three health rounds of the new leader after the resume',
+      },
+    );
     const afterResume = paused.app.output().slice(outputBeforeResume);
     expect(afterResume).not.toMatch(/health round|job schedulers reconciled|elected leader/);
     expect(await currentLeader(prefix)).not.toBe(leaderId);

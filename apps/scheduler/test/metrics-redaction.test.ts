@@ -119,7 +119,11 @@ describe('the redaction matrix of GET /metrics (JSON)', () => {
     const h = await withFailedRun({ token: TOKEN });
     const withToken = await call(h.url, '/metrics?format=prometheus', { headers: bearer(TOKEN) });
     const without = await call(h.url, '/metrics?format=prometheus');
-    const figures = (text: string) => text.split('\n').filter((l) => l.startsWith('werkpilot_')).join('\n');
+    const figures = (text: string) =>
+      text
+        .split('\n')
+        .filter((l) => l.startsWith('werkpilot_'))
+        .join('\n');
     expect(figures(without.text)).toBe(figures(withToken.text));
     expect(without.text).not.toContain(SECRET_INPUT);
     expect(without.text).not.toContain(HOST);

@@ -38,7 +38,10 @@ const agentsDir = writeAgentsDir({
   'source.ts': withFs(agentSource({ name: 'source' }, `${logRun} await new Promise((r) => setTimeout(r, 30)); return 1;`)),
   // Asks another agent on the way (ctx.request: a BLPOP on the responder's list, the reply by pub/sub).
   'transform.ts': withFs(
-    agentSource({ name: 'transform', dependsOn: ['source'] }, `${logRun} const answer = await ctx.request('oracle', { n: 21 }); if (answer.doubled !== 42) throw new Error('wrong answer ' + JSON.stringify(answer)); return 2;`),
+    agentSource(
+      { name: 'transform', dependsOn: ['source'] },
+      `${logRun} const answer = await ctx.request('oracle', { n: 21 }); if (answer.doubled !== 42) throw new Error('wrong answer ' + JSON.stringify(answer)); return 2;`,
+    ),
   ),
   'oracle.ts': agentSource({ name: 'oracle' }, 'return null;', 'onRequest: (payload) => ({ doubled: payload.n * 2 }),'),
   'load.ts': withFs(agentSource({ name: 'load', dependsOn: ['transform'] }, `${logRun} return 3;`)),
@@ -147,7 +150,11 @@ describe.skipIf(missing)('a Redis Cluster (3 masters, 1 replica each) with every
       intervalMs: 50,
       what: () => `a cron run within 10 s of the failover; output:\n${outputs()}`,
     });
-    const lastBefore = Math.max(...runs().filter((r) => r.at <= startedAt).map((r) => r.at));
+    const lastBefore = Math.max(
+      ...runs()
+        .filter((r) => r.at <= startedAt)
+        .map((r) => r.at),
+    );
     expect(await runPipeline()).toEqual(['source', 'transform', 'load', 'report']);
     for (const p of processes) expect(p.proc.exitCode, p.output().slice(-1500)).toBe(null);
 

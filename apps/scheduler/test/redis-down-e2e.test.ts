@@ -80,34 +80,42 @@ async function stopPair(pair: { scheduler: AppProcess; worker: AppProcess }): Pr
 }
 
 describe('Redis down under running processes', () => {
-  it.skipIf(onSharedRedis('stops its Redis'))('stopped: /healthz answers 200, /readyz and every API read 503 with the reason within 1 s, and all recover when it is back', async () => {
-    const pair = await startPair(redis.url);
-    await expectBack(pair);
-    const restarting = redis.restart({ downMs: 4000 });
-    await waitFor(async () => !(await redisAnswers(redis.url, 200)), { what: 'redis stopped' });
-    const figures = await expectVisiblyDown(pair.url, pair.workerUrl);
-    // A burst of reads adds nothing to Redis's queue: each is refused at once.
-    const burst = await Promise.all(Array.from({ length: 50 }, () => timed(`${pair.url}/api/metrics`)));
-    expect(burst.every((r) => r.status === 503)).toBe(true);
-    console.log(`[measure] redis stopped: answer times (ms) ${JSON.stringify(figures)}; 50 concurrent reads, slowest ${Math.max(...burst.map((r) => r.ms))} ms`);
-    await restarting;
-    await expectBack(pair);
-    await stopPair(pair);
-  }, 90_000);
-
-  it.skipIf(onSharedRedis('freezes its Redis'))('frozen (SIGSTOP): the same answers within 1 s, though the connection stays open', async () => {
-    const pair = await startPair(redis.url);
-    await expectBack(pair);
-    const thaw = redis.freeze();
-    try {
+  it.skipIf(onSharedRedis('stops its Redis'))(
+    'stopped: /healthz answers 200, /readyz and every API read 503 with the reason within 1 s, and all recover when it is back',
+    async () => {
+      const pair = await startPair(redis.url);
+      await expectBack(pair);
+      const restarting = redis.restart({ downMs: 4000 });
+      await waitFor(async () => !(await redisAnswers(redis.url, 200)), { what: 'redis stopped' });
       const figures = await expectVisiblyDown(pair.url, pair.workerUrl);
-      console.log(`[measure] redis frozen: answer times (ms) ${JSON.stringify(figures)}`);
-    } finally {
-      thaw();
-    }
-    await expectBack(pair);
-    await stopPair(pair);
-  }, 90_000);
+      // A burst of reads adds nothing to Redis's queue: each is refused at once.
+      const burst = await Promise.all(Array.from({ length: 50 }, () => timed(`${pair.url}/api/metrics`)));
+      expect(burst.every((r) => r.status === 503)).toBe(true);
+      console.log(`[measure] redis stopped: answer times (ms) ${JSON.stringify(figures)}; 50 concurrent reads, slowest ${Math.max(...burst.map((r) => r.ms))} ms`);
+      await restarting;
+      await expectBack(pair);
+      await stopPair(pair);
+    },
+    90_000,
+  );
+
+  it.skipIf(onSharedRedis('freezes its Redis'))(
+    'frozen (SIGSTOP): the same answers within 1 s, though the connection stays open',
+    async () => {
+      const pair = await startPair(redis.url);
+      await expectBack(pair);
+      const thaw = redis.freeze();
+      try {
+        const figures = await expectVisiblyDown(pair.url, pair.workerUrl);
+        console.log(`[measure] redis frozen: answer times (ms) ${JSON.stringify(figures)}`);
+      } finally {
+        thaw();
+      }
+      await expectBack(pair);
+      await stopPair(pair);
+    },
+    90_000,
+  );
 });
 
 describe('processes started before Redis', () => {
@@ -128,10 +136,13 @@ describe('processes started before Redis', () => {
       timeoutMs: 20_000,
       what: 'the scheduler leading',
     });
-    const ran = await waitFor(async () => {
-      const body = (await (await fetch(`${pair.url}/api/agents/crm-sync`)).json()) as { successes?: number };
-      return (body.successes ?? 0) > 0 ? body : undefined;
-    }, { timeoutMs: 20_000, what: 'a cron run after Redis came' });
+    const ran = await waitFor(
+      async () => {
+        const body = (await (await fetch(`${pair.url}/api/agents/crm-sync`)).json()) as { successes?: number };
+        return (body.successes ?? 0) > 0 ? body : undefined;
+      },
+      { timeoutMs: 20_000, what: 'a cron run after Redis came' },
+    );
     expect(ran.successes).toBeGreaterThan(0);
     console.log(`[measure] started without redis: ready, leading and a cron run done ${Date.now() - cameAt} ms after Redis came`);
     await stopPair(pair);

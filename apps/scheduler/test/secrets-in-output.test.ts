@@ -24,7 +24,7 @@ function run(command: string, args: string[], env: Record<string, string>): { ch
 }
 
 describe('secrets in output', () => {
-  it("`pnpm start` with a password in REDIS_URL logs the URL masked, and the password nowhere", async () => {
+  it('`pnpm start` with a password in REDIS_URL logs the URL masked, and the password nowhere', async () => {
     const redisPort = await freePort();
     const redis = run('redis-server', ['--port', String(redisPort), '--save', '', '--appendonly', 'no', '--requirepass', PASSWORD], {});
     await waitFor(() => /Ready to accept connections/.test(redis.output()), { what: 'redis-server to start' });
@@ -56,7 +56,9 @@ describe('secrets in output', () => {
     expect(await scheduler.exited).toBe(2);
     const lines = scheduler.output().trim().split('\n');
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(/^werkpilot scheduler: REDIS_URL must be a redis:\/\/ or rediss:\/\/ URL.*; DASHBOARD_TOKEN must be a non-empty string, got a value of 3 characters \(not shown: it is a secret\)$/);
+    expect(lines[0]).toMatch(
+      /^werkpilot scheduler: REDIS_URL must be a redis:\/\/ or rediss:\/\/ URL.*; DASHBOARD_TOKEN must be a non-empty string, got a value of 3 characters \(not shown: it is a secret\)$/,
+    );
     expect(scheduler.output()).not.toContain(PASSWORD);
   });
 });

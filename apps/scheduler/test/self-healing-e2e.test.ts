@@ -13,7 +13,6 @@ const agentsDir = writeAgentsDir({
   'dependent.ts': agentSource({ name: 'dependent', dependsOn: ['flaky'] }),
 });
 
-
 interface AgentView {
   circuit: string;
   health: string | null;
@@ -39,20 +38,26 @@ describe('self-healing, as an operator sees it (real processes)', () => {
     const agents = async () => (await api('GET', '/api/metrics')).body.agents as Record<string, AgentView>;
 
     // The cron ticks fail every second: after more than 3 restarts the circuit opens.
-    const opened = await waitFor(async () => {
-      const a = await agents();
-      return a.flaky!.circuit === 'open' && a.flaky!.healthReasons.includes('circuit open') ? a : null;
-    }, { timeoutMs: 30_000, what: 'the circuit of flaky to open and its health to say so' });
+    const opened = await waitFor(
+      async () => {
+        const a = await agents();
+        return a.flaky!.circuit === 'open' && a.flaky!.healthReasons.includes('circuit open') ? a : null;
+      },
+      { timeoutMs: 30_000, what: 'the circuit of flaky to open and its health to say so' },
+    );
     expect(opened.flaky!.health).toBe('unhealthy');
     // The fourth restart (> 3) opens it; later ticks are skipped, not counted.
     expect(opened.flaky!.restartsLastHour).toBe(4);
 
     const dependentRun = await api('POST', '/api/agents/dependent/run');
     expect(dependentRun.status).toBe(202);
-    const run = await waitFor(async () => {
-      const r = await api('GET', `/api/runs/${String(dependentRun.body.runId)}`);
-      return r.status === 200 && JSON.stringify(r.body).includes('skipped') ? r.body : null;
-    }, { timeoutMs: 15_000, what: 'the dependent run to be skipped' });
+    const run = await waitFor(
+      async () => {
+        const r = await api('GET', `/api/runs/${String(dependentRun.body.runId)}`);
+        return r.status === 200 && JSON.stringify(r.body).includes('skipped') ? r.body : null;
+      },
+      { timeoutMs: 15_000, what: 'the dependent run to be skipped' },
+    );
     expect(JSON.stringify(run)).toContain('dependency flaky unhealthy: circuit open');
     // The snapshot behind /api/metrics may be up to METRICS_SNAPSHOT_MAX_AGE_MS (2 s) old.
     await waitFor(async () => (await agents()).dependent!.skipped >= 1, { what: 'the skipped run in /api/metrics' });
@@ -62,10 +67,13 @@ describe('self-healing, as an operator sees it (real processes)', () => {
 
     const nightly = await api('POST', '/api/reports/run');
     expect(nightly.status).toBe(202);
-    const report = await waitFor(async () => {
-      const r = await api('GET', '/api/reports/latest');
-      return r.status === 200 ? r.body : null;
-    }, { timeoutMs: 15_000, what: 'the on-demand nightly report' });
+    const report = await waitFor(
+      async () => {
+        const r = await api('GET', '/api/reports/latest');
+        return r.status === 200 ? r.body : null;
+      },
+      { timeoutMs: 15_000, what: 'the on-demand nightly report' },
+    );
     expect(report.flagged).toContain('flaky');
     expect((report.agents as Record<string, { failureRate: number; advice: string[] }>).flaky).toMatchObject({ failureRate: 1 });
     expect((report.agents as Record<string, { topSkipCause: unknown }>).dependent!.topSkipCause).toMatchObject({ dependency: 'flaky' });

@@ -4,19 +4,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
 import { closeRedisConnection, createKeys, createLogger, createQueues, createRedisConnection, freePort } from '@werkpilot/shared';
-import {
-  agentSource,
-  findTool,
-  isMissing,
-  startApp,
-  startSentinelSet,
-  stopApps,
-  uniquePrefix,
-  waitFor,
-  writeAgentsDir,
-  type AppProcess,
-  type SentinelSet,
-} from '@werkpilot/test-support';
+import { agentSource, findTool, isMissing, startApp, startSentinelSet, stopApps, uniquePrefix, waitFor, writeAgentsDir, type AppProcess, type SentinelSet } from '@werkpilot/test-support';
 
 /**
  * Issue 22, Sentinel: a scheduler and two workers, connected through three sentinels, run a cron
@@ -104,13 +92,26 @@ describe.skipIf(missing)('a Sentinel set (primary, replica, three sentinels) und
       const startedAt = Date.now();
       failoverStarts.push({ what, at: startedAt });
       await act();
-      const newPrimary = await waitFor(async () => {
-        const p = await set!.primary();
-        return p !== oldPrimary ? p : undefined;
-      }, { timeoutMs: 20_000, intervalMs: 50, what: `the sentinels naming a new primary after ${what}` });
+      const newPrimary = await waitFor(
+        async () => {
+          const p = await set!.primary();
+          return p !== oldPrimary ? p : undefined;
+        },
+        { timeoutMs: 20_000, intervalMs: 50, what: `the sentinels naming a new primary after ${what}` },
+      );
       const switchedAt = Date.now();
-      const resumed = await waitFor(() => firstRunAfter(switchedAt), { timeoutMs: 10_000, intervalMs: 50, what: () => `a run within 10 s of ${what}; worker:\n${processes[1]!.output().slice(-1500)}` });
-      const pauseMs = resumed.at - Math.max(...runs().filter((r) => r.at <= startedAt).map((r) => r.at));
+      const resumed = await waitFor(() => firstRunAfter(switchedAt), {
+        timeoutMs: 10_000,
+        intervalMs: 50,
+        what: () => `a run within 10 s of ${what}; worker:\n${processes[1]!.output().slice(-1500)}`,
+      });
+      const pauseMs =
+        resumed.at -
+        Math.max(
+          ...runs()
+            .filter((r) => r.at <= startedAt)
+            .map((r) => r.at),
+        );
       figures.push(
         `${what}: new primary named after ${switchedAt - startedAt} ms, first run ${resumed.at - switchedAt} ms after that (${resumed.at - startedAt} ms after the failover began; longest gap between runs ${pauseMs} ms; ${runs().length - runsBefore} runs meanwhile)`,
       );
@@ -159,7 +160,9 @@ describe.skipIf(missing)('a Sentinel set (primary, replica, three sentinels) und
       const during = failoverStarts.filter((f) => f.at <= run.at).at(-1);
       figures.push(`run ${run.runId} executed a second time ${during ? `${run.at - during.at} ms after ${during.what} began` : 'before any failover'}`);
     }
-    figures.push(`runs executed ${executed.length} (${executedIds.size} distinct), completed records in Redis ${completed.size}, executed without a record ${lostRecords.length}, executed twice ${ranTwice}`);
+    figures.push(
+      `runs executed ${executed.length} (${executedIds.size} distinct), completed records in Redis ${completed.size}, executed without a record ${lostRecords.length}, executed twice ${ranTwice}`,
+    );
     console.log(`[measure] Sentinel failover:\n  ${figures.join('\n  ')}`);
     expect(lostRecords.length).toBeLessThanOrEqual(2);
     expect(ranTwice).toBeLessThanOrEqual(2);

@@ -102,10 +102,15 @@ export async function runWorker(): Promise<void> {
         isStopping: () => shutdown.isShuttingDown,
       }),
     );
-    shutdown.register(5, 'http server', () => new Promise((resolve) => {
-      http.server.close(resolve);
-      http.server.closeAllConnections();
-    }));
+    shutdown.register(
+      5,
+      'http server',
+      () =>
+        new Promise((resolve) => {
+          http.server.close(resolve);
+          http.server.closeAllConnections();
+        }),
+    );
   }
 
   shutdown.register(5, 'event bus', () => bus.close());
@@ -147,7 +152,15 @@ export async function runWorker(): Promise<void> {
   systemHandlers[BOOT_CHECK_JOB] = createBootCheckHandler({ registry, log });
   systemHandlers[HEALTH_CHECK_JOB] = createHealthCheckHandler({ registry, log });
   systemHandlers[NIGHTLY_JOB] = createNightlyHandler({
-    redis, keys, registry, state, circuit, bus, log, timezone: config.nightlyTz, completedRetain: config.completedRetain,
+    redis,
+    keys,
+    registry,
+    state,
+    circuit,
+    bus,
+    log,
+    timezone: config.nightlyTz,
+    completedRetain: config.completedRetain,
   });
   const activeSystemJobs = new Set<string>();
   const systemWorker = createSystemWorker({ connection: bullConnection, keys, log, workerId, handlers: systemHandlers, activeJobs: activeSystemJobs });
@@ -168,8 +181,19 @@ export async function runWorker(): Promise<void> {
     intervalMs: config.heartbeatIntervalMs,
     describe: () => {
       const { heapPercent, rssMB, heapUsedMB } = readProcessMemory();
-      return { id: workerId, host: hostname(), pid: process.pid, concurrency: config.workerConcurrency, active: activeRuns.size,
-        heapPercent, rssMB, heapUsedMB, isUnderMemoryPressure: memory.isUnderPressure, startedAt, version: WORKER_VERSION };
+      return {
+        id: workerId,
+        host: hostname(),
+        pid: process.pid,
+        concurrency: config.workerConcurrency,
+        active: activeRuns.size,
+        heapPercent,
+        rssMB,
+        heapUsedMB,
+        isUnderMemoryPressure: memory.isUnderPressure,
+        startedAt,
+        version: WORKER_VERSION,
+      };
     },
   });
   await heartbeat.start();

@@ -119,11 +119,18 @@ describe('an agent that blocks the event loop longer than the lock', () => {
     const apps = [startApp('worker', env), startApp('worker', env)];
     await Promise.all(apps.map((app) => app.waitForLog(/worker online/)));
     const registry = await loadRegistry(blockingDir);
-    const job = await queues.agents.add('blocker', { agent: 'blocker', trigger: 'manual', data: { marker: `${blockingDir}/marker-${prefix}` } }, runJobOptions(registry.require('blocker'), { dlqRetain: 100, completedRetain: 1000 }));
-    const blockedId = await waitFor(async () => {
-      const active = await queues.agents.getJob(job.id!);
-      return (await active?.getState()) === 'active' ? active!.processedBy : undefined;
-    }, { what: 'the blocking run active' });
+    const job = await queues.agents.add(
+      'blocker',
+      { agent: 'blocker', trigger: 'manual', data: { marker: `${blockingDir}/marker-${prefix}` } },
+      runJobOptions(registry.require('blocker'), { dlqRetain: 100, completedRetain: 1000 }),
+    );
+    const blockedId = await waitFor(
+      async () => {
+        const active = await queues.agents.getJob(job.id!);
+        return (await active?.getState()) === 'active' ? active!.processedBy : undefined;
+      },
+      { what: 'the blocking run active' },
+    );
     const blocked = apps.find((app) => app.logs().some((l) => l.workerId === blockedId))!;
 
     await waitFor(async () => (await queues.agents.getJobState(job.id!)) === 'completed', { timeoutMs: 30_000, what: 'the run completed' });

@@ -6,7 +6,10 @@ const redis = useTestRedis();
 
 const agentsDir = writeAgentsDir({
   // A 2 s run that ignores its signal: shutdown must wait for it.
-  'two-seconds.ts': agentSource({ name: 'two-seconds', retry: { attempts: 3, backoff: { type: 'exponential', delayMs: 100 } } }, 'await new Promise((r) => setTimeout(r, 2000)); return { ok: true };'),
+  'two-seconds.ts': agentSource(
+    { name: 'two-seconds', retry: { attempts: 3, backoff: { type: 'exponential', delayMs: 100 } } },
+    'await new Promise((r) => setTimeout(r, 2000)); return { ok: true };',
+  ),
   // Runs for a minute on its first start (marker file absent), at once afterwards.
   'first-start-hangs.ts': agentSource(
     { name: 'first-start-hangs', retry: { attempts: 3, backoff: { type: 'exponential', delayMs: 100 } } },
@@ -141,22 +144,26 @@ describe('graceful shutdown of a worker', () => {
     expect(await client.zcard(liveKey)).toBe(0);
   }, 60_000);
 
-  it.skipIf(onSharedRedis('stops its Redis'))('exits 0 within seconds when told to stop while Redis is down', async () => {
-    const prefix = uniquePrefix();
-    const worker = startApp('worker', env(prefix, LONG_GRACE));
-    await worker.waitForLog(/worker online/);
-    const restarted = redis.restart({ downMs: 4000 });
-    await worker.waitForLog(/redis connection lost/);
+  it.skipIf(onSharedRedis('stops its Redis'))(
+    'exits 0 within seconds when told to stop while Redis is down',
+    async () => {
+      const prefix = uniquePrefix();
+      const worker = startApp('worker', env(prefix, LONG_GRACE));
+      await worker.waitForLog(/worker online/);
+      const restarted = redis.restart({ downMs: 4000 });
+      await worker.waitForLog(/redis connection lost/);
 
-    const signalledAt = Date.now();
-    worker.kill('SIGTERM');
-    expect(await worker.exited).toBe(0);
-    const exitMs = Date.now() - signalledAt;
-    // It did not wait for Redis to come back.
-    expect(await redisAnswers(redis.url, 200)).toBe(false);
-    console.log(`[measure] worker shutdown during a Redis outage: ${exitMs} ms from SIGTERM to exit`);
-    expect(exitMs).toBeLessThan(PROMPT_EXIT_MS);
-    expect(loggedSteps(worker)).toEqual([1, 2, 3, 4, 5, 6]);
-    await restarted;
-  }, 60_000);
+      const signalledAt = Date.now();
+      worker.kill('SIGTERM');
+      expect(await worker.exited).toBe(0);
+      const exitMs = Date.now() - signalledAt;
+      // It did not wait for Redis to come back.
+      expect(await redisAnswers(redis.url, 200)).toBe(false);
+      console.log(`[measure] worker shutdown during a Redis outage: ${exitMs} ms from SIGTERM to exit`);
+      expect(exitMs).toBeLessThan(PROMPT_EXIT_MS);
+      expect(loggedSteps(worker)).toEqual([1, 2, 3, 4, 5, 6]);
+      await restarted;
+    },
+    60_000,
+  );
 });

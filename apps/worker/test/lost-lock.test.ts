@@ -53,13 +53,23 @@ export default defineAgent({
 `,
 });
 
-interface LogLine { kind: string; runId: string; pid?: number; at: number; how?: string }
+interface LogLine {
+  kind: string;
+  runId: string;
+  pid?: number;
+  at: number;
+  how?: string;
+}
 
 function readRunLog(file: string): LogLine[] {
-  return readFileSync(file, 'utf8').trim().split('\n').filter(Boolean).map((line) => {
-    const [kind, runId, a, b, how] = line.split(' ');
-    return kind === 'child' ? { kind: kind!, runId: runId!, at: Number(a) } : { kind: kind!, runId: runId!, pid: Number(a), at: Number(b), ...(how ? { how } : {}) };
-  });
+  return readFileSync(file, 'utf8')
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const [kind, runId, a, b, how] = line.split(' ');
+      return kind === 'child' ? { kind: kind!, runId: runId!, at: Number(a) } : { kind: kind!, runId: runId!, pid: Number(a), at: Number(b), ...(how ? { how } : {}) };
+    });
 }
 
 /** The redis-server process of this file's Redis, to freeze it with SIGSTOP. */
@@ -123,24 +133,39 @@ async function loseTheLockOfAPipelineRoot(mode: 'block' | 'wait', fault: () => P
   await waitFor(() => readRunLog(runLog).some((l) => l.kind === 'end' && l.runId === runId), { timeoutMs: 30_000, what: 'the first copy to end' });
   await sleep(300); // its cleanup, if any, has run
   const third = await triggerRun(deps, 'root');
-  const thirdJob = await waitFor(async () => ((await queues.agents.getJobState(third.runId)) === 'completed' ? queues.agents.getJob(third.runId) : undefined), { timeoutMs: 20_000, what: 'the third run to finish' });
-  const recoveredEnd = await waitFor(() => readRunLog(runLog).find((l) => l.kind === 'end' && l.runId === runId && l.pid === recovered.pid && l.at >= recovered.at), { timeoutMs: 20_000, what: 'the recovered copy to end' });
+  const thirdJob = await waitFor(async () => ((await queues.agents.getJobState(third.runId)) === 'completed' ? queues.agents.getJob(third.runId) : undefined), {
+    timeoutMs: 20_000,
+    what: 'the third run to finish',
+  });
+  const recoveredEnd = await waitFor(() => readRunLog(runLog).find((l) => l.kind === 'end' && l.runId === runId && l.pid === recovered.pid && l.at >= recovered.at), {
+    timeoutMs: 20_000,
+    what: 'the recovered copy to end',
+  });
   const thirdStart = readRunLog(runLog).find((l) => l.kind === 'start' && l.runId === third.runId);
   expect(thirdJob!.returnvalue, 'the third run is skipped while the recovered copy holds the lease').toMatchObject({ outcome: 'skipped', reasons: ['overlap'] });
   expect(thirdStart).toBeUndefined();
 
-  const status = await waitFor(async () => {
-    const s = await getPipeline(deps, pipelineId!);
-    return s.isFinished ? s : undefined;
-  }, { timeoutMs: 30_000, what: 'the pipeline to finish' });
-  expect(status.runs.map((r) => [r.agent, r.outcome])).toEqual([['root', 'success'], ['child', 'success']]);
+  const status = await waitFor(
+    async () => {
+      const s = await getPipeline(deps, pipelineId!);
+      return s.isFinished ? s : undefined;
+    },
+    { timeoutMs: 30_000, what: 'the pipeline to finish' },
+  );
+  expect(status.runs.map((r) => [r.agent, r.outcome])).toEqual([
+    ['root', 'success'],
+    ['child', 'success'],
+  ]);
   const childRuns = readRunLog(runLog).filter((l) => l.kind === 'child' && l.runId === status.runs[1]!.runId);
   expect(childRuns, 'the dependent runs exactly once').toHaveLength(1);
   expect(childRuns[0]!.at, 'the dependent starts after the recovered root ended').toBeGreaterThanOrEqual(recoveredEnd.at);
 
   await sleep(500); // late events of the lost copy, if any
   const ofRoot = events.filter((e) => e.data.runId === runId);
-  expect(ofRoot.filter((e) => e.type === 'agent:completed'), 'exactly one outcome').toHaveLength(1);
+  expect(
+    ofRoot.filter((e) => e.type === 'agent:completed'),
+    'exactly one outcome',
+  ).toHaveLength(1);
   expect(ofRoot.filter((e) => ['agent:failed', 'agent:dlq', 'agent:retrying', 'agent:cancelled'].includes(e.type)).map((e) => e.type)).toEqual([]);
   const state = await new AgentStateStore({ redis: redis.client(), keys }).get('root');
   expect(state.successes - before).toBe(1);
@@ -153,12 +178,16 @@ describe('a run that lost its lock', () => {
     await loseTheLockOfAPipelineRoot('block', async () => undefined);
   }, 90_000);
 
-  it.skipIf(onSharedRedis('freezes its Redis'))('records one success when Redis froze past LOCK_DURATION_MS mid-run (SIGSTOP on redis-server; needs a Redis of its own)', async () => {
-    const pid = await redisPid();
-    await loseTheLockOfAPipelineRoot('wait', async () => {
-      process.kill(pid, 'SIGSTOP');
-      await sleep(4500);
-      process.kill(pid, 'SIGCONT');
-    });
-  }, 90_000);
+  it.skipIf(onSharedRedis('freezes its Redis'))(
+    'records one success when Redis froze past LOCK_DURATION_MS mid-run (SIGSTOP on redis-server; needs a Redis of its own)',
+    async () => {
+      const pid = await redisPid();
+      await loseTheLockOfAPipelineRoot('wait', async () => {
+        process.kill(pid, 'SIGSTOP');
+        await sleep(4500);
+        process.kill(pid, 'SIGCONT');
+      });
+    },
+    90_000,
+  );
 });

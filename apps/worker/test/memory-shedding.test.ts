@@ -42,10 +42,12 @@ describe('a worker at 90 % heap beside an idle one', () => {
     const bus = new EventBus({ redis: client, keys, log: createLogger({ level: 'silent', name: 'test' }) });
     const events: BusEvent[] = [];
     await bus.subscribe((e) => events.push(e));
-    toClose.push(() => queues.close(), () => bus.close());
+    toClose.push(
+      () => queues.close(),
+      () => bus.close(),
+    );
     const registry = await loadRegistry(agentsDir);
-    const add = (agent: string, data: Record<string, unknown> = {}) =>
-      queues.agents.add(agent, { agent, trigger: 'manual', data }, runJobOptions(registry.require(agent), retention));
+    const add = (agent: string, data: Record<string, unknown> = {}) => queues.agents.add(agent, { agent, trigger: 'manual', data }, runJobOptions(registry.require(agent), retention));
     const env = { REDIS_URL: redis.url, WERKPILOT_PREFIX: prefix, WERKPILOT_AGENTS: agentsDir, WORKER_CONCURRENCY: String(CONCURRENCY) };
     const release = path.join(agentsDir, `release-${prefix}`);
 
@@ -53,7 +55,10 @@ describe('a worker at 90 % heap beside an idle one', () => {
     await pressured.waitForLog(/worker online/);
     const pressuredId = pressured.logs().find((l) => l.msg === 'worker online')!.workerId;
     await add('hog', { release });
-    await waitFor(() => events.find((e) => e.type === "memory:pressure" && e.data.workerId === pressuredId), { timeoutMs: 30_000, what: () => `memory:pressure from the hogged worker; output:\n${pressured.output().slice(-3000)}` });
+    await waitFor(() => events.find((e) => e.type === 'memory:pressure' && e.data.workerId === pressuredId), {
+      timeoutMs: 30_000,
+      what: () => `memory:pressure from the hogged worker; output:\n${pressured.output().slice(-3000)}`,
+    });
 
     // Queued while the pressured worker is the only one: it fetches some (its free slots' worth),
     // hands them back and pauses, whatever the timing; only then does the relaxed worker come.

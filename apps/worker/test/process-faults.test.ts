@@ -1,15 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import {
-  EventBus,
-  createKeys,
-  createLogger,
-  createQueues,
-  freePort,
-  loadRegistry,
-  runJobOptions,
-  type BusEvent,
-  type Queues,
-} from '@werkpilot/shared';
+import { EventBus, createKeys, createLogger, createQueues, freePort, loadRegistry, runJobOptions, type BusEvent, type Queues } from '@werkpilot/shared';
 import { agentSource, startApp, uniquePrefix, useTestRedis, waitFor, writeAgentsDir } from '@werkpilot/test-support';
 
 const redis = useTestRedis();
@@ -41,10 +31,12 @@ async function cluster() {
   const bus = new EventBus({ redis: client, keys, log: createLogger({ level: 'silent', name: 'test' }) });
   const events: BusEvent[] = [];
   await bus.subscribe((e) => events.push(e));
-  toClose.push(() => queues.close(), () => bus.close());
+  toClose.push(
+    () => queues.close(),
+    () => bus.close(),
+  );
   const registry = await loadRegistry(agentsDir);
-  const add = (agent: string, data: Record<string, unknown> = {}) =>
-    queues.agents.add(agent, { agent, trigger: 'manual', data }, runJobOptions(registry.require(agent), retention));
+  const add = (agent: string, data: Record<string, unknown> = {}) => queues.agents.add(agent, { agent, trigger: 'manual', data }, runJobOptions(registry.require(agent), retention));
   const env = { REDIS_URL: redis.url, WERKPILOT_PREFIX: prefix, WERKPILOT_AGENTS: agentsDir, WORKER_CONCURRENCY: '5' };
   return { queues, events, add, env };
 }
@@ -68,7 +60,9 @@ describe('an agent that leaves a promise rejection unawaited', () => {
     expect(await queues.agents.getFailedCount()).toBe(0);
     expect(events.filter((e) => e.type === 'agent:dlq')).toEqual([]);
     const steadyDone = (await queues.agents.getJob(steady.id!))!;
-    console.log(`[measure] careless neighbour: the 5 s run completed in ${(steadyDone.returnvalue as { durationMs: number }).durationMs} ms on attempt ${steadyDone.attemptsMade}; DLQ 0; worker alive`);
+    console.log(
+      `[measure] careless neighbour: the 5 s run completed in ${(steadyDone.returnvalue as { durationMs: number }).durationMs} ms on attempt ${steadyDone.attemptsMade}; DLQ 0; worker alive`,
+    );
 
     // Logged with the agent and run it came from.
     const line = worker.logs().find((l) => typeof l.msg === 'string' && l.msg.startsWith('unhandled promise rejection'))!;

@@ -41,10 +41,13 @@ describe('sizes an agent decides', () => {
     const api = async (path: string, init: RequestInit = {}) => (await fetch(`${cluster.url}${path}`, { ...init, headers })).json() as Promise<Record<string, unknown>>;
     const runToEnd = async (agent: string) => {
       const { runId } = (await api(`/api/agents/${agent}/run`, { method: 'POST', body: '{}' })) as { runId: string };
-      return waitFor(async () => {
-        const run = (await api(`/api/runs/${runId}`)) as { state: string; result?: unknown; error?: string };
-        return run.state === 'completed' || run.state === 'failed' ? run : undefined;
-      }, { timeoutMs: 20_000, what: `the run of ${agent}` });
+      return waitFor(
+        async () => {
+          const run = (await api(`/api/runs/${runId}`)) as { state: string; result?: unknown; error?: string };
+          return run.state === 'completed' || run.state === 'failed' ? run : undefined;
+        },
+        { timeoutMs: 20_000, what: `the run of ${agent}` },
+      );
     };
 
     // A 5 MB error: the DLQ keeps 4 KiB of the message and 16 KiB of the stack, each marked.
@@ -73,7 +76,12 @@ describe('sizes an agent decides', () => {
       outcome: 'success',
       durationMs: expect.any(Number),
       workerId: expect.any(String),
-      result: { refused: { name: 'PublishPayloadError', message: "ctx.publish('big:report'): the payload is 102402 bytes; the limit is 65536 (64 KiB) — store large data elsewhere and publish its key" } },
+      result: {
+        refused: {
+          name: 'PublishPayloadError',
+          message: "ctx.publish('big:report'): the payload is 102402 bytes; the limit is 65536 (64 KiB) — store large data elsewhere and publish its key",
+        },
+      },
     });
     const bigEvents = (await api('/api/events/recent?limit=100&type=big:report')) as { events: { data: { payload: string } }[] };
     expect(bigEvents.events.map((e) => e.data.payload.length)).toEqual([60 * 1024]);

@@ -62,7 +62,11 @@ function recordingModules(): { env: Record<string, string>; loaded(): string[] }
 const SDK_MODULE = /@opentelemetry\/(sdk-|exporter-|otlp-|resources|core|context-async-hooks)|\/bullmq-otel\/|\/tracing-sdk\.[jt]s$/;
 
 /** The environment's own OTEL_* settings must not leak into these processes. */
-const NO_OTEL_ENV = Object.fromEntries(Object.keys(process.env).filter((k) => k.startsWith('OTEL_')).map((k) => [k, '']));
+const NO_OTEL_ENV = Object.fromEntries(
+  Object.keys(process.env)
+    .filter((k) => k.startsWith('OTEL_'))
+    .map((k) => [k, '']),
+);
 
 async function startCluster(env: Record<string, string>) {
   const port = await freePort();
@@ -81,10 +85,13 @@ async function startCluster(env: Record<string, string>) {
   await scheduler.waitForLog(/dashboard on/, 30_000);
   await Promise.all(workers.map((w) => w.waitForLog(/worker online/, 30_000)));
   // Runs are gated until their agent's boot check passed.
-  await waitFor(async () => {
-    const { body } = await api('/api/metrics');
-    return Object.values(body.agents ?? {}).length === 3 && Object.values(body.agents).every((a: any) => a.boot?.status === 'ok');
-  }, { timeoutMs: 40_000, what: 'every agent to pass its boot check' });
+  await waitFor(
+    async () => {
+      const { body } = await api('/api/metrics');
+      return Object.values(body.agents ?? {}).length === 3 && Object.values(body.agents).every((a: any) => a.boot?.status === 'ok');
+    },
+    { timeoutMs: 40_000, what: 'every agent to pass its boot check' },
+  );
   const all: AppProcess[] = [scheduler, ...workers];
   return {
     api,
@@ -100,10 +107,13 @@ async function runPipeline(api: Awaited<ReturnType<typeof startCluster>>['api'],
   expect(queued.status).toBe(202);
   const runs = queued.body.runs as { agent: string; runId: string }[];
   expect(runs.map((r) => r.agent).sort()).toEqual(['collect', 'enrich', 'notify']);
-  const views = await waitFor(async () => {
-    const all = await Promise.all(runs.map(async (r) => (await api(`/api/runs/${encodeURIComponent(r.runId)}`)).body));
-    return all.every((v) => v.state === 'completed') ? all : undefined;
-  }, { timeoutMs: 30_000, what: 'the three pipeline runs to complete' });
+  const views = await waitFor(
+    async () => {
+      const all = await Promise.all(runs.map(async (r) => (await api(`/api/runs/${encodeURIComponent(r.runId)}`)).body));
+      return all.every((v) => v.state === 'completed') ? all : undefined;
+    },
+    { timeoutMs: 30_000, what: 'the three pipeline runs to complete' },
+  );
   return { pipelineId: queued.body.pipelineId as string, runs, views: Object.fromEntries(views.map((v) => [v.agent, v])) as Record<string, any> };
 }
 
@@ -194,7 +204,9 @@ describe('OpenTelemetry traces across real processes', () => {
 
       // Every span of these runs is in this one trace; none started a trace of its own.
       const runIds = new Set(Object.values(runIdOf));
-      const strays = receiver.spans().filter((s) => (runIds.has(s.attributes['werkpilot.run.id'] as string) || runIds.has(s.attributes['bullmq.job.id'] as string)) && s.traceId !== callerTraceId);
+      const strays = receiver
+        .spans()
+        .filter((s) => (runIds.has(s.attributes['werkpilot.run.id'] as string) || runIds.has(s.attributes['bullmq.job.id'] as string)) && s.traceId !== callerTraceId);
       expect(strays).toEqual([]);
 
       // The SDK was loaded in every process: the module check of the next test can fail.

@@ -36,7 +36,13 @@ async function exposition(): Promise<string> {
 describe('worker HTTP', () => {
   it("exports this worker's own run counters, retries and duration histogram", async () => {
     const text = await exposition();
-    for (const [outcome, n] of [['success', 1], ['failure', 1], ['timeout', 1], ['cancelled', 1], ['skipped', 1]] as const) {
+    for (const [outcome, n] of [
+      ['success', 1],
+      ['failure', 1],
+      ['timeout', 1],
+      ['cancelled', 1],
+      ['skipped', 1],
+    ] as const) {
       expect(text).toContain(`werkpilot_worker_runs_total{agent="crm-sync",outcome="${outcome}"} ${n}`);
     }
     expect(text).toContain('werkpilot_worker_retries_total{agent="crm-sync"} 1');

@@ -199,7 +199,8 @@ async function tokenWakeUps(redis: BenchRedis, count: number): Promise<{ samples
 
 export const controls: Scenario = {
   name: 'controls',
-  title: 'fleet controls: runs/s and Redis commands per run with a concurrency key or a rate limit far above the load beside the same fleet without; freed slot / due token → waiting run start',
+  title:
+    'fleet controls: runs/s and Redis commands per run with a concurrency key or a rate limit far above the load beside the same fleet without; freed slot / due token → waiting run start',
   async run({ quick, redis, progress }) {
     const count = quick ? 1000 : 10_000;
     const rounds = quick ? 1 : 3;
@@ -213,7 +214,11 @@ export const controls: Scenario = {
     }
     const commandsCount = quick ? 200 : 2000;
     progress(`controls: Redis commands per run, ${commandsCount} runs per variant`);
-    const commands = { plain: await commandsPerRun(redis, 'plain', commandsCount), keyed: await commandsPerRun(redis, 'keyed', commandsCount), 'rate-limited': await commandsPerRun(redis, 'rate-limited', commandsCount) };
+    const commands = {
+      plain: await commandsPerRun(redis, 'plain', commandsCount),
+      keyed: await commandsPerRun(redis, 'keyed', commandsCount),
+      'rate-limited': await commandsPerRun(redis, 'rate-limited', commandsCount),
+    };
     const waits = quick ? 30 : 500;
     progress(`controls: ${waits} slot hand-offs and token wake-ups`);
     const slots = await slotHandOffs(redis, waits);
@@ -230,8 +235,20 @@ export const controls: Scenario = {
       { metric: 'Redis CPU per run with a concurrency key', value: med('keyed', 'redisCpuMicros'), baseline: med('plain', 'redisCpuMicros'), unit: 'µs' },
       { metric: 'worker CPU per run with a rate limit', value: med('rate-limited', 'nodeCpuMicros'), baseline: med('plain', 'nodeCpuMicros'), unit: 'µs' },
       { metric: 'Redis CPU per run with a rate limit', value: med('rate-limited', 'redisCpuMicros'), baseline: med('plain', 'redisCpuMicros'), unit: 'µs' },
-      { metric: 'Redis commands per run with a concurrency key', value: commands.keyed.total, baseline: commands.plain.total, unit: 'cmds', detail: { keyed: commands.keyed.byCommand, plain: commands.plain.byCommand } },
-      { metric: 'Redis commands per run with a rate limit', value: commands['rate-limited'].total, baseline: commands.plain.total, unit: 'cmds', detail: { rateLimited: commands['rate-limited'].byCommand } },
+      {
+        metric: 'Redis commands per run with a concurrency key',
+        value: commands.keyed.total,
+        baseline: commands.plain.total,
+        unit: 'cmds',
+        detail: { keyed: commands.keyed.byCommand, plain: commands.plain.byCommand },
+      },
+      {
+        metric: 'Redis commands per run with a rate limit',
+        value: commands['rate-limited'].total,
+        baseline: commands.plain.total,
+        unit: 'cmds',
+        detail: { rateLimited: commands['rate-limited'].byCommand },
+      },
       { metric: `freed slot → waiting run start p50 (${s.count})`, value: s.p50, baseline: null, unit: 'ms' },
       { metric: `freed slot → waiting run start p99 (${s.count})`, value: s.p99, baseline: null, unit: 'ms', target: { on: 'value', max: 5 }, detail: { parkedAndHandedOn: slots.parked } },
       { metric: `token due → waiting run start p50 (${t.count})`, value: t.p50, baseline: null, unit: 'ms' },

@@ -9,12 +9,7 @@ import { preciseNow, within } from '../samples.js';
  * workers on the queue. Each sample is the parent's processor start minus the moment the child's
  * processor returned — so it includes the child's completion round trip, as ours does.
  */
-export async function rawFlowPromotions(
-  redis: BenchRedis,
-  count: number,
-  jobOptions: JobsOptions,
-  childWork: (job: Job) => Promise<void> = async () => {},
-): Promise<number[]> {
+export async function rawFlowPromotions(redis: BenchRedis, count: number, jobOptions: JobsOptions, childWork: (job: Job) => Promise<void> = async () => {}): Promise<number[]> {
   const prefix = redis.prefix('flow-raw');
   const childEnds = new Map<string, number>();
   const samples: number[] = [];

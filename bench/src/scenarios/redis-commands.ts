@@ -158,7 +158,13 @@ export const redisCommands: Scenario = {
       // The agent page's per-minute rollups (run-rollups.ts): one HINCRBY inside the completion script. BullMQ's own
       // scripts send HINCRBYs too (the raw side's count); a no-op fleet's successful runs send no other HINCRBY of ours
       // (counters go through one HMGET/HSET), so the difference is the rollups' whole cost.
-      { metric: 'Redis commands per run for the per-minute rollups', value: (ours.byCommand.hincrby ?? 0) - (raw.byCommand.hincrby ?? 0), baseline: null, unit: 'cmds', target: { on: 'value', max: 1 } },
+      {
+        metric: 'Redis commands per run for the per-minute rollups',
+        value: (ours.byCommand.hincrby ?? 0) - (raw.byCommand.hincrby ?? 0),
+        baseline: null,
+        unit: 'cmds',
+        target: { on: 'value', max: 1 },
+      },
       { metric: 'Lua script calls per run', value: ours.scripts, baseline: raw.scripts, unit: 'calls', target: { on: 'value', max: 4 } },
       { metric: 'Redis CPU per run (INFO cpu)', value: ours.cpuMicros, baseline: raw.cpuMicros, unit: 'µs', target: { on: 'ratio', max: 1.3 } },
       // Time inside Lua scripts (INFO commandstats usec, the commands they call included): BullMQ's on both sides, plus our two.

@@ -109,7 +109,13 @@ async function processRss(redis: BenchRedis, role: 'scheduler' | 'worker', count
     const ready = async () => {
       for (;;) {
         if (child.exitCode !== null) throw new Error(`the ${role} exited with ${child.exitCode}: ${output.slice(-500)}`);
-        const isReady = role === 'scheduler' ? await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false) : output.includes('worker online');
+        const isReady =
+          role === 'scheduler'
+            ? await fetch(`http://127.0.0.1:${port}/readyz`).then(
+                (r) => r.ok,
+                () => false,
+              )
+            : output.includes('worker online');
         if (isReady) return;
         await sleep(100);
       }

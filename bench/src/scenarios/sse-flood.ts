@@ -68,7 +68,16 @@ export const sseFlood: Scenario = {
       const cpuMs = readCpuMs(scheduler.pid) - cpuBefore;
       await bus.close();
 
-      const detail = { clients, events, payloadBytes: PAYLOAD_BYTES, floodMs: Math.round(floodMs), schedulerCpuMs: Math.round(cpuMs), droppedStreams: scheduler.droppedStreams(), rssBeforeMB: round(rssBefore), rssPeakMB: round(peak) };
+      const detail = {
+        clients,
+        events,
+        payloadBytes: PAYLOAD_BYTES,
+        floodMs: Math.round(floodMs),
+        schedulerCpuMs: Math.round(cpuMs),
+        droppedStreams: scheduler.droppedStreams(),
+        rssBeforeMB: round(rssBefore),
+        rssPeakMB: round(peak),
+      };
       return [
         {
           metric: `scheduler RSS growth, ${clients} clients that never read, ${events} events of 1 KiB`,
@@ -125,7 +134,13 @@ async function startScheduler(redis: BenchRedis, prefix: string): Promise<Schedu
       (async () => {
         for (;;) {
           if (child.exitCode !== null) throw new Error(`the scheduler exited with ${child.exitCode}: ${output.slice(-500)}`);
-          if (await fetch(`${url}/readyz`).then((r) => r.ok, () => false)) return;
+          if (
+            await fetch(`${url}/readyz`).then(
+              (r) => r.ok,
+              () => false,
+            )
+          )
+            return;
           await sleep(100);
         }
       })(),

@@ -65,8 +65,7 @@ export const tracingOverhead: Scenario = {
         log: silentLogger('tracing'),
       });
       const on = tracing;
-      const drainAs = (mode: Mode, n: number) =>
-        mode === 'raw' ? drain(redis, 'raw', 50, n) : drain(redis, 'ours', 50, n, mode === 'on' ? { tracing: on } : {});
+      const drainAs = (mode: Mode, n: number) => (mode === 'raw' ? drain(redis, 'raw', 50, n) : drain(redis, 'ours', 50, n, mode === 'on' ? { tracing: on } : {}));
       // Warm every path up (JIT, connections, Lua script cache, the exporter) before anything is timed.
       for (const mode of ['raw', 'off', 'on'] as const) await drainAs(mode, quick ? 200 : 1000);
 

@@ -48,11 +48,7 @@ afterEach(async () => {
   while (cleanups.length > 0) await cleanups.pop()!().catch(() => {});
 });
 
-export async function controlsCluster(
-  testRedis: TestRedis,
-  agents: Partial<AgentDefinition>[],
-  limiters: LimiterDefinition[] = [],
-): Promise<ControlsCluster> {
+export async function controlsCluster(testRedis: TestRedis, agents: Partial<AgentDefinition>[], limiters: LimiterDefinition[] = []): Promise<ControlsCluster> {
   const registry = buildRegistry([
     ...agents.map((a) => ({ definition: { run: async () => null, ...a }, source: `/t/${a.name}.ts` })),
     ...limiters.map((l) => ({ definition: { ...l, kind: 'limiter' }, source: `/t/${l.name}.ts` })),
@@ -64,7 +60,10 @@ export async function controlsCluster(
   const bus = new EventBus({ redis, keys, log });
   const events: BusEvent[] = [];
   await bus.subscribe((e) => events.push(e));
-  cleanups.push(() => queues.close(), () => bus.close());
+  cleanups.push(
+    () => queues.close(),
+    () => bus.close(),
+  );
   return {
     registry,
     keys,
@@ -92,7 +91,12 @@ export async function controlsCluster(
       });
       const closeServices = await runtime.startServices();
       // Popped in reverse: the worker closes before what it uses.
-      cleanups.push(() => ownBus.close(), () => runtime.admission.close(), closeServices, () => runtime.worker.close());
+      cleanups.push(
+        () => ownBus.close(),
+        () => runtime.admission.close(),
+        closeServices,
+        () => runtime.worker.close(),
+      );
       await runtime.worker.waitUntilReady();
       return runtime;
     },

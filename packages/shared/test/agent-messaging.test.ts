@@ -1,16 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import {
-  EventBus,
-  RpcClient,
-  createLogger,
-  startRpcResponder,
-  triggerRun,
-  type AgentDefinition,
-  type BusEvent,
-  type Keys,
-  type Queues,
-  type Registry,
-} from '@werkpilot/shared';
+import { EventBus, RpcClient, createLogger, startRpcResponder, triggerRun, type AgentDefinition, type BusEvent, type Keys, type Queues, type Registry } from '@werkpilot/shared';
 import { createAgentCluster, useTestRedis, waitFor } from '@werkpilot/test-support';
 
 const redis = useTestRedis();
@@ -85,10 +74,7 @@ describe('agents talking to each other', () => {
   });
 
   it('fails the run with the timeout error when the asked agent never answers', async () => {
-    const { run } = await setup([
-      { name: 'mute' },
-      { name: 'asker', retry: { attempts: 1 }, run: async (ctx) => ctx.request('mute', {}, { timeoutMs: 100 }) },
-    ]);
+    const { run } = await setup([{ name: 'mute' }, { name: 'asker', retry: { attempts: 1 }, run: async (ctx) => ctx.request('mute', {}, { timeoutMs: 100 }) }]);
     await expect(run('asker')).rejects.toThrow('request to agent mute timed out after 100 ms');
   });
 

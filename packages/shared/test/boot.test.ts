@@ -145,13 +145,14 @@ describe('layered boot', () => {
     expect(snapshot.agents['crm-sync']!.boot).toMatchObject({ status: 'failed', layer: 0 });
 
     await c.startWorker();
-    const runs = await Promise.all(
-      ['email-drafter', 'enrich', 'calendar-digest'].map((agent) => triggerRun({ queue: c.queues.agents, registry: c.registry, retention }, agent)),
+    const runs = await Promise.all(['email-drafter', 'enrich', 'calendar-digest'].map((agent) => triggerRun({ queue: c.queues.agents, registry: c.registry, retention }, agent)));
+    const results = await waitFor(
+      async () => {
+        const jobs = await Promise.all(runs.map((r) => c.queues.agents.getJob(r.runId)));
+        return jobs.every((j) => j?.finishedOn) ? jobs.map((j) => j!.returnvalue) : undefined;
+      },
+      { what: 'the three runs to finish' },
     );
-    const results = await waitFor(async () => {
-      const jobs = await Promise.all(runs.map((r) => c.queues.agents.getJob(r.runId)));
-      return jobs.every((j) => j?.finishedOn) ? jobs.map((j) => j!.returnvalue) : undefined;
-    }, { what: 'the three runs to finish' });
     expect(results).toEqual([
       expect.objectContaining({ outcome: 'skipped', reasons: [reason] }),
       expect.objectContaining({ outcome: 'skipped', reasons: [reason] }),
@@ -179,9 +180,7 @@ describe('boot healing and fencing', () => {
     await c.redis.set(leaderKey(c.keys), 'replica-b');
     await c.redis.hset(bootKey(c.keys), 'a', JSON.stringify({ status: 'ok', layer: 0, at: 'by replica-b' }));
     const fence = { key: leaderKey(c.keys), id: 'replica-a' };
-    await expect(
-      bootAgents({ systemQueue: c.queues.system, registry: c.registry, redis: c.redis, keys: c.keys, bus, log, fence }),
-    ).rejects.toThrow(new NotLeaderError('boot'));
+    await expect(bootAgents({ systemQueue: c.queues.system, registry: c.registry, redis: c.redis, keys: c.keys, bus, log, fence })).rejects.toThrow(new NotLeaderError('boot'));
     expect(await c.redis.hgetall(bootKey(c.keys))).toEqual({ a: JSON.stringify({ status: 'ok', layer: 0, at: 'by replica-b' }) });
 
     // While it holds the lease, the same boot writes.

@@ -21,9 +21,7 @@ async function atFraction(from: number, to: number): Promise<number> {
  */
 async function lateTick(catchUp: CatchUpPolicy) {
   const seen: number[] = [];
-  const c = await controlsCluster(redis, [
-    { name: 'digest', schedule: { cron: '* * * * * *' }, catchUp, run: async (ctx: AgentContext) => void seen.push(ctx.scheduledAt!.getTime()) },
-  ]);
+  const c = await controlsCluster(redis, [{ name: 'digest', schedule: { cron: '* * * * * *' }, catchUp, run: async (ctx: AgentContext) => void seen.push(ctx.scheduledAt!.getTime()) }]);
   const now = await atFraction(0, 200);
   const t1 = now - (now % 1000) - 5000;
   await c.queues.agents.add('digest', { agent: 'digest', trigger: 'cron' }, { jobId: `repeat:digest:${t1}` });

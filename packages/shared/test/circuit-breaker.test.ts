@@ -177,10 +177,13 @@ describe('circuit breaker in the executor', () => {
     };
     const run = async (agent: string) => {
       const { runId } = await triggerRun({ queue: queues.agents, registry, retention: { dlqRetain: 100, completedRetain: 1000 } }, agent);
-      const job = await waitFor(async () => {
-        const j = await queues.agents.getJob(runId);
-        return j && (j.finishedOn !== undefined && (j.returnvalue !== null || j.failedReason) ? j : null);
-      }, { what: `run ${runId} of ${agent} to finish` });
+      const job = await waitFor(
+        async () => {
+          const j = await queues.agents.getJob(runId);
+          return j && (j.finishedOn !== undefined && (j.returnvalue !== null || j.failedReason) ? j : null);
+        },
+        { what: `run ${runId} of ${agent} to finish` },
+      );
       return job;
     };
     const cancel = (runId: string) => cancelRun({ queue: queues.agents, redis: c.redis, keys, bus: c.bus, registry }, runId, 'operator said stop');
@@ -189,7 +192,14 @@ describe('circuit breaker in the executor', () => {
 
   it('skips the agent and its dependents while its circuit is open, and runs them again after a reset', async () => {
     const c = await cluster([
-      { name: 'flaky', maxRestartsPerHour: 3, retry: { attempts: 2, backoff: { type: 'exponential', delayMs: 10 } }, run: async () => { throw new Error('503'); } },
+      {
+        name: 'flaky',
+        maxRestartsPerHour: 3,
+        retry: { attempts: 2, backoff: { type: 'exponential', delayMs: 10 } },
+        run: async () => {
+          throw new Error('503');
+        },
+      },
       { name: 'dependent', dependsOn: ['flaky'] },
     ]);
     await c.startWorker('w1');

@@ -201,7 +201,7 @@ describe('overlap policies', () => {
     expect(await c.redis.exists(c.keys.key('agent', 'fan-out', 'lease'))).toBe(0);
   });
 
-  it("a cancelled waiter gives up its place: the next one gets the keyed slot", async () => {
+  it('a cancelled waiter gives up its place: the next one gets the keyed slot', async () => {
     let release!: () => void;
     const gate = new Promise<void>((resolve) => (release = resolve));
     const ran: number[] = [];

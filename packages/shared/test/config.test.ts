@@ -61,7 +61,11 @@ describe('configuration', () => {
   it('refuses a duration no timer can wait for (over 2^31 − 1 ms), which would fire at once', () => {
     expect(errorOf({ SHUTDOWN_GRACE_MS: '2147483648' })).toBe('SHUTDOWN_GRACE_MS must be a whole number of milliseconds from 0 to 2147483647, got "2147483648"');
     expect(errorOf({ HEALTH_INTERVAL_MS: '99999999999' })).toBe('HEALTH_INTERVAL_MS must be a whole number of milliseconds from 100 to 2147483647, got "99999999999"');
-    expect(loadConfig({ LOCK_DURATION_MS: '2147483647', MAX_STALLED_COUNT: '5', BOOT_RECHECK_MS: '1000' })).toMatchObject({ lockDurationMs: 2147483647, maxStalledCount: 5, bootRecheckMs: 1000 });
+    expect(loadConfig({ LOCK_DURATION_MS: '2147483647', MAX_STALLED_COUNT: '5', BOOT_RECHECK_MS: '1000' })).toMatchObject({
+      lockDurationMs: 2147483647,
+      maxStalledCount: 5,
+      bootRecheckMs: 1000,
+    });
   });
 
   it('reports several bad variables on one line', () => {
@@ -90,7 +94,12 @@ describe('configuration', () => {
     });
     // The signal's own endpoint is used as given, and its own protocol wins.
     expect(
-      loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://a:4318', OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://b:4318/traces', OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc', OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json' }).tracing,
+      loadConfig({
+        OTEL_EXPORTER_OTLP_ENDPOINT: 'http://a:4318',
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://b:4318/traces',
+        OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc',
+        OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json',
+      }).tracing,
     ).toEqual({ endpoint: 'http://b:4318/traces', protocol: 'http/json' });
     expect(loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318', OTEL_SDK_DISABLED: 'true' }).tracing).toBeUndefined();
     expect(loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318', OTEL_TRACES_EXPORTER: 'none' }).tracing).toBeUndefined();
@@ -101,7 +110,7 @@ describe('configuration', () => {
       'OTEL_EXPORTER_OTLP_ENDPOINT must be an http:// or https:// URL such as http://otel-collector:4318, got "collector:4318"',
     );
     expect(errorOf({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4317', OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' })).toBe(
-      "OTEL_EXPORTER_OTLP_PROTOCOL must be http/protobuf or http/json (OTLP over HTTP, a collector's port 4318; gRPC is not built in), got \"grpc\"",
+      'OTEL_EXPORTER_OTLP_PROTOCOL must be http/protobuf or http/json (OTLP over HTTP, a collector\'s port 4318; gRPC is not built in), got "grpc"',
     );
     expect(errorOf({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://c:4318/v1/traces', OTEL_TRACES_EXPORTER: 'zipkin', WORKER_CONCURRENCY: 'ten' })).toBe(
       'WORKER_CONCURRENCY must be a positive integer, got "ten"; OTEL_TRACES_EXPORTER must be otlp or none, got "zipkin"',

@@ -40,7 +40,10 @@ describe('fleet controls in the registry', () => {
       overlap: 'bufferOne',
       concurrency: { limit: 3, key },
       rateLimit: { max: 10, perMs: 60_000, key },
-      limiters: [{ name: 'openai', cost: 1 }, { name: 'crm', cost: 0 }],
+      limiters: [
+        { name: 'openai', cost: 1 },
+        { name: 'crm', cost: 0 },
+      ],
       catchUp: { windowMs: 3_600_000 },
     });
     expect([...registry.limiters.keys()]).toEqual(['openai', 'crm']);

@@ -22,10 +22,10 @@ describe('waiting for dependency runs of the same tick', () => {
     await reconcileJobSchedulers({ queue: c.queues.agents, registry: c.registry, retention, log });
     await c.startWorker({ concurrency: 1 });
     const spanOf = (key: string) => spans.get(key);
-    const tick = await waitFor(
-      () => [...spans.keys()].map((k) => k.split('@')[1]).find((t) => t && spanOf(`crm-sync@${t}`) && spanOf(`lead-scorer@${t}`)),
-      { timeoutMs: 15_000, what: 'both agents to run for one tick' },
-    );
+    const tick = await waitFor(() => [...spans.keys()].map((k) => k.split('@')[1]).find((t) => t && spanOf(`crm-sync@${t}`) && spanOf(`lead-scorer@${t}`)), {
+      timeoutMs: 15_000,
+      what: 'both agents to run for one tick',
+    });
     expect(spanOf(`lead-scorer@${tick}`)!.start).toBeGreaterThanOrEqual(spanOf(`crm-sync@${tick}`)!.end);
     // The spans are written inside the runs; each run's completion (and its event) follows.
     const completedOf = () => c.events.filter((e) => e.type === 'agent:completed' && String(e.data.runId).endsWith(`:${tick}`));
@@ -37,9 +37,28 @@ describe('waiting for dependency runs of the same tick', () => {
     const finished: Record<string, number> = {};
     const starts: string[] = [];
     const c = await dependencyCluster(redis, [
-      { name: 'a', run: async () => { finished.a = Date.now(); } },
-      { name: 'b', dependsOn: ['a'], run: async () => { await sleep(150); finished.b = Date.now(); } },
-      { name: 'c', dependsOn: ['a'], run: async () => { await sleep(300); finished.c = Date.now(); } },
+      {
+        name: 'a',
+        run: async () => {
+          finished.a = Date.now();
+        },
+      },
+      {
+        name: 'b',
+        dependsOn: ['a'],
+        run: async () => {
+          await sleep(150);
+          finished.b = Date.now();
+        },
+      },
+      {
+        name: 'c',
+        dependsOn: ['a'],
+        run: async () => {
+          await sleep(300);
+          finished.c = Date.now();
+        },
+      },
       { name: 'd', dependsOn: ['b', 'c'], run: async () => void starts.push(`d@${Date.now()}`) },
     ]);
     await Promise.all([c.startWorker({ id: 'w1', concurrency: 2 }), c.startWorker({ id: 'w2', concurrency: 2 })]);
@@ -116,8 +135,20 @@ describe('waiting for dependency runs of the same tick', () => {
   it('skips the dependent with the reason when its dependency run of the same tick ends in the DLQ', async () => {
     let dependentRan = false;
     const c = await dependencyCluster(redis, [
-      { name: 'crm-sync', retry: { attempts: 2, backoff: { type: 'exponential', delayMs: 100 } }, run: async () => { throw new Error('CRM answered 503'); } },
-      { name: 'lead-scorer', dependsOn: ['crm-sync'], run: async () => { dependentRan = true; } },
+      {
+        name: 'crm-sync',
+        retry: { attempts: 2, backoff: { type: 'exponential', delayMs: 100 } },
+        run: async () => {
+          throw new Error('CRM answered 503');
+        },
+      },
+      {
+        name: 'lead-scorer',
+        dependsOn: ['crm-sync'],
+        run: async () => {
+          dependentRan = true;
+        },
+      },
     ]);
     await c.startWorker({ concurrency: 2 });
     await c.addTick(2_000, ['lead-scorer', 'crm-sync']);
@@ -136,14 +167,22 @@ describe('waiting for dependency runs of the same tick', () => {
 });
 
 describe('priority', () => {
-  it('keeps a promoted dependent\'s priority: it starts before a backlog of priority 2 and 3 runs, which keep FIFO order', async () => {
+  it("keeps a promoted dependent's priority: it starts before a backlog of priority 2 and 3 runs, which keep FIFO order", async () => {
     const order: string[] = [];
     const record = (name: string) => async (ctx: { data: unknown }) => void order.push(`${name}#${(ctx.data as { n?: number } | undefined)?.n ?? ''}`);
     let releaseRoot!: () => void;
     const rootGate = new Promise<void>((r) => (releaseRoot = r));
     let isRootRunning = false;
     const c = await dependencyCluster(redis, [
-      { name: 'root', priority: 3, run: async () => { isRootRunning = true; order.push('root#'); await rootGate; } },
+      {
+        name: 'root',
+        priority: 3,
+        run: async () => {
+          isRootRunning = true;
+          order.push('root#');
+          await rootGate;
+        },
+      },
       { name: 'urgent', priority: 1, dependsOn: ['root'], run: record('urgent') },
       { name: 'important', priority: 2, run: record('important') },
       { name: 'normal', priority: 3, run: record('normal') },

@@ -129,11 +129,7 @@ describe('running agents', () => {
     for (let n = 0; n < 3; n++) await triggerRun(deps, 'critical', { data: { n } });
     await c.startWorker({ concurrency: 1 });
     await waitFor(() => order.length === 11, { what: 'all 11 runs' });
-    expect(order).toEqual([
-      'critical#0', 'critical#1', 'critical#2',
-      'important#0', 'important#1', 'important#2',
-      'normal#0', 'normal#1', 'normal#2', 'normal#3', 'normal#4',
-    ]);
+    expect(order).toEqual(['critical#0', 'critical#1', 'critical#2', 'important#0', 'important#1', 'important#2', 'normal#0', 'normal#1', 'normal#2', 'normal#3', 'normal#4']);
   });
 
   it('loses no count when two workers update the same agent concurrently', async () => {

@@ -53,10 +53,7 @@ describe('dependency health gating', () => {
 
   it('skips a dependent of a disabled agent with "dependency X disabled" and publishes dependency:unhealthy', async () => {
     let ran = 0;
-    const c = await dependencyCluster(redis, [
-      { name: 'crm-sync' },
-      { name: 'lead-scorer', dependsOn: ['crm-sync'], run: async () => void ran++ },
-    ]);
+    const c = await dependencyCluster(redis, [{ name: 'crm-sync' }, { name: 'lead-scorer', dependsOn: ['crm-sync'], run: async () => void ran++ }]);
     await c.startWorker();
     await disableAgent({ redis: c.redis, keys: c.keys }, 'crm-sync');
 
@@ -68,10 +65,16 @@ describe('dependency health gating', () => {
     expect(await c.state.get('lead-scorer')).toMatchObject({ skipped: 1, failures: 0 });
   });
 
-  it('skips a dependent whose dependency\'s last run is in the DLQ, until that run leaves the DLQ', async () => {
+  it("skips a dependent whose dependency's last run is in the DLQ, until that run leaves the DLQ", async () => {
     let ran = 0;
     const c = await dependencyCluster(redis, [
-      { name: 'crm-sync', retry: { attempts: 1 }, run: async () => { throw new Error('token expired'); } },
+      {
+        name: 'crm-sync',
+        retry: { attempts: 1 },
+        run: async () => {
+          throw new Error('token expired');
+        },
+      },
       { name: 'lead-scorer', dependsOn: ['crm-sync'], run: async () => void ran++ },
     ]);
     await c.startWorker();
@@ -92,12 +95,7 @@ describe('dependency health gating', () => {
 
   it('evaluates every rule of the list and reports all reasons, in rule order, once each', async () => {
     const gate = createRunGate({
-      rules: [
-        () => skipReason('disabled'),
-        dependencyRule((dep) => (dep === 'b' ? 'unhealthy: circuit open' : null)),
-        () => [skipReason('disabled'), skipReason('overlap')],
-        () => null,
-      ],
+      rules: [() => skipReason('disabled'), dependencyRule((dep) => (dep === 'b' ? 'unhealthy: circuit open' : null)), () => [skipReason('disabled'), skipReason('overlap')], () => null],
     });
     const spec = { name: 'x', dependsOn: ['a', 'b'] } as AgentSpec;
     expect(gate({ spec, job: {} as Job<RunJobData>, view: {} as GateView })).toEqual([

@@ -143,7 +143,11 @@ describe('health monitor', () => {
       intervalMs: 60_000,
       healthCheckTimeoutMs: 500,
     });
-    cleanups.push(() => queues.close(), () => worker.close(), () => monitor.stop());
+    cleanups.push(
+      () => queues.close(),
+      () => worker.close(),
+      () => monitor.stop(),
+    );
     return { keys, registry, state, circuit, store, monitor, connection };
   }
 
@@ -151,7 +155,12 @@ describe('health monitor', () => {
     const { monitor } = await setup([
       { name: 'fine', healthCheck: () => ({ healthy: true }) },
       { name: 'refused', healthCheck: () => ({ healthy: false, reason: 'CRM API returns 401' }) },
-      { name: 'throws', healthCheck: () => { throw new Error('DNS lookup failed'); } },
+      {
+        name: 'throws',
+        healthCheck: () => {
+          throw new Error('DNS lookup failed');
+        },
+      },
       { name: 'hangs', healthCheck: ({ signal }) => new Promise((resolve) => signal.addEventListener('abort', () => resolve({ healthy: true }))) },
       { name: 'no-check' },
     ]);

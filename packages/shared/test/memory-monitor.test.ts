@@ -3,15 +3,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Worker } from 'bullmq';
-import {
-  MemoryMonitor,
-  createKeys,
-  createLogger,
-  runJobOptions,
-  type AgentDefinition,
-  type Logger,
-  type ProcessMemory,
-} from '@werkpilot/shared';
+import { MemoryMonitor, createKeys, createLogger, runJobOptions, type AgentDefinition, type Logger, type ProcessMemory } from '@werkpilot/shared';
 import { REPO_ROOT, createAgentCluster, uniquePrefix, useTestRedis, waitFor } from '@werkpilot/test-support';
 
 const redis = useTestRedis();
@@ -109,8 +101,7 @@ describe('memory pressure on a real worker', () => {
     const cluster = await createAgentCluster(redis, agents, { log, keys });
     cleanups.push(() => cluster.close());
     const { registry, queues } = cluster;
-    const startWorker = (id: string, monitor?: MemoryMonitor): Promise<Worker> =>
-      cluster.startWorker({ id, concurrency: 2, wire: () => (monitor ? { handBack: monitor.handBack } : {}) });
+    const startWorker = (id: string, monitor?: MemoryMonitor): Promise<Worker> => cluster.startWorker({ id, concurrency: 2, wire: () => (monitor ? { handBack: monitor.handBack } : {}) });
 
     const { monitor } = monitorWith([95], () => {});
     await monitor.check();

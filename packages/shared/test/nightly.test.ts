@@ -85,7 +85,11 @@ describe('nightly optimisation', () => {
     const queues = createQueues({ connection: c.client, keys: c.keys });
     const worker = createSystemWorker({ connection: redis.client(), keys: c.keys, log, workerId: 'w1', handlers: { nightly: createNightlyHandler(c.deps) } });
     const queueEvents = new QueueEvents('system', { connection: c.client, prefix: c.keys.bullPrefix });
-    cleanups.push(() => queues.close(), () => worker.close(), () => queueEvents.close());
+    cleanups.push(
+      () => queues.close(),
+      () => worker.close(),
+      () => queueEvents.close(),
+    );
     await queueEvents.waitUntilReady();
     const jobId = await triggerNightly(queues.system);
     const job = (await queues.system.getJob(jobId))!;
@@ -159,7 +163,10 @@ describe('nightly optimisation', () => {
     const c = await setup([{ name: 'a' }]);
     const queue = new Queue('agents', { connection: c.client, prefix: c.keys.bullPrefix });
     const worker = new Worker('agents', async () => null, { connection: redis.client(), prefix: c.keys.bullPrefix });
-    cleanups.push(() => queue.close(), () => worker.close());
+    cleanups.push(
+      () => queue.close(),
+      () => worker.close(),
+    );
     await queue.addBulk(Array.from({ length: 5 }, () => ({ name: 'a', data: {} })));
     await waitFor(async () => (await queue.getCompletedCount()) === 5);
     const { report } = await runNightly({ ...c.deps, completedRetain: 2 });

@@ -30,10 +30,13 @@ describe('many pipelines at once', () => {
     const ids = await Promise.all(Array.from({ length: PIPELINES }, async () => (await triggerRun(deps, 'source', { withDependents: true })).pipelineId!));
 
     // Parked runs re-check only after 10 minutes here, so a lost promotion would hang this wait.
-    const statuses = await waitFor(async () => {
-      const all = await Promise.all(ids.map((id) => getPipeline(deps, id)));
-      return all.every((s) => s.isFinished) ? all : undefined;
-    }, { timeoutMs: 60_000, intervalMs: 500, what: 'every pipeline to finish' });
+    const statuses = await waitFor(
+      async () => {
+        const all = await Promise.all(ids.map((id) => getPipeline(deps, id)));
+        return all.every((s) => s.isFinished) ? all : undefined;
+      },
+      { timeoutMs: 60_000, intervalMs: 500, what: 'every pipeline to finish' },
+    );
 
     expect(statuses.flatMap((s) => s.runs.filter((r) => r.outcome !== 'success'))).toEqual([]);
     for (const s of statuses) {

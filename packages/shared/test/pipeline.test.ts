@@ -38,10 +38,13 @@ describe('pipeline runs (withDependents)', () => {
     expect(pipelineId).toBeTruthy();
     expect(runId).toBe(`pipeline:${pipelineId}:crm-sync`);
 
-    const status = await waitFor(async () => {
-      const s = await getPipeline(deps, pipelineId!);
-      return s.isFinished ? s : undefined;
-    }, { timeoutMs: 20_000, what: 'the pipeline to finish' });
+    const status = await waitFor(
+      async () => {
+        const s = await getPipeline(deps, pipelineId!);
+        return s.isFinished ? s : undefined;
+      },
+      { timeoutMs: 20_000, what: 'the pipeline to finish' },
+    );
 
     const subgraph = ['crm-sync', 'enrich', 'lead-scorer', 'email-drafter', 'report'];
     expect(started.map((s) => s.agent).sort()).toEqual([...subgraph].sort());
@@ -56,20 +59,18 @@ describe('pipeline runs (withDependents)', () => {
   });
 
   it('lists a skipped pipeline run with its reasons, and skips what depends on it', async () => {
-    const c = await dependencyCluster(redis, [
-      { name: 'extract' },
-      { name: 'transform', dependsOn: ['extract', 'lookup'] },
-      { name: 'lookup' },
-      { name: 'load', dependsOn: ['transform'] },
-    ]);
+    const c = await dependencyCluster(redis, [{ name: 'extract' }, { name: 'transform', dependsOn: ['extract', 'lookup'] }, { name: 'lookup' }, { name: 'load', dependsOn: ['transform'] }]);
     await c.startWorker({ concurrency: 2 });
     await disableAgent({ redis: c.redis, keys: c.keys }, 'lookup');
     const deps = { queue: c.queues.agents, registry: c.registry, retention, redis: c.redis, keys: c.keys };
     const { pipelineId } = await triggerRun(deps, 'extract', { withDependents: true });
-    const status = await waitFor(async () => {
-      const s = await getPipeline(deps, pipelineId!);
-      return s.isFinished ? s : undefined;
-    }, { what: 'the pipeline to finish' });
+    const status = await waitFor(
+      async () => {
+        const s = await getPipeline(deps, pipelineId!);
+        return s.isFinished ? s : undefined;
+      },
+      { what: 'the pipeline to finish' },
+    );
     expect(status.runs.map((r) => [r.agent, r.outcome, r.reasons])).toEqual([
       ['extract', 'success', undefined],
       ['transform', 'skipped', ['dependency lookup disabled']],

@@ -48,7 +48,9 @@ describe('promotion latency', () => {
     expect(delays).toHaveLength(PROMOTIONS);
     const { p50, p95, p99 } = percentiles(delays.map((d) => Math.round(d * 100) / 100));
     const baseline = await rawPromotionBaseline(c.keys.bullPrefix, PROMOTIONS);
-    console.log(`raw BullMQ baseline (a processor calls job.promote() on a delayed job -> that job starts), same machine, same run: p50 ${baseline.p50} ms, p95 ${baseline.p95} ms, p99 ${baseline.p99} ms`);
+    console.log(
+      `raw BullMQ baseline (a processor calls job.promote() on a delayed job -> that job starts), same machine, same run: p50 ${baseline.p50} ms, p95 ${baseline.p95} ms, p99 ${baseline.p99} ms`,
+    );
     console.log(`promotion delay over ${PROMOTIONS} promotions: p50 ${p50} ms, p95 ${p95} ms, p99 ${p99} ms, max ${Math.max(...delays).toFixed(2)} ms`);
   }, 120_000);
 });

@@ -34,7 +34,11 @@ interface Start {
 }
 
 async function recordStart(redis: Redis, key: string, ctx: AgentContext, into: Start[]): Promise<void> {
-  const [[, granted], [, time]] = (await redis.multi().zscore(key, `${ctx.runId}:${ctx.attempt - 1}#1`).time().exec()) as [[null, string | null], [null, [string, string]]];
+  const [[, granted], [, time]] = (await redis
+    .multi()
+    .zscore(key, `${ctx.runId}:${ctx.attempt - 1}#1`)
+    .time()
+    .exec()) as [[null, string | null], [null, [string, string]]];
   const startedAt = Number(time[0]) * 1000 + Math.floor(Number(time[1]) / 1000);
   into.push({ grantedAt: granted === null ? Number.NaN : Number(granted), startedAt });
 }
@@ -105,7 +109,10 @@ describe('rate limits across workers', () => {
   });
 
   it('keeps a keyed rate limit per key value', async () => {
-    const startsOf = new Map<string, Start[]>([['a', []], ['b', []]]);
+    const startsOf = new Map<string, Start[]>([
+      ['a', []],
+      ['b', []],
+    ]);
     const probe = redis.client();
     const c = await controlsCluster(redis, [
       {

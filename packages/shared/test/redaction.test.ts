@@ -53,7 +53,10 @@ describe('log lines', () => {
     `;
     const child = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: REPO_ROOT, encoding: 'utf8' });
     expect(child.status, child.stderr).toBe(0);
-    const lines = child.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, any>);
+    const lines = child.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, any>);
     expect(child.stdout).not.toMatch(/s3cret/);
     expect(lines[0]).toMatchObject({ url: 'redis://:***@h:6379', redisUrl: 'rediss://u:***@h', token: '[redacted]' });
     expect(lines[1]!.config).toEqual({ redisUrl: 'redis://:***@h', dashboardToken: '[redacted]', dashboardPassword: '[redacted]' });

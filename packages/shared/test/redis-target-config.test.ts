@@ -53,9 +53,7 @@ describe('redis target configuration', () => {
     );
     expect(errorOf({ REDIS_SENTINELS: 'h:26379' })).toBe('REDIS_SENTINELS needs REDIS_SENTINEL_NAME (the name the sentinels monitor the primary under)');
     expect(errorOf({ REDIS_SENTINEL_NAME: 'wp' })).toBe('REDIS_SENTINEL_NAME is set but REDIS_SENTINELS is not: set both, or neither');
-    expect(errorOf({ REDIS_PASSWORD: 'x' })).toBe(
-      'REDIS_PASSWORD goes with REDIS_SENTINELS or REDIS_CLUSTER_NODES; with REDIS_URL put it in the URL (redis://:password@host:6379)',
-    );
+    expect(errorOf({ REDIS_PASSWORD: 'x' })).toBe('REDIS_PASSWORD goes with REDIS_SENTINELS or REDIS_CLUSTER_NODES; with REDIS_URL put it in the URL (redis://:password@host:6379)');
   });
 
   it('names a malformed node list and what is allowed', () => {

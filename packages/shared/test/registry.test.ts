@@ -33,9 +33,7 @@ describe('registry validation', () => {
   });
 
   it('rejects duplicate names, naming both files', () => {
-    expect(problemsOf([mod({ name: 'a' }, 'one.ts'), mod({ name: 'a' }, 'two.ts')])).toEqual([
-      'duplicate agent name "a" in one.ts and two.ts',
-    ]);
+    expect(problemsOf([mod({ name: 'a' }, 'one.ts'), mod({ name: 'a' }, 'two.ts')])).toEqual(['duplicate agent name "a" in one.ts and two.ts']);
   });
 
   it('rejects a dependency on an unknown agent', () => {
@@ -43,12 +41,7 @@ describe('registry validation', () => {
   });
 
   it('prints a cycle as a path that returns to its start', () => {
-    const problems = problemsOf([
-      mod({ name: 'a', dependsOn: ['c'] }),
-      mod({ name: 'b', dependsOn: ['a'] }),
-      mod({ name: 'c', dependsOn: ['b'] }),
-      mod({ name: 'd', dependsOn: ['a'] }),
-    ]);
+    const problems = problemsOf([mod({ name: 'a', dependsOn: ['c'] }), mod({ name: 'b', dependsOn: ['a'] }), mod({ name: 'c', dependsOn: ['b'] }), mod({ name: 'd', dependsOn: ['a'] })]);
     expect(problems).toEqual(['dependency cycle: a → c → b → a']);
   });
 
@@ -126,10 +119,7 @@ describe('registry validation', () => {
   });
 
   it('accepts 5- and 6-field cron with a time zone', () => {
-    const registry = buildRegistry([
-      mod({ name: 'five', schedule: { cron: '0 23 * * *', tz: 'Europe/Zurich' } }),
-      mod({ name: 'six', schedule: { cron: '*/5 * * * * *' } }),
-    ]);
+    const registry = buildRegistry([mod({ name: 'five', schedule: { cron: '0 23 * * *', tz: 'Europe/Zurich' } }), mod({ name: 'six', schedule: { cron: '*/5 * * * * *' } })]);
     expect(registry.require('five').schedule).toEqual({ cron: '0 23 * * *', tz: 'Europe/Zurich' });
   });
 });

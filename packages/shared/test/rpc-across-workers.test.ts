@@ -38,11 +38,7 @@ describe('requests across worker processes', () => {
     try {
       const answers: { seq: number; pid: number }[] = [];
       for (let batch = 0; batch < 10; batch++) {
-        answers.push(
-          ...(await Promise.all(
-            Array.from({ length: 50 }, (_, i) => client.request<{ seq: number; pid: number }>('echo', { seq: batch * 50 + i }, { timeoutMs: 20_000 })),
-          )),
-        );
+        answers.push(...(await Promise.all(Array.from({ length: 50 }, (_, i) => client.request<{ seq: number; pid: number }>('echo', { seq: batch * 50 + i }, { timeoutMs: 20_000 })))));
       }
       expect(answers.map((a) => a.seq)).toEqual(Array.from({ length: 500 }, (_, i) => i));
 

@@ -148,13 +148,16 @@ describe('agent requests', () => {
     await expect(client.request('a', {}, { timeoutMs: 2 ** 31 })).rejects.toThrow('request: timeoutMs must be a positive number of milliseconds up to 2147483647, got 2147483648');
   });
 
-  it('sends the timeout as a duration, never a deadline of the caller\'s clock, so skewed clocks do not matter', async () => {
+  it("sends the timeout as a duration, never a deadline of the caller's clock, so skewed clocks do not matter", async () => {
     const { client, admin, keys, respond } = setup();
     const asked = client.request('clocked', { q: 1 }, { timeoutMs: 3000 });
-    const [queued] = await waitFor(async () => {
-      const entries = await admin.lrange(rpcRequestsKey(keys, 'clocked'), 0, -1);
-      return entries.length > 0 ? entries : undefined;
-    }, { what: 'the request queued' });
+    const [queued] = await waitFor(
+      async () => {
+        const entries = await admin.lrange(rpcRequestsKey(keys, 'clocked'), 0, -1);
+        return entries.length > 0 ? entries : undefined;
+      },
+      { what: 'the request queued' },
+    );
     const envelope = JSON.parse(queued!) as Record<string, unknown>;
     expect(envelope).toMatchObject({ agent: 'clocked', timeoutMs: 3000, payload: { q: 1 } });
     expect(envelope).not.toHaveProperty('deadline');
@@ -230,18 +233,22 @@ describe('agent requests', () => {
     expect(await keysLeft()).toEqual([]);
   }, 60_000);
 
-  it.skipIf(onSharedRedis('restarts its Redis'))('keeps answering after a Redis restart', async () => {
-    const { client, respond } = setup();
-    respond([{ name: 'echo', onRequest: (n) => n }]);
-    await expect(client.request('echo', 1)).resolves.toBe(1);
-    await redis.restart({ downMs: 300 });
-    await waitFor(async () => (await client.request('echo', 2, { timeoutMs: 1000 }).catch(() => undefined)) === 2, {
-      timeoutMs: 20_000,
-      intervalMs: 200,
-      what: 'requests to be answered again',
-    });
-    await expect(client.request('echo', 3)).resolves.toBe(3);
-  }, 40_000);
+  it.skipIf(onSharedRedis('restarts its Redis'))(
+    'keeps answering after a Redis restart',
+    async () => {
+      const { client, respond } = setup();
+      respond([{ name: 'echo', onRequest: (n) => n }]);
+      await expect(client.request('echo', 1)).resolves.toBe(1);
+      await redis.restart({ downMs: 300 });
+      await waitFor(async () => (await client.request('echo', 2, { timeoutMs: 1000 }).catch(() => undefined)) === 2, {
+        timeoutMs: 20_000,
+        intervalMs: 200,
+        what: 'requests to be answered again',
+      });
+      await expect(client.request('echo', 3)).resolves.toBe(3);
+    },
+    40_000,
+  );
 
   // The round-trip figures against their targets are the bench's (rpc-round-trip); this prints them.
   it('answers 2000 sequential requests, each with its own payload', async () => {

@@ -171,12 +171,19 @@ describe('cancelling runs', () => {
     const pipelineDeps = { queue: queues.agents, registry, retention, redis: redis.client(), keys };
     const { runId, pipelineId } = await triggerRun(pipelineDeps, 'flaky-root', { withDependents: true });
     // Its first attempt fails; the retry waits 30 s in the delayed set, the dependent parked behind it.
-    await waitFor(async () => (await queues.agents.getJobState(runId)) === 'delayed' && (await queues.agents.getJob(runId))!.attemptsMade === 1, { timeoutMs: 20_000, what: 'the root in its retry backoff' });
+    await waitFor(async () => (await queues.agents.getJobState(runId)) === 'delayed' && (await queues.agents.getJob(runId))!.attemptsMade === 1, {
+      timeoutMs: 20_000,
+      what: 'the root in its retry backoff',
+    });
 
     const cancelledAt = Date.now();
     await expect(cancelRun(deps, runId, 'CRM migration')).resolves.toMatchObject({ outcome: 'cancelled', state: 'delayed' });
     const childId = (await getPipeline(pipelineDeps, pipelineId!)).runs[1]!.runId;
-    const child = await waitFor(async () => ((await queues.agents.getJobState(childId)) === 'completed' ? queues.agents.getJob(childId) : undefined), { timeoutMs: 5_000, intervalMs: 20, what: 'the dependent to end' });
+    const child = await waitFor(async () => ((await queues.agents.getJobState(childId)) === 'completed' ? queues.agents.getJob(childId) : undefined), {
+      timeoutMs: 5_000,
+      intervalMs: 20,
+      what: 'the dependent to end',
+    });
     const skippedAfterMs = child!.finishedOn! - cancelledAt;
     console.log(`[measure] cancel of a delayed pipeline root -> dependent skipped after ${skippedAfterMs} ms`);
     expect(skippedAfterMs).toBeLessThan(1000);
@@ -206,7 +213,7 @@ describe('cancelling runs', () => {
     expect(lines().some((l) => l.startsWith(`started ${second.runId} `))).toBe(false);
   }, 60_000);
 
-  it("leaves no waiter behind when a run is cancelled between being delayed and registering as a waiter", async () => {
+  it('leaves no waiter behind when a run is cancelled between being delayed and registering as a waiter', async () => {
     // The worker parks in two calls (BullMQ's moveToDelayed, then the registration); a cancel can
     // land between them. Here the job is delayed by hand and cancelled before it registers.
     const spec = registry.require('serial');

@@ -1,15 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import {
-  DeadLetterQueue,
-  ROLLUP_RETENTION_HOURS,
-  createLogger,
-  quantile,
-  readAgentRollups,
-  rollupKey,
-  rollupSweptKey,
-  sweepRollups,
-  triggerRun,
-} from '@werkpilot/shared';
+import { DeadLetterQueue, ROLLUP_RETENTION_HOURS, createLogger, quantile, readAgentRollups, rollupKey, rollupSweptKey, sweepRollups, triggerRun } from '@werkpilot/shared';
 import { createAgentCluster, useTestRedis, waitFor, type AgentCluster } from '@werkpilot/test-support';
 
 /** The per-minute rollups the completion script writes (run-rollups.ts), read back as the agent page's charts. */

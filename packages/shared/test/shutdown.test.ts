@@ -70,7 +70,17 @@ describe('graceful shutdown', () => {
     const { log, lines } = recordingLogger();
     let sawGraceOver = false;
     const shutdown = new GracefulShutdown({ log, graceMs: 200, exit: () => {} });
-    shutdown.register(2, 'a run that outlives the grace', (ctx) => new Promise<void>((resolve) => ctx.graceOver.addEventListener('abort', () => { sawGraceOver = true; resolve(); })));
+    shutdown.register(
+      2,
+      'a run that outlives the grace',
+      (ctx) =>
+        new Promise<void>((resolve) =>
+          ctx.graceOver.addEventListener('abort', () => {
+            sawGraceOver = true;
+            resolve();
+          }),
+        ),
+    );
     shutdown.register(2, 'a run that never ends', () => new Promise(() => {}));
     await shutdown.run('SIGTERM');
     expect(sawGraceOver).toBe(true);

@@ -100,7 +100,10 @@ describe('OpenTelemetry tracing', () => {
     // No trigger carried a context into a cron run: each attempt's BullMQ `process` span is a root.
     expect(first!.traceId).not.toBe(second!.traceId);
     expect(view.traceId).toBe(second!.traceId);
-    for (const [span, attempt] of [[first!, 1], [second!, 2]] as const) {
+    for (const [span, attempt] of [
+      [first!, 1],
+      [second!, 2],
+    ] as const) {
       expect(span.attributes).toMatchObject({ 'werkpilot.run.attempt': attempt, 'werkpilot.run.outcome': 'failure', 'werkpilot.run.trigger': 'cron', 'werkpilot.worker.id': 'worker-1' });
       expect(span.statusCode).toBe(2);
       expect(span.events.find((e) => e.name === 'exception')?.attributes['exception.message']).toBe('upstream said 503');
@@ -125,10 +128,13 @@ describe('OpenTelemetry tracing', () => {
     opened.cluster = cluster;
     await cluster.startWorker({ wire: () => ({ telemetry: tracing.telemetry, tracer: createRunTracer({ tracer: tracing.tracer, workerId: 'worker-1' }) }) });
     const { runId } = await triggerRun({ queue: cluster.queues.agents, registry: cluster.registry, retention, tracer: createTriggerTracer(tracing.tracer) }, 'crm-sync');
-    const view = await waitFor(async () => {
-      const v = await lookupRun(cluster.queues.agents, runId);
-      return v.state === 'completed' ? v : undefined;
-    }, { what: 'the run to complete' });
+    const view = await waitFor(
+      async () => {
+        const v = await lookupRun(cluster.queues.agents, runId);
+        return v.state === 'completed' ? v : undefined;
+      },
+      { what: 'the run to complete' },
+    );
     expect(view.result).toEqual({ outcome: 'success', result: false, durationMs: expect.any(Number), workerId: 'worker-1' });
     expect(view.traceId).toBeNull();
     await tracing.flush();
@@ -143,10 +149,13 @@ describe('OpenTelemetry tracing', () => {
     const traced = createQueues({ connection: cluster.redis, keys: cluster.keys, telemetry: tracing.telemetry });
     const { runId } = await triggerRun({ queue: traced.agents, registry: cluster.registry, retention, tracer: createTriggerTracer(tracing.tracer) }, 'lead-scorer');
     await traced.close();
-    const view = await waitFor(async () => {
-      const v = await lookupRun(cluster.queues.agents, runId);
-      return v.state === 'completed' ? v : undefined;
-    }, { what: 'the run to complete' });
+    const view = await waitFor(
+      async () => {
+        const v = await lookupRun(cluster.queues.agents, runId);
+        return v.state === 'completed' ? v : undefined;
+      },
+      { what: 'the run to complete' },
+    );
     expect(view.result).toMatchObject({ outcome: 'skipped', reasons: ['dependency crm-sync disabled'], traceId: view.traceId });
     expect(await cluster.state.get('lead-scorer')).toMatchObject({ skipped: 1, runs: 0 });
     expect(await cluster.redis.hgetall(skipCausesKey(cluster.keys, 'lead-scorer'))).toEqual({ 'crm-sync': '1' });

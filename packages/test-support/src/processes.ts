@@ -101,7 +101,10 @@ export interface AppCluster {
  * Starts a scheduler (on a free port) and a worker with `env`, and resolves once the scheduler
  * answers `/readyz`. `workerEnv` is added for the worker only.
  */
-export async function startAppCluster(env: Record<string, string>, { workerEnv = {}, timeoutMs = 40_000 }: { workerEnv?: Record<string, string>; timeoutMs?: number } = {}): Promise<AppCluster> {
+export async function startAppCluster(
+  env: Record<string, string>,
+  { workerEnv = {}, timeoutMs = 40_000 }: { workerEnv?: Record<string, string>; timeoutMs?: number } = {},
+): Promise<AppCluster> {
   const port = await freePort();
   const scheduler = startApp('scheduler', { ...env, PORT: String(port) });
   const worker = startApp('worker', { ...env, ...workerEnv });

@@ -51,9 +51,7 @@ export function findTool(name: string, { install, pathVariable, aliases = [] }: 
   }
   const override = pathVariable ? process.env[pathVariable] : undefined;
   if (override) {
-    return isExecutableFile(override)
-      ? { name, path: override, missing: undefined }
-      : { name, path: undefined, missing: `${pathVariable}=${override} is not an executable file` };
+    return isExecutableFile(override) ? { name, path: override, missing: undefined } : { name, path: undefined, missing: `${pathVariable}=${override} is not an executable file` };
   }
   const dirs = (process.env.PATH ?? '').split(path.delimiter).filter(Boolean);
   for (const candidate of [name, ...aliases]) {

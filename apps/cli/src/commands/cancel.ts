@@ -12,10 +12,7 @@ export function registerCancel(program: Command, io: CliIo): void {
     .description('cancel a run: queued, delayed or parked ones end at once, a running one when its AbortSignal fires; its dependents are skipped; no retry')
     .action(
       withContext(io, async (ctx, runId: string, options: { reason?: string }) => {
-        const answer = await ctx.api.post<Record<string, unknown>>(
-          `/api/runs/${encodeURIComponent(runId)}/cancel`,
-          options.reason ? { reason: options.reason } : {},
-        );
+        const answer = await ctx.api.post<Record<string, unknown>>(`/api/runs/${encodeURIComponent(runId)}/cancel`, options.reason ? { reason: options.reason } : {});
         if (ctx.isJson) return ctx.printJson(answer);
         const of = answer?.agent ? ` of ${formatValue(answer.agent)}` : '';
         if (answer?.outcome === 'aborting') {

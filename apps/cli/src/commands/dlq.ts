@@ -209,7 +209,9 @@ async function bulk(ctx: CommandContext, action: 'replay' | 'delete', selection:
     throw new UsageError(`dlq ${action} needs a selection (--group, --agent, --since, --until or --match)${action === 'replay' ? '; for every run use dlq retry --all' : ''}`);
   }
   const preview = await ctx.api.get<{ count: number; runIds: string[] }>('/api/dlq/selection', selection);
-  const described = Object.entries(selection).map(([k, v]) => `${k} ${v}`).join(', ');
+  const described = Object.entries(selection)
+    .map(([k, v]) => `${k} ${v}`)
+    .join(', ');
   if (preview.count === 0) {
     if (ctx.isJson) return ctx.printJson(action === 'replay' ? { replayed: 0, runIds: [] } : { deleted: 0, runIds: [] });
     ctx.print(`no dead-lettered run matches (${described})`);

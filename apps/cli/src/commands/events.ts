@@ -31,8 +31,16 @@ export function registerEvents(program: Command, io: CliIo): void {
     .action(
       withContext(io, async (ctx, options: EventsOptions) => {
         const filters = {
-          type: options.type?.flatMap((t) => t.split(',')).filter(Boolean).join(',') || undefined,
-          agent: options.agent?.flatMap((a) => a.split(',')).filter(Boolean).join(',') || undefined,
+          type:
+            options.type
+              ?.flatMap((t) => t.split(','))
+              .filter(Boolean)
+              .join(',') || undefined,
+          agent:
+            options.agent
+              ?.flatMap((a) => a.split(','))
+              .filter(Boolean)
+              .join(',') || undefined,
         };
         if (!options.follow) {
           const { events } = await ctx.api.get<{ events: BusEvent[] }>('/api/events/recent', { limit: options.limit, ...filters });
@@ -108,4 +116,3 @@ export function formatEvent(event: BusEvent): string {
   const data = event.data && typeof event.data === 'object' && Object.keys(event.data).length === 0 ? '' : JSON.stringify(event.data ?? '');
   return [event.at, event.type.padEnd(20), (event.agent ?? '-').padEnd(18), data].join('  ').trimEnd();
 }
-

@@ -46,16 +46,16 @@ export function registerRun(program: Command, io: CliIo): void {
         const runs = queued.runs?.length ? queued.runs : [{ agent, runId: queued.runId }];
         if (!options.wait) {
           if (ctx.isJson) return ctx.printJson(queued);
-          ctx.print(
-            queued.pipelineId
-              ? `queued pipeline ${queued.pipelineId}: ${runs.map((r) => `${r.agent} (${r.runId})`).join(', ')}`
-              : `queued run ${queued.runId} of ${agent}`,
-          );
+          ctx.print(queued.pipelineId ? `queued pipeline ${queued.pipelineId}: ${runs.map((r) => `${r.agent} (${r.runId})`).join(', ')}` : `queued run ${queued.runId} of ${agent}`);
           if (queued.replayed) ctx.print('(an earlier request with this idempotency key queued it; nothing new was queued)');
           return;
         }
         if (!ctx.isJson) ctx.print(`queued ${runs.length === 1 ? `run ${queued.runId}` : `pipeline ${queued.pipelineId ?? queued.runId} (${runs.length} runs)`}; waiting…`);
-        const finished = await waitForRuns(ctx, runs.map((r) => r.runId), options.timeout as unknown as number | undefined);
+        const finished = await waitForRuns(
+          ctx,
+          runs.map((r) => r.runId),
+          options.timeout as unknown as number | undefined,
+        );
         if (ctx.isJson) ctx.printJson({ ...queued, results: finished });
         else ctx.print(renderTable(RESULT_COLUMNS, finished));
         const notOk = finished.filter((r) => outcomeOf(r) !== 'success');

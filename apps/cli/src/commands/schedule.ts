@@ -17,7 +17,7 @@ export function registerSchedule(program: Command, io: CliIo): void {
       .description(
         action === 'pause'
           ? "pause an agent's schedule: no ticks until resumed (manual runs still run; the agent stays enabled)"
-          : "resume a paused schedule: the next tick is the first after now (paused ticks are not caught up)",
+          : 'resume a paused schedule: the next tick is the first after now (paused ticks are not caught up)',
       )
       .action(
         withContext(io, async (ctx, agent: string) => {

@@ -49,9 +49,7 @@ export function summarise(url: string, snapshot: MetricsSnapshot): ClusterStatus
       disabled: agents.filter(([, a]) => a.enabled === false).length,
       openCircuits: agents.filter(([, a]) => circuitStateOf(a.circuit) === 'open').length,
     },
-    unhealthy: agents
-      .filter(([, a]) => a.health === 'unhealthy')
-      .map(([agent, a]) => ({ agent, reasons: a.healthReasons ?? [] })),
+    unhealthy: agents.filter(([, a]) => a.health === 'unhealthy').map(([agent, a]) => ({ agent, reasons: a.healthReasons ?? [] })),
     memory: { heapPercent: snapshot.system.memory?.heapPercent ?? null, rssMB: snapshot.system.memory?.rssMB ?? null },
   };
 }
@@ -80,12 +78,10 @@ export function registerStatus(program: Command, io: CliIo): void {
                 : `${status.workers.live} live, ${status.workers.active}/${status.workers.capacity} slots busy`
               : dash,
           ],
-          ...(workers ?? []).map(
-            (w): [string, string] => [
-              '',
-              `${w.id}  ${w.active ?? 0}/${w.concurrency ?? '?'} active  heap ${w.heapPercent ?? '?'}%  rss ${w.rssMB ?? '?'}MB  seen ${formatAgo(w.lastSeenAt)}`,
-            ],
-          ),
+          ...(workers ?? []).map((w): [string, string] => [
+            '',
+            `${w.id}  ${w.active ?? 0}/${w.concurrency ?? '?'} active  heap ${w.heapPercent ?? '?'}%  rss ${w.rssMB ?? '?'}MB  seen ${formatAgo(w.lastSeenAt)}`,
+          ]),
           ['Queue', `${status.queues.waiting} waiting, ${status.queues.active} active, ${status.queues.delayed} delayed (system: ${status.queues.system})`],
           ['DLQ', status.deadLetterQueueSize === 0 ? 'empty' : `${status.deadLetterQueueSize} failed runs (werkpilot dlq list)`],
           [

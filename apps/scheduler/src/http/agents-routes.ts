@@ -87,7 +87,7 @@ export function agentsRoutes(deps: AgentsRoutesDeps): Router {
     const body = parseInput(runBody, bodyOf(req.body), 'body');
     const header = req.get('idempotency-key');
     if (header !== undefined && body.idempotencyKey !== undefined && header !== body.idempotencyKey) {
-      throw new InvalidInputError('the Idempotency-Key header and the body\'s idempotencyKey differ; send one of them');
+      throw new InvalidInputError("the Idempotency-Key header and the body's idempotencyKey differ; send one of them");
     }
     const idempotencyKey = header ?? body.idempotencyKey;
     const traceParent = traceParentOf(req);
@@ -187,9 +187,7 @@ async function recentRuns(queues: Queues, agent: string): Promise<RunSummary[]> 
     { state: 'failed', from: 0, to: 99 },
   ] as const;
   // Each state's ids come newest first, so its first LAST_RUNS matches are all it can contribute.
-  const perState = await Promise.all(
-    ranges.map(async (range) => readRunSummaries(queues.agents, await listRunIds(queues.agents, [range]), { agent, max: LAST_RUNS })),
-  );
+  const perState = await Promise.all(ranges.map(async (range) => readRunSummaries(queues.agents, await listRunIds(queues.agents, [range]), { agent, max: LAST_RUNS })));
   const summaries = perState.flat();
   const at = (r: RunSummary) => Date.parse(r.timings.finishedAt ?? r.timings.startedAt ?? r.timings.queuedAt ?? '') || 0;
   return summaries.sort((a, b) => at(b) - at(a)).slice(0, LAST_RUNS);

@@ -84,8 +84,7 @@ export function createHttpApp(deps: HttpDeps): Express {
   const { queues, registry } = deps;
   const snapshot = async (): Promise<MetricsSnapshot> => (await deps.snapshots.current()).view;
   const trigger: TriggerAgent =
-    deps.trigger ??
-    ((agent, options) => triggerRun({ queue: queues.agents, registry, retention: deps.retention, redis: deps.redis, keys: deps.keys }, agent, options));
+    deps.trigger ?? ((agent, options) => triggerRun({ queue: queues.agents, registry, retention: deps.retention, redis: deps.redis, keys: deps.keys }, agent, options));
 
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });

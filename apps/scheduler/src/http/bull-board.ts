@@ -16,20 +16,19 @@ export function bullBoardRouter({ queues, readOnly }: { queues: Queues; readOnly
   const router = Router();
   router.use((req: Request, res: Response, next: NextFunction) => {
     board ??= createBullBoardRouter({ queues, readOnly });
-    board.then((handler) => handler(req, res, next), (err: unknown) => {
-      board = undefined; // a failed load is retried on the next request
-      next(err);
-    });
+    board.then(
+      (handler) => handler(req, res, next),
+      (err: unknown) => {
+        board = undefined; // a failed load is retried on the next request
+        next(err);
+      },
+    );
   });
   return router;
 }
 
 async function createBullBoardRouter({ queues, readOnly }: { queues: Queues; readOnly: boolean }): Promise<Router> {
-  const [{ createBullBoard }, { BullMQAdapter }, { ExpressAdapter }] = await Promise.all([
-    import('@bull-board/api'),
-    import('@bull-board/api/bullMQAdapter'),
-    import('@bull-board/express'),
-  ]);
+  const [{ createBullBoard }, { BullMQAdapter }, { ExpressAdapter }] = await Promise.all([import('@bull-board/api'), import('@bull-board/api/bullMQAdapter'), import('@bull-board/express')]);
   const serverAdapter = new ExpressAdapter();
   serverAdapter.setBasePath(BULL_BOARD_PATH);
   createBullBoard({

@@ -108,17 +108,19 @@ export class LiveEventStreams {
   }
 
   private ensureSubscribed(): Promise<void> {
-    this.subscribing ??= this.bus.subscribe((event) => this.broadcast(event)).then(
-      (stop) => {
-        this.unsubscribe = stop;
-        // Every stream closed while the subscription was being made.
-        if (this.clients.size === 0) this.release();
-      },
-      (err: unknown) => {
-        this.subscribing = undefined;
-        throw err;
-      },
-    );
+    this.subscribing ??= this.bus
+      .subscribe((event) => this.broadcast(event))
+      .then(
+        (stop) => {
+          this.unsubscribe = stop;
+          // Every stream closed while the subscription was being made.
+          if (this.clients.size === 0) this.release();
+        },
+        (err: unknown) => {
+          this.subscribing = undefined;
+          throw err;
+        },
+      );
     return this.subscribing;
   }
 

@@ -41,5 +41,8 @@ export function redisGuard(availability: RedisAvailability, { probeAfterMs = 100
 }
 
 function unavailable(res: Response, message?: string): void {
-  res.status(503).set('Retry-After', '1').json(message ? { error: message } : REDIS_UNAVAILABLE);
+  res
+    .status(503)
+    .set('Retry-After', '1')
+    .json(message ? { error: message } : REDIS_UNAVAILABLE);
 }

@@ -45,9 +45,5 @@ const DISABLED = skipReason('disabled');
 
 /** Gate rules: the agent itself disabled ⇒ `disabled`; a dependency disabled ⇒ `dependency X disabled`. */
 export function agentToggleRules(): GateRule[] {
-  return [
-    ({ spec, view }) => (view.of(spec.name).isDisabled ? DISABLED : null),
-    dependencyRule((dep, { view }) => (view.of(dep).isDisabled ? 'disabled' : null)),
-  ];
+  return [({ spec, view }) => (view.of(spec.name).isDisabled ? DISABLED : null), dependencyRule((dep, { view }) => (view.of(dep).isDisabled ? 'disabled' : null))];
 }
-

@@ -177,9 +177,7 @@ export const AGENT_DEFAULTS = {
  * It returns the definition unchanged: validation happens when the registry loads, so that
  * all problems of all agents are reported together.
  */
-export function defineAgent<TData = unknown, TResult = unknown>(
-  definition: AgentDefinition<TData, TResult>,
-): AgentDefinition<TData, TResult> {
+export function defineAgent<TData = unknown, TResult = unknown>(definition: AgentDefinition<TData, TResult>): AgentDefinition<TData, TResult> {
   return definition;
 }
 

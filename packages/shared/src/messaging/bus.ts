@@ -165,7 +165,9 @@ export const MAX_TOPIC_BYTES = 200;
  */
 export async function publishAgentMessage(bus: EventBus, agent: string, topic: unknown, payload: unknown): Promise<void> {
   if (typeof topic !== 'string' || topic === '' || Buffer.byteLength(topic) > MAX_TOPIC_BYTES) {
-    throw new PublishPayloadError(`ctx.publish: the topic must be a non-empty string of at most ${MAX_TOPIC_BYTES} bytes, got ${typeof topic === 'string' ? `${Buffer.byteLength(topic)} bytes` : typeof topic}`);
+    throw new PublishPayloadError(
+      `ctx.publish: the topic must be a non-empty string of at most ${MAX_TOPIC_BYTES} bytes, got ${typeof topic === 'string' ? `${Buffer.byteLength(topic)} bytes` : typeof topic}`,
+    );
   }
   let json: string | undefined;
   try {

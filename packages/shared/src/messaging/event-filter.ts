@@ -35,9 +35,7 @@ export function createEventFilter(spec: EventFilterSpec = {}): EventFilter {
   }
   const typePatterns = types.map(compileGlob);
   const agentSet = new Set(agents);
-  return (event) =>
-    (typePatterns.length === 0 || typePatterns.some((p) => p.matches(event.type))) &&
-    (agentSet.size === 0 || (event.agent !== undefined && agentSet.has(event.agent)));
+  return (event) => (typePatterns.length === 0 || typePatterns.some((p) => p.matches(event.type))) && (agentSet.size === 0 || (event.agent !== undefined && agentSet.has(event.agent)));
 }
 
 function listOf(value: string | string[] | undefined, what: string, maxItems: number): string[] {
@@ -48,7 +46,10 @@ function listOf(value: string | string[] | undefined, what: string, maxItems: nu
   if (given.length > maxItems || given.some((v) => String(v).length > maxLength)) {
     throw new InvalidInputError(`${what}: at most ${maxItems} values of at most ${EVENT_FILTER_LIMITS.patternLength} characters each`);
   }
-  const parts = given.flatMap((v) => String(v).split(',')).map((p) => p.trim()).filter((p) => p.length > 0);
+  const parts = given
+    .flatMap((v) => String(v).split(','))
+    .map((p) => p.trim())
+    .filter((p) => p.length > 0);
   if (parts.length > maxItems) throw new InvalidInputError(`${what}: at most ${maxItems} values, got ${parts.length}`);
   const long = parts.find((p) => p.length > EVENT_FILTER_LIMITS.patternLength);
   if (long !== undefined) {

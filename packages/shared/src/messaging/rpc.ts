@@ -217,12 +217,7 @@ export class RpcClient {
  * One request from outside any agent (API, CLI, scripts): opens a client, asks, closes it.
  * Processes that ask often should keep one RpcClient instead.
  */
-export async function request<T = unknown>(
-  deps: { redis: Redis; keys: Keys; log: Logger },
-  agent: string,
-  payload?: unknown,
-  options: RequestOptions = {},
-): Promise<T> {
+export async function request<T = unknown>(deps: { redis: Redis; keys: Keys; log: Logger }, agent: string, payload?: unknown, options: RequestOptions = {}): Promise<T> {
   const client = new RpcClient(deps);
   try {
     return await client.request<T>(agent, payload, { from: 'external', ...options });

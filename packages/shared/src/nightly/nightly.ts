@@ -13,7 +13,6 @@ import { readScores } from '../self-healing/score.js';
 import { sweepRollups } from '../run/run-rollups.js';
 import type { SystemJobHandler } from '../queues/system-worker.js';
 
-
 /**
  * The nightly optimisation: a job scheduler on the `system` queue (`NIGHTLY_CRON` in `NIGHTLY_TZ`,
  * 23:00 Europe/Zurich by default) whose job, run by a worker, recomputes every agent's score,
@@ -130,13 +129,15 @@ export async function runNightly(deps: NightlyDeps, { force = false }: NightlyJo
     timezone: deps.timezone,
     since: previous?.generatedAt ?? null,
     agents,
-    flagged: Object.values(agents).filter((a) => a.flagged).map((a) => a.agent),
+    flagged: Object.values(agents)
+      .filter((a) => a.flagged)
+      .map((a) => a.agent),
     trimmed,
   };
 
   const saved = await store.save(report, { onlyIfAbsent: !force });
   if (!saved) {
-    log.info({ id }, 'another nightly run wrote this day\'s report first');
+    log.info({ id }, "another nightly run wrote this day's report first");
     return { report: (await store.get(id)) ?? report, saved: false };
   }
   await deps.bus.publish('nightly:report', { id, generatedAt: report.generatedAt, flagged: report.flagged, agents: names.length });
@@ -148,9 +149,7 @@ async function readSkipCauses(redis: Redis, keys: Keys, agents: readonly string[
   const pipeline = redis.pipeline();
   for (const agent of agents) pipeline.hgetall(skipCausesKey(keys, agent));
   const replies = await execOrThrow(pipeline);
-  return new Map(
-    agents.map((agent, i) => [agent, Object.fromEntries(Object.entries(replies[i] as Record<string, string>).map(([k, v]) => [k, Number(v)]))]),
-  );
+  return new Map(agents.map((agent, i) => [agent, Object.fromEntries(Object.entries(replies[i] as Record<string, string>).map(([k, v]) => [k, Number(v)]))]));
 }
 
 /**

@@ -153,11 +153,7 @@ export class ClusterSnapshotBuilder {
     const startedAt = this.clock();
     const isFirst = this.generations === undefined;
     // The change feed first: whatever is marked after this read is picked up by the next build.
-    const [changes, generations, disabledNow] = await Promise.all([
-      readChangesSince(redis, keys, this.cursor),
-      readGenerations(redis, keys),
-      redis.smembers(disabledSet(keys)),
-    ]);
+    const [changes, generations, disabledNow] = await Promise.all([readChangesSince(redis, keys, this.cursor), readGenerations(redis, keys), redis.smembers(disabledSet(keys))]);
     const cluster = this.readClusterFigures(startedAt);
     // The controls' figures move at admission too: read afresh each build (controls-view.ts).
     const controls = readControlsNow({ redis, keys, registry: this.options.registry, clock: () => startedAt });
@@ -227,7 +223,10 @@ export class ClusterSnapshotBuilder {
   private async readAgents(agents: readonly string[], now: number): Promise<void> {
     const firstReads = agents.filter((a) => !this.figures.has(a));
     const rereads = agents.filter((a) => this.figures.has(a));
-    for (const [list, size] of [[firstReads, FIRST_READS_PER_CHUNK], [rereads, READS_PER_CHUNK]] as const) {
+    for (const [list, size] of [
+      [firstReads, FIRST_READS_PER_CHUNK],
+      [rereads, READS_PER_CHUNK],
+    ] as const) {
       for (let i = 0; i < list.length; i += size) {
         await this.figures.refresh(list.slice(i, i + size), now);
         await nextTurn();
@@ -278,7 +277,11 @@ export class ClusterSnapshotBuilder {
       this.views[this.position.get(agent)!] = entry.view;
       await turn.yieldIfDue();
     }
-    await this.blocks.update(agents, (agent) => this.entries.get(agent)?.fragments, (kind) => (kind === ANONYMOUS_JSON_KIND ? JSON_KIND : undefined));
+    await this.blocks.update(
+      agents,
+      (agent) => this.entries.get(agent)?.fragments,
+      (kind) => (kind === ANONYMOUS_JSON_KIND ? JSON_KIND : undefined),
+    );
   }
 
   private renderAgent(spec: NonNullable<ReturnType<Registry['get']>>, figures: AgentFigures, now: number): AgentEntry {
@@ -313,7 +316,8 @@ export class ClusterSnapshotBuilder {
     };
     const key = `${spec.name === this.firstAgent ? '' : ','}${JSON.stringify(spec.name)}`;
     const json = `${key}:${JSON.stringify(view)}`;
-    const anonymousJson = view.lastError !== null && truncateError(view.lastError) !== view.lastError ? `${key}:${JSON.stringify({ ...view, lastError: truncateError(view.lastError) })}` : json;
+    const anonymousJson =
+      view.lastError !== null && truncateError(view.lastError) !== view.lastError ? `${key}:${JSON.stringify({ ...view, lastError: truncateError(view.lastError) })}` : json;
     const exposition = agentExposition(
       { spec, stats: figures.stats, legacyRunMetrics: figures.legacyRunMetrics, circuit: figures.circuit.state, health: health.state, score, enabled: isEnabled },
       this.options.agentHistograms,

@@ -18,4 +18,3 @@ export function exportedOutcomeOf(record: RunRecord): ExportedOutcome {
   if (record.timedOut) return 'timeout';
   return record.outcome;
 }
-

@@ -160,7 +160,7 @@ class AttemptTrace implements RunTrace {
     const dueAt = tick ?? (job.data.pipelineId ? job.timestamp : undefined);
     if (dueAt === undefined) return;
     const metadata = job.opts.telemetry?.metadata;
-    const parent = metadata ? enqueueContext(metadata) ?? this.processContext : this.processContext;
+    const parent = metadata ? (enqueueContext(metadata) ?? this.processContext) : this.processContext;
     const wait = this.tracer.startSpan(
       `wait for dependencies ${this.spec.name}`,
       { kind: SpanKind.INTERNAL, startTime: new Date(Math.min(dueAt, until)), attributes: { [SPAN_ATTRIBUTES.runId]: job.id!, [SPAN_ATTRIBUTES.agent]: this.spec.name } },
@@ -218,7 +218,11 @@ export function createTriggerTracer(tracer: Tracer): TriggerTracer {
         const queued = await context.with(trace.setSpan(parentContext, span), enqueue);
         span.setAttribute(SPAN_ATTRIBUTES.runId, queued.runId);
         if (queued.pipelineId) span.setAttribute(SPAN_ATTRIBUTES.pipelineId, queued.pipelineId);
-        if (queued.runs) span.setAttribute(SPAN_ATTRIBUTES.runIds, queued.runs.map((run) => run.runId));
+        if (queued.runs)
+          span.setAttribute(
+            SPAN_ATTRIBUTES.runIds,
+            queued.runs.map((run) => run.runId),
+          );
         return queued;
       } catch (err) {
         span.recordException(err instanceof Error ? err : String(err));

@@ -2,7 +2,6 @@ import type { ChainableCommander, Redis } from 'ioredis';
 import { changedAgentsKey, changeSequenceKey, type Keys, snapshotGenerationsKey } from '../redis/keys.js';
 import { execOrThrow } from '../redis/redis-pipeline.js';
 
-
 /**
  * The change feed the cluster snapshot builds from incrementally: whatever changes an agent's
  * figures marks the agent here, and each snapshot builder (one per scheduler replica) re-reads only

@@ -112,17 +112,19 @@ const DIAG_LOG_INTERVAL_MS = 60_000;
 function throttledDiagLogger(log: Logger): DiagLogger {
   let lastAt = 0;
   let suppressed = 0;
-  const write = (level: 'warn' | 'error') => (message: string, ...args: unknown[]) => {
-    const now = Date.now();
-    if (now - lastAt < DIAG_LOG_INTERVAL_MS) {
-      suppressed += 1;
-      return;
-    }
-    lastAt = now;
-    const text = [message, ...args].map(readable).join(' ');
-    log[level]({ ...(suppressed > 0 ? { suppressedSince: suppressed } : {}) }, `tracing: ${text} (spans are dropped meanwhile; runs are not affected)`);
-    suppressed = 0;
-  };
+  const write =
+    (level: 'warn' | 'error') =>
+    (message: string, ...args: unknown[]) => {
+      const now = Date.now();
+      if (now - lastAt < DIAG_LOG_INTERVAL_MS) {
+        suppressed += 1;
+        return;
+      }
+      lastAt = now;
+      const text = [message, ...args].map(readable).join(' ');
+      log[level]({ ...(suppressed > 0 ? { suppressedSince: suppressed } : {}) }, `tracing: ${text} (spans are dropped meanwhile; runs are not affected)`);
+      suppressed = 0;
+    };
   const ignore = () => undefined;
   return { error: write('warn'), warn: write('warn'), info: ignore, debug: ignore, verbose: ignore };
 }

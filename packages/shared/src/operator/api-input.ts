@@ -119,13 +119,20 @@ export const runSearchQuery = z
     since: searchInstant.optional(),
     until: searchInstant.optional(),
     q: z.string().trim().min(1, 'must not be empty').max(200, 'at most 200 characters').optional(),
-    cursor: z.string().max(500).regex(/^[A-Za-z0-9_-]+$/, 'not a cursor this API gave').optional(),
+    cursor: z
+      .string()
+      .max(500)
+      .regex(/^[A-Za-z0-9_-]+$/, 'not a cursor this API gave')
+      .optional(),
     limit: pageNumber(20, SEARCH_MAX_LIMIT).pipe(z.number().min(1, 'must be at least 1')),
   })
   .strict();
 
 const dlqSelectorFields = {
-  group: z.string().regex(/^[0-9a-f]{12}$/, 'group ids are 12 hex digits, as GET /api/dlq/groups gives them').optional(),
+  group: z
+    .string()
+    .regex(/^[0-9a-f]{12}$/, 'group ids are 12 hex digits, as GET /api/dlq/groups gives them')
+    .optional(),
   agent: agentNameParam.optional(),
   since: searchInstant.optional(),
   until: searchInstant.optional(),

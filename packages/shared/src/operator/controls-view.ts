@@ -64,7 +64,9 @@ export function describeControls(spec: AgentSpec, limiters: ReadonlyMap<string, 
 
 /** Whether an agent uses a control beyond the default (one run at a time, `skip`), so its live figures are read. */
 export function hasLiveControls(spec: AgentSpec): boolean {
-  return spec.concurrency.limit > 1 || spec.concurrency.key !== undefined || (spec.overlap !== 'skip' && spec.overlap !== 'allowAll') || spec.rateLimit !== undefined || spec.limiters.length > 0;
+  return (
+    spec.concurrency.limit > 1 || spec.concurrency.key !== undefined || (spec.overlap !== 'skip' && spec.overlap !== 'allowAll') || spec.rateLimit !== undefined || spec.limiters.length > 0
+  );
 }
 
 /** While a parked run is counted as waiting for tokens past their time (it is being promoted). */
@@ -88,7 +90,10 @@ export function readControls(read: PipelineReader, { keys, registry, now }: { ke
   const limiters: Record<string, LimiterView> = {};
   let paused = new Set<string>();
   // Few agents are paused: the set is read whole rather than asked about every scheduled agent.
-  read((p) => p.smembers(pausedSchedulesSet(keys)), (r) => (paused = new Set(r as string[])));
+  read(
+    (p) => p.smembers(pausedSchedulesSet(keys)),
+    (r) => (paused = new Set(r as string[])),
+  );
   const set = (agent: string, field: keyof ControlsState, value: number) => live.set(agent, { ...live.get(agent), [field]: value });
   for (const spec of registry.list()) {
     if (!hasLiveControls(spec)) continue;
@@ -97,18 +102,41 @@ export function readControls(read: PipelineReader, { keys, registry, now }: { ke
       if (spec.concurrency.key) {
         // Keyed: the per-agent indexes across key values, scored by when an entry expires.
         const group = slotGroupOf(keys, spec, '-');
-        read((p) => p.zcount(group.index!.running, now, '+inf'), (r) => set(name, 'running', Number(r)));
-        read((p) => p.zcount(group.index!.waiting, now, '+inf'), (r) => set(name, 'waiting', Number(r)));
+        read(
+          (p) => p.zcount(group.index!.running, now, '+inf'),
+          (r) => set(name, 'running', Number(r)),
+        );
+        read(
+          (p) => p.zcount(group.index!.waiting, now, '+inf'),
+          (r) => set(name, 'waiting', Number(r)),
+        );
       } else {
         const group = slotGroupOf(keys, spec);
-        if (group.mode === 'lease') read((p) => p.exists(group.holders), (r) => set(name, 'running', Number(r)));
-        else read((p) => p.zcount(group.holders, now, '+inf'), (r) => set(name, 'running', Number(r)));
-        read((p) => p.llen(group.waiters), (r) => set(name, 'waiting', Number(r)));
+        if (group.mode === 'lease')
+          read(
+            (p) => p.exists(group.holders),
+            (r) => set(name, 'running', Number(r)),
+          );
+        else
+          read(
+            (p) => p.zcount(group.holders, now, '+inf'),
+            (r) => set(name, 'running', Number(r)),
+          );
+        read(
+          (p) => p.llen(group.waiters),
+          (r) => set(name, 'waiting', Number(r)),
+        );
       }
     }
     if (spec.rateLimit || spec.limiters.some((use) => use.cost > 0)) {
-      read((p) => p.zcount(rateWaitingKey(keys, name), now - TOKEN_WAIT_GRACE_MS, '+inf'), (r) => set(name, 'waitingForTokens', Number(r)));
-      read((p) => p.hget(keys.agentStats(name), 'rateLimited'), (r) => set(name, 'rateLimited', Number(r ?? 0)));
+      read(
+        (p) => p.zcount(rateWaitingKey(keys, name), now - TOKEN_WAIT_GRACE_MS, '+inf'),
+        (r) => set(name, 'waitingForTokens', Number(r)),
+      );
+      read(
+        (p) => p.hget(keys.agentStats(name), 'rateLimited'),
+        (r) => set(name, 'rateLimited', Number(r ?? 0)),
+      );
     }
   }
   for (const limiter of registry.limiters.values()) {

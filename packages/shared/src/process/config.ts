@@ -89,12 +89,7 @@ interface Variable<T> {
 /** A secret's bad value is described, never shown: error messages end up in logs. */
 const secretShown = (raw: string) => `a value of ${raw.length} characters (not shown: it is a secret)`;
 
-const intString = (min: number, max = Number.MAX_SAFE_INTEGER) =>
-  z
-    .string()
-    .regex(/^\d+$/)
-    .transform(Number)
-    .pipe(z.number().int().min(min).max(max));
+const intString = (min: number, max = Number.MAX_SAFE_INTEGER) => z.string().regex(/^\d+$/).transform(Number).pipe(z.number().int().min(min).max(max));
 
 function intVar(name: string, dflt: number, min: number, allowed: string, max?: number): Variable<number> {
   return { name, default: dflt, schema: intString(min, max) as unknown as z.ZodType<number>, allowed };

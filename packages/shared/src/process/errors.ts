@@ -20,10 +20,7 @@ export class ConfigError extends WerkpilotError {
 export class RegistryError extends WerkpilotError {
   override readonly exitCode = 2;
   constructor(readonly problems: string[]) {
-    super(
-      `the agent registry has ${problems.length} problem${problems.length === 1 ? '' : 's'}:\n` +
-        problems.map((p) => `  - ${p}`).join('\n'),
-    );
+    super(`the agent registry has ${problems.length} problem${problems.length === 1 ? '' : 's'}:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
   }
 }
 

@@ -64,7 +64,6 @@ export async function hasLiveWorker(deps: { redis: Redis; keys: Keys; clock?: ()
   return (await listLiveWorkers(deps)).length > 0;
 }
 
-
 export interface WorkerHeartbeatOptions {
   redis: Redis;
   keys: Keys;

@@ -129,7 +129,10 @@ export class MemoryMonitor {
     }
     if (!this.underPressure && memory.heapPercent >= this.thresholds.pressurePercent) {
       this.underPressure = true;
-      log.warn({ heapPercent: memory.heapPercent }, `memory pressure: heap at ${memory.heapPercent}%; handing back priority-${SHED_PRIORITY} runs until under ${this.thresholds.recoverPercent}%`);
+      log.warn(
+        { heapPercent: memory.heapPercent },
+        `memory pressure: heap at ${memory.heapPercent}%; handing back priority-${SHED_PRIORITY} runs until under ${this.thresholds.recoverPercent}%`,
+      );
       this.notify(true);
       await this.publish('memory:pressure', { heapPercent: memory.heapPercent, rssMB: memory.rssMB, shedPriority: SHED_PRIORITY });
     } else if (this.underPressure && memory.heapPercent < this.thresholds.recoverPercent) {
@@ -161,8 +164,6 @@ export class MemoryMonitor {
 
   private async publish(type: string, data: Record<string, unknown>): Promise<void> {
     if (!this.options.publish) return;
-    await this.options.publish(type, { ...this.options.identity, ...data }).catch((err: unknown) =>
-      this.options.log.debug({ err, type }, 'could not publish memory event'),
-    );
+    await this.options.publish(type, { ...this.options.identity, ...data }).catch((err: unknown) => this.options.log.debug({ err, type }, 'could not publish memory event'));
   }
 }

@@ -58,10 +58,7 @@ export function createMemoryShedding({ monitor, log }: { monitor: Pick<MemoryMon
       handBacks++;
       if (!isPaused && intake) {
         isPaused = true;
-        log.warn(
-          { reason, handBacks },
-          `${reason}: handing priority-${SHED_PRIORITY} runs back and pausing this worker's intake until memory recovers; other workers take the queued runs`,
-        );
+        log.warn({ reason, handBacks }, `${reason}: handing priority-${SHED_PRIORITY} runs back and pausing this worker's intake until memory recovers; other workers take the queued runs`);
         pausing = intake.pause(true).catch((err: unknown) => log.warn({ err }, 'could not pause intake'));
       }
       return reason;

@@ -100,7 +100,10 @@ export function installProcessFaultPolicy(options: ProcessFaultPolicyOptions): (
   const onException = (error: unknown) => {
     const fault = describeFault('uncaught-exception', error, currentScope());
     if (hasCrashed) {
-      log.error({ ...scopeFields(fault.scope), err: { name: fault.name, message: fault.message } }, `another uncaught exception during the crash shutdown${where(fault.scope)}: ${fault.message}`);
+      log.error(
+        { ...scopeFields(fault.scope), err: { name: fault.name, message: fault.message } },
+        `another uncaught exception during the crash shutdown${where(fault.scope)}: ${fault.message}`,
+      );
       return;
     }
     hasCrashed = true;
@@ -109,10 +112,13 @@ export function installProcessFaultPolicy(options: ProcessFaultPolicyOptions): (
       `uncaught exception${where(fault.scope)}: ${fault.message}; the process state is unknown: shutting down (grace ${crashGraceMs} ms) and exiting 1`,
     );
     safely(log, () => options.onUncaughtException?.(fault));
-    setTimeout(() => {
-      log.fatal('the crash shutdown did not finish in time; exiting 1 now');
-      exit(1);
-    }, options.hardExitAfterMs ?? crashGraceMs + 20_000).unref();
+    setTimeout(
+      () => {
+        log.fatal('the crash shutdown did not finish in time; exiting 1 now');
+        exit(1);
+      },
+      options.hardExitAfterMs ?? crashGraceMs + 20_000,
+    ).unref();
     void options.shutdown.run('uncaught exception', { exitCode: 1, graceMs: crashGraceMs });
   };
 

@@ -126,7 +126,11 @@ export class GracefulShutdown {
     this.steps.set(step, list);
     return () => {
       const current = this.steps.get(step);
-      if (current) this.steps.set(step, current.filter((e) => e !== entry));
+      if (current)
+        this.steps.set(
+          step,
+          current.filter((e) => e !== entry),
+        );
     };
   }
 
@@ -236,10 +240,7 @@ export class GracefulShutdown {
   private async publishStep(data: Record<string, unknown>): Promise<void> {
     if (!this.options.publish || !this.isRedisUp()) return;
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      this.options.publish('shutdown:step', { ...this.options.identity, ...data }).catch(() => undefined),
-      new Promise((resolve) => (timer = setTimeout(resolve, 1000))),
-    ]);
+    await Promise.race([this.options.publish('shutdown:step', { ...this.options.identity, ...data }).catch(() => undefined), new Promise((resolve) => (timer = setTimeout(resolve, 1000)))]);
     clearTimeout(timer);
   }
 

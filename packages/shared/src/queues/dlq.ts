@@ -50,7 +50,12 @@ export class DeadLetterQueue {
 
   /** The named runs as `list` shows them, in the order given; runs that are gone are left out. */
   async entries(ids: readonly string[]): Promise<DeadLetterEntry[]> {
-    return (await readRunSummaries(this.queue, ids.map((id) => ({ id, state: 'failed' as const })))).map(summaryToEntry);
+    return (
+      await readRunSummaries(
+        this.queue,
+        ids.map((id) => ({ id, state: 'failed' as const })),
+      )
+    ).map(summaryToEntry);
   }
 
   async get(id: string): Promise<DeadLetterEntry> {

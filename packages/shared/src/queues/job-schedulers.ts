@@ -57,10 +57,7 @@ export async function reconcileJobSchedulers({
   }
   for (let i = 0; i < tasks.length; i += BATCH) await Promise.all(tasks.slice(i, i + BATCH).map((t) => t()));
 
-  log.info(
-    { added: result.added.length, updated: result.updated.length, removed: result.removed.length, unchanged: result.unchanged.length },
-    'job schedulers reconciled',
-  );
+  log.info({ added: result.added.length, updated: result.updated.length, removed: result.removed.length, unchanged: result.unchanged.length }, 'job schedulers reconciled');
   return result;
 }
 

@@ -161,7 +161,8 @@ export async function backfill(deps: TickChainDeps & { registry: Registry }, age
   if (!Number.isFinite(from) || !Number.isFinite(to)) throw new InvalidInputError('backfill: from and to must be times (ISO 8601, e.g. 2025-01-31T00:00:00Z)');
   if (to < from) throw new InvalidInputError(`backfill: to (${new Date(to).toISOString()}) is before from (${new Date(from).toISOString()})`);
   const ticks = ticksBetween(spec, from - 1, to);
-  if (ticks.length === 0) throw new InvalidInputError(`backfill: the schedule of ${agent} (${spec.schedule.cron}) has no tick from ${new Date(from).toISOString()} to ${new Date(to).toISOString()}`);
+  if (ticks.length === 0)
+    throw new InvalidInputError(`backfill: the schedule of ${agent} (${spec.schedule.cron}) has no tick from ${new Date(from).toISOString()} to ${new Date(to).toISOString()}`);
   if (ticks.length > MAX_CHAINED_TICKS) throw new InvalidInputError(`backfill: more than ${MAX_CHAINED_TICKS} ticks of ${agent} in that range; backfill a shorter one`);
   checkControlKeys(spec, data);
   const backfillId = randomUUID();

@@ -8,8 +8,7 @@ export type RedisConnectionOptions = {
   /** Shown in CLIENT LIST and in log lines, e.g. `worker:commands`. */
   role: string;
   log: Logger;
-} & (
-  /** Where Redis is (config.redisTarget): one server, a Sentinel set or a cluster. */
+} /** Where Redis is (config.redisTarget): one server, a Sentinel set or a cluster. */ & (
   | { target: RedisTarget }
   /** Shorthand for `{ kind: 'single', url }`. */
   | { url: string }

@@ -34,8 +34,7 @@ export interface ProvisionOptions {
   allowDocker?: boolean;
 }
 
-export const HOW_TO_GET_REDIS =
-  'no Redis found: set REDIS_URL to a running Redis, or install one (apt-get install redis-server, brew install redis) or start Docker (docker compose up)';
+export const HOW_TO_GET_REDIS = 'no Redis found: set REDIS_URL to a running Redis, or install one (apt-get install redis-server, brew install redis) or start Docker (docker compose up)';
 
 /**
  * The Redis chain shared by `pnpm start` and the test harness: whatever answers at `url`; else a
@@ -125,7 +124,10 @@ async function startRedisServer(options: ProvisionOptions): Promise<ProvisionedR
  */
 async function startRedisContainer(hz: number): Promise<ProvisionedRedis> {
   const { GenericContainer } = await import('testcontainers');
-  const container = await new GenericContainer('redis:7').withExposedPorts(6379).withCommand(['redis-server', '--hz', String(hz), '--save', '']).start();
+  const container = await new GenericContainer('redis:7')
+    .withExposedPorts(6379)
+    .withCommand(['redis-server', '--hz', String(hz), '--save', ''])
+    .start();
   return {
     url: `redis://${container.getHost()}:${container.getMappedPort(6379)}`,
     source: 'docker',

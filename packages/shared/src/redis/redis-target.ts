@@ -20,7 +20,10 @@ const HOST_PORT = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
 
 /** Parses `host:port,host:port` (IPv6 in brackets); undefined when any entry is malformed or the list is empty. */
 export function parseRedisNodes(list: string): RedisNode[] | undefined {
-  const entries = list.split(',').map((e) => e.trim()).filter((e) => e !== '');
+  const entries = list
+    .split(',')
+    .map((e) => e.trim())
+    .filter((e) => e !== '');
   if (entries.length === 0) return undefined;
   const nodes: RedisNode[] = [];
   for (const entry of entries) {

@@ -199,7 +199,10 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
         if (!(err instanceof ControlKeyError)) throw err;
         // The agent's own key function failed on this run's data: no attempt can do better.
         const error = capError(new UnrecoverableError(err.message));
-        const events = [bus.encode('agent:failed', { ...base, error: error.message, durationMs: 0, willRetry: false }, spec.name), bus.encode('agent:dlq', { ...base, error: error.message, attemptsMade: attempt }, spec.name)];
+        const events = [
+          bus.encode('agent:failed', { ...base, error: error.message, durationMs: 0, willRetry: false }, spec.name),
+          bus.encode('agent:dlq', { ...base, error: error.message, attemptsMade: attempt }, spec.name),
+        ];
         const record: RunRecord = { agent: spec.name, runId, outcome: 'failure', durationMs: 0, at: clock(), error: error.message, attempt };
         complete(spec, job, token, { record, events, finished: `dlq:${error.message}`, ...NOT_ADMITTED }, traced);
         deps.log.warn({ agent: spec.name, runId, err: error }, 'run failed: its control key could not be computed');
@@ -321,9 +324,7 @@ function buildContext(
   let log: Logger | undefined;
   const runLog = () =>
     (log ??= deps.log.child(
-      traced?.traceId
-        ? { agent: spec.name, runId: job.id, attempt, trace_id: traced.traceId, span_id: traced.span.spanContext().spanId }
-        : { agent: spec.name, runId: job.id, attempt },
+      traced?.traceId ? { agent: spec.name, runId: job.id, attempt, trace_id: traced.traceId, span_id: traced.span.spanContext().spanId } : { agent: spec.name, runId: job.id, attempt },
     ));
   let agentLog: AgentLogger | undefined;
   return {
@@ -351,16 +352,17 @@ function buildContext(
       });
       subscriptions.push(() => {
         active = false;
-        pending.then((unsubscribe) => unsubscribe(), () => undefined);
+        pending.then(
+          (unsubscribe) => unsubscribe(),
+          () => undefined,
+        );
       });
       const live = pending.then(() => undefined);
       live.catch((err: unknown) => runLog().warn({ err, topic }, 'ctx.subscribe could not subscribe to the bus'));
       return live;
     },
     request: <T>(agent: string, payload?: unknown, options?: { timeoutMs?: number }) =>
-      deps.request
-        ? (deps.request(spec.name, agent, payload, options) as Promise<T>)
-        : Promise.reject(new Error('ctx.request needs the RPC service, which this process did not start')),
+      deps.request ? (deps.request(spec.name, agent, payload, options) as Promise<T>) : Promise.reject(new Error('ctx.request needs the RPC service, which this process did not start')),
   };
 }
 

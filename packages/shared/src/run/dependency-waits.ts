@@ -7,7 +7,6 @@ import { QUEUE_NAMES, type RunJobData } from '../queues/queues.js';
 import { defineScripts } from '../redis/redis-scripts.js';
 import { dependencySkipReason, type SkipReason } from './skip-reasons.js';
 
-
 /**
  * Waiting for dependency runs of the same tick or pipeline, without holding a worker slot, and
  * promoting the waiter the moment its last pending dependency run finishes (event-driven).

@@ -74,7 +74,11 @@ export async function startPipeline(deps: PipelineDeps, root: string, data?: unk
     .multi()
     .hset(pipelineKey(deps.keys, pipelineId), { root: spec.name, agents: JSON.stringify(agents), createdAt: String(clock()) })
     .expire(pipelineKey(deps.keys, pipelineId), PIPELINE_TTL_SECONDS);
-  addPipelineWaitersTo(multi, deps.keys, runs.map(({ agent, runId }) => ({ spec: deps.registry.require(agent), runId })));
+  addPipelineWaitersTo(
+    multi,
+    deps.keys,
+    runs.map(({ agent, runId }) => ({ spec: deps.registry.require(agent), runId })),
+  );
   await multi.exec();
   const parkedFor = deps.parkedRecheckMs ?? PARKED_RECHECK_MS;
   await deps.queue.addBulk(

@@ -49,7 +49,14 @@ export const AGENT_RATE_LABEL = 'rateLimit';
 export function rateBucketsOf(keys: Keys, spec: AgentSpec, limiters: ReadonlyMap<string, LimiterDefinition>, rateKeyValue?: string): RateBucket[] {
   const buckets: RateBucket[] = [];
   if (spec.rateLimit) {
-    buckets.push({ key: agentRateKey(keys, spec.name, rateKeyValue), max: spec.rateLimit.max, perMs: spec.rateLimit.perMs, cost: 1, label: AGENT_RATE_LABEL, expires: rateKeyValue !== undefined });
+    buckets.push({
+      key: agentRateKey(keys, spec.name, rateKeyValue),
+      max: spec.rateLimit.max,
+      perMs: spec.rateLimit.perMs,
+      cost: 1,
+      label: AGENT_RATE_LABEL,
+      expires: rateKeyValue !== undefined,
+    });
   }
   for (const use of spec.limiters) {
     const limiter = limiters.get(use.name);

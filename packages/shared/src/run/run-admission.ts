@@ -318,10 +318,13 @@ export function createRunAdmission(options: RunAdmissionOptions): RunAdmission {
   /** Promotes run `runId` shortly before its tokens are due (see TOKEN_WAKE_EARLY_MS). */
   const wakeAt = (runId: string, priority: number, waitMs: number) => {
     clearTimeout(wakeups.get(runId));
-    const timer = setTimeout(() => {
-      wakeups.delete(runId);
-      promoteParkedRun(redis, keys, runId, priority).catch((err: unknown) => log.warn({ err, runId }, 'could not promote a run whose tokens are due; BullMQ will at its delay'));
-    }, Math.max(0, waitMs - TOKEN_WAKE_EARLY_MS));
+    const timer = setTimeout(
+      () => {
+        wakeups.delete(runId);
+        promoteParkedRun(redis, keys, runId, priority).catch((err: unknown) => log.warn({ err, runId }, 'could not promote a run whose tokens are due; BullMQ will at its delay'));
+      },
+      Math.max(0, waitMs - TOKEN_WAKE_EARLY_MS),
+    );
     timer.unref();
     wakeups.set(runId, timer);
   };
@@ -355,7 +358,17 @@ export function createRunAdmission(options: RunAdmissionOptions): RunAdmission {
         if (slot?.index) flags += 'I';
         if (rate) flags += 'R';
         const scriptKeys = [keys.gateEpoch, slot?.holders ?? keys.gateEpoch, slot?.waiters ?? keys.gateEpoch, keys.eventsStream];
-        const argv: (string | number)[] = [flags, cache.epoch, runId, a.leaseTtl, keys.eventsChannel, historyLength, startedEvent, slot && slot.mode !== 'none' ? luaSlotMode(slot.mode) : '', slot?.limit ?? 0];
+        const argv: (string | number)[] = [
+          flags,
+          cache.epoch,
+          runId,
+          a.leaseTtl,
+          keys.eventsChannel,
+          historyLength,
+          startedEvent,
+          slot && slot.mode !== 'none' ? luaSlotMode(slot.mode) : '',
+          slot?.limit ?? 0,
+        ];
         if (!isCircuitClosed) {
           scriptKeys.push(a.circuit, a.restarts);
           argv.push(clock(), circuit.windowMs, spec.maxRestartsPerHour, cooldown, a.staleAfter);

@@ -56,10 +56,7 @@ export class RunCancelTimeoutError extends WerkpilotError {
     readonly runId: string,
     readonly timeoutMs: number,
   ) {
-    super(
-      `no worker confirmed cancelling run ${runId} within ${timeoutMs} ms; the worker running it may have died ` +
-        '(BullMQ will hand the run to another worker once it stalls): try again',
-    );
+    super(`no worker confirmed cancelling run ${runId} within ${timeoutMs} ms; the worker running it may have died (BullMQ will hand the run to another worker once it stalls): try again`);
   }
 }
 

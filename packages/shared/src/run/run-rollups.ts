@@ -138,7 +138,6 @@ export function quantile(buckets: readonly number[], q: number): number | null {
   return null;
 }
 
-
 /** Agents whose stale hours one pipeline deletes: bounds one round trip's size with many agents. */
 const SWEEP_AGENTS_PER_PIPELINE = 50;
 

@@ -114,7 +114,26 @@ export async function readRunSummaries(queue: Queue, runs: ListedRun[], { agent,
 }
 
 function toSummary(run: ListedRun, row: SummaryRow): RunSummary {
-  const [, name, timestamp, processedOn, finishedOn, attemptsMade, attemptsStarted, processedBy, opts, data, dataBytes, result, resultBytes, failedReason, failedReasonBytes, stacktrace, stacktraceBytes, recordedTraceId] = row;
+  const [
+    ,
+    name,
+    timestamp,
+    processedOn,
+    finishedOn,
+    attemptsMade,
+    attemptsStarted,
+    processedBy,
+    opts,
+    data,
+    dataBytes,
+    result,
+    resultBytes,
+    failedReason,
+    failedReasonBytes,
+    stacktrace,
+    stacktraceBytes,
+    recordedTraceId,
+  ] = row;
   const truncated: TruncatedField[] = [];
   const read = (field: TruncatedField, text: string, bytes: number): unknown => {
     const isCut = bytes > LIST_FIELD_BYTES;

@@ -111,7 +111,11 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntim
     },
     onRateLimited: (spec, job, waitMs, limiter) => {
       options.bus
-        .publish('agent:rate-limited', { runId: job.id, attempt: job.attemptsMade + 1, waitMs, ...(limiter ? { limiter } : {}), ...(job.data.pipelineId ? { pipelineId: job.data.pipelineId } : {}) }, spec.name)
+        .publish(
+          'agent:rate-limited',
+          { runId: job.id, attempt: job.attemptsMade + 1, waitMs, ...(limiter ? { limiter } : {}), ...(job.data.pipelineId ? { pipelineId: job.data.pipelineId } : {}) },
+          spec.name,
+        )
         .catch(() => undefined);
     },
     ...(catchUp ? { catchUp } : {}),

@@ -141,16 +141,7 @@ return 1
 /** ARGV of RECORD_RUN_LUA's `r` (8 values), in the order the run path and RECORD_ONE_LUA pass them. */
 export function recordArgs(record: RunRecord, lastRun: string): (string | number)[] {
   const duration = record.durationMs === undefined || record.outcome === 'skipped' || record.outcome === 'cancelled' ? '' : Math.max(0, Math.round(record.durationMs));
-  return [
-    record.outcome,
-    duration,
-    record.at,
-    record.error ?? '',
-    record.attempt ?? 1,
-    record.timedOut ? '1' : '0',
-    lastRun,
-    duration === '' ? 0 : durationBucketIndex(duration),
-  ];
+  return [record.outcome, duration, record.at, record.error ?? '', record.attempt ?? 1, record.timedOut ? '1' : '0', lastRun, duration === '' ? 0 : durationBucketIndex(duration)];
 }
 
 declare module 'ioredis' {

@@ -1,15 +1,6 @@
 import type { Redis, Result } from 'ioredis';
 import type { Logger } from 'pino';
-import {
-  DEFAULT_BOOT_RECHECK_MS,
-  blockingReason,
-  bootStateWriter,
-  checkedState,
-  readBootStates,
-  withBootChecks,
-  type AgentBootState,
-  type BootDeps,
-} from './boot.js';
+import { DEFAULT_BOOT_RECHECK_MS, blockingReason, bootStateWriter, checkedState, readBootStates, withBootChecks, type AgentBootState, type BootDeps } from './boot.js';
 import { NotLeaderError } from '../process/errors.js';
 import { bootRequestSequenceKey, bootRequestsKey, type Keys } from '../redis/keys.js';
 import { defineScripts } from '../redis/redis-scripts.js';
@@ -198,4 +189,3 @@ export class BootHealer {
     return uniqueSkipReasons(spec.dependsOn.flatMap((dep) => blockingReason(dep, view.get(dep))));
   }
 }
-

@@ -9,7 +9,6 @@ import { execOrThrow } from '../redis/redis-pipeline.js';
 import { markAgentsChanged } from '../observability/snapshot-changes.js';
 import { defineScripts } from '../redis/redis-scripts.js';
 
-
 /**
  * The circuit breaker, cluster-wide. A restart is a failed attempt of an agent (one that will be
  * retried, or one that failed the run for good). Restarts are kept in a rolling one-hour window in
@@ -327,4 +326,3 @@ export class CircuitBreaker {
     return new Map(agents.map((agent, i) => [agent, Number(replies[i] ?? 0)]));
   }
 }
-

@@ -45,7 +45,12 @@
     if (c.rateLimit) limits.push(`${c.rateLimit.max} per ${ms(c.rateLimit.perMs)}${c.rateLimit.keyed ? ' per key' : ''}`);
     for (const l of c.limiters || []) limits.push(`limiter ${l.name}`);
     const rows = [
-      ['Schedule', a.schedule ? `cron <code>${esc(a.schedule.cron)}</code>${a.schedule.tz ? ` (${esc(a.schedule.tz)})` : ''}${c.schedulePaused ? ' <span class="badge warn">paused</span>' : ''}` : 'manual only'],
+      [
+        'Schedule',
+        a.schedule
+          ? `cron <code>${esc(a.schedule.cron)}</code>${a.schedule.tz ? ` (${esc(a.schedule.tz)})` : ''}${c.schedulePaused ? ' <span class="badge warn">paused</span>' : ''}`
+          : 'manual only',
+      ],
       ['Priority', esc(a.priority)],
       ['Depends on', list(a.dependsOn)],
       ['Needed by', list(a.dependents)],

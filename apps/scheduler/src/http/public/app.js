@@ -105,7 +105,10 @@ function renderQueues(m) {
     ['system', m.queues.system.waiting + m.queues.system.prioritized + m.queues.system.active + m.queues.system.delayed],
   ];
   const limiters = Object.entries(m.controls?.limiters || {})
-    .map(([name, l]) => `<div class="queue-row"><span title="shared limiter: tokens granted or booked in its window">${esc(name)}</span><div class="track"><i style="width:${Math.min(100, (l.inWindow / l.max) * 100)}%"></i></div><b class="num">${l.inWindow}/${l.max} per ${ms(l.perMs)}</b></div>`)
+    .map(
+      ([name, l]) =>
+        `<div class="queue-row"><span title="shared limiter: tokens granted or booked in its window">${esc(name)}</span><div class="track"><i style="width:${Math.min(100, (l.inWindow / l.max) * 100)}%"></i></div><b class="num">${l.inWindow}/${l.max} per ${ms(l.perMs)}</b></div>`,
+    )
     .join('');
   $('#queues').innerHTML = `${rows}${limiters}<div class="queue-states">${stats.map(([k, v]) => `<div class="stat"><span>${k}</span><b>${v}</b></div>`).join('')}</div>`;
   $('#queue-summary').textContent = `${m.executionQueueSize} waiting to run`;
@@ -210,14 +213,31 @@ async function renderReport() {
           <td class="num">${ms(r.p95)}</td></tr>${(r.advice || []).length ? `<tr><td></td><td colspan="4" class="advice">${r.advice.map(esc).join('<br>')}</td></tr>` : ''}`,
       )
       .join('');
-    $('#report').innerHTML = `<div class="report"><table><thead><tr><th>Agent</th><th class="num">Score</th><th class="num">Runs</th><th class="num">Fail</th><th class="num">p95</th></tr></thead><tbody>${rows}</tbody></table></div>`;
+    $('#report').innerHTML =
+      `<div class="report"><table><thead><tr><th>Agent</th><th class="num">Score</th><th class="num">Runs</th><th class="num">Fail</th><th class="num">p95</th></tr></thead><tbody>${rows}</tbody></table></div>`;
   } catch (err) {
     $('#report-date').textContent = '';
     $('#report').innerHTML = `<div class="empty">${esc(err.message)}</div>`;
   }
 }
 
-const EVENT_CLASS = { 'agent:completed': 'ok', 'circuit:closed': 'ok', 'memory:recovered': 'ok', 'worker:online': 'ok', 'agent:failed': 'bad', 'agent:dlq': 'bad', 'circuit:opened': 'bad', 'agent:timeout': 'bad', 'agent:retrying': 'warn', 'agent:skipped': 'warn', 'dependency:unhealthy': 'warn', 'health:changed': 'warn', 'memory:pressure': 'warn', 'agent:cancelled': 'warn', 'agent:rate-limited': 'warn' };
+const EVENT_CLASS = {
+  'agent:completed': 'ok',
+  'circuit:closed': 'ok',
+  'memory:recovered': 'ok',
+  'worker:online': 'ok',
+  'agent:failed': 'bad',
+  'agent:dlq': 'bad',
+  'circuit:opened': 'bad',
+  'agent:timeout': 'bad',
+  'agent:retrying': 'warn',
+  'agent:skipped': 'warn',
+  'dependency:unhealthy': 'warn',
+  'health:changed': 'warn',
+  'memory:pressure': 'warn',
+  'agent:cancelled': 'warn',
+  'agent:rate-limited': 'warn',
+};
 
 function describeEvent(e) {
   const d = e.data || {};

@@ -21,7 +21,9 @@ const Charts = (() => {
   const esc = (v) => String(v).replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]);
   const label = (iso, step) => {
     const d = new Date(iso);
-    return step === 'minute' ? d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', hour12: false }) : d.toLocaleString([], { month: 'short', day: 'numeric', hour: '2-digit', hour12: false });
+    return step === 'minute'
+      ? d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', hour12: false })
+      : d.toLocaleString([], { month: 'short', day: 'numeric', hour: '2-digit', hour12: false });
   };
   const fmtMs = (v) => (v >= 1000 ? `${(v / 1000).toFixed(v >= 10000 ? 0 : 1)}s` : `${Math.round(v)}ms`);
 
@@ -50,7 +52,9 @@ const Charts = (() => {
       if (totals[i] === 0) return;
       let y = H - PAD.bottom;
       const x = PAD.left + i * slot + slot * 0.12;
-      const title = `${label(p.at, step)}: ${OUTCOMES.filter(([k]) => p[k]).map(([k, , name]) => `${p[k]} ${name}`).join(', ')}`;
+      const title = `${label(p.at, step)}: ${OUTCOMES.filter(([k]) => p[k])
+        .map(([k, , name]) => `${p[k]} ${name}`)
+        .join(', ')}`;
       bars += `<g class="bar"><title>${esc(title)}</title>`;
       for (const [k, color] of OUTCOMES) {
         if (!p[k]) continue;

@@ -3,8 +3,7 @@
 
 const WP = (() => {
   const $ = (selector, root = document) => root.querySelector(selector);
-  const esc = (value) =>
-    String(value ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
+  const esc = (value) => String(value ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
   const READ_ONLY = 'read-only: configure dashboard credentials (DASHBOARD_TOKEN or DASHBOARD_USER/DASHBOARD_PASSWORD) to enable actions';
   const session = { canMutate: false };
 

@@ -55,7 +55,9 @@
     try {
       const preview = await api(`/api/dlq/selection?${new URLSearchParams(selection)}`);
       if (preview.count === 0) return toast('No dead-lettered run matches any more.');
-      const what = Object.entries(selection).map(([k, v]) => `${k} ${v}`).join(', ');
+      const what = Object.entries(selection)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', ');
       const isConfirmed = await confirmAction(
         `${action === 'replay' ? 'Replay' : 'Delete'} ${preview.count} dead-lettered run${preview.count === 1 ? '' : 's'} (${what})?${action === 'replay' ? ' Each runs again with fresh attempts.' : ' Their records are gone for good.'}`,
         `${action === 'replay' ? 'Replay' : 'Delete'} ${preview.count}`,

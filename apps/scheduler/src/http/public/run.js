@@ -48,7 +48,8 @@
     if (o === 'failed') {
       $('#outcome-title').textContent = 'Error';
       const stack = run.stacktrace.length ? run.stacktrace[run.stacktrace.length - 1] : '';
-      $('#outcome').innerHTML = `<pre class="block err" id="error">${esc(run.error || 'unknown error')}</pre>${stack ? `<h3 class="muted">Stack trace (last attempt)</h3><pre class="block err" id="stack">${esc(stack)}</pre>` : ''}`;
+      $('#outcome').innerHTML =
+        `<pre class="block err" id="error">${esc(run.error || 'unknown error')}</pre>${stack ? `<h3 class="muted">Stack trace (last attempt)</h3><pre class="block err" id="stack">${esc(stack)}</pre>` : ''}`;
     } else if (o === 'skipped') {
       $('#outcome-title').textContent = 'Skipped';
       $('#outcome').innerHTML = `<ul id="reasons">${(result.reasons || []).map((r) => `<li>${esc(r)}</li>`).join('')}</ul>`;
@@ -71,7 +72,9 @@
   async function renderAttempts(run) {
     const a = run.attempts;
     $('#attempts-summary').textContent = `${a.made} made · ${a.started} started · ${a.max} allowed`;
-    const { events } = await api(`/api/events/recent?limit=1000&agent=${encodeURIComponent(run.agent)}&type=agent:completed,agent:failed,agent:skipped,agent:cancelled`).catch(() => ({ events: [] }));
+    const { events } = await api(`/api/events/recent?limit=1000&agent=${encodeURIComponent(run.agent)}&type=agent:completed,agent:failed,agent:skipped,agent:cancelled`).catch(() => ({
+      events: [],
+    }));
     const mine = events.filter((e) => e.data && e.data.runId === run.id).sort((x, y) => Date.parse(x.at) - Date.parse(y.at));
     let items;
     if (mine.length) {
@@ -153,7 +156,8 @@
         <text class="s" x="${x + 10}" y="${y + 36}">${esc(shown)}${r.finishedAt && r.startedAt ? ` · ${ms(Date.parse(r.finishedAt) - Date.parse(r.startedAt))}` : ''}</text>
       </a>`;
     });
-    $('#pipeline-graph').innerHTML = `<svg width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" role="group" aria-label="pipeline graph">${edges.join('')}${nodes.join('')}</svg>`;
+    $('#pipeline-graph').innerHTML =
+      `<svg width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" role="group" aria-label="pipeline graph">${edges.join('')}${nodes.join('')}</svg>`;
   }
 
   async function act(button, run) {
