@@ -197,15 +197,7 @@ export async function runScheduler(): Promise<void> {
     liveStreams: { maxClients: config.sseMaxClients },
   });
   http.serve(app);
-  shutdown.register(
-    5,
-    'http server',
-    () =>
-      new Promise((resolve) => {
-        http.server.close(resolve);
-        http.server.closeAllConnections();
-      }),
-  );
+  shutdown.register(5, 'http server', () => http.close());
   log.info({ port: http.port }, `dashboard on http://localhost:${http.port}`);
 
   // Only now, serving, does it campaign. Not awaited: with Redis away the first attempt waits for it.

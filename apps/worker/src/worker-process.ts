@@ -102,15 +102,7 @@ export async function runWorker(): Promise<void> {
         isStopping: () => shutdown.isShuttingDown,
       }),
     );
-    shutdown.register(
-      5,
-      'http server',
-      () =>
-        new Promise((resolve) => {
-          http.server.close(resolve);
-          http.server.closeAllConnections();
-        }),
-    );
+    shutdown.register(5, 'http server', () => http.close());
   }
 
   shutdown.register(5, 'event bus', () => bus.close());

@@ -10,6 +10,8 @@ export interface BoundPort {
   port: number;
   /** Hands requests to `handler` from now on (until then they answer 503 "starting"). */
   serve(handler: RequestListener): void;
+  /** Stops listening and ends every connection, idle or not (live event streams never end by themselves). */
+  close(): Promise<void>;
 }
 
 /**
@@ -32,6 +34,11 @@ export function bindPort({ port, variable }: { port: number; variable: string })
       resolve({
         server,
         port: typeof address === 'object' && address ? address.port : port,
+        close: () =>
+          new Promise<void>((done) => {
+            server.close(() => done());
+            server.closeAllConnections();
+          }),
         serve(handler) {
           server.off('request', starting);
           server.on('request', handler);
