@@ -25,6 +25,20 @@ export const DEFAULT_LIVE_STREAM_LIMITS: LiveStreamLimits = {
 /** Events written to the streams in one go, at most. */
 const MAX_BURST = 64;
 
+/**
+ * Bytes handed to sockets in one turn of the event loop, at most; the rest of a burst's fan-out
+ * goes on in the next turn. A client that never reads still takes megabytes before its socket
+ * pushes back (loopback and LAN socket buffers are large), so a flood costs the scheduler copying
+ * into the kernel; in slices, `/healthz`, the API and the leader lease get their turn in between.
+ */
+const MAX_BYTES_PER_TURN = 256 * 1024;
+
+/**
+ * Events waiting for their fan-out, at most. A flood faster than the streams take it drops every
+ * stream (each reconnects and reads on from the live feed) rather than queueing it here.
+ */
+const MAX_PENDING_EVENTS = 20_000;
+
 /** How long a refused client is asked to wait before it tries again (`Retry-After`, seconds). */
 export const RETRY_AFTER_SECONDS = 10;
 
@@ -53,7 +67,10 @@ export class LiveEventStreams {
   private subscribing: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private backlogCheck: NodeJS.Immediate | undefined;
-  private burst: BusEvent[] = [];
+  /** Events not yet written, in order. */
+  private pending: BusEvent[] = [];
+  /** The burst whose fan-out is under way: its frames and the clients still to write it to. */
+  private fanOut: { events: BusEvent[]; frames: (string | undefined)[]; everything: Buffer | undefined; clients: Client[]; next: number } | undefined;
   private flushing: NodeJS.Immediate | undefined;
   private lastHeartbeatAt = 0;
   /** Streams dropped for falling behind, since start (for tests and logs). */
@@ -129,31 +146,45 @@ export class LiveEventStreams {
    * once per burst (at most MAX_BURST events), one write per stream instead of one per event and
    * stream, so a flood costs the event loop a few writes per client, not thousands. A burst is one
    * Buffer shared by every stream that takes all of it: a socket keeps what it has not sent as a
-   * reference to that Buffer, where a string would be copied once per socket.
+   * reference to that Buffer, where a string would be copied once per socket. The fan-out runs in
+   * slices of MAX_BYTES_PER_TURN, each in its own turn of the event loop.
    */
   private broadcast(event: BusEvent): void {
-    this.burst.push(event);
-    if (this.burst.length >= MAX_BURST) this.flush();
-    else this.flushing ??= setImmediate(() => this.flush());
+    this.pending.push(event);
+    if (this.pending.length > MAX_PENDING_EVENTS) {
+      for (const client of [...this.clients]) this.drop(client, `${MAX_PENDING_EVENTS} events arrived faster than the streams took them`);
+      return;
+    }
+    this.flushing ??= setImmediate(() => this.flush());
   }
 
+  /** One slice of fan-out: the current burst to the next clients, until MAX_BYTES_PER_TURN. */
   private flush(): void {
-    if (this.flushing) clearImmediate(this.flushing);
     this.flushing = undefined;
-    const events = this.burst;
-    this.burst = [];
-    const frames: (string | undefined)[] = [];
-    const frame = (i: number) => (frames[i] ??= `data: ${JSON.stringify(events[i])}\n\n`);
-    let everything: Buffer | undefined;
-    const everythingChunk = () => (everything ??= Buffer.from(events.map((_, i) => frame(i)).join('')));
-    for (const client of [...this.clients]) {
-      const { filter } = client;
-      const wanted = filter ? events.flatMap((event, i) => (filter(event) ? [i] : [])) : undefined;
-      if (wanted?.length === 0) continue;
-      const isEverything = wanted === undefined || wanted.length === events.length;
-      const chunk = isEverything ? everythingChunk() : Buffer.from(wanted.map(frame).join(''));
-      this.write(client, chunk);
+    let budget = MAX_BYTES_PER_TURN;
+    while (budget > 0) {
+      if (!this.fanOut) {
+        if (this.pending.length === 0) return;
+        const events = this.pending.splice(0, MAX_BURST);
+        this.fanOut = { events, frames: [], everything: undefined, clients: [...this.clients], next: 0 };
+      }
+      const burst = this.fanOut;
+      const frame = (i: number) => (burst.frames[i] ??= `data: ${JSON.stringify(burst.events[i])}\n\n`);
+      while (burst.next < burst.clients.length && budget > 0) {
+        const client = burst.clients[burst.next++]!;
+        if (!this.clients.has(client)) continue;
+        const { filter } = client;
+        const wanted = filter ? burst.events.flatMap((event, i) => (filter(event) ? [i] : [])) : undefined;
+        if (wanted?.length === 0) continue;
+        const isEverything = wanted === undefined || wanted.length === burst.events.length;
+        if (isEverything) burst.everything ??= Buffer.from(burst.events.map((_, i) => frame(i)).join(''));
+        const chunk = isEverything ? burst.everything! : Buffer.from(wanted.map(frame).join(''));
+        this.write(client, chunk);
+        budget -= chunk.length;
+      }
+      if (burst.next >= burst.clients.length) this.fanOut = undefined;
     }
+    this.flushing = setImmediate(() => this.flush());
   }
 
   private write(client: Client, chunk: string | Buffer): void {
@@ -202,6 +233,10 @@ export class LiveEventStreams {
   /** With no stream left, the bus handler and the timer go too. */
   private release(): void {
     if (this.clients.size > 0) return;
+    this.pending = [];
+    this.fanOut = undefined;
+    if (this.flushing) clearImmediate(this.flushing);
+    this.flushing = undefined;
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
     if (this.unsubscribe) {
