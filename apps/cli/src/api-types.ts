@@ -59,6 +59,8 @@ export interface BootView {
 
 /** One agent as `GET /api/agents` lists it. */
 export interface AgentView extends AgentFields {
+  /** The shard the agent is placed in (WERKPILOT_SHARDS); 0 with one. */
+  shard?: number;
   name: string;
 }
 
@@ -126,4 +128,11 @@ export interface BusEvent {
 export function circuitStateOf(circuit: AgentView['circuit']): string | undefined {
   if (!circuit) return undefined;
   return typeof circuit === 'string' ? circuit : circuit.state;
+}
+
+/** `GET /api/shards`. */
+export interface ShardsView {
+  count: number;
+  served: number;
+  shards: { index: number; prefix: string; slot: number; agents: string[]; components: string[][]; expectedRunsPerHour: number }[];
 }

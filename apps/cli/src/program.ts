@@ -14,6 +14,7 @@ import { registerRoles } from './commands/roles.js';
 import { registerRun } from './commands/run.js';
 import { registerRuns } from './commands/runs.js';
 import { registerSchedule } from './commands/schedule.js';
+import { registerShards } from './commands/shards.js';
 import { registerStatus } from './commands/status.js';
 
 const HELP_AFTER = `
@@ -76,6 +77,7 @@ export function buildProgram(io: CliIo): Command {
   registerRoles(program);
   registerStatus(program, io);
   registerAgents(program, io);
+  registerShards(program, io);
   registerRun(program, io);
   registerRuns(program, io);
   registerAgentActions(program, io);

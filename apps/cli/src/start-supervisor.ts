@@ -13,6 +13,29 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../.
 /** How long past `SHUTDOWN_GRACE_MS` a child may take to exit before it is killed. */
 const STOP_MARGIN_MS = 15_000;
 
+/** Shard i's scheduler listens this far above PORT (3001, 3011, 3021, …: clear of the worker's 3002). */
+const SHARD_PORT_STEP = 10;
+
+/**
+ * The processes `werkpilot start` runs: a scheduler and a worker; with several shards
+ * (WERKPILOT_SHARDS) a scheduler per shard, each on its own port, and one worker serving them all.
+ */
+function startedProcesses(shards: number, port: number): { name: string; role: 'scheduler' | 'worker'; extraEnv: NodeJS.ProcessEnv }[] {
+  if (shards === 1)
+    return [
+      { name: 'scheduler', role: 'scheduler', extraEnv: {} },
+      { name: 'worker', role: 'worker', extraEnv: {} },
+    ];
+  return [
+    ...Array.from({ length: shards }, (_, shard) => ({
+      name: `scheduler (shard ${shard})`,
+      role: 'scheduler' as const,
+      extraEnv: { WERKPILOT_SHARD: String(shard), PORT: String(port === 0 ? 0 : port + SHARD_PORT_STEP * shard) },
+    })),
+    { name: 'worker', role: 'worker', extraEnv: {} },
+  ];
+}
+
 export async function runStart(): Promise<void> {
   const config = loadConfig();
   const log = createLogger({ level: config.logLevel, name: 'start' });
@@ -44,18 +67,18 @@ export async function runStart(): Promise<void> {
   }
 
   const children = new Map<string, ChildProcess>();
-  for (const role of ['scheduler', 'worker'] as const) {
+  for (const { name, role, extraEnv } of startedProcesses(config.shards, config.port)) {
     // The same binary, in the same mode (compiled, or the sources under tsx in development), runs
     // each role. Own process groups: one Ctrl-C reaches only us, and we send each child exactly one
     // SIGTERM (a second signal would make it exit at once, skipping its graceful shutdown). The IPC
     // channel is how a child notices that we are gone, however we ended (see stopWithParent).
     const child = spawn(process.execPath, [...process.execArgv, process.argv[1]!, role], {
       cwd: root,
-      env,
+      env: { ...env, ...extraEnv },
       stdio: ['inherit', 'inherit', 'inherit', 'ipc'],
       detached: true,
     });
-    children.set(role, child);
+    children.set(name, child);
   }
 
   let stopping = false;

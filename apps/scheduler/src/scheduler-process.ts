@@ -1,7 +1,8 @@
 import {
   AgentStateStore,
   EventBus,
-  createKeys,
+  createShards,
+  ConfigError,
   createLogger,
   createQueues,
   createRedisConnection,
@@ -54,18 +55,23 @@ export async function runScheduler(): Promise<void> {
   const config = loadConfig();
   const log = createLogger({ level: config.logLevel, name: 'scheduler' });
   // The registry is validated before any connection is opened: an invalid one writes nothing.
-  const registry = await loadRegistry(config.agentsDir);
+  const fleet = await loadRegistry(config.agentsDir);
+  // With several shards this scheduler plans and serves one (WERKPILOT_SHARD): its agents, its keys.
+  const shards = createShards(fleet, config.prefix, config.shards);
+  if (shards.count > 1 && config.shard === undefined) {
+    throw new ConfigError(`WERKPILOT_SHARDS=${shards.count} needs WERKPILOT_SHARD (0 to ${shards.count - 1}) for a scheduler: each shard has its own (docs/operations.md#shards)`);
+  }
+  const { registry, keys, index: shardIndex } = shards.all[config.shard ?? 0]!;
   // Bound before anything connects or campaigns: a port clash exits 2 (one line naming the port and
   // PORT) without ever taking the leader lease.
   const http = await bindPort({ port: config.port, variable: 'PORT' });
-  log.info({ agents: registry.size, layers: registry.layers.length }, 'registry loaded');
+  log.info({ agents: registry.size, layers: registry.layers.length, ...(shards.count > 1 ? { shard: shardIndex, shards: shards.count } : {}) }, 'registry loaded');
 
   const replicaId = makeWorkerId();
   // Only loaded when an OTLP endpoint is configured (tracing.ts).
   const tracing = config.tracing ? await startTracing({ settings: config.tracing, defaultServiceName: 'werkpilot-scheduler', log, instanceId: replicaId }) : undefined;
   const triggerTracer = tracing ? createTriggerTracer(tracing.tracer) : undefined;
 
-  const keys = createKeys(config.prefix);
   // Serves requests, not runs: its offline queue is bounded (see BOUNDED_RETRIES_PER_REQUEST).
   const redis = createRedisConnection({ target: config.redisTarget, role: 'scheduler', log }, { maxRetriesPerRequest: BOUNDED_RETRIES_PER_REQUEST });
   const bus = new EventBus({ redis, keys, log });
@@ -195,6 +201,7 @@ export async function runScheduler(): Promise<void> {
     retention,
     credentials: { token: config.dashboardToken, user: config.dashboardUser, password: config.dashboardPassword },
     liveStreams: { maxClients: config.sseMaxClients },
+    shards: { fleet: shards, served: shardIndex },
   });
   http.serve(app);
   shutdown.register(5, 'http server', () => http.close());

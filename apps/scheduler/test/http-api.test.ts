@@ -61,6 +61,17 @@ describe('agents API', () => {
     const beta = res.body.agents.find((a: { name: string }) => a.name === 'beta');
     expect(beta).toMatchObject({ priority: 2, dependencyDepth: 1, dependsOn: ['alpha'], runs: 0, circuit: 'closed', enabled: true });
     expect(res.body.layers[0]).toContain('alpha');
+    expect(res.body.shards).toBe(1);
+    expect(new Set(res.body.agents.map((a: { shard: number }) => a.shard))).toEqual(new Set([0]));
+  });
+
+  it('shows the placement: one shard, the fleet prefix, every agent', async () => {
+    const h = await start();
+    const res = await call(h.url, '/api/shards', { headers: AUTH });
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ count: 1, served: 0 });
+    expect(res.body.shards).toHaveLength(1);
+    expect(res.body.shards[0]).toMatchObject({ index: 0, prefix: h.keys.prefix, agents: [...h.registry.names()].sort() });
   });
 
   it('shows one agent with its dependents and last runs; 404 for an unknown one, 400 for a malformed name', async () => {

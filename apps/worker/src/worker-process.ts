@@ -10,7 +10,10 @@ import {
   createNightlyHandler,
   createSystemWorker,
   type SystemJobHandler,
-  createKeys,
+  createShards,
+  shardConcurrencies,
+  createWorkerMetrics,
+  CircuitBreaker,
   createLogger,
   createRedisConnection,
   createProcessShutdown,
@@ -56,9 +59,13 @@ export async function runWorker(): Promise<void> {
   // Only loaded when an OTLP endpoint is configured (tracing.ts).
   const tracing = config.tracing ? await startTracing({ settings: config.tracing, defaultServiceName: 'werkpilot-worker', log, instanceId: workerId }) : undefined;
 
-  const keys = createKeys(config.prefix);
+  // Every shard (WERKPILOT_SHARDS) is served here; with one, it is the fleet's prefix and registry.
+  const shards = createShards(registry, config.prefix, config.shards);
   const redis = createRedisConnection({ target: config.redisTarget, role: 'worker', log });
-  const bus = new EventBus({ redis, keys, log });
+  // Each shard's bus keeps its own history; process-level events (online, memory, faults) go to the
+  // home shard's (shard 0), and reach every live stream through the fleet's one channel.
+  const buses = shards.all.map((shard) => new EventBus({ redis, keys: shard.keys, log }));
+  const bus = buses[0]!;
   // Cleanups are registered as each resource is acquired; within a step they run in reverse.
   const { shutdown, reportFault } = createProcessShutdown({
     log,
@@ -69,19 +76,22 @@ export async function runWorker(): Promise<void> {
     faultIdentity: { workerId },
     tracing,
   });
-  let runtime: WorkerRuntime | undefined;
+  const runtimes: (WorkerRuntime | undefined)[] = [];
+  const metrics = createWorkerMetrics({ activeRuns: () => runtimes.reduce((sum, runtime) => sum + (runtime?.activeRuns.size ?? 0), 0), workerId });
   installProcessFaultPolicy({
     log,
     shutdown,
     crashGraceMs: Math.min(config.shutdownGraceMs, 5000),
     onUnhandledRejection: (fault) => {
-      runtime?.metrics.countUnhandledRejection(fault.scope?.agent);
+      metrics.countUnhandledRejection(fault.scope?.agent);
       reportFault(fault);
     },
     // The run whose code threw fails with it (an attempt spent); the shutdown returns the others.
     onUncaughtException: (fault) => {
-      if (fault.scope?.activity === 'run' && fault.scope.runId) {
-        runtime?.worker.cancelJob(fault.scope.runId, new UncaughtAgentError(fault.message) as unknown as string);
+      const { scope } = fault;
+      if (scope?.activity === 'run' && scope.runId && scope.agent) {
+        const shard = shards.of(scope.agent);
+        if (shard) runtimes[shard.index]?.worker.cancelJob(scope.runId, new UncaughtAgentError(fault.message) as unknown as string);
       }
     },
   });
@@ -97,7 +107,7 @@ export async function runWorker(): Promise<void> {
     http.serve(
       createWorkerHttpApp({
         workerId,
-        metrics: () => runtime?.metrics,
+        metrics: () => metrics,
         readiness,
         isStopping: () => shutdown.isShuttingDown,
       }),
@@ -105,8 +115,7 @@ export async function runWorker(): Promise<void> {
     shutdown.register(5, 'http server', () => http.close());
   }
 
-  shutdown.register(5, 'event bus', () => bus.close());
-  const state = new AgentStateStore({ redis, keys });
+  for (const shardBus of buses) shutdown.register(5, 'event bus', () => shardBus.close());
   const memory = new MemoryMonitor({
     log,
     intervalMs: config.memoryCheckIntervalMs,
@@ -117,85 +126,116 @@ export async function runWorker(): Promise<void> {
   // BullMQ gets a connection of its own (see WorkerRuntimeOptions.bullConnection).
   const bullConnection = createRedisConnection({ target: config.redisTarget, role: 'worker:bullmq', log });
   shutdown.register(6, 'bullmq connection', () => closeRedisConnection(bullConnection));
-  runtime = createWorkerRuntime({
-    redis,
-    bullConnection,
-    keys,
-    registry,
-    log,
-    workerId,
-    concurrency: config.workerConcurrency,
-    bus,
-    state,
-    handBack: shedding.handBack,
-    lockDurationMs: config.lockDurationMs,
-    stalledIntervalMs: config.stalledIntervalMs,
-    maxStalledCount: config.maxStalledCount,
-    ...(tracing ? { tracing } : {}),
-    circuitWindowMs: config.circuitWindowMs,
-    retention: { dlqRetain: config.dlqRetain, completedRetain: config.completedRetain },
+  const concurrencies = shardConcurrencies(
+    config.workerConcurrency,
+    shards.all.map((shard) => shard.registry.size),
+  );
+  const heartbeats: WorkerHeartbeat[] = [];
+  for (const shard of shards.all) {
+    const shardBus = buses[shard.index]!;
+    const { keys } = shard;
+    const name = shards.count === 1 ? '' : ` (shard ${shard.index})`;
+    const state = new AgentStateStore({ redis, keys });
+    const runtime =
+      concurrencies[shard.index]! === 0
+        ? undefined
+        : createWorkerRuntime({
+            redis,
+            bullConnection,
+            keys,
+            registry: shard.registry,
+            log,
+            workerId,
+            concurrency: concurrencies[shard.index]!,
+            bus: shardBus,
+            state,
+            handBack: shedding.handBack,
+            lockDurationMs: config.lockDurationMs,
+            stalledIntervalMs: config.stalledIntervalMs,
+            maxStalledCount: config.maxStalledCount,
+            ...(tracing ? { tracing } : {}),
+            circuitWindowMs: config.circuitWindowMs,
+            retention: { dlqRetain: config.dlqRetain, completedRetain: config.completedRetain },
+            metrics,
+            ...(shards.count > 1 ? { keysOf: (agent: string) => shards.of(agent)?.keys } : {}),
+          });
+    runtimes.push(runtime);
+    if (runtime) {
+      shutdown.register(5, `run admission${name}`, () => runtime.admission.close());
+      registerWorkerDrain(shutdown, runtime.worker, { name: `agents worker${name}`, activeJobs: runtime.activeRuns, isRedisUp: () => redis.status === 'ready' });
+    }
+    // Internal jobs by name; each capability registers its handler here.
+    const systemHandlers: Record<string, SystemJobHandler> = {};
+    systemHandlers[BOOT_CHECK_JOB] = createBootCheckHandler({ registry: shard.registry, log });
+    systemHandlers[HEALTH_CHECK_JOB] = createHealthCheckHandler({ registry: shard.registry, log });
+    systemHandlers[NIGHTLY_JOB] = createNightlyHandler({
+      redis,
+      keys,
+      registry: shard.registry,
+      state,
+      circuit: runtime?.circuit ?? new CircuitBreaker({ redis, keys, log, windowMs: config.circuitWindowMs }),
+      bus: shardBus,
+      log,
+      timezone: config.nightlyTz,
+      completedRetain: config.completedRetain,
+    });
+    const activeSystemJobs = new Set<string>();
+    const systemWorker = createSystemWorker({ connection: bullConnection, keys, log, workerId, handlers: systemHandlers, activeJobs: activeSystemJobs });
+    registerWorkerDrain(shutdown, systemWorker, { name: `system worker${name}`, activeJobs: activeSystemJobs, isRedisUp: () => redis.status === 'ready' });
+    await Promise.all([runtime?.worker.waitUntilReady(), systemWorker.waitUntilReady()]);
+    if (runtime) shutdown.register(5, `rpc and run cancellation${name}`, await runtime.startServices());
+    const startedAt = new Date().toISOString();
+    // Each shard's schedulers see the worker in their own namespace (status, /metrics, the health
+    // monitor's "is any worker alive").
+    heartbeats.push(
+      new WorkerHeartbeat({
+        redis,
+        keys,
+        log,
+        intervalMs: config.heartbeatIntervalMs,
+        describe: () => {
+          const { heapPercent, rssMB, heapUsedMB } = readProcessMemory();
+          return {
+            id: workerId,
+            host: hostname(),
+            pid: process.pid,
+            concurrency: concurrencies[shard.index]!,
+            active: runtime?.activeRuns.size ?? 0,
+            heapPercent,
+            rssMB,
+            heapUsedMB,
+            isUnderMemoryPressure: memory.isUnderPressure,
+            startedAt,
+            version: WORKER_VERSION,
+          };
+        },
+      }),
+    );
+  }
+  const agentWorkers = runtimes.flatMap((runtime) => (runtime ? [runtime.worker] : []));
+  shedding.attach({
+    pause: async (doNotWaitActive) => {
+      await Promise.all(agentWorkers.map((worker) => worker.pause(doNotWaitActive)));
+    },
+    resume: () => {
+      for (const worker of agentWorkers) worker.resume();
+    },
   });
-  const { worker, admission, circuit, activeRuns, startServices } = runtime;
-  shedding.attach(worker);
-  shutdown.register(5, 'run admission', () => admission.close());
-  registerWorkerDrain(shutdown, worker, { name: 'agents worker', activeJobs: activeRuns, isRedisUp: () => redis.status === 'ready' });
-  // Internal jobs by name; each capability registers its handler here.
-  const systemHandlers: Record<string, SystemJobHandler> = {};
-  systemHandlers[BOOT_CHECK_JOB] = createBootCheckHandler({ registry, log });
-  systemHandlers[HEALTH_CHECK_JOB] = createHealthCheckHandler({ registry, log });
-  systemHandlers[NIGHTLY_JOB] = createNightlyHandler({
-    redis,
-    keys,
-    registry,
-    state,
-    circuit,
-    bus,
-    log,
-    timezone: config.nightlyTz,
-    completedRetain: config.completedRetain,
-  });
-  const activeSystemJobs = new Set<string>();
-  const systemWorker = createSystemWorker({ connection: bullConnection, keys, log, workerId, handlers: systemHandlers, activeJobs: activeSystemJobs });
-  registerWorkerDrain(shutdown, systemWorker, { name: 'system worker', activeJobs: activeSystemJobs, isRedisUp: () => redis.status === 'ready' });
-  await Promise.all([worker.waitUntilReady(), systemWorker.waitUntilReady()]);
-  const closeServices = await startServices();
-  shutdown.register(5, 'rpc and run cancellation', closeServices);
   memory.start();
   shutdown.register(1, 'memory monitor', () => {
     memory.stop();
     shedding.close();
   });
-  const startedAt = new Date().toISOString();
-  const heartbeat = new WorkerHeartbeat({
-    redis,
-    keys,
-    log,
-    intervalMs: config.heartbeatIntervalMs,
-    describe: () => {
-      const { heapPercent, rssMB, heapUsedMB } = readProcessMemory();
-      return {
-        id: workerId,
-        host: hostname(),
-        pid: process.pid,
-        concurrency: config.workerConcurrency,
-        active: activeRuns.size,
-        heapPercent,
-        rssMB,
-        heapUsedMB,
-        isUnderMemoryPressure: memory.isUnderPressure,
-        startedAt,
-        version: WORKER_VERSION,
-      };
-    },
+  await Promise.all(heartbeats.map((heartbeat) => heartbeat.start()));
+  shutdown.register(1, 'heartbeat timer', () => {
+    for (const heartbeat of heartbeats) heartbeat.stop();
   });
-  await heartbeat.start();
-  shutdown.register(1, 'heartbeat timer', () => heartbeat.stop());
   shutdown.register(4, 'heartbeat removal and worker:offline', async () => {
     if (redis.status !== 'ready') {
       log.info('redis unavailable: this worker leaves the live list when its heartbeat expires');
       return;
     }
-    await heartbeat.remove();
+    await Promise.all(heartbeats.map((heartbeat) => heartbeat.remove()));
     await bus.publish('worker:offline', { workerId });
   });
   await bus.publish('worker:online', { workerId, concurrency: config.workerConcurrency, agents: registry.names() });

@@ -4,6 +4,9 @@ import type { CliIo } from '../cli-io.js';
 import { withContext } from '../command-context.js';
 import { dash, formatAgo, formatMs, formatValue, renderFields, renderTable, truncate, type Column } from '../table.js';
 
+/** Shown only when the fleet has several shards (WERKPILOT_SHARDS). */
+const SHARD_COLUMN: Column<AgentView> = { header: 'SHARD', value: (a) => formatValue(a.shard), align: 'right' };
+
 const COLUMNS: Column<AgentView>[] = [
   { header: 'AGENT', value: (a) => a.name },
   { header: 'PRI', value: (a) => formatValue(a.priority), align: 'right' },
@@ -51,9 +54,10 @@ export function registerAgents(program: Command, io: CliIo): void {
           }
           return;
         }
-        const { agents } = await ctx.api.get<{ agents: AgentView[] }>('/api/agents');
+        const { agents, shards = 1 } = await ctx.api.get<{ agents: AgentView[]; shards?: number }>('/api/agents');
         if (ctx.isJson) return ctx.printJson(agents);
-        ctx.print(renderTable(COLUMNS, agents, '(no agents registered)'));
+        const columns = shards > 1 ? [COLUMNS[0]!, SHARD_COLUMN, ...COLUMNS.slice(1)] : COLUMNS;
+        ctx.print(renderTable(columns, agents, '(no agents registered)'));
       }),
     );
 }
@@ -61,6 +65,7 @@ export function registerAgents(program: Command, io: CliIo): void {
 function detailFields(a: AgentView & { dependents?: string[] }): [string, string][] {
   return [
     ['Agent', a.name],
+    ...(a.shard ? ([['Shard', String(a.shard)]] as [string, string][]) : []),
     ['Priority', formatValue(a.priority)],
     ['Depth', formatValue(a.dependencyDepth)],
     ['Depends on', a.dependsOn?.length ? a.dependsOn.join(', ') : 'nothing'],

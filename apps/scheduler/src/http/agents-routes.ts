@@ -1,6 +1,5 @@
 import { Router, type Request } from 'express';
 import {
-  AgentNotFoundError,
   InvalidInputError,
   agentNameParam,
   backfillBody,
@@ -44,6 +43,8 @@ export interface AgentsRoutesDeps {
   backfill?: (agent: string, from: number, to: number, data?: unknown) => Promise<BackfillResult>;
   /** The agent's per-minute rollups as charts (run-rollups.ts); the route is absent without it. */
   rollups?: (agent: string) => Promise<AgentRollups>;
+  /** The fleet's shards (shard-placement.ts); one when not given. */
+  shards?: { count: number; shardOf(agent: string): number | undefined };
 }
 
 /** How many of an agent's recent runs the detail view shows. */
@@ -56,22 +57,21 @@ const LAST_RUNS = 10;
  */
 export function agentsRoutes(deps: AgentsRoutesDeps): Router {
   const router = Router();
+  const shardOf = deps.shards?.shardOf ?? (() => 0);
+  const shardCount = deps.shards?.count ?? 1;
   const requireAgent = (raw: string): AgentSpec => {
-    const name = parseInput(agentNameParam, raw, 'agent');
-    const spec = deps.registry.get(name);
-    if (!spec) throw new AgentNotFoundError(name);
-    return spec;
+    return deps.registry.require(parseInput(agentNameParam, raw, 'agent'));
   };
 
   router.get('/api/agents', async (_req, res) => {
     const snapshot = await deps.snapshot();
-    res.json({ agents: deps.registry.list().map((spec) => describe(spec, snapshot)), layers: deps.registry.layers });
+    res.json({ agents: deps.registry.list().map((spec) => describe(spec, snapshot, shardOf)), layers: deps.registry.layers, shards: shardCount });
   });
 
   router.get('/api/agents/:name', async (req, res) => {
     const spec = requireAgent(req.params.name);
     const [snapshot, lastRuns] = await Promise.all([deps.snapshot(), recentRuns(deps.queues, spec.name)]);
-    res.json({ ...describe(spec, snapshot), dependents: deps.registry.dependentsOf(spec.name), lastRuns });
+    res.json({ ...describe(spec, snapshot, shardOf), dependents: deps.registry.dependentsOf(spec.name), lastRuns });
   });
 
   const rollups = deps.rollups;
@@ -159,9 +159,10 @@ export function agentsRoutes(deps: AgentsRoutesDeps): Router {
   return router;
 }
 
-function describe(spec: AgentSpec, snapshot: MetricsSnapshot) {
+function describe(spec: AgentSpec, snapshot: MetricsSnapshot, shardOf: (agent: string) => number | undefined) {
   return {
     name: spec.name,
+    shard: shardOf(spec.name) ?? 0,
     schedule: spec.schedule ?? null,
     dependsOn: spec.dependsOn,
     timeoutMs: spec.timeoutMs,

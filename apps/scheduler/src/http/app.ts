@@ -1,5 +1,6 @@
 import express, { type Express, type RequestHandler } from 'express';
 import {
+  createShards,
   readAgentRollups,
   triggerRun,
   type EventBus,
@@ -12,6 +13,7 @@ import {
   type Registry,
   type Retention,
   type SnapshotService,
+  type Shards,
 } from '@werkpilot/shared';
 import { agentsRoutes, type AgentsRoutesDeps, type TriggerAgent } from './agents-routes.js';
 import { createDashboardAuth, type DashboardCredentials } from './auth.js';
@@ -28,6 +30,7 @@ import { redisGuard } from './redis-guard.js';
 import { reportsRoutes, type ReportsSource } from './reports-routes.js';
 import { runsRoutes, type RunsRoutesDeps } from './runs-routes.js';
 import { securityHeaders } from './security-headers.js';
+import { shardsRoutes } from './shards-routes.js';
 
 export interface HttpDeps {
   queues: Queues;
@@ -60,6 +63,8 @@ export interface HttpDeps {
   reports?: ReportsSource;
   /** Bounds of the live event streams; `maxClients` is SSE_MAX_CLIENTS. */
   liveStreams?: Partial<LiveStreamLimits>;
+  /** The fleet's shards (WERKPILOT_SHARDS) and the one this scheduler serves; one shard when not given. */
+  shards?: { fleet: Shards; served: number };
 }
 
 /**
@@ -120,8 +125,10 @@ export function createHttpApp(deps: HttpDeps): Express {
       ...(deps.schedules ? { schedules: deps.schedules } : {}),
       ...(deps.backfill ? { backfill: deps.backfill } : {}),
       rollups: (agent) => readAgentRollups(deps.redis, deps.keys, agent, Date.now()),
+      ...(deps.shards ? { shards: { count: deps.shards.fleet.count, shardOf: (agent: string) => deps.shards?.fleet.of(agent)?.index } } : {}),
     }),
   );
+  app.use(shardsRoutes(deps.shards ?? { fleet: createShards(registry, deps.keys.prefix, 1), served: 0 }));
   app.use(dlqRoutes({ queues }));
   app.use(runsRoutes({ queues, ...(deps.cancel ? { cancel: deps.cancel } : {}) }));
   app.use(pipelinesRoutes({ queues, redis: deps.redis, keys: deps.keys, registry }));

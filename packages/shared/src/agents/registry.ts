@@ -21,8 +21,11 @@ export class Registry {
   /** Layer k = names of the agents of depth k. */
   readonly layers: string[][];
   private readonly graph: Map<string, string[]>;
+  /** For a shard's registry: where an agent of another shard is (AgentNotFoundError's hint). */
+  private readonly elsewhere: ((name: string) => string | undefined) | undefined;
 
-  constructor(specs: AgentSpec[], limiters: LimiterDefinition[] = []) {
+  constructor(specs: AgentSpec[], limiters: LimiterDefinition[] = [], elsewhere?: (name: string) => string | undefined) {
+    this.elsewhere = elsewhere;
     this.agents = new Map(specs.map((s) => [s.name, s]));
     this.limiters = new Map(limiters.map((l) => [l.name, l]));
     this.graph = new Map(specs.map((s) => [s.name, s.dependsOn]));
@@ -40,7 +43,7 @@ export class Registry {
   /** The agent, or an AgentNotFoundError naming it. */
   require(name: string): AgentSpec {
     const spec = this.agents.get(name);
-    if (!spec) throw new AgentNotFoundError(name);
+    if (!spec) throw new AgentNotFoundError(name, this.elsewhere?.(name));
     return spec;
   }
 
@@ -50,6 +53,20 @@ export class Registry {
 
   names(): string[] {
     return [...this.agents.keys()];
+  }
+
+  /**
+   * The registry of `names` alone, with the shared limiters they use. For a shard (shards.ts), whose
+   * agents are closed under dependencies, so every dependency still resolves.
+   */
+  subset(names: Iterable<string>, elsewhere?: (name: string) => string | undefined): Registry {
+    const specs = [...names].map((name) => this.require(name));
+    const used = new Set(specs.flatMap((spec) => spec.limiters.map((l) => l.name)));
+    return new Registry(
+      specs,
+      [...this.limiters.values()].filter((limiter) => used.has(limiter.name)),
+      elsewhere,
+    );
   }
 
   /** Every transitive dependent of `name`, in dependency order. */

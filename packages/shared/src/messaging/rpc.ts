@@ -84,6 +84,8 @@ export interface RpcClientOptions {
   redis: Redis;
   keys: Keys;
   log: Logger;
+  /** With several shards (shards.ts): the keys of the shard serving `agent`, where its requests go. */
+  keysOf?: (agent: string) => Keys | undefined;
 }
 
 /**
@@ -94,6 +96,7 @@ export class RpcClient {
   readonly id = randomBytes(8).toString('hex');
   private readonly redis: Redis;
   private readonly keys: Keys;
+  private readonly keysOf: ((agent: string) => Keys | undefined) | undefined;
   private readonly log: Logger;
   private readonly pending = new Map<string, Pending>();
   private readonly replyChannel: string;
@@ -102,9 +105,10 @@ export class RpcClient {
   private isClosed = false;
   private sequence = 0;
 
-  constructor({ redis, keys, log }: RpcClientOptions) {
+  constructor({ redis, keys, log, keysOf }: RpcClientOptions) {
     this.redis = redis;
     this.keys = keys;
+    this.keysOf = keysOf;
     this.log = log.child({ component: 'rpc-client' });
     this.replyChannel = rpcReplyChannel(keys, this.id);
   }
@@ -135,7 +139,7 @@ export class RpcClient {
     const head: Omit<Envelope, 'payload'> = { id, from: options.from ?? 'external', agent, replyTo: this.replyChannel, timeoutMs };
     // The payload is spliced in as already-serialised JSON, so a large one is stringified once.
     const envelope = `${JSON.stringify(head).slice(0, -1)},"payload":${payloadJson}}`;
-    const key = rpcRequestsKey(this.keys, agent);
+    const key = rpcRequestsKey(this.keysOf?.(agent) ?? this.keys, agent);
 
     // The clock starts before any Redis call, so a Redis outage ends in a timeout, not a hang.
     const answer = new Promise<T>((resolve, reject) => {

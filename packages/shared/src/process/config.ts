@@ -19,6 +19,13 @@ export interface Config {
    */
   redisTarget: RedisTarget;
   prefix: string;
+  /**
+   * WERKPILOT_SHARDS: how many shards (key prefixes, so hash-tag slots) the agents are spread over,
+   * by dependency component (shard-placement.ts). 1 keeps every key under `{prefix}`.
+   */
+  shards: number;
+  /** WERKPILOT_SHARD: the shard a scheduler plans and serves (required with more than one shard). */
+  shard: number | undefined;
   agentsDir: string;
   port: number;
   workerHttpPort: number;
@@ -89,6 +96,9 @@ interface Variable<T> {
 /** A secret's bad value is described, never shown: error messages end up in logs. */
 const secretShown = (raw: string) => `a value of ${raw.length} characters (not shown: it is a secret)`;
 
+/** More shards than this would be more schedulers than anyone runs; one master holds many slots anyway. */
+export const MAX_SHARDS = 64;
+
 const intString = (min: number, max = Number.MAX_SAFE_INTEGER) => z.string().regex(/^\d+$/).transform(Number).pipe(z.number().int().min(min).max(max));
 
 function intVar(name: string, dflt: number, min: number, allowed: string, max?: number): Variable<number> {
@@ -141,6 +151,8 @@ const VARIABLES = {
     shown: (raw) => JSON.stringify(hideUrlUserInfo(raw)),
   },
   prefix: stringVar('WERKPILOT_PREFIX', 'werkpilot', "letters, digits, '.', '_' or '-' (no braces or colons)", isValidPrefix),
+  shards: intVar('WERKPILOT_SHARDS', 1, 1, `a whole number from 1 to ${MAX_SHARDS}`, MAX_SHARDS),
+  shard: { ...intVar('WERKPILOT_SHARD', 0, 0, `a whole number from 0 to ${MAX_SHARDS - 1}`, MAX_SHARDS - 1), default: undefined } as unknown as Variable<number | undefined>,
   agentsDir: stringVar('WERKPILOT_AGENTS', 'examples/agents', 'a directory of agent modules', (v) => v.trim() !== ''),
   port: intVar('PORT', 3001, 0, 'a port number from 0 to 65535', 65535),
   workerHttpPort: intVar('WORKER_HTTP_PORT', 3002, 0, 'a port number from 0 to 65535 (0 turns it off)', 65535),
@@ -239,6 +251,9 @@ export function loadConfig(env: Env = process.env): Config {
   const cfg = config as unknown as Config;
   if (problems.length === 0 && Boolean(cfg.dashboardUser) !== Boolean(cfg.dashboardPassword)) {
     problems.push('DASHBOARD_USER and DASHBOARD_PASSWORD must be set together (or neither)');
+  }
+  if (problems.length === 0 && cfg.shard !== undefined && cfg.shard >= cfg.shards) {
+    problems.push(`WERKPILOT_SHARD must be below WERKPILOT_SHARDS (${cfg.shards}): shards are numbered from 0, got ${cfg.shard}`);
   }
   if (problems.length > 0) throw new ConfigError(problems.join('; '));
   return cfg;

@@ -26,8 +26,12 @@ export class RegistryError extends WerkpilotError {
 
 /** An operation named an agent the registry does not know. */
 export class AgentNotFoundError extends WerkpilotError {
-  constructor(readonly agent: string) {
-    super(`unknown agent ${agent}`);
+  /** `elsewhere`: where the agent is when it is not unknown but served by another shard's scheduler. */
+  constructor(
+    readonly agent: string,
+    elsewhere?: string,
+  ) {
+    super(elsewhere ? `agent ${agent} is not served here: ${elsewhere}` : `unknown agent ${agent}`);
   }
 }
 

@@ -5,7 +5,9 @@ import { createHash } from 'node:crypto';
  *
  * All keys — BullMQ's (through its `prefix` option) and ours — share one Redis Cluster hash tag,
  * `{<prefix>}`, so every multi-key Lua script (ours and BullMQ's together) stays within one slot.
- * Pub/sub channels are not keys and carry the plain prefix.
+ * Pub/sub channels are not keys and carry the plain prefix. With several shards (shards.ts) each
+ * has its own prefix, so its own slot; the event bus's channel stays the fleet's (`busPrefix`), so
+ * agents' topics and the live event stream reach across shards.
  */
 export interface Keys {
   readonly prefix: string;
@@ -38,7 +40,7 @@ export function isValidPrefix(prefix: string): boolean {
   return PREFIX_PATTERN.test(prefix);
 }
 
-export function createKeys(prefix: string): Keys {
+export function createKeys(prefix: string, busPrefix = prefix): Keys {
   if (!isValidPrefix(prefix)) {
     throw new Error(`invalid key prefix "${prefix}": use letters, digits, '.', '_' or '-'`);
   }
@@ -47,7 +49,7 @@ export function createKeys(prefix: string): Keys {
   return {
     prefix,
     bullPrefix: tag,
-    eventsChannel: `${prefix}:events`,
+    eventsChannel: `${busPrefix}:events`,
     eventsStream: key('events'),
     agentStats: (agent) => key('agent', agent, 'stats'),
     agentDurations: (agent) => key('agent', agent, 'durations'),

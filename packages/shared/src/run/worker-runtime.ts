@@ -60,6 +60,10 @@ export interface WorkerRuntimeOptions {
   circuitWindowMs?: number;
   /** DLQ_RETAIN / COMPLETED_RETAIN, for the runs catch-up queues. */
   retention?: { dlqRetain: number; completedRetain: number };
+  /** With several shards: where `ctx.request` finds an agent of another shard (shards.ts). */
+  keysOf?: (agent: string) => Keys | undefined;
+  /** The process's worker metrics, when several runtimes (one per shard) share them. */
+  metrics?: WorkerMetrics;
 }
 
 /** The per-run parts of a worker process, wired as every worker runs them. */
@@ -120,8 +124,8 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntim
     },
     ...(catchUp ? { catchUp } : {}),
   });
-  const metrics = createWorkerMetrics({ activeRuns: () => activeRuns.size, workerId });
-  const rpc = new RpcClient({ redis, keys, log });
+  const metrics = options.metrics ?? createWorkerMetrics({ activeRuns: () => activeRuns.size, workerId });
+  const rpc = new RpcClient({ redis, keys, log, ...(options.keysOf ? { keysOf: options.keysOf } : {}) });
   const worker = createAgentWorker({
     request: (from, agent, payload, requestOptions) => rpc.request(agent, payload, { ...requestOptions, from }),
     connection: bullConnection,
