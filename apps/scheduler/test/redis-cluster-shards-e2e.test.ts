@@ -192,3 +192,11 @@ describe.skipIf(missing)('agents sharded by dependency component over a 3-master
     for (const p of stopping) expect(await p.exited, p.output().slice(-1500)).toBe(0);
   }, 120_000);
 });
+
+describe('a scheduler of a sharded fleet', () => {
+  it('exits 2 with one line when it is not told which shard to serve', async () => {
+    const scheduler = startApp('scheduler', { WERKPILOT_SHARDS: '3', WERKPILOT_AGENTS: agentsDir, PORT: '0', REDIS_URL: 'redis://127.0.0.1:1' });
+    expect(await scheduler.exited).toBe(2);
+    expect(scheduler.output().trim()).toBe('werkpilot scheduler: WERKPILOT_SHARDS=3 needs WERKPILOT_SHARD (0 to 2) for a scheduler: each shard has its own (docs/operations.md#shards)');
+  }, 30_000);
+});

@@ -40,6 +40,14 @@ describe('configuration', () => {
     expect(errorOf({ SSE_MAX_CLIENTS: '0' })).toBe('SSE_MAX_CLIENTS must be a positive integer, got "0"');
   });
 
+  it('reads the shards: one by default, a scheduler’s own below the count', () => {
+    expect(loadConfig({})).toMatchObject({ shards: 1, shard: undefined });
+    expect(loadConfig({ WERKPILOT_SHARDS: '3', WERKPILOT_SHARD: '2' })).toMatchObject({ shards: 3, shard: 2 });
+    expect(errorOf({ WERKPILOT_SHARDS: '0' })).toBe('WERKPILOT_SHARDS must be a whole number from 1 to 64, got "0"');
+    expect(errorOf({ WERKPILOT_SHARDS: '3', WERKPILOT_SHARD: '3' })).toBe('WERKPILOT_SHARD must be below WERKPILOT_SHARDS (3): shards are numbered from 0, got 3');
+    expect(errorOf({ WERKPILOT_SHARD: 'one' })).toBe('WERKPILOT_SHARD must be a whole number from 0 to 63, got "one"');
+  });
+
   it('reads the metrics settings', () => {
     expect(loadConfig({ METRICS_AGENT_HISTOGRAMS: 'false', METRICS_SNAPSHOT_MAX_AGE_MS: '0' })).toMatchObject({ metricsAgentHistograms: false, metricsSnapshotMaxAgeMs: 0 });
     expect(loadConfig({ METRICS_AGENT_HISTOGRAMS: '1' }).metricsAgentHistograms).toBe(true);
