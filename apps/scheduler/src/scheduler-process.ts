@@ -66,6 +66,13 @@ export async function runScheduler(): Promise<void> {
   // PORT) without ever taking the leader lease.
   const http = await bindPort({ port: config.port, variable: 'PORT' });
   log.info({ agents: registry.size, layers: registry.layers.length, ...(shards.count > 1 ? { shard: shardIndex, shards: shards.count } : {}) }, 'registry loaded');
+  if (shards.count > 1 && registry.size === 0) {
+    const components = shards.placement.shards.reduce((sum, shard) => sum + shard.components.length, 0);
+    log.warn(
+      { shard: shardIndex, shards: shards.count, components },
+      `shard ${shardIndex} has no agents: the agents form ${components} dependency component${components === 1 ? '' : 's'}, and one component is never split; fewer shards would do (werkpilot shards)`,
+    );
+  }
 
   const replicaId = makeWorkerId();
   // Only loaded when an OTLP endpoint is configured (tracing.ts).
