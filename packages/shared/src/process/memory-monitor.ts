@@ -114,7 +114,8 @@ export class MemoryMonitor {
         // back (short intervals, a heap held by live data) they leave the process almost no time of
         // its own, and V8 then ends it with "ineffective mark-compacts near heap limit". Spending at
         // most a tenth of the time on forced collections keeps it serving.
-        this.nextGcAt = performance.now() + GC_TIME_SHARE_INVERSE * (performance.now() - startedAt);
+        const endedAt = performance.now();
+        this.nextGcAt = endedAt + GC_TIME_SHARE_INVERSE * (endedAt - startedAt);
         memory = this.read();
         action = 'gc';
         log.info({ beforePercent: before.heapPercent, afterPercent: memory.heapPercent }, `heap at ${before.heapPercent}%: ran gc, now ${memory.heapPercent}%`);
