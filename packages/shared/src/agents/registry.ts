@@ -40,6 +40,11 @@ export class Registry {
     return this.agents.get(name);
   }
 
+  /** Why `name` is not here: unknown, or (a shard's registry) served by another shard. */
+  missingReason(name: string): string {
+    return new AgentNotFoundError(name, this.elsewhere?.(name)).message;
+  }
+
   /** The agent, or an AgentNotFoundError naming it. */
   require(name: string): AgentSpec {
     const spec = this.agents.get(name);

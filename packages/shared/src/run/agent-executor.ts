@@ -151,7 +151,9 @@ export function createAgentProcessor(deps: ExecutorDeps): Processor<RunJobData, 
 
   const { tracer } = deps;
   const failUnknownAgent = async (job: Job<RunJobData>): Promise<never> => {
-    const reason = `unknown agent ${job.name}`;
+    // In a shard's runtime, a run of an agent placed elsewhere is one queued before WERKPILOT_SHARDS
+    // or the dependency graph changed (docs/operations.md#shards): the reason says where it went.
+    const reason = deps.registry.missingReason(job.name);
     await bus.publish('agent:dlq', { runId: job.id, error: reason, workerId }, job.name);
     throw markReported(new UnrecoverableError(reason));
   };
