@@ -21,9 +21,9 @@ import {
 /**
  * Issue 22, agents sharded by dependency component (WERKPILOT_SHARDS=3) on a 3-master Redis Cluster
  * (one replica each): a scheduler per shard and two workers serving all three. Four components —
- * a pipeline source → transform → load on a one-second cron, `pulse` every second, `beat` every
- * two seconds, and `oracle`, which answers requests — are placed by expected load, each shard's
- * prefix on its own master; cron runs go on in every shard, the pipeline's dependency waits hold,
+ * a pipeline source → transform → load on a one-second cron, `pulse` every second (pinned to shard
+ * 1), `beat` every two seconds (pinned to shard 2), and `oracle`, which answers requests (shard 2) — are
+ * placed by their names or pins, each shard's prefix on its own master; cron runs go on in every shard, the pipeline's dependency waits hold,
  * `transform` asks `oracle` in another shard, and a CLUSTER FAILOVER of one shard's master leaves
  * the other shards untouched and its own runs resuming.
  */
@@ -43,12 +43,12 @@ const agentsDir = writeAgentsDir({
     ),
   ),
   'load.ts': withFs(agentSource({ name: 'load', dependsOn: ['transform'] }, `${logRun} return 3;`)),
-  'pulse.ts': withFs(agentSource({ name: 'pulse', schedule: { cron: '* * * * * *' } }, `${logRun} return 1;`)),
-  'beat.ts': withFs(agentSource({ name: 'beat', schedule: { cron: '*/2 * * * * *' } }, `${logRun} return 1;`)),
-  'oracle.ts': agentSource({ name: 'oracle' }, 'return null;', 'onRequest: (payload) => ({ doubled: payload.n * 2 }),'),
+  'pulse.ts': withFs(agentSource({ name: 'pulse', schedule: { cron: '* * * * * *' }, shard: 1 }, `${logRun} return 1;`)),
+  'beat.ts': withFs(agentSource({ name: 'beat', schedule: { cron: '*/2 * * * * *' }, shard: 2 }, `${logRun} return 1;`)),
+  'oracle.ts': agentSource({ name: 'oracle', shard: 2 }, 'return null;', 'onRequest: (payload) => ({ doubled: payload.n * 2 }),'),
 });
 
-/** What the placement must be: heaviest component first, each on the lightest shard so far. */
+/** The placement: the pins, and where rendezvous hashing puts the unpinned pipeline (shard 0). */
 const EXPECTED_SHARDS = [
   { agents: ['load', 'source', 'transform'], expectedRunsPerHour: 3602 },
   { agents: ['pulse'], expectedRunsPerHour: 3600 },
@@ -80,7 +80,7 @@ afterAll(async () => {
 }, 60_000);
 
 describe.skipIf(missing)('agents sharded by dependency component over a 3-master Redis Cluster (WERKPILOT_SHARDS=3)', () => {
-  it('places components by load on three masters, runs every shard, keeps dependency waits and cross-shard requests, and survives a failover of one shard', async () => {
+  it('places components by name and pin on three masters, runs every shard, keeps dependency waits and cross-shard requests, and survives a failover of one shard', async () => {
     writeFileSync(runLog, '');
     cluster = await startRedisClusterSet();
     const prefix = uniquePrefix();

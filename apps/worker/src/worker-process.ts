@@ -11,7 +11,7 @@ import {
   createSystemWorker,
   type SystemJobHandler,
   createShards,
-  shardConcurrencies,
+  concurrencyPerShard,
   createWorkerMetrics,
   CircuitBreaker,
   createLogger,
@@ -126,10 +126,7 @@ export async function runWorker(): Promise<void> {
   // BullMQ gets a connection of its own (see WorkerRuntimeOptions.bullConnection).
   const bullConnection = createRedisConnection({ target: config.redisTarget, role: 'worker:bullmq', log });
   shutdown.register(6, 'bullmq connection', () => closeRedisConnection(bullConnection));
-  const concurrencies = shardConcurrencies(
-    config.workerConcurrency,
-    shards.all.map((shard) => shard.registry.size),
-  );
+  const concurrencies = concurrencyPerShard(shards, config.workerConcurrency);
   const heartbeats: WorkerHeartbeat[] = [];
   for (const shard of shards.all) {
     const shardBus = buses[shard.index]!;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { buildRegistry, createShards, expectedRunsPerHour, placeAgents, prefixSlot, shardConcurrencies, shardPrefix, type AgentModule } from '@werkpilot/shared';
+import { buildRegistry, ConfigError, createShards, expectedRunsPerHour, placeAgents, prefixSlot, shardConcurrencies, shardPrefix, type AgentModule, type Registry } from '@werkpilot/shared';
 
 const run = async () => null;
 const agent = (name: string, cron: string | undefined, dependsOn: string[] = [], extra: Record<string, unknown> = {}): AgentModule => ({
@@ -27,6 +27,9 @@ const fleet = buildRegistry([
   agent('manual', undefined),
 ]);
 
+/** Where each agent is, as `shard: agents` lines. */
+const layout = (registry: Registry, count: number) => placeAgents(registry, count).shards.map((shard) => shard.components.map((c) => c.join('+')).join(' '));
+
 describe('shard placement', () => {
   it('reads the expected load off the cron: runs per hour', () => {
     expect(expectedRunsPerHour(fleet.require('crawl'))).toBe(60);
@@ -34,29 +37,65 @@ describe('shard placement', () => {
     expect(expectedRunsPerHour(fleet.require('crm-sync'))).toBe(1);
     expect(expectedRunsPerHour(fleet.require('heartbeat'))).toBe(180);
     expect(expectedRunsPerHour(fleet.require('manual'))).toBe(1);
+    expect(expectedRunsPerHour({ schedule: { cron: '0 9 * * 1-5' } })).toBeCloseTo(5 / 7 / 24, 10);
+    expect(expectedRunsPerHour({ schedule: { cron: '0 0 1 * *' } })).toBeCloseTo(1 / 24 / (365.25 / 12), 10);
+    expect(expectedRunsPerHour({ schedule: { cron: '0 0 1 1 *' } })).toBeCloseTo(1 / 24 / (365.25 / 12) / 12, 10);
   });
 
-  it('keeps every dependency component, and every group of users of one limiter, in one shard, heaviest first on the lightest shard', () => {
+  it('keeps every dependency component, and every group of users of one limiter, in one shard', () => {
     const placement = placeAgents(fleet, 3);
-    expect(placement.shards.map((shard) => ({ agents: shard.agents, components: shard.components, load: shard.expectedRunsPerHour }))).toEqual([
-      // 180 (crawl…) and 180 (heartbeat) tie: the first name decides, so crawl's component goes first
-      { agents: ['crawl', 'index', 'parse'], components: [['crawl', 'index', 'parse']], load: 180 },
-      { agents: ['heartbeat'], components: [['heartbeat']], load: 180 },
-      { agents: ['billing', 'crm-report', 'crm-sync', 'invoices', 'manual'], components: [['billing', 'invoices'], ['crm-report', 'crm-sync'], ['manual']], load: 27 },
-    ]);
-    expect(placement.shardOf('parse')).toBe(0);
-    expect(placement.shardOf('crm-report')).toBe(2);
+    const shardOf = (agent: string) => placement.shardOf(agent);
+    expect(new Set(['crawl', 'parse', 'index'].map(shardOf)).size).toBe(1);
+    expect(new Set(['billing', 'invoices'].map(shardOf)).size).toBe(1);
+    expect(new Set(['crm-sync', 'crm-report'].map(shardOf)).size).toBe(1);
+    expect(placement.shards.flatMap((shard) => shard.agents).sort()).toEqual(fleet.names().sort());
     expect(placement.shardOf('nobody')).toBeUndefined();
   });
 
-  it('places the same agents the same way whatever order they were loaded in', () => {
-    const reversed = buildRegistry(
-      [...fleet.list()]
-        .reverse()
-        .map((spec): AgentModule => ({ definition: spec.definition, source: spec.source }))
-        .concat(limiter('crm')),
+  it('places by the component alone: the same placement in every release (an upgrade must not move agents)', () => {
+    // Rendezvous hashing of each component's first name: if this changes, every fleet's agents move.
+    expect(layout(fleet, 2)).toEqual(['crm-report+crm-sync', 'crawl+index+parse heartbeat billing+invoices manual']);
+    expect(layout(fleet, 4)).toEqual(['', 'crawl+index+parse heartbeat billing+invoices', '', 'crm-report+crm-sync manual']);
+    expect(placeAgents(fleet, 4).shards.map((shard) => shard.expectedRunsPerHour)).toEqual([0, 384, 0, 3]);
+  });
+
+  it('moves nothing when another agent changes its schedule or an agent is added', () => {
+    const changed = buildRegistry([
+      ...fleet
+        .list()
+        .map((spec): AgentModule => ({ definition: spec.name === 'billing' ? { ...spec.definition, schedule: { cron: '* * * * * *' } } : spec.definition, source: spec.source })),
+      limiter('crm'),
+      agent('newcomer', '* * * * * *'),
+    ]);
+    for (const count of [2, 3, 4]) {
+      const before = placeAgents(fleet, count);
+      const after = placeAgents(changed, count);
+      expect(fleet.names().filter((name) => before.shardOf(name) !== after.shardOf(name))).toEqual([]);
+    }
+  });
+
+  it('spreads many components evenly, and moves only those that pick the new shard when one is added', () => {
+    const many = buildRegistry(Array.from({ length: 3000 }, (_, i) => agent(`agent-${i}`, undefined)));
+    const three = placeAgents(many, 3);
+    for (const shard of three.shards) expect(Math.abs(shard.agents.length - 1000)).toBeLessThan(100);
+    const four = placeAgents(many, 4);
+    const moved = many.names().filter((name) => three.shardOf(name) !== four.shardOf(name));
+    expect(moved.every((name) => four.shardOf(name) === 3)).toBe(true);
+    expect(Math.abs(moved.length - 750)).toBeLessThan(100);
+  });
+
+  it('puts a pinned component on its pin, and refuses pins that cannot hold', () => {
+    const pinned = buildRegistry([agent('crawl', '* * * * *', [], { shard: 2 }), agent('parse', '* * * * *', ['crawl']), agent('solo', '* * * * *', [], { shard: 0 })]);
+    const placement = placeAgents(pinned, 3);
+    expect([placement.shardOf('crawl'), placement.shardOf('parse'), placement.shardOf('solo')]).toEqual([2, 2, 0]);
+
+    const clash = buildRegistry([agent('crawl', '* * * * *', [], { shard: 2 }), agent('parse', '* * * * *', ['crawl'], { shard: 1 })]);
+    expect(() => placeAgents(clash, 3)).toThrow(ConfigError);
+    expect(() => placeAgents(clash, 3)).toThrow(
+      'agents crawl and parse are pinned to shards 2 and 1, but share scripts (one dependency component), so they live in one shard: pin them alike',
     );
-    expect(placeAgents(reversed, 3).shards.map((s) => s.agents)).toEqual(placeAgents(fleet, 3).shards.map((s) => s.agents));
+    expect(() => placeAgents(pinned, 2)).toThrow('agent crawl is pinned to shard 2, but WERKPILOT_SHARDS=2 numbers the shards 0 to 1');
+    expect(() => buildRegistry([agent('odd', undefined, [], { shard: -1 })])).toThrow('shard must be a whole number from 0 to 63, got -1');
   });
 
   it('with one shard keeps the fleet prefix and the registry itself: nothing moves', () => {
@@ -82,19 +121,21 @@ describe('shard placement', () => {
   });
 
   it("gives a shard's scheduler its agents and their limiters only, and names the shard that serves any other", () => {
-    const shards = createShards(fleet, 'werkpilot', 3);
-    const third = shards.all[2]!.registry;
-    expect(third.names().sort()).toEqual(['billing', 'crm-report', 'crm-sync', 'invoices', 'manual']);
-    expect([...third.limiters.keys()]).toEqual(['crm']);
-    expect([...shards.all[0]!.registry.limiters.keys()]).toEqual([]);
-    expect(() => third.require('parse')).toThrow('agent parse is not served here: shard 0 serves it (the scheduler started with WERKPILOT_SHARD=0)');
-    expect(() => third.require('nobody')).toThrow('unknown agent nobody');
+    const shards = createShards(fleet, 'werkpilot', 2);
+    const first = shards.all[0]!.registry;
+    expect(first.names().sort()).toEqual(['crm-report', 'crm-sync']);
+    expect([...first.limiters.keys()]).toEqual(['crm']);
+    expect([...shards.all[1]!.registry.limiters.keys()]).toEqual([]);
+    expect(() => first.require('parse')).toThrow('agent parse is not served here: shard 1 serves it (the scheduler started with WERKPILOT_SHARD=1)');
+    expect(first.missingReason('nobody')).toBe('unknown agent nobody');
   });
 
-  it("splits a worker's concurrency over the shards that have agents", () => {
-    expect(shardConcurrencies(10, [3])).toEqual([10]);
-    expect(shardConcurrencies(10, [3, 1, 5])).toEqual([4, 3, 3]);
-    expect(shardConcurrencies(10, [3, 0, 5])).toEqual([5, 0, 5]);
-    expect(shardConcurrencies(2, [1, 1, 1])).toEqual([1, 1, 1]);
+  it("splits a worker's concurrency: one per shard with agents, the rest by expected load", () => {
+    const shard = (agents: number, expectedRunsPerHour: number) => ({ agents, expectedRunsPerHour });
+    expect(shardConcurrencies(10, [shard(3, 180)])).toEqual([10]);
+    expect(shardConcurrencies(10, [shard(3, 180), shard(1, 1), shard(5, 27)])).toEqual([7, 1, 2]);
+    expect(shardConcurrencies(10, [shard(3, 100), shard(0, 0), shard(5, 100)])).toEqual([5, 0, 5]);
+    expect(shardConcurrencies(11, [shard(3, 100), shard(2, 100), shard(5, 100)])).toEqual([4, 4, 3]);
+    expect(shardConcurrencies(2, [shard(1, 5), shard(1, 5), shard(1, 5)])).toEqual([1, 1, 1]);
   });
 });

@@ -136,6 +136,12 @@ export interface AgentDefinition<TData = unknown, TResult = unknown> {
   /** Default `latest`. Needs a schedule. */
   catchUp?: CatchUpPolicy;
   maxRestartsPerHour?: number;
+  /**
+   * Pins the agent's dependency component to this shard when the fleet has several
+   * (WERKPILOT_SHARDS; see docs/operations.md#shards). Without a pin a component's shard follows
+   * from its name alone, so it never moves when other agents change.
+   */
+  shard?: number;
   run(ctx: AgentContext<TData>): Promise<TResult> | TResult;
   healthCheck?(ctx: { signal: AbortSignal; log: AgentLogger }): Promise<HealthCheckResult> | HealthCheckResult;
   onRequest?(payload: unknown, ctx: { signal: AbortSignal; log: AgentLogger; agent: string }): Promise<unknown> | unknown;
@@ -155,6 +161,8 @@ export interface AgentSpec {
   limiters: { name: string; cost: number }[];
   catchUp: CatchUpPolicy;
   maxRestartsPerHour: number;
+  /** The shard pin, if any (`shard` in the definition). */
+  shard: number | undefined;
   /** Dependency depth: 0 without dependencies, else 1 + the deepest dependency. */
   depth: number;
   /** The module file the agent came from. */

@@ -8,6 +8,7 @@ import { cronProblem, timezoneProblem } from './cron.js';
 import { computeDepths, findCycles, layersOf, topologicalOrder, transitiveDependents } from './dag.js';
 import { AgentNotFoundError, RegistryError } from '../process/errors.js';
 import { MAX_TIMER_MS } from '../run/size-limits.js';
+import { MAX_SHARDS } from '../process/config.js';
 import { enableTypeScriptAgents } from './typescript-agents.js';
 
 /**
@@ -236,6 +237,9 @@ function normalise(raw: unknown, where: string, source: string): Normalised {
   if (!hasReadableDependsOn) problem('dependsOn must be an array of agent names');
   checkPositiveInt(def.timeoutMs, 'timeoutMs', problem, MAX_TIMER_MS, 'ms (2^31 − 1, about 24.8 days: Node fires a longer timer at once)');
   checkPositiveInt(def.maxRestartsPerHour, 'maxRestartsPerHour', problem, MAX_RESTARTS_PER_HOUR);
+  if (def.shard !== undefined && !(Number.isInteger(def.shard) && def.shard >= 0 && def.shard < MAX_SHARDS)) {
+    problem(`shard must be a whole number from 0 to ${MAX_SHARDS - 1}, got ${describeValue(def.shard)}`);
+  }
   const limiterUses = checkControls(def, problem);
   const retry = def.retry ?? {};
   if (typeof retry !== 'object' || retry === null) problem('retry must be { attempts, backoff: { type, delayMs } }');
@@ -270,6 +274,7 @@ function normalise(raw: unknown, where: string, source: string): Normalised {
     },
     ...controlsOf(def),
     maxRestartsPerHour: def.maxRestartsPerHour ?? defaults.maxRestartsPerHour,
+    shard: def.shard,
     depth: 0,
     source,
     definition: def as AgentDefinition,

@@ -66,17 +66,34 @@ export function createShards(registry: Registry, prefix: string, count: number):
 
 /**
  * WORKER_CONCURRENCY split over the shards a worker serves, so the process still runs about that
- * many runs at once: even shares among the shards that have agents (the first ones get the
- * remainder), at least one each; none for a shard without agents. One shard gets it all.
+ * many runs at once: one for each shard that has agents, the rest in proportion to their expected
+ * runs per hour (largest remainders first, then the lower index), none for a shard without agents.
+ * The one exception to the total: more shards with agents than WORKER_CONCURRENCY get one each.
+ * One shard gets it all.
  */
-export function shardConcurrencies(concurrency: number, agentCounts: readonly number[]): number[] {
-  if (agentCounts.length === 1) return [concurrency];
-  const served = agentCounts.filter((count) => count > 0).length;
-  let rank = 0;
-  return agentCounts.map((count) => {
-    if (count === 0) return 0;
-    const share = Math.floor(concurrency / served) + (rank < concurrency % served ? 1 : 0);
-    rank += 1;
-    return Math.max(1, share);
-  });
+export function shardConcurrencies(concurrency: number, shards: readonly { agents: number; expectedRunsPerHour: number }[]): number[] {
+  if (shards.length === 1) return [concurrency];
+  const served = shards.map((shard, index) => ({ index, load: shard.expectedRunsPerHour })).filter((_, index) => shards[index]!.agents > 0);
+  const shares = shards.map((shard) => (shard.agents > 0 ? 1 : 0));
+  const rest = Math.max(0, concurrency - served.length);
+  const total = served.reduce((sum, shard) => sum + shard.load, 0);
+  if (rest === 0 || total === 0) return shares;
+  const exact = served.map((shard) => ({ index: shard.index, value: (rest * shard.load) / total }));
+  let left = rest;
+  for (const { index, value } of exact) {
+    shares[index]! += Math.floor(value);
+    left -= Math.floor(value);
+  }
+  const byRemainder = [...exact].sort((a, b) => b.value - Math.floor(b.value) - (a.value - Math.floor(a.value)) || a.index - b.index);
+  for (const { index } of byRemainder.slice(0, left)) shares[index]! += 1;
+  return shares;
+}
+
+/** A worker's WORKER_CONCURRENCY for each of the fleet's shards (see shardConcurrencies). */
+export function concurrencyPerShard(shards: Shards, concurrency: number): number[] {
+  if (shards.count === 1) return [concurrency];
+  return shardConcurrencies(
+    concurrency,
+    shards.placement.shards.map((shard) => ({ agents: shard.agents.length, expectedRunsPerHour: shard.expectedRunsPerHour })),
+  );
 }
