@@ -17,6 +17,7 @@ import {
   type Keys,
   type Queues,
   type Redis,
+  type RedisTarget,
   type Registry,
   type RunResult,
   type RunJobData,
@@ -78,6 +79,13 @@ export function watchOutcomes(worker: Pick<Worker, 'on'>, what: string): { check
   };
 }
 
+/** Where the bench's orchestrator processes find Redis: a URL (one server) or a target (a cluster). */
+export type BenchRedisLocation = string | RedisTarget;
+
+function connectionTarget(location: BenchRedisLocation): RedisTarget {
+  return typeof location === 'string' ? { kind: 'single', url: location } : location;
+}
+
 /** One orchestrator worker process's parts, built as `apps/worker/src/main.ts` builds them. */
 export interface OrchestratorWorker {
   worker: Worker<RunJobData, RunResult>;
@@ -103,7 +111,8 @@ export async function startOrchestratorWorker({
   concurrency,
   tracing,
 }: {
-  url: string;
+  /** A Redis URL, or a target such as a cluster's. */
+  url: BenchRedisLocation;
   prefix: string;
   registry: Registry;
   concurrency: number;
@@ -113,11 +122,12 @@ export async function startOrchestratorWorker({
   const log = silentLogger('worker');
   const keys = createKeys(prefix);
   const workerId = `bench-worker-${randomBytes(2).toString('hex')}`;
-  const redis = createRedisConnection({ url, role: 'worker', log });
+  const target = connectionTarget(url);
+  const redis = createRedisConnection({ target, role: 'worker', log });
   const bus = new EventBus({ redis, keys, log });
   const state = new AgentStateStore({ redis, keys });
   const memory = new MemoryMonitor({ log, intervalMs: 60_000, publish: (type, data) => bus.publish(type, data), identity: { process: 'worker', workerId } });
-  const bullConnection = createRedisConnection({ url, role: 'worker:bullmq', log });
+  const bullConnection = createRedisConnection({ target, role: 'worker:bullmq', log });
   const { worker, rpc, admission, startServices } = createWorkerRuntime({
     redis,
     bullConnection,
@@ -150,10 +160,10 @@ export async function startOrchestratorWorker({
 }
 
 /** The scheduler side: the queues on their own connection, as the scheduler (or API) enqueues. */
-export function openOrchestratorQueues(url: string, prefix: string): { keys: Keys; queues: Queues; redis: Redis; close(): Promise<void> } {
+export function openOrchestratorQueues(url: BenchRedisLocation, prefix: string): { keys: Keys; queues: Queues; redis: Redis; close(): Promise<void> } {
   const log = silentLogger('scheduler');
   const keys = createKeys(prefix);
-  const redis = createRedisConnection({ url, role: 'scheduler', log });
+  const redis = createRedisConnection({ target: connectionTarget(url), role: 'scheduler', log });
   const queues = createQueues({ connection: redis, keys });
   return {
     keys,

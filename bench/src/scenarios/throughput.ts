@@ -14,17 +14,20 @@ const jobOptions = runJobOptions(registry.require(nameOf(0)), RETENTION);
 
 export type Side = 'ours' | 'raw';
 
+/** The Redis a drain runs on: one server (BenchRedis) or a cluster (BenchCluster). */
+export type DrainRedis = Pick<BenchRedis, 'target' | 'prefix' | 'client' | 'cpuSecondsByServer'>;
+
 /**
  * Drains `count` queued no-op runs with one worker at `concurrency`: runs per second, and the CPU
  * each run cost this (worker) process and the Redis server. The queue is filled while paused and
  * the clock starts at resume, so only processing is timed.
  */
-export async function drain(redis: BenchRedis, side: Side, concurrency: number, count: number, { tracing }: { tracing?: Tracing } = {}): Promise<Drained> {
+export async function drain(redis: DrainRedis, side: Side, concurrency: number, count: number, { tracing }: { tracing?: Tracing } = {}): Promise<Drained> {
   const prefix = redis.prefix(`tp-${side}`);
   let queue: Queue;
   let closeQueue: () => Promise<void>;
   if (side === 'ours') {
-    const opened = openOrchestratorQueues(redis.url, prefix);
+    const opened = openOrchestratorQueues(redis.target, prefix);
     queue = opened.queues.agents as unknown as Queue;
     closeQueue = opened.close;
   } else {
@@ -37,7 +40,7 @@ export async function drain(redis: BenchRedis, side: Side, concurrency: number, 
   let worker: Worker;
   let closeWorker: () => Promise<void>;
   if (side === 'ours') {
-    const started = await startOrchestratorWorker({ url: redis.url, prefix, registry, concurrency, tracing });
+    const started = await startOrchestratorWorker({ url: redis.target, prefix, registry, concurrency, tracing });
     worker = started.worker as unknown as Worker;
     closeWorker = started.close;
   } else {
@@ -49,26 +52,34 @@ export async function drain(redis: BenchRedis, side: Side, concurrency: number, 
   const outcomes = side === 'ours' ? watchOutcomes(worker, `${count} runs at concurrency ${concurrency}`) : undefined;
   worker.on('failed', (_job, err) => console.error(`bench: a ${side} no-op run failed: ${err.message}`));
 
-  const redisCpuBefore = await redis.cpuSeconds();
+  const redisCpuBefore = await redis.cpuSecondsByServer();
   const cpuBefore = process.cpuUsage();
   const startedAt = preciseNow();
   await queue.resume();
   await within(completions.done, 120_000 + count * 10, `${count} ${side} runs at concurrency ${concurrency}`);
   const seconds = (preciseNow() - startedAt) / 1000;
   const cpu = process.cpuUsage(cpuBefore);
-  const redisCpu = (await redis.cpuSeconds()) - redisCpuBefore;
+  const redisCpuAfter = await redis.cpuSecondsByServer();
   await closeWorker();
   await closeQueue();
   outcomes?.check();
-  return { runsPerSecond: count / seconds, nodeCpuMicros: (cpu.user + cpu.system) / count, redisCpuMicros: (redisCpu * 1e6) / count };
+  const redisCpuMicrosByServer = redisCpuAfter.map((after, i) => ((after - redisCpuBefore[i]!) * 1e6) / count);
+  return {
+    runsPerSecond: count / seconds,
+    nodeCpuMicros: (cpu.user + cpu.system) / count,
+    redisCpuMicros: redisCpuMicrosByServer.reduce((sum, micros) => sum + micros, 0),
+    redisCpuMicrosByServer,
+  };
 }
 
 export interface Drained {
   runsPerSecond: number;
   /** CPU time of this process (the worker's side; the producer is idle while draining) per run. */
   nodeCpuMicros: number;
-  /** CPU time of the Redis server per run. */
+  /** CPU time of the Redis server per run (on a cluster, of all its masters together). */
   redisCpuMicros: number;
+  /** The same, of each server (one on a single Redis; each master, in their order, on a cluster). */
+  redisCpuMicrosByServer: number[];
 }
 
 /** Medians of each side over `rounds`, alternating which side goes first. */
@@ -78,12 +89,17 @@ export async function compareThroughput(redis: BenchRedis, concurrency: number, 
     const order: Side[] = round % 2 === 0 ? ['raw', 'ours'] : ['ours', 'raw'];
     for (const side of order) runs[side].push(await drain(redis, side, concurrency, count));
   }
-  const medians = (list: Drained[]): Drained => ({
+  return { ours: medianDrained(runs.ours), raw: medianDrained(runs.raw) };
+}
+
+/** Each figure's median over the rounds (per server, each server's own). */
+export function medianDrained(list: Drained[]): Drained {
+  return {
     runsPerSecond: median(list.map((d) => d.runsPerSecond)),
     nodeCpuMicros: median(list.map((d) => d.nodeCpuMicros)),
     redisCpuMicros: median(list.map((d) => d.redisCpuMicros)),
-  });
-  return { ours: medians(runs.ours), raw: medians(runs.raw) };
+    redisCpuMicrosByServer: list[0]!.redisCpuMicrosByServer.map((_, i) => median(list.map((d) => d.redisCpuMicrosByServer[i]!))),
+  };
 }
 
 export const throughput: Scenario = {
