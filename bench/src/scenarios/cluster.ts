@@ -9,8 +9,9 @@ const MASTERS = 3;
 /**
  * The shard counts (WERKPILOT_SHARDS) measured on the cluster, each under the same load. With K = 1
  * every key of ours is under one hash tag, so one master does all the work. K > 1 spreads the
- * fleet over K tags: its configuration needs K passed to the orchestrator worker the drain starts
- * (the worker runtime's shard option, WERKPILOT_SHARDS), nothing else here.
+ * fleet over K shard prefixes (hash tags): its drain fills each shard's queue with the agents placed
+ * there and runs a worker runtime per shard, as a worker process with WERKPILOT_SHARDS=K does; the
+ * rows below need nothing more.
  */
 const SHARD_COUNTS: readonly number[] = [1];
 const CONCURRENCY = 50;
