@@ -8,18 +8,17 @@ import { type DrainRedis, type Drained, type Side, drain, medianDrained } from '
 const MASTERS = 3;
 /**
  * The shard counts (WERKPILOT_SHARDS) measured on the cluster, each under the same load. With K = 1
- * every key of ours is under one hash tag, so one master does all the work. K > 1 spreads the
- * fleet over K shard prefixes (hash tags): its drain fills each shard's queue with the agents placed
- * there and runs a worker runtime per shard, as a worker process with WERKPILOT_SHARDS=K does; the
- * rows below need nothing more.
+ * every key of ours is under one hash tag, so one master does all the work; with K = MASTERS each
+ * shard's prefix hashes into another master's third of the slots (shard-prefixes.ts).
  */
-const SHARD_COUNTS: readonly number[] = [1];
+const SHARD_COUNTS: readonly number[] = [1, MASTERS];
 const CONCURRENCY = 50;
 
-/** One timed configuration: a side on a Redis, and the drains measured there. */
+/** One timed configuration: a side on a Redis with its fleet in `shards` shards, and the drains measured there. */
 interface Configuration {
   side: Side;
   redis: DrainRedis;
+  shards: number;
   drained: Drained[];
 }
 
@@ -33,17 +32,17 @@ export const cluster: Scenario = {
     try {
       const single = { ours: configuration('ours', redis), raw: configuration('raw', redis) };
       const rawOnCluster = configuration('raw', clusterRedis);
-      const oursOnCluster = new Map(SHARD_COUNTS.map((shards) => [shards, configuration('ours', clusterRedis)]));
+      const oursOnCluster = new Map(SHARD_COUNTS.map((shards) => [shards, configuration('ours', clusterRedis, shards)]));
       const all = [single.raw, single.ours, rawOnCluster, ...oursOnCluster.values()];
 
       // Warm every path up (JIT, connections, the cluster's slot map, Lua script caches on each node).
-      for (const c of all) await drain(c.redis, c.side, 10, quick ? 100 : 1000);
+      for (const c of all) await drain(c.redis, c.side, 10, quick ? 100 : 1000, { shards: c.shards });
       for (let round = 0; round < rounds; round++) {
         progress(`cluster: ${count} runs at concurrency ${CONCURRENCY} × ${all.length} configurations (round ${round + 1}/${rounds})`);
         // Rotating the order, so a slow minute of the shared machine does not land on one configuration.
         for (let i = 0; i < all.length; i++) {
           const c = all[(i + round) % all.length]!;
-          c.drained.push(await drain(c.redis, c.side, CONCURRENCY, count));
+          c.drained.push(await drain(c.redis, c.side, CONCURRENCY, count, { shards: c.shards }));
         }
       }
 
@@ -85,8 +84,8 @@ export const cluster: Scenario = {
   },
 };
 
-function configuration(side: Side, redis: DrainRedis): Configuration {
-  return { side, redis, drained: [] };
+function configuration(side: Side, redis: DrainRedis, shards = 1): Configuration {
+  return { side, redis, shards, drained: [] };
 }
 
 /**
