@@ -4,7 +4,7 @@ import { median } from '../samples.js';
 import type { Scenario } from '../scenario.js';
 import { type DrainRedis, type Drained, type Side, drain, medianDrained } from './throughput.js';
 
-/** Masters of the local cluster: the smallest cluster redis-cli builds, and what managed services start with. */
+/** Masters of the local cluster: the fewest `redis-cli --cluster create` accepts. */
 const MASTERS = 3;
 /**
  * The shard counts (WERKPILOT_SHARDS) measured on the cluster, each under the same load. With K = 1
