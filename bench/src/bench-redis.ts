@@ -1,10 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { provisionRedis, type ProvisionedRedis } from '@werkpilot/shared';
+import { provisionRedis, type ProvisionedRedis, type RedisTarget } from '@werkpilot/shared';
 
 /** The Redis one scenario runs against, and the clients it opened. */
 export interface BenchRedis {
   readonly url: string;
+  /** The same server as a target, for code that also runs on a cluster (BenchCluster). */
+  readonly target: RedisTarget;
   /** Whether this Redis was started for the scenario (a child redis-server or a container). */
   readonly isOwned: boolean;
   /** A fresh key prefix, so raw and ours (and repeated rounds) never share keys. */
@@ -17,6 +19,8 @@ export interface BenchRedis {
   commandMicros(): Promise<Map<string, number>>;
   /** CPU seconds the Redis server has used (user + system, all threads), from INFO cpu. */
   cpuSeconds(): Promise<number>;
+  /** `cpuSeconds()` as a list of one, the shape a cluster gives per master. */
+  cpuSecondsByServer(): Promise<number[]>;
   close(): Promise<void>;
 }
 
@@ -40,8 +44,10 @@ export async function openBenchRedis(): Promise<BenchRedis> {
   };
   const admin = client();
   const prefixes: string[] = [];
+  const cpuSeconds = () => readCpuSeconds(admin);
   return {
     url: provisioned.url,
+    target: { kind: 'single', url: provisioned.url },
     isOwned: provisioned.source !== 'external',
     prefix: (label) => {
       const prefix = `bench-${label}-${randomBytes(3).toString('hex')}`;
@@ -51,11 +57,8 @@ export async function openBenchRedis(): Promise<BenchRedis> {
     client,
     commandCounts: async () => parseCommandStats(await admin.info('commandstats')),
     commandMicros: async () => parseCommandStats(await admin.info('commandstats'), 'usec'),
-    cpuSeconds: async () => {
-      const info = await admin.info('cpu');
-      const field = (name: string) => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(info)?.[1] ?? NaN);
-      return field('used_cpu_user') + field('used_cpu_sys');
-    },
+    cpuSeconds,
+    cpuSecondsByServer: async () => [await cpuSeconds()],
     close: async () => {
       // A Redis we did not start keeps running: take our keys out of it.
       if (provisioned.source === 'external') for (const prefix of prefixes) await deleteKeys(admin, `{${prefix}}:*`);
@@ -63,6 +66,13 @@ export async function openBenchRedis(): Promise<BenchRedis> {
       await provisioned.stop();
     },
   };
+}
+
+/** CPU seconds one Redis server has used (user + system, all threads), from INFO cpu. */
+export async function readCpuSeconds(server: Redis): Promise<number> {
+  const info = await server.info('cpu');
+  const field = (name: string) => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(info)?.[1] ?? NaN);
+  return field('used_cpu_user') + field('used_cpu_sys');
 }
 
 async function deleteKeys(redis: Redis, pattern: string): Promise<void> {

@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util';
 import { openBenchRedis, describeServer } from './bench-redis.js';
 import { toRow, type ResultRow } from './measurement.js';
 import { describeCheckout, describeMachine, writeResults, type ResultsFile } from './results-file.js';
-import type { Scenario } from './scenario.js';
+import { ScenarioSkippedError, type Scenario } from './scenario.js';
 import { SCENARIOS } from './scenario-list.js';
 import { formatTable } from './table.js';
 
@@ -49,6 +49,7 @@ async function main(): Promise<number> {
   const machine = describeMachine();
   const rows: ResultRow[] = [];
   const errors: ResultsFile['errors'] = [];
+  const skipped: ResultsFile['skipped'] = [];
   let server: ResultsFile['redis'] = { version: 'unknown', hz: NaN };
   const startedAt = Date.now();
 
@@ -60,6 +61,11 @@ async function main(): Promise<number> {
       const measurements = await scenario.run({ quick, redis, progress });
       rows.push(...measurements.map((m) => toRow(scenario.name, m)));
     } catch (err) {
+      if (err instanceof ScenarioSkippedError) {
+        progress(`${scenario.name} skipped: ${err.message}`);
+        skipped.push({ scenario: scenario.name, reason: err.message });
+        continue;
+      }
       const message = (err as Error).stack ?? String(err);
       progress(`${scenario.name} failed: ${message}`);
       errors.push({ scenario: scenario.name, error: (err as Error).message ?? String(err) });
@@ -77,6 +83,7 @@ async function main(): Promise<number> {
     machine,
     results: rows,
     errors,
+    skipped,
   };
   writeResults(out, results);
   console.log(
@@ -84,6 +91,7 @@ async function main(): Promise<number> {
   );
   console.log(formatTable(rows));
   console.log(`\n${rows.length} rows in ${((Date.now() - startedAt) / 1000).toFixed(1)} s; written to ${path.relative(process.cwd(), out) || out}`);
+  for (const s of skipped) console.log(`SKIPPED ${s.scenario}: ${s.reason}`);
   for (const e of errors) console.log(`FAILED ${e.scenario}: ${e.error}`);
   return errors.length > 0 ? 1 : 0;
 }

@@ -7,8 +7,11 @@ import {
   MemoryMonitor,
   type RpcClient,
   buildRegistry,
+  createShards,
+  createWorkerMetrics,
   createWorkerRuntime,
   createKeys,
+  shardConcurrencies,
   createQueues,
   createRedisConnection,
   defineAgent,
@@ -17,10 +20,12 @@ import {
   type Keys,
   type Queues,
   type Redis,
+  type RedisTarget,
   type Registry,
   type RunResult,
   type RunJobData,
   type Tracing,
+  type WorkerRuntime,
 } from '@werkpilot/shared';
 import { countdown } from './samples.js';
 
@@ -78,10 +83,20 @@ export function watchOutcomes(worker: Pick<Worker, 'on'>, what: string): { check
   };
 }
 
-/** One orchestrator worker process's parts, built as `apps/worker/src/main.ts` builds them. */
+/** Where the bench's orchestrator processes find Redis: a URL (one server) or a target (a cluster). */
+export type BenchRedisLocation = string | RedisTarget;
+
+function connectionTarget(location: BenchRedisLocation): RedisTarget {
+  return typeof location === 'string' ? { kind: 'single', url: location } : location;
+}
+
+/** One orchestrator worker process's parts. */
 export interface OrchestratorWorker {
+  /** Its agents worker; with several shards, shard 0's (`workers` has every shard's). */
   worker: Worker<RunJobData, RunResult>;
-  /** The process's RPC client (what `ctx.request` uses). */
+  /** One agents worker per shard that has agents, in shard order. */
+  workers: Worker<RunJobData, RunResult>[];
+  /** The process's RPC client (what `ctx.request` uses); shard 0's with several shards. */
   rpc: RpcClient;
   /** Its two command connections, ours and BullMQ's (BullMQ's blocking duplicate aside), for counting round trips. */
   connections: Redis[];
@@ -91,10 +106,11 @@ export interface OrchestratorWorker {
 /**
  * The full worker path: registry, executor with the gate rules, run admission (dependency waits,
  * overlap lease), outcome listeners, RPC and memory hand-back that the worker app wires; agent state
- * (counters, percentiles) and bus events. Mirrors the per-run parts of `apps/worker/src/main.ts`
+ * (counters, percentiles) and bus events. Mirrors the per-run parts of `apps/worker/src/worker-process.ts`
  * (left out: the system worker, heartbeat timer, worker HTTP and signal handling, which cost
- * nothing per run). Both build the run path with `createWorkerRuntime`, so the bench measures the
- * path that runs.
+ * nothing per run), shards included: with `shards` = K (WERKPILOT_SHARDS) it serves every shard
+ * on the same two connections, one runtime per shard with its share of `concurrency`. Both build
+ * the run path with `createWorkerRuntime`, so the bench measures the path that runs.
  */
 export async function startOrchestratorWorker({
   url,
@@ -102,58 +118,77 @@ export async function startOrchestratorWorker({
   registry,
   concurrency,
   tracing,
+  shards: shardCount = 1,
 }: {
-  url: string;
+  /** A Redis URL, or a target such as a cluster's. */
+  url: BenchRedisLocation;
   prefix: string;
   registry: Registry;
   concurrency: number;
   /** Tracing on, as a worker with OTEL_EXPORTER_OTLP_ENDPOINT set runs (startTracing, already started). */
   tracing?: Tracing | undefined;
+  /** WERKPILOT_SHARDS: the fleet split into this many key prefixes (createShards). */
+  shards?: number;
 }): Promise<OrchestratorWorker> {
   const log = silentLogger('worker');
-  const keys = createKeys(prefix);
+  const shards = createShards(registry, prefix, shardCount);
   const workerId = `bench-worker-${randomBytes(2).toString('hex')}`;
-  const redis = createRedisConnection({ url, role: 'worker', log });
-  const bus = new EventBus({ redis, keys, log });
-  const state = new AgentStateStore({ redis, keys });
-  const memory = new MemoryMonitor({ log, intervalMs: 60_000, publish: (type, data) => bus.publish(type, data), identity: { process: 'worker', workerId } });
-  const bullConnection = createRedisConnection({ url, role: 'worker:bullmq', log });
-  const { worker, rpc, admission, startServices } = createWorkerRuntime({
-    redis,
-    bullConnection,
-    keys,
-    registry,
-    log,
-    workerId,
+  const target = connectionTarget(url);
+  const redis = createRedisConnection({ target, role: 'worker', log });
+  const buses = shards.all.map((shard) => new EventBus({ redis, keys: shard.keys, log }));
+  const memory = new MemoryMonitor({ log, intervalMs: 60_000, publish: (type, data) => buses[0]!.publish(type, data), identity: { process: 'worker', workerId } });
+  const bullConnection = createRedisConnection({ target, role: 'worker:bullmq', log });
+  const runtimes: WorkerRuntime[] = [];
+  const metrics = createWorkerMetrics({ activeRuns: () => runtimes.reduce((sum, runtime) => sum + runtime.activeRuns.size, 0), workerId });
+  const concurrencies = shardConcurrencies(
     concurrency,
-    bus,
-    state,
-    handBack: memory.handBack,
-    // The defaults a worker runs with (LOCK_DURATION_MS, STALLED_INTERVAL_MS unset).
-    lockDurationMs: WORKER_DEFAULTS.lockDurationMs,
-    stalledIntervalMs: WORKER_DEFAULTS.stalledIntervalMs,
-    ...(tracing ? { tracing } : {}),
-  });
-  await worker.waitUntilReady();
-  const closeServices = await startServices();
+    shards.all.map((shard) => shard.registry.size),
+  );
+  const closeServices: (() => Promise<void>)[] = [];
+  for (const shard of shards.all) {
+    if (concurrencies[shard.index] === 0) continue;
+    const runtime = createWorkerRuntime({
+      redis,
+      bullConnection,
+      keys: shard.keys,
+      registry: shard.registry,
+      log,
+      workerId,
+      concurrency: concurrencies[shard.index]!,
+      bus: buses[shard.index]!,
+      state: new AgentStateStore({ redis, keys: shard.keys }),
+      handBack: memory.handBack,
+      // The defaults a worker runs with (LOCK_DURATION_MS, STALLED_INTERVAL_MS unset).
+      lockDurationMs: WORKER_DEFAULTS.lockDurationMs,
+      stalledIntervalMs: WORKER_DEFAULTS.stalledIntervalMs,
+      ...(tracing ? { tracing } : {}),
+      metrics,
+      ...(shards.count > 1 ? { keysOf: (agent: string) => shards.of(agent)?.keys } : {}),
+    });
+    runtimes.push(runtime);
+    await runtime.worker.waitUntilReady();
+    closeServices.push(await runtime.startServices());
+  }
+  const workers = runtimes.map((runtime) => runtime.worker);
   return {
-    worker,
-    rpc,
+    worker: workers[0]!,
+    workers,
+    rpc: runtimes[0]!.rpc,
     connections: [redis, bullConnection],
     close: async () => {
-      await worker.close();
-      await Promise.all([closeServices(), admission.close()]);
-      await bus.close();
+      await Promise.all(workers.map((worker) => worker.close()));
+      await Promise.all([...closeServices.map((close) => close()), ...runtimes.map((runtime) => runtime.admission.close())]);
+      await Promise.all(buses.map((bus) => bus.close()));
       await Promise.all([redis, bullConnection].map((c) => c.quit().catch(() => c.disconnect())));
     },
   };
 }
 
 /** The scheduler side: the queues on their own connection, as the scheduler (or API) enqueues. */
-export function openOrchestratorQueues(url: string, prefix: string): { keys: Keys; queues: Queues; redis: Redis; close(): Promise<void> } {
+export function openOrchestratorQueues(url: BenchRedisLocation, prefix: string): { keys: Keys; queues: Queues; redis: Redis; close(): Promise<void> } {
   const log = silentLogger('scheduler');
   const keys = createKeys(prefix);
-  const redis = createRedisConnection({ url, role: 'scheduler', log });
+  const redis = createRedisConnection({ target: connectionTarget(url), role: 'scheduler', log });
   const queues = createQueues({ connection: redis, keys });
   return {
     keys,

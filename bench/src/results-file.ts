@@ -17,6 +17,8 @@ export interface ResultsFile {
   results: ResultRow[];
   /** Scenarios that threw, with the message; their rows are missing. */
   errors: { scenario: string; error: string }[];
+  /** Scenarios that could not run on this machine (ScenarioSkippedError), with the reason; no rows. */
+  skipped: { scenario: string; reason: string }[];
 }
 
 export function describeCheckout(repoRoot: string): { commit: string; dirty: boolean } {

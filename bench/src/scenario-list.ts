@@ -1,5 +1,6 @@
 import type { Scenario } from './scenario.js';
 import { addedLatency } from './scenarios/added-latency.js';
+import { cluster } from './scenarios/cluster.js';
 import { controls } from './scenarios/controls.js';
 import { cronLateness } from './scenarios/cron-lateness.js';
 import { dependencyPromotion } from './scenarios/dependency-promotion.js';
@@ -11,4 +12,16 @@ import { throughput } from './scenarios/throughput.js';
 import { tracingOverhead } from './scenarios/tracing-overhead.js';
 
 /** Every scenario, in the order they run and print. */
-export const SCENARIOS: readonly Scenario[] = [throughput, tracingOverhead, addedLatency, cronLateness, dependencyPromotion, rpcRoundTrip, registryScale, redisCommands, controls, sseFlood];
+export const SCENARIOS: readonly Scenario[] = [
+  throughput,
+  tracingOverhead,
+  addedLatency,
+  cronLateness,
+  dependencyPromotion,
+  rpcRoundTrip,
+  registryScale,
+  redisCommands,
+  controls,
+  sseFlood,
+  cluster,
+];

@@ -18,3 +18,11 @@ export interface Scenario {
   title: string;
   run(ctx: ScenarioContext): Promise<Measurement[]>;
 }
+
+/**
+ * Thrown by a scenario that cannot run on this machine (a program missing, a feature the local
+ * Redis lacks): `pnpm bench` lists it as skipped with this one-line reason and does not fail.
+ */
+export class ScenarioSkippedError extends Error {
+  override name = 'ScenarioSkippedError';
+}

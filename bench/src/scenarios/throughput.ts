@@ -1,5 +1,5 @@
 import type { Queue, Worker } from 'bullmq';
-import { runJobOptions, type Tracing } from '@werkpilot/shared';
+import { createShards, runJobOptions, type Tracing } from '@werkpilot/shared';
 import type { BenchRedis } from '../bench-redis.js';
 import type { Measurement } from '../measurement.js';
 import { RETENTION, noOpFleet, openOrchestratorQueues, startOrchestratorWorker, watchOutcomes } from '../orchestrator.js';
@@ -14,61 +14,86 @@ const jobOptions = runJobOptions(registry.require(nameOf(0)), RETENTION);
 
 export type Side = 'ours' | 'raw';
 
+/** The Redis a drain runs on: one server (BenchRedis) or a cluster (BenchCluster). */
+export type DrainRedis = Pick<BenchRedis, 'target' | 'prefix' | 'client' | 'cpuSecondsByServer'>;
+
 /**
  * Drains `count` queued no-op runs with one worker at `concurrency`: runs per second, and the CPU
  * each run cost this (worker) process and the Redis server. The queue is filled while paused and
- * the clock starts at resume, so only processing is timed.
+ * the clock starts at resume, so only processing is timed. With `shards` = K, ours is the fleet
+ * split as WERKPILOT_SHARDS=K splits it: each run queued in its agent's shard, one worker process
+ * serving every shard (raw BullMQ has one queue whatever K).
  */
-export async function drain(redis: BenchRedis, side: Side, concurrency: number, count: number, { tracing }: { tracing?: Tracing } = {}): Promise<Drained> {
+export async function drain(redis: DrainRedis, side: Side, concurrency: number, count: number, { tracing, shards = 1 }: { tracing?: Tracing; shards?: number } = {}): Promise<Drained> {
   const prefix = redis.prefix(`tp-${side}`);
-  let queue: Queue;
-  let closeQueue: () => Promise<void>;
+  const queues: Queue[] = [];
+  const closeQueues: (() => Promise<void>)[] = [];
   if (side === 'ours') {
-    const opened = openOrchestratorQueues(redis.url, prefix);
-    queue = opened.queues.agents as unknown as Queue;
-    closeQueue = opened.close;
+    const names = Array.from({ length: count }, (_, i) => nameOf(i));
+    for (const shard of createShards(registry, prefix, shards).all) {
+      const own = names.filter((name) => shard.registry.get(name));
+      if (own.length === 0) continue;
+      const opened = openOrchestratorQueues(redis.target, shard.prefix);
+      const queue = opened.queues.agents as unknown as Queue;
+      await queue.pause();
+      await addMany(queue, (i) => own[i]!, jobOptions, own.length);
+      queues.push(queue);
+      closeQueues.push(opened.close);
+    }
   } else {
-    queue = openRawQueue(redis.client(), prefix);
-    closeQueue = () => queue.close();
+    const queue = openRawQueue(redis.client(), prefix);
+    await queue.pause();
+    await addMany(queue, nameOf, jobOptions, count);
+    queues.push(queue);
+    closeQueues.push(() => queue.close());
   }
-  await queue.pause();
-  await addMany(queue, nameOf, jobOptions, count);
 
-  let worker: Worker;
-  let closeWorker: () => Promise<void>;
+  let workers: Worker[];
+  let closeWorkers: () => Promise<void>;
   if (side === 'ours') {
-    const started = await startOrchestratorWorker({ url: redis.url, prefix, registry, concurrency, tracing });
-    worker = started.worker as unknown as Worker;
-    closeWorker = started.close;
+    const started = await startOrchestratorWorker({ url: redis.target, prefix, registry, concurrency, tracing, shards });
+    workers = started.workers as unknown as Worker[];
+    closeWorkers = started.close;
   } else {
-    worker = await startRawWorker(redis.client(), prefix, concurrency);
-    closeWorker = () => worker.close();
+    const worker = await startRawWorker(redis.client(), prefix, concurrency);
+    workers = [worker];
+    closeWorkers = () => worker.close();
   }
   const completions = countdown(count);
-  worker.on('completed', completions.tick);
-  const outcomes = side === 'ours' ? watchOutcomes(worker, `${count} runs at concurrency ${concurrency}`) : undefined;
-  worker.on('failed', (_job, err) => console.error(`bench: a ${side} no-op run failed: ${err.message}`));
+  const outcomes = workers.map((worker) => {
+    worker.on('completed', completions.tick);
+    worker.on('failed', (_job, err) => console.error(`bench: a ${side} no-op run failed: ${err.message}`));
+    return side === 'ours' ? watchOutcomes(worker, `${count} runs at concurrency ${concurrency}`) : undefined;
+  });
 
-  const redisCpuBefore = await redis.cpuSeconds();
+  const redisCpuBefore = await redis.cpuSecondsByServer();
   const cpuBefore = process.cpuUsage();
   const startedAt = preciseNow();
-  await queue.resume();
+  await Promise.all(queues.map((queue) => queue.resume()));
   await within(completions.done, 120_000 + count * 10, `${count} ${side} runs at concurrency ${concurrency}`);
   const seconds = (preciseNow() - startedAt) / 1000;
   const cpu = process.cpuUsage(cpuBefore);
-  const redisCpu = (await redis.cpuSeconds()) - redisCpuBefore;
-  await closeWorker();
-  await closeQueue();
-  outcomes?.check();
-  return { runsPerSecond: count / seconds, nodeCpuMicros: (cpu.user + cpu.system) / count, redisCpuMicros: (redisCpu * 1e6) / count };
+  const redisCpuAfter = await redis.cpuSecondsByServer();
+  await closeWorkers();
+  await Promise.all(closeQueues.map((close) => close()));
+  for (const watched of outcomes) watched?.check();
+  const redisCpuMicrosByServer = redisCpuAfter.map((after, i) => ((after - redisCpuBefore[i]!) * 1e6) / count);
+  return {
+    runsPerSecond: count / seconds,
+    nodeCpuMicros: (cpu.user + cpu.system) / count,
+    redisCpuMicros: redisCpuMicrosByServer.reduce((sum, micros) => sum + micros, 0),
+    redisCpuMicrosByServer,
+  };
 }
 
 export interface Drained {
   runsPerSecond: number;
   /** CPU time of this process (the worker's side; the producer is idle while draining) per run. */
   nodeCpuMicros: number;
-  /** CPU time of the Redis server per run. */
+  /** CPU time of the Redis server per run (on a cluster, of all its masters together). */
   redisCpuMicros: number;
+  /** The same, of each server (one on a single Redis; each master, in their order, on a cluster). */
+  redisCpuMicrosByServer: number[];
 }
 
 /** Medians of each side over `rounds`, alternating which side goes first. */
@@ -78,12 +103,17 @@ export async function compareThroughput(redis: BenchRedis, concurrency: number, 
     const order: Side[] = round % 2 === 0 ? ['raw', 'ours'] : ['ours', 'raw'];
     for (const side of order) runs[side].push(await drain(redis, side, concurrency, count));
   }
-  const medians = (list: Drained[]): Drained => ({
+  return { ours: medianDrained(runs.ours), raw: medianDrained(runs.raw) };
+}
+
+/** Each figure's median over the rounds (per server, each server's own). */
+export function medianDrained(list: Drained[]): Drained {
+  return {
     runsPerSecond: median(list.map((d) => d.runsPerSecond)),
     nodeCpuMicros: median(list.map((d) => d.nodeCpuMicros)),
     redisCpuMicros: median(list.map((d) => d.redisCpuMicros)),
-  });
-  return { ours: medians(runs.ours), raw: medians(runs.raw) };
+    redisCpuMicrosByServer: list[0]!.redisCpuMicrosByServer.map((_, i) => median(list.map((d) => d.redisCpuMicrosByServer[i]!))),
+  };
 }
 
 export const throughput: Scenario = {

@@ -86,7 +86,7 @@ export const tracingOverhead: Scenario = {
           }
         }
       }
-      const med = (mode: Mode, field: keyof Drained) => median(runs[mode].map((d) => d[field]));
+      const med = (mode: Mode, field: Exclude<keyof Drained, 'redisCpuMicrosByServer'>) => median(runs[mode].map((d) => d[field]));
       const detail = { runs: count, rounds, exportRequests: exported.requests, exportedBytesPerRun: Math.round(exported.bytes / (count * rounds)) };
       return [
         { metric: 'runs/s at c50, tracing off', value: med('off', 'runsPerSecond'), baseline: med('raw', 'runsPerSecond'), unit: 'runs/s' },

@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { createServer } from 'node:net';
 import { promisify } from 'node:util';
 import { freePort } from '@werkpilot/shared';
 import { startRedisServerProcess, type RedisServerProcess } from './redis-server-process.js';
@@ -51,13 +52,38 @@ function parseClusterNodes(text: string): NodeLine[] {
     });
 }
 
+function isPortFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+}
+
+/**
+ * A free port for a cluster node whose bus port (always port + 10000 unless `cluster-port` is set,
+ * which Redis < 7 lacks) is valid and free too: a node on a port above 55535 exits with "Redis port
+ * number too high". Linux's default bind(0) ports stay below that; macOS's (49152–65535) mostly do not.
+ */
+async function freeClusterPort(taken: Set<number>): Promise<number> {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const port = await freePort();
+    if (port + 10000 > 65535 || taken.has(port) || taken.has(port + 10000) || !(await isPortFree(port + 10000))) continue;
+    taken.add(port);
+    taken.add(port + 10000);
+    return port;
+  }
+  throw new Error('found no free port at or below 55535 whose cluster bus port (port + 10000) was free too, in 100 tries');
+}
+
 export async function startRedisClusterSet({ masters = 3, replicasPerMaster = 1 } = {}): Promise<RedisClusterSet> {
   const nodes: RedisServerProcess[] = [];
+  const taken = new Set<number>();
   try {
     for (let i = 0; i < masters * (1 + replicasPerMaster); i++) {
       nodes.push(
         await startRedisServerProcess({
-          port: await freePort(),
+          port: await freeClusterPort(taken),
           config: ['hz 100', 'cluster-enabled yes', 'cluster-config-file nodes.conf', 'cluster-node-timeout 2000'],
         }),
       );

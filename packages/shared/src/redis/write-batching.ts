@@ -1,4 +1,6 @@
-import type { Redis } from 'ioredis';
+import type { Writable } from 'node:stream';
+import type { Cluster, Redis } from 'ioredis';
+import { isClusterConnection } from './redis-connection.js';
 
 /**
  * Batches the writes made on a connection during one turn of the event loop into one socket write.
@@ -10,20 +12,29 @@ import type { Redis } from 'ioredis';
  * next check phase (setImmediate): everything the run path sends meanwhile — the completion script
  * and BullMQ's moveToFinished behind it, the admissions of the runs whose jobs arrived in the same
  * reply — leaves in one write. The delay is the rest of the current turn, never a timer.
+ *
+ * A Cluster has no socket of its own but one per node: all of its masters' are corked, since the
+ * commands of the turn go to whichever serves their slot (one, while all keys share a hash tag).
+ * Without this, every command on a cluster was a write of its own: 60–130 µs more worker CPU per
+ * run in the bench's cluster scenario, most of it in the write syscalls.
  */
 export function createWriteBatcher(connection: Redis): () => void {
-  let isHolding = false;
+  let held: Writable[] = [];
   const release = () => {
-    isHolding = false;
-    connection.stream?.uncork();
+    // The sockets corked, not the current ones: a node that reconnected meanwhile has a new socket.
+    for (const stream of held) stream.uncork();
+    held = [];
   };
   return () => {
-    if (isHolding) return;
-    const stream = connection.stream;
-    // Not connected yet: ioredis queues the commands and writes them once connected.
-    if (!stream || connection.status !== 'ready') return;
-    isHolding = true;
-    stream.cork();
-    setImmediate(release);
+    if (held.length > 0) return;
+    held = readySockets(connection);
+    for (const stream of held) stream.cork();
+    if (held.length > 0) setImmediate(release);
   };
+}
+
+/** Sockets to cork; none while not connected (ioredis queues the commands and writes them once connected). */
+function readySockets(connection: Redis): Writable[] {
+  const nodes = isClusterConnection(connection) ? (connection as unknown as Cluster).nodes('master') : [connection];
+  return nodes.filter((node) => node.status === 'ready' && node.stream).map((node) => node.stream);
 }
