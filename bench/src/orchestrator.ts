@@ -11,7 +11,7 @@ import {
   createWorkerMetrics,
   createWorkerRuntime,
   createKeys,
-  shardConcurrencies,
+  concurrencyPerShard,
   createQueues,
   createRedisConnection,
   defineAgent,
@@ -140,10 +140,7 @@ export async function startOrchestratorWorker({
   const bullConnection = createRedisConnection({ target, role: 'worker:bullmq', log });
   const runtimes: WorkerRuntime[] = [];
   const metrics = createWorkerMetrics({ activeRuns: () => runtimes.reduce((sum, runtime) => sum + runtime.activeRuns.size, 0), workerId });
-  const concurrencies = shardConcurrencies(
-    concurrency,
-    shards.all.map((shard) => shard.registry.size),
-  );
+  const concurrencies = concurrencyPerShard(shards, concurrency);
   const closeServices: (() => Promise<void>)[] = [];
   for (const shard of shards.all) {
     if (concurrencies[shard.index] === 0) continue;
