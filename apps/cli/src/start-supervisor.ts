@@ -6,7 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createLogger, describeRedisTarget, listenForTermination, loadConfig, maskUrlCredentials, provisionRedis } from '@werkpilot/shared';
+import { ConfigError, createLogger, describeRedisTarget, listenForTermination, loadConfig, maskUrlCredentials, provisionRedis } from '@werkpilot/shared';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 
@@ -38,6 +38,16 @@ function startedProcesses(shards: number, port: number): { name: string; role: '
 
 export async function runStart(): Promise<void> {
   const config = loadConfig();
+  const lastPort = config.port + SHARD_PORT_STEP * (config.shards - 1);
+  if (
+    config.shards > 1 &&
+    config.port !== 0 &&
+    (lastPort > 65535 || ((config.workerHttpPort - config.port) % SHARD_PORT_STEP === 0 && config.workerHttpPort > config.port && config.workerHttpPort <= lastPort))
+  ) {
+    throw new ConfigError(
+      `WERKPILOT_SHARDS=${config.shards} puts the schedulers on PORT + ${SHARD_PORT_STEP} × shard (${config.port} to ${lastPort}), which ${lastPort > 65535 ? 'runs past 65535' : `includes WORKER_HTTP_PORT (${config.workerHttpPort})`}: choose another PORT`,
+    );
+  }
   const log = createLogger({ level: config.logLevel, name: 'start' });
   const target = config.redisTarget;
   let redis: { stop(): Promise<void> };

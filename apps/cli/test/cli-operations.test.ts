@@ -95,6 +95,18 @@ describe('agents', () => {
     expect(agents.find((a) => a.name === 'alpha')).toMatchObject({ priority: 2, dependencyDepth: 0 });
   });
 
+  it('shows where the agents live: one shard, the fleet prefix, every component', async () => {
+    const table = await cli(['shards']);
+    expect(table.code).toBe(0);
+    const lines = table.stdout.trimEnd().split('\n');
+    expect(lines[0]).toMatch(/^SHARD\s+PREFIX\s+SLOT\s+RUNS\/H\s+AGENTS\s+COMPONENTS$/);
+    expect(lines[1]).toMatch(/^\s*0\*\s+\S+\s+\d+\s+[\d.]+\s+3\s+/);
+    expect(lines.at(-1)).toBe('* the shard this scheduler serves (1 shard in all)');
+    const view = json<{ count: number; served: number; shards: { agents: string[] }[] }>(await cli(['shards', '--json']));
+    expect(view).toMatchObject({ count: 1, served: 0 });
+    expect(view.shards[0]!.agents).toEqual(['alpha', 'beta', 'slow']);
+  });
+
   it('shows one agent in detail; an unknown agent is exit 1 with one line', async () => {
     const detail = await cli(['agents', 'beta']);
     expect(detail.code).toBe(0);

@@ -35,7 +35,8 @@ const runLog = path.join(tmpdir(), `werkpilot-shard-runs-${randomBytes(4).toStri
 const logRun = "appendFileSync(process.env.RUN_LOG, ctx.agent + ' ' + ctx.runId + ' ' + Date.now() + '\\n');";
 const withFs = (source: string) => `import { appendFileSync } from 'node:fs';\n${source}`;
 const agentsDir = writeAgentsDir({
-  'source.ts': withFs(agentSource({ name: 'source', schedule: { cron: '* * * * * *' } }, `${logRun} await new Promise((r) => setTimeout(r, 30)); return 1;`)),
+  // `queue`: the pipeline's run of source waits for a cron run in flight instead of being skipped.
+  'source.ts': withFs(agentSource({ name: 'source', schedule: { cron: '* * * * * *' }, overlap: 'queue' }, `${logRun} await new Promise((r) => setTimeout(r, 30)); return 1;`)),
   'transform.ts': withFs(
     agentSource(
       { name: 'transform', dependsOn: ['source'] },

@@ -128,6 +128,9 @@ export async function runWorker(): Promise<void> {
   shutdown.register(6, 'bullmq connection', () => closeRedisConnection(bullConnection));
   const concurrencies = concurrencyPerShard(shards, config.workerConcurrency);
   const heartbeats: WorkerHeartbeat[] = [];
+  // Every shard's workers are made first and awaited together, so no shard takes runs for long
+  // before the others are ready and the heartbeats and memory shedding are on.
+  const shardsReady: Promise<unknown>[] = [];
   for (const shard of shards.all) {
     const shardBus = buses[shard.index]!;
     const { keys } = shard;
@@ -179,8 +182,7 @@ export async function runWorker(): Promise<void> {
     const activeSystemJobs = new Set<string>();
     const systemWorker = createSystemWorker({ connection: bullConnection, keys, log, workerId, handlers: systemHandlers, activeJobs: activeSystemJobs });
     registerWorkerDrain(shutdown, systemWorker, { name: `system worker${name}`, activeJobs: activeSystemJobs, isRedisUp: () => redis.status === 'ready' });
-    await Promise.all([runtime?.worker.waitUntilReady(), systemWorker.waitUntilReady()]);
-    if (runtime) shutdown.register(5, `rpc and run cancellation${name}`, await runtime.startServices());
+    shardsReady.push(Promise.all([runtime?.worker.waitUntilReady(), systemWorker.waitUntilReady()]));
     const startedAt = new Date().toISOString();
     // Each shard's schedulers see the worker in their own namespace (status, /metrics, the health
     // monitor's "is any worker alive").
@@ -208,6 +210,10 @@ export async function runWorker(): Promise<void> {
         },
       }),
     );
+  }
+  await Promise.all(shardsReady);
+  for (const [index, runtime] of runtimes.entries()) {
+    if (runtime) shutdown.register(5, `rpc and run cancellation${shards.count === 1 ? '' : ` (shard ${index})`}`, await runtime.startServices());
   }
   const agentWorkers = runtimes.flatMap((runtime) => (runtime ? [runtime.worker] : []));
   shedding.attach({

@@ -33,7 +33,7 @@ export function registerAgents(program: Command, io: CliIo): void {
     .action(
       withContext(io, async (ctx, name: string | undefined) => {
         if (name !== undefined) {
-          const agent = await ctx.api.get<AgentView & { dependents?: string[]; lastRuns?: RunView[] }>(`/api/agents/${encodeURIComponent(name)}`);
+          const agent = await ctx.api.get<AgentView & { dependents?: string[]; lastRuns?: RunView[]; shards?: number }>(`/api/agents/${encodeURIComponent(name)}`);
           if (ctx.isJson) return ctx.printJson(agent);
           ctx.print(renderFields(detailFields(agent)));
           if (agent.lastRuns) {
@@ -62,10 +62,10 @@ export function registerAgents(program: Command, io: CliIo): void {
     );
 }
 
-function detailFields(a: AgentView & { dependents?: string[] }): [string, string][] {
+function detailFields(a: AgentView & { dependents?: string[]; shards?: number }): [string, string][] {
   return [
     ['Agent', a.name],
-    ...(a.shard ? ([['Shard', String(a.shard)]] as [string, string][]) : []),
+    ...((a.shards ?? 1) > 1 ? ([['Shard', `${a.shard} of ${a.shards}`]] as [string, string][]) : []),
     ['Priority', formatValue(a.priority)],
     ['Depth', formatValue(a.dependencyDepth)],
     ['Depends on', a.dependsOn?.length ? a.dependsOn.join(', ') : 'nothing'],

@@ -71,7 +71,7 @@ export function agentsRoutes(deps: AgentsRoutesDeps): Router {
   router.get('/api/agents/:name', async (req, res) => {
     const spec = requireAgent(req.params.name);
     const [snapshot, lastRuns] = await Promise.all([deps.snapshot(), recentRuns(deps.queues, spec.name)]);
-    res.json({ ...describe(spec, snapshot, shardOf), dependents: deps.registry.dependentsOf(spec.name), lastRuns });
+    res.json({ ...describe(spec, snapshot, shardOf), shards: shardCount, dependents: deps.registry.dependentsOf(spec.name), lastRuns });
   });
 
   const rollups = deps.rollups;

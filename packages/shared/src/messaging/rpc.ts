@@ -169,10 +169,9 @@ export class RpcClient {
     const abandoned = [...this.pending.keys()].map((id) => this.settle(id)!);
     for (const p of abandoned) p.reject(new RequestShutdownError(p.agent));
     if (abandoned.length > 0) {
-      // Best effort: take them off the lists so no responder answers a caller that is gone.
-      const pipeline = this.redis.pipeline();
-      for (const p of abandoned) pipeline.lrem(p.key, 1, p.envelope);
-      await pipeline.exec().catch(() => undefined);
+      // Best effort: take them off the lists so no responder answers a caller that is gone. One
+      // command each, not a pipeline: with shards the lists may be in several cluster slots.
+      await Promise.all(abandoned.map((p) => this.redis.lrem(p.key, 1, p.envelope).catch(() => undefined)));
     }
     const subscriber = this.subscriber;
     this.subscriber = undefined;
