@@ -9,12 +9,15 @@ const PUBLIC_DIR = fileURLToPath(new URL('../../src/http/public', import.meta.ur
 /** The run-history pages' bodies and their one layout: outside PUBLIC_DIR, so never served bare. */
 const PAGES_DIR = fileURLToPath(new URL('../../src/http/pages', import.meta.url));
 
-/** The history pages: the route, the body in PAGES_DIR, the title after "Werkpilot · ". */
+/**
+ * The history pages: the route, the body in PAGES_DIR, the title after "Werkpilot · ", and the
+ * page's own scripts (after common.js, which the layout loads with the confirm dialog and toast).
+ */
 const HISTORY_PAGES = [
-  { route: '/agents/:name', body: 'agent.html', title: 'Agent' },
-  { route: '/runs', body: 'runs.html', title: 'Runs' },
-  { route: '/runs/:id', body: 'run.html', title: 'Run' },
-  { route: '/dlq', body: 'dlq.html', title: 'DLQ by cause' },
+  { route: '/agents/:name', body: 'agent.html', title: 'Agent', scripts: ['charts.js', 'agent.js'] },
+  { route: '/runs', body: 'runs.html', title: 'Runs', scripts: ['runs.js'] },
+  { route: '/runs/:id', body: 'run.html', title: 'Run', scripts: ['run.js'] },
+  { route: '/dlq', body: 'dlq.html', title: 'DLQ by cause', scripts: ['dlq.js'] },
 ] as const;
 
 /**
@@ -28,8 +31,11 @@ const HISTORY_PAGES = [
 export function dashboardRoutes(): Router {
   const router = Router();
   const layout = readFileSync(path.join(PAGES_DIR, 'layout.html'), 'utf8');
-  for (const { route, body, title } of HISTORY_PAGES) {
-    const html = layout.replace('{{title}}', title).replace('{{body}}', readFileSync(path.join(PAGES_DIR, body), 'utf8'));
+  for (const { route, body, title, scripts } of HISTORY_PAGES) {
+    const html = layout
+      .replace('{{title}}', title)
+      .replace('{{body}}', readFileSync(path.join(PAGES_DIR, body), 'utf8'))
+      .replace('{{scripts}}', scripts.map((script) => `  <script src="/${script}"></script>\n`).join(''));
     router.get(route, (_req, res) => {
       res.set('Cache-Control', 'public, max-age=0').type('html').send(html);
     });
