@@ -125,21 +125,28 @@ describe('an agent that throws outside any await', () => {
   }, 90_000);
 });
 
+/**
+ * `times` workers in turn take the run and are SIGKILLed while it is active on them: the first
+ * takes the new run, each later one recovers it from the one before (a stall each time).
+ */
+async function killWorkersRunning(queues: Queues, runId: string, env: Record<string, string>, times: number): Promise<void> {
+  for (let kill = 1; kill <= times; kill++) {
+    const victim = startApp('worker', env);
+    await victim.waitForLog(/worker online/);
+    const victimId = victim.logs().find((l) => l.msg === 'worker online')!.workerId;
+    await waitFor(async () => (await activeOn(queues, runId)) === victimId, { timeoutMs: 20_000, what: `the run active on victim ${kill}` });
+    victim.kill('SIGKILL');
+    expect(await victim.exited).toBe('SIGKILL');
+  }
+}
+
 describe('a run whose worker is killed', () => {
   it('is recovered both times and completes: two stalls do not dead-letter it (MAX_STALLED_COUNT 2)', async () => {
     const { queues, events, add, env } = await cluster();
     // Short enough to recover within seconds, long enough that a loaded machine's survivor keeps its lock through the 4 s run.
     const fast = { ...env, LOCK_DURATION_MS: '3000', STALLED_INTERVAL_MS: '1500' };
     const steady = await add('steady', { ms: 4000 });
-    for (let kill = 1; kill <= 2; kill++) {
-      const victim = startApp('worker', fast);
-      await victim.waitForLog(/worker online/);
-      const victimId = victim.logs().find((l) => l.msg === 'worker online')!.workerId;
-      // The first time it takes the new run; the second, it recovers the run the first victim held.
-      await waitFor(async () => (await activeOn(queues, steady.id!)) === victimId, { timeoutMs: 20_000, what: `the run active on victim ${kill}` });
-      victim.kill('SIGKILL');
-      expect(await victim.exited).toBe('SIGKILL');
-    }
+    await killWorkersRunning(queues, steady.id!, fast, 2);
     const survivor = startApp('worker', fast);
     await waitFor(async () => (await queues.agents.getJobState(steady.id!)) === 'completed', { timeoutMs: 30_000, what: 'the run completed after two stalls' });
     const done = (await queues.agents.getJob(steady.id!))!;
@@ -153,14 +160,7 @@ describe('a run whose worker is killed', () => {
     const { queues, events, add, env } = await cluster();
     const fast = { ...env, LOCK_DURATION_MS: '3000', STALLED_INTERVAL_MS: '1500' };
     const steady = await add('steady', { ms: 20_000 });
-    for (let kill = 1; kill <= 3; kill++) {
-      const victim = startApp('worker', fast);
-      await victim.waitForLog(/worker online/);
-      const victimId = victim.logs().find((l) => l.msg === 'worker online')!.workerId;
-      await waitFor(async () => (await activeOn(queues, steady.id!)) === victimId, { timeoutMs: 20_000, what: `the run active on victim ${kill}` });
-      victim.kill('SIGKILL');
-      expect(await victim.exited).toBe('SIGKILL');
-    }
+    await killWorkersRunning(queues, steady.id!, fast, 3);
     const survivor = startApp('worker', fast);
     await waitFor(async () => (await queues.agents.getJobState(steady.id!)) === 'failed', { timeoutMs: 30_000, what: 'the run dead-lettered on its third stall' });
     expect((await queues.agents.getJob(steady.id!))!.failedReason).toMatch(/stalled more than allowable limit/);
