@@ -56,7 +56,16 @@ function clientFor(target: RedisTarget, options: RedisOptions): Redis {
       const { lazyConnect, retryStrategy: _unused, ...redisOptions } = options;
       const clusterOptions: ClusterOptions = {
         ...(lazyConnect !== undefined ? { lazyConnect } : {}),
-        enableReadyCheck: true,
+        // No ready check (CLUSTER INFO on a random node after the slots are fetched): when it fails,
+        // ioredis reconnects but never settles the promise the caller of connect() holds
+        // (https://github.com/redis/ioredis/issues/709, PR #741 unmerged). While a killed master's
+        // slots wait for their replica the check always fails (cluster_state:fail, or the node it
+        // picked is the dead one), and BullMQ's worker calls connect() exactly then: its watchdog
+        // resets the blocking connection when a BZPOPMIN outlives its timeout, and awaits the
+        // reconnect before it fetches again. The worker stalled for good (seen in about one SIGKILL
+        // failover in three). Without the check the cluster is ready once it knows the slots, and
+        // commands for a slot without a master wait in the retries below instead.
+        enableReadyCheck: false,
         clusterRetryStrategy: retryStrategy,
         // While a master fails over, its slots answer with a closed connection, MOVED to the dead
         // node, CLUSTERDOWN or TRYAGAIN until the replica is elected (cluster-node-timeout plus an
