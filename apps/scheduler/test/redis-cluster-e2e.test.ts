@@ -161,10 +161,7 @@ describe.skipIf(missing)('a Redis Cluster (3 masters, 1 replica each) with every
     const figures = [
       `CLUSTER FAILOVER: slot served by the replica after ${switchedAt - startedAt} ms, first cron run ${resumed.at - switchedAt} ms after that (longest gap between cron runs ${resumed.at - lastBefore} ms)`,
     ];
-    // A master killed outright is not part of this test: in some runs (about one in three here) the
-    // worker took no due cron run after the replica's election (none for a whole minute in two of
-    // four runs watched that long), while other runs resumed 0.1-0.2 s after it. Open: see
-    // docs/operations.md › Failover.
+    // A master killed outright: redis-cluster-master-kill-e2e.test.ts.
 
     const executed = runs();
     const ranTwice = executed.length - new Set(executed.map((r) => r.runId)).size;

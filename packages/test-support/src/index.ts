@@ -9,3 +9,4 @@ export * from './tools.js';
 export * from './redis-server-process.js';
 export * from './sentinel-set.js';
 export * from './redis-cluster-set.js';
+export * from './run-log.js';
