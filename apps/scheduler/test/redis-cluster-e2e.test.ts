@@ -1,11 +1,9 @@
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
 import { EventBus, closeRedisConnection, createKeys, createLogger, createRedisConnection, freePort, type BusEvent } from '@werkpilot/shared';
 import {
+  RUN_LOG_STATEMENT,
   agentSource,
+  createRunLog,
   findTool,
   isMissing,
   startApp,
@@ -13,6 +11,7 @@ import {
   stopApps,
   uniquePrefix,
   waitFor,
+  withRunLogImport,
   writeAgentsDir,
   type AppProcess,
   type RedisClusterSet,
@@ -30,51 +29,34 @@ const needed = [findTool('redis-server', { install: 'apt-get install redis-serve
 const missing = needed.some((tool) => isMissing(tool));
 
 const TOKEN = 'cluster-token';
-const runLog = path.join(tmpdir(), `werkpilot-cluster-runs-${randomBytes(4).toString('hex')}.log`);
-const logRun = "appendFileSync(process.env.RUN_LOG, ctx.agent + ' ' + ctx.runId + ' ' + Date.now() + '\\n');";
-const withFs = (source: string) => `import { appendFileSync } from 'node:fs';\n${source}`;
+const runLog = createRunLog('cluster');
 const agentsDir = writeAgentsDir({
-  'every-second.ts': withFs(agentSource({ name: 'every-second', schedule: { cron: '* * * * * *' } }, `${logRun} return 1;`)),
-  'source.ts': withFs(agentSource({ name: 'source' }, `${logRun} await new Promise((r) => setTimeout(r, 30)); return 1;`)),
+  'every-second.ts': withRunLogImport(agentSource({ name: 'every-second', schedule: { cron: '* * * * * *' } }, `${RUN_LOG_STATEMENT} return 1;`)),
+  'source.ts': withRunLogImport(agentSource({ name: 'source' }, `${RUN_LOG_STATEMENT} await new Promise((r) => setTimeout(r, 30)); return 1;`)),
   // Asks another agent on the way (ctx.request: a BLPOP on the responder's list, the reply by pub/sub).
-  'transform.ts': withFs(
+  'transform.ts': withRunLogImport(
     agentSource(
       { name: 'transform', dependsOn: ['source'] },
-      `${logRun} const answer = await ctx.request('oracle', { n: 21 }); if (answer.doubled !== 42) throw new Error('wrong answer ' + JSON.stringify(answer)); return 2;`,
+      `${RUN_LOG_STATEMENT} const answer = await ctx.request('oracle', { n: 21 }); if (answer.doubled !== 42) throw new Error('wrong answer ' + JSON.stringify(answer)); return 2;`,
     ),
   ),
   'oracle.ts': agentSource({ name: 'oracle' }, 'return null;', 'onRequest: (payload) => ({ doubled: payload.n * 2 }),'),
-  'load.ts': withFs(agentSource({ name: 'load', dependsOn: ['transform'] }, `${logRun} return 3;`)),
-  'report.ts': withFs(agentSource({ name: 'report', dependsOn: ['load', 'source'] }, `${logRun} return 4;`)),
+  'load.ts': withRunLogImport(agentSource({ name: 'load', dependsOn: ['transform'] }, `${RUN_LOG_STATEMENT} return 3;`)),
+  'report.ts': withRunLogImport(agentSource({ name: 'report', dependsOn: ['load', 'source'] }, `${RUN_LOG_STATEMENT} return 4;`)),
 });
 
-const runs = () => {
-  let text = '';
-  try {
-    text = readFileSync(runLog, 'utf8');
-  } catch {
-    return [];
-  }
-  return text
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => {
-      const [agent, runId, at] = l.split(' ');
-      return { agent: agent!, runId: runId!, at: Number(at) };
-    });
-};
+const runs = () => runLog.runs();
 
 let cluster: RedisClusterSet | undefined;
 const processes: AppProcess[] = [];
 afterAll(async () => {
   await stopApps(processes.splice(0)).catch(() => undefined);
   await cluster?.stop();
-  rmSync(runLog, { force: true });
+  runLog.remove();
 }, 60_000);
 
 describe.skipIf(missing)('a Redis Cluster (3 masters, 1 replica each) with every key in one hash-tag shard', () => {
   it('runs cron agents and a pipeline with dependencies, keeps every key under the prefix tag, and survives a CLUSTER FAILOVER of that shard', async () => {
-    writeFileSync(runLog, '');
     cluster = await startRedisClusterSet();
     const prefix = uniquePrefix();
     const keys = createKeys(prefix);
@@ -90,7 +72,7 @@ describe.skipIf(missing)('a Redis Cluster (3 masters, 1 replica each) with every
       REDIS_CLUSTER_NODES: cluster.nodesEnv,
       WERKPILOT_PREFIX: prefix,
       WERKPILOT_AGENTS: agentsDir,
-      RUN_LOG: runLog,
+      RUN_LOG: runLog.path,
       PORT: String(port),
       DASHBOARD_TOKEN: TOKEN,
       LOG_LEVEL: 'info',
@@ -145,16 +127,12 @@ describe.skipIf(missing)('a Redis Cluster (3 masters, 1 replica each) with every
     await owner.replica!.client().cluster('FAILOVER');
     await waitFor(async () => (await cluster!.ownerOf(tag)).master === owner.replica, { timeoutMs: 20_000, intervalMs: 50, what: 'the replica serving the slot' });
     const switchedAt = Date.now();
-    const resumed = await waitFor(() => runs().find((r) => r.agent === 'every-second' && r.at > switchedAt), {
+    const resumed = await waitFor(() => runLog.firstRunAfter(switchedAt, 'every-second'), {
       timeoutMs: 10_000,
       intervalMs: 50,
       what: () => `a cron run within 10 s of the failover; output:\n${outputs()}`,
     });
-    const lastBefore = Math.max(
-      ...runs()
-        .filter((r) => r.at <= startedAt)
-        .map((r) => r.at),
-    );
+    const lastBefore = runLog.lastRunUntil(startedAt, 'every-second')!.at;
     expect(await runPipeline()).toEqual(['source', 'transform', 'load', 'report']);
     for (const p of processes) expect(p.proc.exitCode, p.output().slice(-1500)).toBe(null);
 

@@ -1,10 +1,21 @@
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
 import { closeRedisConnection, createKeys, createLogger, createQueues, createRedisConnection, freePort } from '@werkpilot/shared';
-import { agentSource, findTool, isMissing, startApp, startSentinelSet, stopApps, uniquePrefix, waitFor, writeAgentsDir, type AppProcess, type SentinelSet } from '@werkpilot/test-support';
+import {
+  RUN_LOG_STATEMENT,
+  agentSource,
+  createRunLog,
+  findTool,
+  isMissing,
+  startApp,
+  startSentinelSet,
+  stopApps,
+  uniquePrefix,
+  waitFor,
+  withRunLogImport,
+  writeAgentsDir,
+  type AppProcess,
+  type SentinelSet,
+} from '@werkpilot/test-support';
 
 /**
  * Issue 22, Sentinel: a scheduler and two workers, connected through three sentinels, run a cron
@@ -19,44 +30,22 @@ const needed = [
 ];
 const missing = needed.some((tool) => isMissing(tool));
 
-const runLog = path.join(tmpdir(), `werkpilot-sentinel-runs-${randomBytes(4).toString('hex')}.log`);
+const runLog = createRunLog('sentinel');
+const runs = () => runLog.runs();
 const agentsDir = writeAgentsDir({
-  'every-second.ts': `import { appendFileSync } from 'node:fs';
-${agentSource({ name: 'every-second', schedule: { cron: '* * * * * *' } }, "appendFileSync(process.env.RUN_LOG, ctx.runId + ' ' + Date.now() + '\\n'); return { ok: true };")}`,
+  'every-second.ts': withRunLogImport(agentSource({ name: 'every-second', schedule: { cron: '* * * * * *' } }, `${RUN_LOG_STATEMENT} return { ok: true };`)),
 });
-
-interface RunLine {
-  runId: string;
-  at: number;
-}
-const runs = (): RunLine[] => {
-  let text = '';
-  try {
-    text = readFileSync(runLog, 'utf8');
-  } catch {
-    return [];
-  }
-  return text
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => {
-      const [runId, at] = l.split(' ');
-      return { runId: runId!, at: Number(at) };
-    });
-};
-const firstRunAfter = (t: number) => runs().find((r) => r.at > t);
 
 let set: SentinelSet | undefined;
 const processes: AppProcess[] = [];
 afterAll(async () => {
   await stopApps(processes.splice(0)).catch(() => undefined);
   await set?.stop();
-  rmSync(runLog, { force: true });
+  runLog.remove();
 }, 60_000);
 
 describe.skipIf(missing)('a Sentinel set (primary, replica, three sentinels) under a scheduler and two workers', () => {
   it('keeps a cron agent running through SENTINEL FAILOVER and a SIGKILLed primary, without restarting a process', async () => {
-    writeFileSync(runLog, '');
     set = await startSentinelSet();
     await set.waitUntilSettled();
     await set.waitForReplicaInSync();
@@ -71,7 +60,7 @@ describe.skipIf(missing)('a Sentinel set (primary, replica, three sentinels) und
       REDIS_SENTINEL_NAME: set.name,
       WERKPILOT_PREFIX: prefix,
       WERKPILOT_AGENTS: agentsDir,
-      RUN_LOG: runLog,
+      RUN_LOG: runLog.path,
       PORT: String(await freePort()),
       HEARTBEAT_INTERVAL_MS: '500',
       LOG_LEVEL: 'info',
@@ -100,18 +89,12 @@ describe.skipIf(missing)('a Sentinel set (primary, replica, three sentinels) und
         { timeoutMs: 20_000, intervalMs: 50, what: `the sentinels naming a new primary after ${what}` },
       );
       const switchedAt = Date.now();
-      const resumed = await waitFor(() => firstRunAfter(switchedAt), {
+      const resumed = await waitFor(() => runLog.firstRunAfter(switchedAt), {
         timeoutMs: 10_000,
         intervalMs: 50,
         what: () => `a run within 10 s of ${what}; worker:\n${processes[1]!.output().slice(-1500)}`,
       });
-      const pauseMs =
-        resumed.at -
-        Math.max(
-          ...runs()
-            .filter((r) => r.at <= startedAt)
-            .map((r) => r.at),
-        );
+      const pauseMs = resumed.at - runLog.lastRunUntil(startedAt)!.at;
       figures.push(
         `${what}: new primary named after ${switchedAt - startedAt} ms, first run ${resumed.at - switchedAt} ms after that (${resumed.at - startedAt} ms after the failover began; longest gap between runs ${pauseMs} ms; ${runs().length - runsBefore} runs meanwhile)`,
       );

@@ -15,6 +15,8 @@ export interface RunLog {
   runs(): RunLine[];
   /** The first run that started after `at` (of `agent`, if given). */
   firstRunAfter(at: number, agent?: string): RunLine | undefined;
+  /** The last run that started at or before `at` (of `agent`, if given): with firstRunAfter, the longest gap. */
+  lastRunUntil(at: number, agent?: string): RunLine | undefined;
   remove(): void;
 }
 
@@ -57,6 +59,7 @@ export function createRunLog(name: string): RunLog {
     path: file,
     runs,
     firstRunAfter: (at, agent) => runs().find((r) => r.at > at && (agent === undefined || r.agent === agent)),
+    lastRunUntil: (at, agent) => runs().findLast((r) => r.at <= at && (agent === undefined || r.agent === agent)),
     remove: () => rmSync(file, { force: true }),
   };
 }
