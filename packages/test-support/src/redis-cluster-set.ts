@@ -13,7 +13,7 @@ const isRunning = (node: RedisServerProcess) => node.proc.exitCode === null && n
 /**
  * A Redis Cluster on loopback: three masters and one replica each (`redis-cli --cluster create`),
  * every node in a temp directory on a free port. A short node timeout, so a failover settles in
- * seconds; `hz 100` like every Redis this project runs; any replica may be elected (see below).
+ * seconds; `hz 100` like every Redis this project runs. Ready once every replica has synced.
  */
 export interface RedisClusterSet {
   readonly nodes: RedisServerProcess[];
@@ -92,10 +92,10 @@ export async function startRedisClusterSet({ masters = 3, replicasPerMaster = 1 
             'cluster-enabled yes',
             'cluster-config-file nodes.conf',
             'cluster-node-timeout 2000',
-            // A replica whose master was SIGKILLed refused to stand for election in about half the
-            // runs here ("Disconnected from master for longer than allowed", a second after the
-            // kill); these tests are about the clients, so every replica may take over.
-            'cluster-replica-validity-factor 0',
+            // Redis 7 waits 5 s before a diskless full sync, to batch replicas; a replica that has
+            // not synced yet has no data and refuses to be elected when its master dies ("Disconnected
+            // from master for longer than allowed"), which is right, but not what these tests are about.
+            'repl-diskless-sync-delay 0',
           ],
         }),
       );
@@ -131,6 +131,16 @@ export async function startRedisClusterSet({ masters = 3, replicasPerMaster = 1 
       },
     };
     await set.waitUntilOk();
+    await waitFor(
+      async () => {
+        for (const node of nodes) {
+          const replication = String(await node.client().info('replication'));
+          if (replication.includes('role:slave') && !replication.includes('master_link_status:up')) return false;
+        }
+        return true;
+      },
+      { timeoutMs: 30_000, intervalMs: 100, what: 'every replica synced with its master' },
+    );
     return set;
   } catch (err) {
     await Promise.all(nodes.map((n) => n.stop('SIGKILL')));
