@@ -136,10 +136,13 @@ export async function startRedisClusterSet({ masters = 3, replicasPerMaster = 1 
         for (const node of nodes) {
           const replication = String(await node.client().info('replication'));
           if (replication.includes('role:slave') && !replication.includes('master_link_status:up')) return false;
+          // ownerOf() asks one node; each must know every replica's master already (gossip lags).
+          const known = parseClusterNodes(String(await node.client().cluster('NODES')));
+          if (known.filter((l) => !l.isMaster && l.masterId !== '-').length < masters * replicasPerMaster) return false;
         }
         return true;
       },
-      { timeoutMs: 30_000, intervalMs: 100, what: 'every replica synced with its master' },
+      { timeoutMs: 30_000, intervalMs: 100, what: 'every replica synced with its master, and known as its replica to every node' },
     );
     return set;
   } catch (err) {
