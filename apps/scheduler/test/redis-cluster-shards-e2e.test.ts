@@ -1,11 +1,9 @@
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
 import { freePort } from '@werkpilot/shared';
 import {
+  RUN_LOG_STATEMENT,
   agentSource,
+  createRunLog,
   findTool,
   isMissing,
   startApp,
@@ -13,6 +11,7 @@ import {
   stopApps,
   uniquePrefix,
   waitFor,
+  withRunLogImport,
   writeAgentsDir,
   type AppProcess,
   type RedisClusterSet,
@@ -22,30 +21,31 @@ import {
  * Issue 22, agents sharded by dependency component (WERKPILOT_SHARDS=3) on a 3-master Redis Cluster
  * (one replica each): a scheduler per shard and two workers serving all three. Four components —
  * a pipeline source → transform → load on a one-second cron, `pulse` every second (pinned to shard
- * 1), `beat` every two seconds (pinned to shard 2), and `oracle`, which answers requests (shard 2) — are
- * placed by their names or pins, each shard's prefix on its own master; cron runs go on in every shard, the pipeline's dependency waits hold,
- * `transform` asks `oracle` in another shard, and a CLUSTER FAILOVER of one shard's master leaves
- * the other shards untouched and its own runs resuming.
+ * 1), `beat` every two seconds (pinned to shard 2), and `oracle`, which answers requests (shard
+ * 2) — are placed by their names or pins, each shard's prefix on its own master; cron runs go on in
+ * every shard, the pipeline's dependency waits hold, `transform` asks `oracle` in another shard,
+ * and a CLUSTER FAILOVER of one shard's master leaves the other shards untouched and its own runs
+ * resuming.
  */
 const needed = [findTool('redis-server', { install: 'apt-get install redis-server' }), findTool('redis-cli', { install: 'apt-get install redis-tools' })];
 const missing = needed.some((tool) => isMissing(tool));
 
 const TOKEN = 'shards-token';
-const runLog = path.join(tmpdir(), `werkpilot-shard-runs-${randomBytes(4).toString('hex')}.log`);
-const logRun = "appendFileSync(process.env.RUN_LOG, ctx.agent + ' ' + ctx.runId + ' ' + Date.now() + '\\n');";
-const withFs = (source: string) => `import { appendFileSync } from 'node:fs';\n${source}`;
+const runLog = createRunLog('shards');
 const agentsDir = writeAgentsDir({
   // `queue`: the pipeline's run of source waits for a cron run in flight instead of being skipped.
-  'source.ts': withFs(agentSource({ name: 'source', schedule: { cron: '* * * * * *' }, overlap: 'queue' }, `${logRun} await new Promise((r) => setTimeout(r, 30)); return 1;`)),
-  'transform.ts': withFs(
+  'source.ts': withRunLogImport(
+    agentSource({ name: 'source', schedule: { cron: '* * * * * *' }, overlap: 'queue' }, `${RUN_LOG_STATEMENT} await new Promise((r) => setTimeout(r, 30)); return 1;`),
+  ),
+  'transform.ts': withRunLogImport(
     agentSource(
       { name: 'transform', dependsOn: ['source'] },
-      `${logRun} const answer = await ctx.request('oracle', { n: 21 }); if (answer.doubled !== 42) throw new Error('wrong answer ' + JSON.stringify(answer)); return 2;`,
+      `${RUN_LOG_STATEMENT} const answer = await ctx.request('oracle', { n: 21 }); if (answer.doubled !== 42) throw new Error('wrong answer ' + JSON.stringify(answer)); return 2;`,
     ),
   ),
-  'load.ts': withFs(agentSource({ name: 'load', dependsOn: ['transform'] }, `${logRun} return 3;`)),
-  'pulse.ts': withFs(agentSource({ name: 'pulse', schedule: { cron: '* * * * * *' }, shard: 1 }, `${logRun} return 1;`)),
-  'beat.ts': withFs(agentSource({ name: 'beat', schedule: { cron: '*/2 * * * * *' }, shard: 2 }, `${logRun} return 1;`)),
+  'load.ts': withRunLogImport(agentSource({ name: 'load', dependsOn: ['transform'] }, `${RUN_LOG_STATEMENT} return 3;`)),
+  'pulse.ts': withRunLogImport(agentSource({ name: 'pulse', schedule: { cron: '* * * * * *' }, shard: 1 }, `${RUN_LOG_STATEMENT} return 1;`)),
+  'beat.ts': withRunLogImport(agentSource({ name: 'beat', schedule: { cron: '*/2 * * * * *' }, shard: 2 }, `${RUN_LOG_STATEMENT} return 1;`)),
   'oracle.ts': agentSource({ name: 'oracle', shard: 2 }, 'return null;', 'onRequest: (payload) => ({ doubled: payload.n * 2 }),'),
 });
 
@@ -56,33 +56,18 @@ const EXPECTED_SHARDS = [
   { agents: ['beat', 'oracle'], expectedRunsPerHour: 1801 },
 ];
 
-const runs = () => {
-  let text = '';
-  try {
-    text = readFileSync(runLog, 'utf8');
-  } catch {
-    return [];
-  }
-  return text
-    .split('\n')
-    .filter(Boolean)
-    .map((line) => {
-      const [agent, runId, at] = line.split(' ');
-      return { agent: agent!, runId: runId!, at: Number(at) };
-    });
-};
+const runs = () => runLog.runs();
 
 let cluster: RedisClusterSet | undefined;
 const processes: AppProcess[] = [];
 afterAll(async () => {
   await stopApps(processes.splice(0)).catch(() => undefined);
   await cluster?.stop();
-  rmSync(runLog, { force: true });
+  runLog.remove();
 }, 60_000);
 
 describe.skipIf(missing)('agents sharded by dependency component over a 3-master Redis Cluster (WERKPILOT_SHARDS=3)', () => {
   it('places components by name and pin on three masters, runs every shard, keeps dependency waits and cross-shard requests, and survives a failover of one shard', async () => {
-    writeFileSync(runLog, '');
     cluster = await startRedisClusterSet();
     const prefix = uniquePrefix();
     const ports = await Promise.all([freePort(), freePort(), freePort()]);
@@ -92,7 +77,7 @@ describe.skipIf(missing)('agents sharded by dependency component over a 3-master
       WERKPILOT_PREFIX: prefix,
       WERKPILOT_SHARDS: '3',
       WERKPILOT_AGENTS: agentsDir,
-      RUN_LOG: runLog,
+      RUN_LOG: runLog.path,
       DASHBOARD_TOKEN: TOKEN,
       LOG_LEVEL: 'info',
       LOCK_DURATION_MS: '5000',
