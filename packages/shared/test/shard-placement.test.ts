@@ -74,14 +74,10 @@ describe('shard placement', () => {
     }
   });
 
-  it('spreads many components evenly, and moves only those that pick the new shard when one is added', () => {
+  it('spreads many components evenly over the shards', () => {
     const many = buildRegistry(Array.from({ length: 3000 }, (_, i) => agent(`agent-${i}`, undefined)));
-    const three = placeAgents(many, 3);
-    for (const shard of three.shards) expect(Math.abs(shard.agents.length - 1000)).toBeLessThan(100);
-    const four = placeAgents(many, 4);
-    const moved = many.names().filter((name) => three.shardOf(name) !== four.shardOf(name));
-    expect(moved.every((name) => four.shardOf(name) === 3)).toBe(true);
-    expect(Math.abs(moved.length - 750)).toBeLessThan(100);
+    for (const shard of placeAgents(many, 3).shards) expect(Math.abs(shard.agents.length - 1000)).toBeLessThan(100);
+    for (const shard of placeAgents(many, 8).shards) expect(Math.abs(shard.agents.length - 375)).toBeLessThan(60);
   });
 
   it('puts a pinned component on its pin, and refuses pins that cannot hold', () => {

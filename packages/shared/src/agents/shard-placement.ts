@@ -16,7 +16,7 @@ import { ConfigError } from '../process/errors.js';
  * depends on nothing but the component, so a placement never changes because another agent's
  * schedule changed or an agent was added — a moved agent leaves its state behind (its disabled flag,
  * paused schedule, circuit), so moves must only happen when the operator changes K or the graph.
- * Going from K to K + 1 shards moves only the components that pick the new shard, about 1/(K + 1).
+ * (A new K moves every agent anyway: shard-prefixes.ts picks each prefix for its K-th of the slots.)
  * Placement by hash balances the number of components, not their load: the expected load of every
  * shard is shown (werkpilot shards), and a pin moves a heavy component where there is room.
  *
