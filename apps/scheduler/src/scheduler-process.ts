@@ -2,6 +2,7 @@ import {
   AgentStateStore,
   EventBus,
   createShards,
+  checkShardLayout,
   ConfigError,
   createLogger,
   createQueues,
@@ -146,11 +147,18 @@ export async function runScheduler(): Promise<void> {
     for (;;) {
       try {
         if (!(await leader.confirm())) return;
+        // Before anything is planned in this layout: no run may be left under a prefix it drops.
+        await checkShardLayout({ redis, fleetPrefix: config.prefix, shards, log });
         const paused = await pausedAmong({ redis, keys }, registry.names());
         await reconcileJobSchedulers({ queue: queues.agents, registry, retention, log, paused });
         await registerNightlySchedule(queues.system, { cron: config.nightlyCron, tz: config.nightlyTz });
         break;
       } catch (err) {
+        if (err instanceof ConfigError) {
+          log.error(err.message);
+          void shutdown.run('a shard layout change would strand runs', { exitCode: 2 });
+          return;
+        }
         if (!leader.isLeader) return;
         log.warn({ err }, 'leader setup failed; retrying in 1 s');
         await new Promise((resolve) => setTimeout(resolve, 1000));

@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { freePort } from '@werkpilot/shared';
+import { createKeys, createQueues, freePort } from '@werkpilot/shared';
 import {
   RUN_LOG_STATEMENT,
   agentSource,
@@ -15,6 +15,7 @@ import {
   writeAgentsDir,
   type AppProcess,
   type RedisClusterSet,
+  useTestRedis,
 } from '@werkpilot/test-support';
 
 /**
@@ -145,7 +146,8 @@ describe.skipIf(missing)('agents sharded by dependency component over a 3-master
       everyKey.push(...(await node.client().keys('*')));
     }
     const tags = prefixes.map((p) => `{${p}}:`);
-    expect(everyKey.filter((key) => !tags.some((tag) => key.startsWith(tag)))).toEqual([]);
+    // Beside them only the fleet's layout record (shard-layout.ts), under the fleet prefix's tag.
+    expect(everyKey.filter((key) => !tags.some((tag) => key.startsWith(tag)))).toEqual([`{${prefix}}:shards:layout`]);
     expect(tags.map((tag) => everyKey.some((key) => key.startsWith(tag)))).toEqual([true, true, true]);
 
     // A failover of shard 1's master: pulse resumes within 10 s, the other shards never stop.
@@ -200,7 +202,24 @@ describe.skipIf(missing)('agents sharded by dependency component over a 3-master
   }, 120_000);
 });
 
+const single = useTestRedis();
+
 describe('a scheduler of a sharded fleet', () => {
+  it('exits 2 naming the prefix when WERKPILOT_SHARDS changes while runs wait under a prefix the new layout drops', async () => {
+    const prefix = uniquePrefix();
+    const queues = createQueues({ connection: single.client(), keys: createKeys(prefix) });
+    await queues.agents.add('pulse', { agent: 'pulse', trigger: 'manual' });
+    const scheduler = startApp('scheduler', { REDIS_URL: single.url, WERKPILOT_PREFIX: prefix, WERKPILOT_SHARDS: '3', WERKPILOT_SHARD: '0', WERKPILOT_AGENTS: agentsDir, PORT: '0' });
+    expect(await scheduler.exited).toBe(2);
+    const error = scheduler.logs().find((line) => line.level === 50);
+    expect(error?.msg).toBe(
+      `WERKPILOT_SHARDS changed from 1 to 3, but runs still wait under prefixes the new layout does not serve: ${prefix} (1 run); ` +
+        'run the fleet with WERKPILOT_SHARDS=1 until they are done, then change it (docs/operations.md#shards)',
+    );
+    expect(await queues.agents.count()).toBe(1);
+    await queues.close();
+  }, 30_000);
+
   it('exits 2 with one line when it is not told which shard to serve', async () => {
     const scheduler = startApp('scheduler', { WERKPILOT_SHARDS: '3', WERKPILOT_AGENTS: agentsDir, PORT: '0', REDIS_URL: 'redis://127.0.0.1:1' });
     expect(await scheduler.exited).toBe(2);

@@ -26,6 +26,7 @@ export * from './redis/redis-provisioner.js';
 export * from './agents/registry.js';
 export * from './agents/shard-placement.js';
 export * from './agents/shards.js';
+export * from './agents/shard-layout.js';
 export * from './redis/shard-prefixes.js';
 export * from './run/run-trigger.js';
 export * from './queues/system-worker.js';

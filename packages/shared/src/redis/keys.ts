@@ -308,3 +308,10 @@ export function rollupKey(keys: Keys, agent: string, hour: number): string {
 export function rollupSweptKey(keys: Keys): string {
   return keys.key('rollup', 'swept');
 }
+
+// shard-layout
+
+/** The fleet's shard layout (WERKPILOT_SHARDS and the prefixes), under the fleet prefix's own tag. */
+export function shardLayoutKey(fleetKeys: Keys): string {
+  return fleetKeys.key('shards', 'layout');
+}
