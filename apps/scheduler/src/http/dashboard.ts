@@ -32,10 +32,11 @@ export function dashboardRoutes(): Router {
   const router = Router();
   const layout = readFileSync(path.join(PAGES_DIR, 'layout.html'), 'utf8');
   for (const { route, body, title, scripts } of HISTORY_PAGES) {
+    // Replacement functions, not strings: a `$&` or `$'` in a page would otherwise be expanded.
     const html = layout
-      .replace('{{title}}', title)
-      .replace('{{body}}', readFileSync(path.join(PAGES_DIR, body), 'utf8'))
-      .replace('{{scripts}}', scripts.map((script) => `  <script src="/${script}"></script>\n`).join(''));
+      .replace('{{title}}', () => title)
+      .replace('{{body}}', () => readFileSync(path.join(PAGES_DIR, body), 'utf8'))
+      .replace('{{scripts}}', () => scripts.map((script) => `  <script src="/${script}"></script>\n`).join(''));
     router.get(route, (_req, res) => {
       res.set('Cache-Control', 'public, max-age=0').type('html').send(html);
     });
