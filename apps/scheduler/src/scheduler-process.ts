@@ -4,6 +4,7 @@ import {
   createShards,
   checkShardLayout,
   ConfigError,
+  ShardLayoutError,
   createLogger,
   createQueues,
   createRedisConnection,
@@ -45,6 +46,9 @@ import {
   resumeSchedule,
 } from '@werkpilot/shared';
 import { createHttpApp } from './http/app.js';
+
+/** How long a scheduler waits for the shard-layout check before it serves without it. */
+const LAYOUT_CHECK_WAIT_MS = 1000;
 
 /**
  * The scheduler role: loads config and registry, binds port 3001, connects, campaigns for the
@@ -148,13 +152,13 @@ export async function runScheduler(): Promise<void> {
       try {
         if (!(await leader.confirm())) return;
         // Before anything is planned in this layout: no run may be left under a prefix it drops.
-        await checkShardLayout({ redis, fleetPrefix: config.prefix, shards, log });
+        await checkShardLayout({ redis, fleetPrefix: config.prefix, shards, log, record: true });
         const paused = await pausedAmong({ redis, keys }, registry.names());
         await reconcileJobSchedulers({ queue: queues.agents, registry, retention, log, paused });
         await registerNightlySchedule(queues.system, { cron: config.nightlyCron, tz: config.nightlyTz });
         break;
       } catch (err) {
-        if (err instanceof ConfigError) {
+        if (err instanceof ShardLayoutError) {
           log.error(err.message);
           void shutdown.run('a shard layout change would strand runs', { exitCode: 2 });
           return;
@@ -218,6 +222,20 @@ export async function runScheduler(): Promise<void> {
     liveStreams: { maxClients: config.sseMaxClients },
     shards: { fleet: shards, served: shardIndex },
   });
+  // Every replica checks the shard layout before it serves, so one of a refused layout takes no
+  // trigger into prefixes that may be abandoned. With Redis slow or away it serves anyway after a
+  // second (the leader checks again before it plans); a refusal exits 2 with its one line.
+  const layoutChecked = await Promise.race([
+    checkShardLayout({ redis, fleetPrefix: config.prefix, shards, log, record: false }).then(
+      () => true,
+      (err: unknown) => {
+        if (err instanceof ShardLayoutError) throw err;
+        return false;
+      },
+    ),
+    new Promise<false>((resolve) => setTimeout(() => resolve(false), LAYOUT_CHECK_WAIT_MS).unref()),
+  ]);
+  if (!layoutChecked) log.warn('could not check the shard layout before serving (Redis not answering); the leader checks it before planning');
   http.serve(app);
   shutdown.register(5, 'http server', () => http.close());
   log.info({ port: http.port }, `dashboard on http://localhost:${http.port}`);

@@ -205,16 +205,16 @@ describe.skipIf(missing)('agents sharded by dependency component over a 3-master
 const single = useTestRedis();
 
 describe('a scheduler of a sharded fleet', () => {
-  it('exits 2 naming the prefix when WERKPILOT_SHARDS changes while runs wait under a prefix the new layout drops', async () => {
+  it('exits 2 before serving, naming the prefix and the agent, when WERKPILOT_SHARDS changes while a run of a moving agent waits', async () => {
     const prefix = uniquePrefix();
     const queues = createQueues({ connection: single.client(), keys: createKeys(prefix) });
     await queues.agents.add('pulse', { agent: 'pulse', trigger: 'manual' });
     const scheduler = startApp('scheduler', { REDIS_URL: single.url, WERKPILOT_PREFIX: prefix, WERKPILOT_SHARDS: '3', WERKPILOT_SHARD: '0', WERKPILOT_AGENTS: agentsDir, PORT: '0' });
     expect(await scheduler.exited).toBe(2);
-    const error = scheduler.logs().find((line) => line.level === 50);
-    expect(error?.msg).toBe(
-      `WERKPILOT_SHARDS changed from 1 to 3, but runs still wait under prefixes the new layout does not serve: ${prefix} (1 run); ` +
-        'run the fleet with WERKPILOT_SHARDS=1 until they are done, then change it (docs/operations.md#shards)',
+    // Refused before it serves: the last line is the one the process entry prints for exit 2.
+    expect(scheduler.output().trim().split('\n').at(-1)).toBe(
+      `werkpilot scheduler: the shard layout changes (WERKPILOT_SHARDS 1 → 3, or pins or dependencies), but ${prefix} holds 1 run of pulse, which moves elsewhere: ` +
+        'run the old layout until those runs are done and its schedulers are stopped, then start this one (docs/operations.md#shards)',
     );
     expect(await queues.agents.count()).toBe(1);
     await queues.close();

@@ -1,59 +1,84 @@
 import { describe, expect, it } from 'vitest';
-import { Queue } from 'bullmq';
-import { buildRegistry, checkShardLayout, ConfigError, createKeys, createLogger, createShards, shardLayoutKey, type AgentModule } from '@werkpilot/shared';
+import { buildRegistry, checkShardLayout, createKeys, createLogger, createQueues, createShards, leaderKey, shardLayoutKey, ShardLayoutError, type AgentModule } from '@werkpilot/shared';
 import { uniquePrefix, useTestRedis } from '@werkpilot/test-support';
 
 const redis = useTestRedis();
 const log = createLogger({ level: 'silent', name: 'test' });
 const run = async () => null;
-const agent = (name: string): AgentModule => ({ definition: { run, name }, source: `/agents/${name}.ts` });
-const fleet = buildRegistry(['alpha', 'beta', 'gamma', 'delta'].map(agent));
+const agent = (name: string, extra: Record<string, unknown> = {}): AgentModule => ({ definition: { run, name, ...extra }, source: `/agents/${name}.ts` });
+const fleet = buildRegistry(['alpha', 'beta', 'gamma', 'delta'].map((name) => agent(name)));
 
-/** The agents queue under `prefix`, as the processes of that layout use it. */
-function queueUnder(prefix: string) {
-  const queue = new Queue('agents', { connection: redis.client(), prefix: createKeys(prefix).bullPrefix });
-  queue.on('error', () => {});
-  return queue;
-}
+/** The agents queue under `prefix`, as a process of that layout adds to it. */
+const queuesUnder = (prefix: string) => createQueues({ connection: redis.client(), keys: createKeys(prefix) });
+const check = (prefix: string, shards: ReturnType<typeof createShards>, record = true) => checkShardLayout({ redis: redis.client(), fleetPrefix: prefix, shards, log, record });
+const recordOf = async (prefix: string) => JSON.parse((await redis.client().get(shardLayoutKey(createKeys(prefix)))) ?? 'null');
 
-describe('changing WERKPILOT_SHARDS', () => {
-  it('records the layout, and allows a change once no run waits under a dropped prefix', async () => {
+describe('changing the shard layout', () => {
+  it('records K, the prefixes and every agent’s prefix once nothing waits; one shard keeps no record', async () => {
     const prefix = uniquePrefix();
-    const client = redis.client();
+    await check(prefix, createShards(fleet, prefix, 1));
+    expect(await recordOf(prefix)).toBe(null);
     const three = createShards(fleet, prefix, 3);
-    await checkShardLayout({ redis: client, fleetPrefix: prefix, shards: three, log });
-    expect(JSON.parse((await client.get(shardLayoutKey(createKeys(prefix))))!)).toEqual({ count: 3, prefixes: three.all.map((s) => s.prefix) });
-    await checkShardLayout({ redis: client, fleetPrefix: prefix, shards: three, log });
+    await check(prefix, three, false);
+    expect(await recordOf(prefix)).toBe(null);
+    await check(prefix, three);
+    expect(await recordOf(prefix)).toEqual({
+      count: 3,
+      prefixes: three.all.map((shard) => shard.prefix),
+      placement: Object.fromEntries(fleet.names().map((name) => [name, three.of(name)!.prefix])),
+    });
+    await check(prefix, createShards(fleet, prefix, 1));
+    expect(await recordOf(prefix)).toBe(null);
+  });
 
-    // A cron agent's next tick under the old prefix is no run to wait for: the new layout makes its own.
-    const old = queueUnder(three.all[1]!.prefix);
-    await old.add('beta', {}, { jobId: 'repeat:beta:1796000000000', delay: 60_000 });
-    await checkShardLayout({ redis: client, fleetPrefix: prefix, shards: createShards(fleet, prefix, 1), log });
-    expect(await client.exists(shardLayoutKey(createKeys(prefix)))).toBe(0);
+  it('refuses while runs of moving agents wait under their old prefix — parked and delayed ones too, not a job scheduler’s next tick', async () => {
+    const prefix = uniquePrefix();
+    const old = queuesUnder(prefix);
+    await old.agents.add('alpha', { agent: 'alpha', trigger: 'manual' });
+    await old.agents.add('beta', { agent: 'beta', trigger: 'cron' }, { jobId: 'repeat:beta:1796000000000', delay: 60_000 });
+    await old.agents.upsertJobScheduler('gamma', { pattern: '0 * * * *' }, { name: 'gamma', data: { agent: 'gamma', trigger: 'cron' } });
+    const three = createShards(fleet, prefix, 3);
+    const refusal = check(prefix, three);
+    await expect(refusal).rejects.toBeInstanceOf(ShardLayoutError);
+    await expect(refusal).rejects.toThrow(
+      `the shard layout changes (WERKPILOT_SHARDS 1 → 3, or pins or dependencies), but ${prefix} holds 2 runs of alpha, beta, which move elsewhere: ` +
+        'run the old layout until those runs are done and its schedulers are stopped, then start this one (docs/operations.md#shards)',
+    );
+    expect(await recordOf(prefix)).toBe(null);
+
+    await old.agents.remove('repeat:beta:1796000000000');
+    await old.agents.drain();
+    await check(prefix, three);
+    expect((await recordOf(prefix)).count).toBe(3);
     await old.close();
   });
 
-  it('refuses a new layout while runs wait under a prefix it drops, naming the prefixes and the way out', async () => {
+  it('catches an agent moved by a pin within the same K, and a dropped prefix whose scheduler still leads', async () => {
     const prefix = uniquePrefix();
-    const client = redis.client();
-    // One shard so far (no record): a run waiting, a run delayed, and a cron agent's next tick.
-    const current = queueUnder(prefix);
-    await current.add('alpha', {});
-    await current.add('gamma', {}, { delay: 60_000 });
-    await current.add('beta', {}, { jobId: 'repeat:beta:1796000000000', delay: 60_000 });
     const three = createShards(fleet, prefix, 3);
-    const refusal = checkShardLayout({ redis: client, fleetPrefix: prefix, shards: three, log });
-    await expect(refusal).rejects.toBeInstanceOf(ConfigError);
-    await expect(refusal).rejects.toThrow(
-      `WERKPILOT_SHARDS changed from 1 to 3, but runs still wait under prefixes the new layout does not serve: ${prefix} (2 runs); ` +
-        'run the fleet with WERKPILOT_SHARDS=1 until they are done, then change it (docs/operations.md#shards)',
-    );
-    expect(await client.exists(shardLayoutKey(createKeys(prefix)))).toBe(0);
+    await check(prefix, three);
+    const from = three.of('alpha')!;
+    const pinned = buildRegistry(['alpha', 'beta', 'gamma', 'delta'].map((name) => agent(name, name === 'alpha' ? { shard: (from.index + 1) % 3 } : {})));
+    const queues = queuesUnder(from.prefix);
+    await queues.agents.add('alpha', { agent: 'alpha', trigger: 'manual' });
+    await expect(check(prefix, createShards(pinned, prefix, 3))).rejects.toThrow(`but ${from.prefix} holds 1 run of alpha, which moves elsewhere:`);
+    await queues.agents.drain();
+    await check(prefix, createShards(pinned, prefix, 3));
+    await queues.close();
 
-    // Once they have run (here: removed), the change goes through.
-    await current.obliterate({ force: true });
-    await checkShardLayout({ redis: client, fleetPrefix: prefix, shards: three, log });
-    expect(JSON.parse((await client.get(shardLayoutKey(createKeys(prefix))))!).count).toBe(3);
-    await current.close();
+    const two = createShards(fleet, prefix, 2);
+    const dropped = three.all.map((s) => s.prefix).filter((p) => !two.all.some((s) => s.prefix === p));
+    expect(dropped.length).toBeGreaterThan(0);
+    await redis.client().set(leaderKey(createKeys(dropped[0]!)), 'old-scheduler', 'PX', 10_000);
+    await expect(check(prefix, two)).rejects.toThrow(`${dropped[0]} still has a leading scheduler (one of the old layout is running)`);
+  });
+
+  it('names a record it cannot read instead of guessing', async () => {
+    const prefix = uniquePrefix();
+    const key = shardLayoutKey(createKeys(prefix));
+    await redis.client().set(key, 'not json');
+    await expect(check(prefix, createShards(fleet, prefix, 3))).rejects.toThrow(
+      `the shard layout record ${key} is not one this version wrote: check it (redis-cli GET '${key}') and delete it if no run waits under its prefixes`,
+    );
   });
 });
