@@ -21,10 +21,17 @@ function monitorWith(levels: number[], gc: (() => void) | null) {
   // A logger that records lines, so the test can count warnings.
   const scoped = { info: capture('info'), warn: capture('warn'), error: capture('error'), debug: () => {} } as unknown as Logger;
   let i = 0;
+  // The clock moves only between readings: an injected gc takes no time, so a check never falls
+  // inside the previous forced GC's time budget, however slow the machine running the test is.
+  let clock = 0;
   const monitor = new MemoryMonitor({
     log: scoped,
     intervalMs: 60_000,
-    read: () => reading(levels[Math.min(i++, levels.length - 1)]!),
+    now: () => clock,
+    read: () => {
+      clock += 1000;
+      return reading(levels[Math.min(i++, levels.length - 1)]!);
+    },
     gc,
     publish: async (type, data) => {
       events.push({ type, data });

@@ -34,6 +34,8 @@ export interface MemoryMonitorOptions {
   /** The collector; default `globalThis.gc` (present only under `--expose-gc`). `null`: none. */
   gc?: (() => void) | null;
   thresholds?: Partial<MemoryThresholds>;
+  /** Monotonic milliseconds, for the GC time budget; default performance.now. Tests inject one. */
+  now?: () => number;
 }
 
 export type MemoryAction = 'none' | 'gc' | 'gc-unavailable';
@@ -104,17 +106,18 @@ export class MemoryMonitor {
     const { log } = this.options;
     let memory = this.read();
     let action: MemoryAction = 'none';
-    if (memory.heapPercent >= this.thresholds.gcPercent && performance.now() >= this.nextGcAt) {
+    const now = this.options.now ?? (() => performance.now());
+    if (memory.heapPercent >= this.thresholds.gcPercent && now() >= this.nextGcAt) {
       const gc = this.options.gc === undefined ? (globalThis as { gc?: () => void }).gc : this.options.gc;
       if (gc) {
         const before = memory;
-        const startedAt = performance.now();
+        const startedAt = now();
         gc();
         // A full collection of a nearly full heap takes 100+ ms on a busy machine; forced back to
         // back (short intervals, a heap held by live data) they leave the process almost no time of
         // its own, and V8 then ends it with "ineffective mark-compacts near heap limit". Spending at
         // most a tenth of the time on forced collections keeps it serving.
-        const endedAt = performance.now();
+        const endedAt = now();
         this.nextGcAt = endedAt + GC_TIME_SHARE_INVERSE * (endedAt - startedAt);
         memory = this.read();
         action = 'gc';
