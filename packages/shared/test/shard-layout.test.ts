@@ -73,6 +73,13 @@ describe('changing the shard layout', () => {
     await expect(check(prefix, two)).rejects.toThrow(`${dropped[0]} still has a leading scheduler (one of the old layout is running)`);
   });
 
+  it('lets the leaders of every shard record the same new layout at once', async () => {
+    const prefix = uniquePrefix();
+    const three = createShards(fleet, prefix, 3);
+    await Promise.all([check(prefix, three), check(prefix, three), check(prefix, three)]);
+    expect((await recordOf(prefix)).count).toBe(3);
+  });
+
   it('names a record it cannot read instead of guessing', async () => {
     const prefix = uniquePrefix();
     const key = shardLayoutKey(createKeys(prefix));

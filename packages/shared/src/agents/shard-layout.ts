@@ -58,8 +58,19 @@ export interface ShardLayoutCheck {
   record: boolean;
 }
 
-export async function checkShardLayout({ redis, fleetPrefix, shards, log, record }: ShardLayoutCheck): Promise<void> {
-  const key = shardLayoutKey(createKeys(fleetPrefix));
+/** Compare-and-set attempts: the leaders of several shards start together and record the same layout. */
+const RECORD_ATTEMPTS = 3;
+
+export async function checkShardLayout(check: ShardLayoutCheck): Promise<void> {
+  const key = shardLayoutKey(createKeys(check.fleetPrefix));
+  for (let attempt = 1; attempt <= RECORD_ATTEMPTS; attempt += 1) {
+    if (await checkOnce(check, key)) return;
+  }
+  throw new ShardLayoutError(`the shard layout record ${key} kept changing while this scheduler checked it: start every process with the same WERKPILOT_SHARDS and agents`);
+}
+
+/** One read, check and (for the leader) compare-and-set; false when the record changed meanwhile. */
+async function checkOnce({ redis, fleetPrefix, shards, log, record }: ShardLayoutCheck, key: string): Promise<boolean> {
   const current = layoutOf(shards);
   const raw = await redis.get(key);
   const recorded = raw === null ? undefined : parseLayout(raw, key);
@@ -89,16 +100,15 @@ export async function checkShardLayout({ redis, fleetPrefix, shards, log, record
     );
   }
   const next = current.count === 1 ? '' : JSON.stringify(current);
-  if (!record || next === (raw ?? '')) return;
+  if (!record || next === (raw ?? '')) return true;
   defineScripts(redis, { 'werkpilotRecordShardLayout-1': RECORD_LAYOUT_LUA });
-  if ((await redis.werkpilotRecordShardLayout(key, raw ?? '', next)) === 0) {
-    throw new ShardLayoutError(`the shard layout record ${key} changed while this scheduler checked it: start every process with the same WERKPILOT_SHARDS and agents`);
-  }
+  if ((await redis.werkpilotRecordShardLayout(key, raw ?? '', next)) === 0) return false;
   if (movedFrom.size > 0 || dropped.length > 0)
     log.info(
       { from: before.count, to: current.count, moved: [...movedFrom.values()].reduce((n, s) => n + s.size, 0) },
       'shard layout changed; no run waited under a moved agent’s old prefix',
     );
+  return true;
 }
 
 function layoutOf(shards: Shards): ShardLayout {
