@@ -1,19 +1,15 @@
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { EventBus, closeRedisConnection, createKeys, createLogger, createRedisConnection, freePort, type BusEvent } from '@werkpilot/shared';
 import {
   RUN_LOG_STATEMENT,
   agentSource,
-  createRunLog,
-  findTool,
-  isMissing,
   startApp,
   startRedisClusterSet,
-  stopApps,
   uniquePrefix,
+  useFailoverFixture,
   waitFor,
   withRunLogImport,
   writeAgentsDir,
-  type AppProcess,
   type RedisClusterSet,
 } from '@werkpilot/test-support';
 
@@ -25,11 +21,10 @@ import {
  * under that one tag (so BullMQ's scripts and ours stay single-slot), and the bus's pub/sub reaches
  * a subscriber on whichever node it landed.
  */
-const needed = [findTool('redis-server', { install: 'apt-get install redis-server' }), findTool('redis-cli', { install: 'apt-get install redis-tools' })];
-const missing = needed.some((tool) => isMissing(tool));
 
 const TOKEN = 'cluster-token';
-const runLog = createRunLog('cluster');
+const fixture = useFailoverFixture<RedisClusterSet>('cluster');
+const { runLog, processes } = fixture;
 const agentsDir = writeAgentsDir({
   'every-second.ts': withRunLogImport(agentSource({ name: 'every-second', schedule: { cron: '* * * * * *' } }, `${RUN_LOG_STATEMENT} return 1;`)),
   'source.ts': withRunLogImport(agentSource({ name: 'source' }, `${RUN_LOG_STATEMENT} await new Promise((r) => setTimeout(r, 30)); return 1;`)),
@@ -47,17 +42,9 @@ const agentsDir = writeAgentsDir({
 
 const runs = () => runLog.runs();
 
-let cluster: RedisClusterSet | undefined;
-const processes: AppProcess[] = [];
-afterAll(async () => {
-  await stopApps(processes.splice(0)).catch(() => undefined);
-  await cluster?.stop();
-  runLog.remove();
-}, 60_000);
-
-describe.skipIf(missing)('a Redis Cluster (3 masters, 1 replica each) with every key in one hash-tag shard', () => {
+describe.skipIf(fixture.missing)('a Redis Cluster (3 masters, 1 replica each) with every key in one hash-tag shard', () => {
   it('runs cron agents and a pipeline with dependencies, keeps every key under the prefix tag, and survives a CLUSTER FAILOVER of that shard', async () => {
-    cluster = await startRedisClusterSet();
+    const cluster = fixture.adopt(await startRedisClusterSet());
     const prefix = uniquePrefix();
     const keys = createKeys(prefix);
     const log = createLogger({ level: 'silent', name: 'test' });
@@ -125,7 +112,7 @@ describe.skipIf(missing)('a Redis Cluster (3 masters, 1 replica each) with every
     expect(owner.replica).toBeDefined();
     const startedAt = Date.now();
     await owner.replica!.client().cluster('FAILOVER');
-    await waitFor(async () => (await cluster!.ownerOf(tag)).master === owner.replica, { timeoutMs: 20_000, intervalMs: 50, what: 'the replica serving the slot' });
+    await waitFor(async () => (await cluster.ownerOf(tag)).master === owner.replica, { timeoutMs: 20_000, intervalMs: 50, what: 'the replica serving the slot' });
     const switchedAt = Date.now();
     const resumed = await waitFor(() => runLog.firstRunAfter(switchedAt, 'every-second'), {
       timeoutMs: 10_000,

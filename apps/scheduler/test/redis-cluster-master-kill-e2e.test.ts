@@ -1,19 +1,15 @@
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { freePort } from '@werkpilot/shared';
 import {
   RUN_LOG_STATEMENT,
   agentSource,
-  createRunLog,
-  findTool,
-  isMissing,
   startApp,
   startRedisClusterSet,
-  stopApps,
   uniquePrefix,
+  useFailoverFixture,
   waitFor,
   withRunLogImport,
   writeAgentsDir,
-  type AppProcess,
   type RedisClusterSet,
 } from '@werkpilot/test-support';
 
@@ -25,27 +21,18 @@ import {
  * election. This used to stall in about half the runs: the worker took no due run afterwards, ever
  * (why: redis-connection.ts, the cluster's enableReadyCheck).
  */
-const needed = [findTool('redis-server', { install: 'apt-get install redis-server' }), findTool('redis-cli', { install: 'apt-get install redis-tools' })];
-const missing = needed.some((tool) => isMissing(tool));
 
 const TOKEN = 'cluster-kill-token';
-const runLog = createRunLog('cluster-kill');
+const fixture = useFailoverFixture<RedisClusterSet>('cluster-kill');
+const { runLog, processes } = fixture;
 const agentsDir = writeAgentsDir({
   'every-second.ts': withRunLogImport(agentSource({ name: 'every-second', schedule: { cron: '* * * * * *' } }, `${RUN_LOG_STATEMENT} return 1;`)),
   'on-demand.ts': withRunLogImport(agentSource({ name: 'on-demand' }, `${RUN_LOG_STATEMENT} return 2;`)),
 });
 
-let cluster: RedisClusterSet | undefined;
-const processes: AppProcess[] = [];
-afterAll(async () => {
-  await stopApps(processes.splice(0)).catch(() => undefined);
-  await cluster?.stop();
-  runLog.remove();
-}, 60_000);
-
-describe.skipIf(missing)('a Redis Cluster whose master for the prefix slot is killed (SIGKILL)', () => {
+describe.skipIf(fixture.missing)('a Redis Cluster whose master for the prefix slot is killed (SIGKILL)', () => {
   it('keeps taking due cron runs and queued runs within 10 s of the replica taking over, without restarting a process', async () => {
-    cluster = await startRedisClusterSet();
+    const cluster = fixture.adopt(await startRedisClusterSet());
     const prefix = uniquePrefix();
     const port = await freePort();
     const env = {
@@ -72,7 +59,7 @@ describe.skipIf(missing)('a Redis Cluster whose master for the prefix slot is ki
     expect(owner.replica).toBeDefined();
     const killedAt = Date.now();
     await owner.master.stop('SIGKILL');
-    await waitFor(async () => (await cluster!.ownerOf(tag)).master === owner.replica, {
+    await waitFor(async () => (await cluster.ownerOf(tag)).master === owner.replica, {
       timeoutMs: 20_000,
       intervalMs: 50,
       what: () => `the replica (port ${owner.replica!.port}) serving the slot; its log:\n${owner.replica!.output().slice(-3000)}`,

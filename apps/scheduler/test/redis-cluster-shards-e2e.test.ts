@@ -1,19 +1,15 @@
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createKeys, createQueues, freePort } from '@werkpilot/shared';
 import {
   RUN_LOG_STATEMENT,
   agentSource,
-  createRunLog,
-  findTool,
-  isMissing,
   startApp,
   startRedisClusterSet,
-  stopApps,
   uniquePrefix,
+  useFailoverFixture,
   waitFor,
   withRunLogImport,
   writeAgentsDir,
-  type AppProcess,
   type RedisClusterSet,
   useTestRedis,
 } from '@werkpilot/test-support';
@@ -28,11 +24,10 @@ import {
  * and a CLUSTER FAILOVER of one shard's master, then a SIGKILL of another's, leave the other shards
  * untouched and the shard's own runs resuming.
  */
-const needed = [findTool('redis-server', { install: 'apt-get install redis-server' }), findTool('redis-cli', { install: 'apt-get install redis-tools' })];
-const missing = needed.some((tool) => isMissing(tool));
 
 const TOKEN = 'shards-token';
-const runLog = createRunLog('shards');
+const fixture = useFailoverFixture<RedisClusterSet>('shards');
+const { runLog, processes } = fixture;
 const agentsDir = writeAgentsDir({
   // `queue`: the pipeline's run of source waits for a cron run in flight instead of being skipped.
   'source.ts': withRunLogImport(
@@ -59,17 +54,9 @@ const EXPECTED_SHARDS = [
 
 const runs = () => runLog.runs();
 
-let cluster: RedisClusterSet | undefined;
-const processes: AppProcess[] = [];
-afterAll(async () => {
-  await stopApps(processes.splice(0)).catch(() => undefined);
-  await cluster?.stop();
-  runLog.remove();
-}, 60_000);
-
-describe.skipIf(missing)('agents sharded by dependency component over a 3-master Redis Cluster (WERKPILOT_SHARDS=3)', () => {
+describe.skipIf(fixture.missing)('agents sharded by dependency component over a 3-master Redis Cluster (WERKPILOT_SHARDS=3)', () => {
   it('places components by name and pin on three masters, runs every shard, keeps dependency waits and cross-shard requests, and survives a failover of one shard and a killed master of another', async () => {
-    cluster = await startRedisClusterSet();
+    const cluster = fixture.adopt(await startRedisClusterSet());
     const prefix = uniquePrefix();
     const ports = await Promise.all([freePort(), freePort(), freePort()]);
     const env = {
@@ -114,7 +101,7 @@ describe.skipIf(missing)('agents sharded by dependency component over a 3-master
     expect(elsewhere).toEqual({ status: 404, body: { error: 'agent pulse is not served here: shard 1 serves it (the scheduler started with WERKPILOT_SHARD=1)' } });
 
     // Each shard's slot is served by a different master.
-    const owners = await Promise.all(prefixes.map((p) => cluster!.ownerOf(`{${p}}`)));
+    const owners = await Promise.all(prefixes.map((p) => cluster.ownerOf(`{${p}}`)));
     expect(new Set(owners.map((o) => o.master.port)).size).toBe(3);
 
     // Cron runs in every shard.
@@ -155,7 +142,7 @@ describe.skipIf(missing)('agents sharded by dependency component over a 3-master
     expect(owner.replica).toBeDefined();
     const startedAt = Date.now();
     await owner.replica!.client().cluster('FAILOVER');
-    await waitFor(async () => (await cluster!.ownerOf(`{${prefixes[1]}}`)).master === owner.replica, { timeoutMs: 20_000, intervalMs: 50, what: 'the replica serving the slot' });
+    await waitFor(async () => (await cluster.ownerOf(`{${prefixes[1]}}`)).master === owner.replica, { timeoutMs: 20_000, intervalMs: 50, what: 'the replica serving the slot' });
     const switchedAt = Date.now();
     const resumed = await waitFor(() => runs().find((r) => r.agent === 'pulse' && r.at > switchedAt), {
       timeoutMs: 10_000,
@@ -174,7 +161,7 @@ describe.skipIf(missing)('agents sharded by dependency component over a 3-master
     expect(killed.replica).toBeDefined();
     const killedAt = Date.now();
     await killed.master.stop('SIGKILL');
-    await waitFor(async () => (await cluster!.ownerOf(`{${prefixes[2]}}`)).master === killed.replica, { timeoutMs: 20_000, intervalMs: 50, what: 'the replica serving shard 2' });
+    await waitFor(async () => (await cluster.ownerOf(`{${prefixes[2]}}`)).master === killed.replica, { timeoutMs: 20_000, intervalMs: 50, what: 'the replica serving shard 2' });
     const electedAt = Date.now();
     const beatResumed = await waitFor(() => runLog.firstRunAfter(electedAt, 'beat'), {
       timeoutMs: 10_000,

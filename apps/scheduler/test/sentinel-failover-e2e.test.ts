@@ -1,19 +1,15 @@
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { closeRedisConnection, createKeys, createLogger, createQueues, createRedisConnection, freePort } from '@werkpilot/shared';
 import {
   RUN_LOG_STATEMENT,
   agentSource,
-  createRunLog,
-  findTool,
-  isMissing,
   startApp,
   startSentinelSet,
-  stopApps,
   uniquePrefix,
+  useFailoverFixture,
   waitFor,
   withRunLogImport,
   writeAgentsDir,
-  type AppProcess,
   type SentinelSet,
 } from '@werkpilot/test-support';
 
@@ -23,30 +19,17 @@ import {
  * restarted. The agent writes one line per run to a file outside Redis, which is the ground truth
  * the test compares Redis's records with.
  */
-const needed = [
-  findTool('redis-server', { install: 'apt-get install redis-server' }),
-  findTool('redis-sentinel', { install: 'apt-get install redis-sentinel' }),
-  findTool('redis-cli', { install: 'apt-get install redis-tools' }),
-];
-const missing = needed.some((tool) => isMissing(tool));
 
-const runLog = createRunLog('sentinel');
+const fixture = useFailoverFixture<SentinelSet>('sentinel', { sentinel: true });
+const { runLog, processes } = fixture;
 const runs = () => runLog.runs();
 const agentsDir = writeAgentsDir({
   'every-second.ts': withRunLogImport(agentSource({ name: 'every-second', schedule: { cron: '* * * * * *' } }, `${RUN_LOG_STATEMENT} return { ok: true };`)),
 });
 
-let set: SentinelSet | undefined;
-const processes: AppProcess[] = [];
-afterAll(async () => {
-  await stopApps(processes.splice(0)).catch(() => undefined);
-  await set?.stop();
-  runLog.remove();
-}, 60_000);
-
-describe.skipIf(missing)('a Sentinel set (primary, replica, three sentinels) under a scheduler and two workers', () => {
+describe.skipIf(fixture.missing)('a Sentinel set (primary, replica, three sentinels) under a scheduler and two workers', () => {
   it('keeps a cron agent running through SENTINEL FAILOVER and a SIGKILLed primary, without restarting a process', async () => {
-    set = await startSentinelSet();
+    const set = fixture.adopt(await startSentinelSet());
     await set.waitUntilSettled();
     await set.waitForReplicaInSync();
 
@@ -76,14 +59,14 @@ describe.skipIf(missing)('a Sentinel set (primary, replica, three sentinels) und
     const figures: string[] = [];
     const failoverStarts: { what: string; at: number }[] = [];
     const survive = async (what: string, act: () => Promise<void>) => {
-      const oldPrimary = await set!.primary();
+      const oldPrimary = await set.primary();
       const runsBefore = runs().length;
       const startedAt = Date.now();
       failoverStarts.push({ what, at: startedAt });
       await act();
       const newPrimary = await waitFor(
         async () => {
-          const p = await set!.primary();
+          const p = await set.primary();
           return p !== oldPrimary ? p : undefined;
         },
         { timeoutMs: 20_000, intervalMs: 50, what: `the sentinels naming a new primary after ${what}` },
@@ -104,7 +87,7 @@ describe.skipIf(missing)('a Sentinel set (primary, replica, three sentinels) und
     };
 
     await survive('SENTINEL FAILOVER', async () => {
-      await set!.sentinels[0]!.client().call('SENTINEL', 'FAILOVER', set!.name);
+      await set.sentinels[0]!.client().call('SENTINEL', 'FAILOVER', set.name);
     });
     // The old primary rejoins as a replica; the next failover needs it caught up.
     await set.waitUntilSettled();
@@ -114,7 +97,7 @@ describe.skipIf(missing)('a Sentinel set (primary, replica, three sentinels) und
 
     let killed: number | undefined;
     await survive('SIGKILL of the primary', async () => {
-      const primary = await set!.primary();
+      const primary = await set.primary();
       killed = primary.port;
       primary.proc.kill('SIGKILL');
     });

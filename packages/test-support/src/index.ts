@@ -10,3 +10,4 @@ export * from './redis-server-process.js';
 export * from './sentinel-set.js';
 export * from './redis-cluster-set.js';
 export * from './run-log.js';
+export * from './failover-fixture.js';
