@@ -225,17 +225,15 @@ export async function runScheduler(): Promise<void> {
   // Every replica checks the shard layout before it serves, so one of a refused layout takes no
   // trigger into prefixes that may be abandoned. With Redis slow or away it serves anyway after a
   // second (the leader checks again before it plans); a refusal exits 2 with its one line.
-  const layoutChecked = await Promise.race([
-    checkShardLayout({ redis, fleetPrefix: config.prefix, shards, log, record: false }).then(
-      () => true,
-      (err: unknown) => {
-        if (err instanceof ShardLayoutError) throw err;
-        return false;
-      },
-    ),
-    new Promise<false>((resolve) => setTimeout(() => resolve(false), LAYOUT_CHECK_WAIT_MS).unref()),
-  ]);
-  if (!layoutChecked) log.warn('could not check the shard layout before serving (Redis not answering); the leader checks it before planning');
+  // The check's outcome is a value, never a rejection: one that ends after the wait (a refusal the
+  // leader then reports itself) must not surface as an unhandled rejection.
+  const layoutCheck = checkShardLayout({ redis, fleetPrefix: config.prefix, shards, log, record: false }).then(
+    () => 'checked' as const,
+    (err: unknown) => (err instanceof ShardLayoutError ? err : ('unchecked' as const)),
+  );
+  const layoutOutcome = await Promise.race([layoutCheck, new Promise<'unchecked'>((resolve) => setTimeout(() => resolve('unchecked'), LAYOUT_CHECK_WAIT_MS).unref())]);
+  if (layoutOutcome instanceof ShardLayoutError) throw layoutOutcome;
+  if (layoutOutcome === 'unchecked') log.warn('could not check the shard layout before serving (Redis not answering); the leader checks it before planning');
   http.serve(app);
   shutdown.register(5, 'http server', () => http.close());
   log.info({ port: http.port }, `dashboard on http://localhost:${http.port}`);

@@ -19,6 +19,7 @@ import {
   type TriggeredRun,
   type BackfillResult,
   type AgentRollups,
+  type Shards,
 } from '@werkpilot/shared';
 import { jsonBody } from './json-body.js';
 
@@ -43,8 +44,8 @@ export interface AgentsRoutesDeps {
   backfill?: (agent: string, from: number, to: number, data?: unknown) => Promise<BackfillResult>;
   /** The agent's per-minute rollups as charts (run-rollups.ts); the route is absent without it. */
   rollups?: (agent: string) => Promise<AgentRollups>;
-  /** The fleet's shards (shard-placement.ts); one when not given. */
-  shards?: { count: number; shardOf(agent: string): number | undefined };
+  /** The fleet's shards (shards.ts): each agent's shard and their count; one when not given. */
+  shards?: Pick<Shards, 'count' | 'of'>;
 }
 
 /** How many of an agent's recent runs the detail view shows. */
@@ -57,7 +58,7 @@ const LAST_RUNS = 10;
  */
 export function agentsRoutes(deps: AgentsRoutesDeps): Router {
   const router = Router();
-  const shardOf = deps.shards?.shardOf ?? (() => 0);
+  const shardOf = (agent: string) => deps.shards?.of(agent)?.index;
   const shardCount = deps.shards?.count ?? 1;
   const requireAgent = (raw: string): AgentSpec => {
     return deps.registry.require(parseInput(agentNameParam, raw, 'agent'));

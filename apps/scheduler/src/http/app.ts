@@ -125,7 +125,7 @@ export function createHttpApp(deps: HttpDeps): Express {
       ...(deps.schedules ? { schedules: deps.schedules } : {}),
       ...(deps.backfill ? { backfill: deps.backfill } : {}),
       rollups: (agent) => readAgentRollups(deps.redis, deps.keys, agent, Date.now()),
-      ...(deps.shards ? { shards: { count: deps.shards.fleet.count, shardOf: (agent: string) => deps.shards?.fleet.of(agent)?.index } } : {}),
+      ...(deps.shards ? { shards: deps.shards.fleet } : {}),
     }),
   );
   app.use(shardsRoutes(deps.shards ?? { fleet: createShards(registry, deps.keys.prefix, 1), served: 0 }));
